@@ -1,0 +1,50 @@
+"""Exit Survey: ask departing customers why, learn from it, win some back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+__all__ = ["create_app"]
+
+_PACKAGE = Path(__file__).parent
+
+
+def resource_dir(name: str) -> Path:
+    """Return a shipped folder: inside the installed package, or the repo's top."""
+    inside = _PACKAGE / name
+    return inside if inside.is_dir() else _PACKAGE.parent / name
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Create the app: defaults, instance settings, SURVEY_*, then ``config``."""
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        template_folder=str(resource_dir("templates")),
+        static_folder=str(resource_dir("static")),
+    )
+    from survey import cli, db, errors, i18n, outbox, security
+    from survey import config as settings
+
+    settings.load(app, config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    db.init_app(app)
+    i18n.init_app(app)
+    outbox.init_app(app)
+    errors.init_app(app)
+    security.init_app(app)
+    csrf = CSRFProtect(app)
+
+    from survey import api, health
+    from survey.public import views as public
+
+    app.register_blueprint(public.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)  # token-authenticated; no cookies involved
+    cli.init_app(app)
+    return app

@@ -1,0 +1,111 @@
+"""POST and GET /api/v1/departures."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import current_app, jsonify, request, url_for
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from survey import db, links
+from survey.api import bp
+from survey.api.auth import require_scope
+from survey.consent import current_consent
+from survey.departures.models import Departure
+from survey.departures.schemas import DepartureIn, field_errors
+from survey.departures.service import find_by_public_id, record_departure
+from survey.errors import InvalidInput, NotFound
+from survey.public.service import find_response
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def departure_json(session: Session, departure: Departure) -> dict[str, Any]:
+    """Return the API's view of a departure with its response and consent."""
+    response = find_response(session, departure)
+    consent = current_consent(session, departure.id)
+    return {
+        "id": departure.public_id,
+        "external_id": departure.external_id,
+        "company": departure.company,
+        "contact_name": departure.contact_name,
+        "contact_email": departure.contact_email,
+        "plan": departure.plan,
+        "mrr_cents": departure.mrr_cents,
+        "currency": departure.currency,
+        "segment": departure.segment,
+        "locale": departure.locale,
+        "csm_email": departure.csm_email,
+        "cancelled_at": _iso(departure.cancelled_at),
+        "billing_reason": departure.billing_reason,
+        "source": departure.source,
+        "created_at": _iso(departure.created_at),
+        "invited_at": _iso(departure.invited_at),
+        "first_opened_at": _iso(departure.first_opened_at),
+        "survey_url": links.survey_url(departure.public_id),
+        "response": None
+        if response is None
+        else {
+            "reason": response.reason,
+            "reason_other": response.reason_other,
+            "factors": response.factors,
+            "details": response.details,
+            "destination": response.destination,
+            "destination_name": response.destination_name,
+            "follow_up_reason": response.follow_up_reason,
+            "follow_up_answer": response.follow_up_answer,
+            "answered_at": _iso(response.answered_at),
+            "updated_at": _iso(response.updated_at),
+        },
+        "consent": {"state": consent.state, "since": _iso(consent.since)},
+        # The review queue arrives with the staff side; until then nothing is queued.
+        "review_status": None,
+    }
+
+
+def _read_body() -> bytes:
+    limit = current_app.config["API_MAX_BODY_BYTES"]
+    request.max_content_length = limit
+    try:
+        return request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise InvalidInput(
+            "The request body is too large.",
+            {"body": [f"The body must be at most {limit} bytes."]},
+        ) from None
+
+
+@bp.post("/departures")
+@require_scope("departures:write")
+def create_departure() -> tuple[WerkzeugResponse, int, dict[str, str]]:
+    """Record a departure (idempotent on external_id) and queue its invitation."""
+    try:
+        data = DepartureIn.model_validate_json(_read_body(), strict=True)
+    except ValidationError as exc:
+        raise InvalidInput("The departure is not valid.", field_errors(exc)) from None
+    session = db.session()
+    departure, created = record_departure(session, data, source="api")
+    session.commit()
+    location = url_for("api.get_departure", public_id=departure.public_id)
+    return (
+        jsonify(departure_json(session, departure)),
+        201 if created else 200,
+        {"Location": location},
+    )
+
+
+@bp.get("/departures/<public_id>")
+@require_scope("responses:read", "departures:write")
+def get_departure(public_id: str) -> WerkzeugResponse:
+    """Return a departure, its response (if any) and consent state."""
+    session = db.session()
+    departure = find_by_public_id(session, public_id)
+    if departure is None:
+        raise NotFound(f"No departure with id {public_id!r}.")
+    return jsonify(departure_json(session, departure))

@@ -1,0 +1,150 @@
+"""Command line: ``flask --app survey <group> <command>``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from survey import db, outbox, resource_dir
+from survey.errors import SurveyError
+
+log = logging.getLogger(__name__)
+
+db_cli = AppGroup("db", help="Create and migrate the database schema.")
+tokens_cli = AppGroup("tokens", help="Manage API tokens.")
+departures_cli = AppGroup("departures", help="Record departures.")
+outbox_cli = AppGroup("outbox", help="Deliver queued emails.")
+
+
+def alembic_config() -> AlembicConfig:
+    """Return an Alembic configuration bound to the current app's database."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(resource_dir("migrations")))
+    config.set_main_option(
+        "file_template",
+        "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(rev)s_%%(slug)s",
+    )
+    config.attributes["engine"] = db.engine()
+    return config
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    alembic_command.upgrade(alembic_config(), revision)
+    click.echo(f"Database at {revision}.")
+
+
+@db_cli.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (``base`` removes everything)."""
+    alembic_command.downgrade(alembic_config(), revision)
+    click.echo(f"Database at {revision}.")
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Show the database's revision."""
+    alembic_command.current(alembic_config(), verbose=False)
+
+
+@db_cli.command("revision")
+@click.option("-m", "--message", required=True, help="What the migration does.")
+def db_revision(message: str) -> None:
+    """Autogenerate a migration from the models (read and edit it afterwards)."""
+    alembic_command.revision(alembic_config(), message=message, autogenerate=True)
+
+
+@tokens_cli.command("create")
+@click.option("--name", required=True, help="Who or what uses the token.")
+@click.option("--scope", "scopes", multiple=True, required=True, help="Repeatable.")
+def tokens_create(name: str, scopes: tuple[str, ...]) -> None:
+    """Create an API token and print it once."""
+    from survey.api.auth import create_token
+
+    with db.write_session() as session:
+        try:
+            token, secret = create_token(session, name, list(scopes))
+        except SurveyError as exc:
+            raise click.UsageError(exc.message) from None
+        session.commit()
+    click.echo(secret)
+    click.echo(
+        f"Token {token.display_prefix}… ({', '.join(token.scopes)}) created; "
+        "it is shown only this once.",
+        err=True,
+    )
+
+
+@departures_cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def departures_import(path: Path) -> None:
+    """Import departures from a CSV file whose header names the API's fields."""
+    from survey.departures.importer import BadFile, import_departures
+
+    with (
+        db.write_session() as session,
+        path.open(newline="", encoding="utf-8-sig") as f,
+    ):
+        try:
+            report = import_departures(session, f)
+        except BadFile as exc:
+            raise click.ClickException(f"{path}: {exc}") from None
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{path}: not a UTF-8 text file") from None
+        session.commit()
+    for line, message in report.errors:
+        click.echo(f"{path}:{line}: {message}", err=True)
+    click.echo(
+        f"{report.created} imported, {report.existing} already known, "
+        f"{len(report.errors)} rejected."
+    )
+    if report.errors:
+        sys.exit(1)
+
+
+@outbox_cli.command("send")
+@click.option("--once", is_flag=True, help="Send what is due, then exit.")
+def outbox_send(once: bool) -> None:
+    """Deliver queued emails, retrying failures with back-off."""
+    poll = current_app.config["OUTBOX_POLL_SECONDS"]
+    while True:
+        report = outbox.deliver_due()
+        if report.handled:
+            click.echo(
+                f"{report.sent} sent, {report.retried} to retry, "
+                f"{report.failed} failed."
+            )
+        if once and report.handled < current_app.config["OUTBOX_BATCH_SIZE"]:
+            return
+        if not once and report.handled == 0:
+            time.sleep(poll)
+
+
+@click.command("demo")
+def demo_command() -> None:
+    """Fill an empty database with demo data and print two survey links."""
+    from survey.demo import load_demo
+
+    with db.write_session() as session:
+        links = load_demo(session)
+        session.commit()
+    click.echo("Open a demo survey as a departing customer would:")
+    for url in links:
+        click.echo(f"  {url}")
+
+
+def init_app(app: Flask) -> None:
+    """Register the command groups."""
+    for group in (db_cli, tokens_cli, departures_cli, outbox_cli, demo_command):
+        app.cli.add_command(group)

@@ -1,0 +1,21 @@
+"""The current time, injectable so tests never sleep."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from flask import current_app, has_app_context
+
+
+def system_now() -> datetime:
+    """Return the real current time in UTC."""
+    return datetime.now(UTC)
+
+
+def now() -> datetime:
+    """Return the app's current time (``app.config["CLOCK"]``), timezone-aware UTC."""
+    if has_app_context():
+        clock: Callable[[], datetime] = current_app.config.get("CLOCK") or system_now
+        return clock()
+    return system_now()

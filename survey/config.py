@@ -1,0 +1,131 @@
+"""Configuration: defaults, the instance folder, ``SURVEY_*`` variables, checks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+#: Environments in which the service may run without a configured secret key.
+RELAXED_ENVIRONMENTS = frozenset({"development", "testing"})
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot work; the message says why in one line."""
+
+
+_RAW_STRING_KEYS = (
+    "SECRET_KEY",
+    "MAIL_USERNAME",
+    "MAIL_PASSWORD",
+    "STRIPE_WEBHOOK_SECRET",
+    "BASE_URL",
+)
+
+DEFAULTS: dict[str, Any] = {
+    #: ``production`` (default), ``development`` or ``testing``.
+    "ENV": "production",
+    "DATABASE_URL": None,  # None: SQLite file in the instance folder
+    "BASE_URL": "http://127.0.0.1:5000",
+    "LINK_MAX_AGE_DAYS": 30,
+    "WITHDRAW_LINK_MAX_AGE_DAYS": 3650,
+    "FRESH_LINK_INTERVAL_MINUTES": 60,
+    "SECRET_KEY_FALLBACKS": [],
+    "MAIL_SERVER": None,
+    "MAIL_PORT": 25,
+    "MAIL_USE_TLS": False,
+    "MAIL_USE_SSL": False,
+    "MAIL_USERNAME": None,
+    "MAIL_PASSWORD": None,
+    "MAIL_DEFAULT_SENDER": "Exit Survey <survey@localhost>",
+    "MAIL_TIMEOUT_SECONDS": 10,
+    "OUTBOX_MAX_ATTEMPTS": 8,
+    "OUTBOX_RETRY_BASE_SECONDS": 30,
+    "OUTBOX_BATCH_SIZE": 20,
+    "OUTBOX_POLL_SECONDS": 5,
+    "API_MAX_BODY_BYTES": 64 * 1024,
+    "SQLITE_BUSY_TIMEOUT_SECONDS": 30,
+    "COMPANY_NAME": "our team",
+    "STRIPE_WEBHOOK_SECRET": None,
+    "WTF_CSRF_TIME_LIMIT": None,  # the CSRF token lives as long as the session
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+}
+
+
+def load(app: Flask, overrides: dict[str, Any] | None) -> None:
+    """Fill ``app.config``: defaults, instance file, ``SURVEY_*``, then overrides."""
+    app.config.update(DEFAULTS)
+    app.config.from_pyfile("settings.py", silent=True)
+    app.config.from_prefixed_env("SURVEY")
+    # from_prefixed_env parses values as JSON; secrets stay the exact strings.
+    for key in _RAW_STRING_KEYS:
+        if (raw := os.environ.get(f"SURVEY_{key}")) is not None:
+            app.config[key] = raw
+    if overrides:
+        app.config.update(overrides)
+    if app.config.get("TESTING"):
+        app.config["ENV"] = "testing"
+    _derive(app)
+    _check(app)
+
+
+def is_relaxed(app: Flask) -> bool:
+    """Return whether the app runs for development or tests."""
+    return app.config["ENV"] in RELAXED_ENVIRONMENTS or app.debug
+
+
+def _derive(app: Flask) -> None:
+    config = app.config
+    if not config.get("DATABASE_URL"):
+        config["DATABASE_URL"] = "sqlite:///" + str(
+            Path(app.instance_path) / "survey.sqlite3"
+        )
+    # Mail is only really sent when a server is configured; Flask-Mail would
+    # otherwise also stay silent whenever TESTING is set.
+    config["MAIL_SUPPRESS_SEND"] = not config.get("MAIL_SERVER")
+    if not config.get("SECRET_KEY") and is_relaxed(app):
+        config["SECRET_KEY"] = _development_secret_key(app)
+    config["SESSION_COOKIE_SECURE"] = config.get(
+        "SESSION_COOKIE_SECURE", not is_relaxed(app)
+    )
+    if isinstance(config["SECRET_KEY_FALLBACKS"], str):
+        config["SECRET_KEY_FALLBACKS"] = [config["SECRET_KEY_FALLBACKS"]]
+
+
+def _check(app: Flask) -> None:
+    config = app.config
+    if config["ENV"] not in RELAXED_ENVIRONMENTS | {"production"}:
+        raise ConfigError(
+            "SURVEY_ENV must be production, development or testing, "
+            f"not {config['ENV']!r}."
+        )
+    if not config.get("SECRET_KEY"):
+        raise ConfigError(
+            "SURVEY_SECRET_KEY is not set: signed survey links would be forgeable; "
+            "set it (e.g. python -c 'import secrets; print(secrets.token_hex(32))')."
+        )
+    for key in (
+        "LINK_MAX_AGE_DAYS",
+        "WITHDRAW_LINK_MAX_AGE_DAYS",
+        "OUTBOX_MAX_ATTEMPTS",
+        "MAIL_PORT",
+    ):
+        if not isinstance(config[key], int) or config[key] <= 0:
+            raise ConfigError(f"SURVEY_{key} must be a positive whole number.")
+
+
+def _development_secret_key(app: Flask) -> str:
+    """Return a random key kept in the instance folder, so links survive restarts."""
+    path = Path(app.instance_path) / "dev_secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key

@@ -1,0 +1,128 @@
+"""Win-back consent: an append-only ledger of granted / withdrawn events."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, event, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from survey import clock
+from survey.db import Base
+from survey.i18n import gettext
+
+if TYPE_CHECKING:
+    from survey.departures.models import Departure
+
+log = logging.getLogger(__name__)
+
+#: Bump when the consent wording changes; stored with every event.
+WORDING_VERSION = "2026-11-v1"
+
+
+def consent_wording() -> str:
+    """Return the consent sentence as shown to the customer (in their language)."""
+    return gettext(
+        "Yes, you may contact me later about coming back, for example with an "
+        "offer. I can change my mind at any time."
+    )
+
+
+def withdrawal_wording() -> str:
+    """Return the sentence shown with the withdrawal button."""
+    return gettext("Please do not contact me about coming back.")
+
+
+class ConsentEvent(Base):
+    """One change of a contact's win-back consent; never updated or deleted."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (
+        CheckConstraint("action IN ('granted', 'withdrawn')", name="action_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    departure_id: Mapped[int] = mapped_column(
+        ForeignKey("departures.id", ondelete="CASCADE"), index=True
+    )
+    #: ``granted`` or ``withdrawn``.
+    action: Mapped[str] = mapped_column(String(10))
+    #: Where it came from: survey, withdrawal_link, staff, api.
+    channel: Mapped[str] = mapped_column(String(20))
+    #: The exact words the person saw when they acted, and their version.
+    wording: Mapped[str] = mapped_column(Text)
+    wording_version: Mapped[str] = mapped_column(String(40))
+    #: A staff member's note (a customer's written request) when channel is staff.
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+    departure: Mapped[Departure] = relationship(back_populates="consent_events")
+
+
+@event.listens_for(ConsentEvent, "before_update")
+@event.listens_for(ConsentEvent, "before_delete")
+def _refuse_change(_mapper: Any, _connection: Any, target: ConsentEvent) -> None:
+    raise RuntimeError("consent events are append-only; record a new event instead")
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """Where a contact's consent stands: ``granted``, ``withdrawn`` or ``none``."""
+
+    state: str
+    since: datetime | None
+
+    @property
+    def granted(self) -> bool:
+        return self.state == "granted"
+
+
+def current_consent(db: Session, departure_id: int) -> ConsentState:
+    """Return the state set by the latest consent event of a departure."""
+    latest = db.execute(
+        select(ConsentEvent.action, ConsentEvent.created_at)
+        .where(ConsentEvent.departure_id == departure_id)
+        .order_by(ConsentEvent.id.desc())
+        .limit(1)
+    ).first()
+    if latest is None:
+        return ConsentState("none", None)
+    return ConsentState(latest.action, latest.created_at)
+
+
+def record_consent(
+    db: Session,
+    departure: Departure,
+    *,
+    granted: bool,
+    channel: str,
+    wording: str,
+    note: str | None = None,
+) -> ConsentEvent | None:
+    """Append a consent event when it changes the state; return it, or None.
+
+    A withdrawal is always recorded when the state is not already withdrawn,
+    so an explicit "don't contact me" stands even without an earlier grant.
+    """
+    state = current_consent(db, departure.id)
+    wanted = "granted" if granted else "withdrawn"
+    if state.state == wanted or (
+        not granted and state.state == "none" and channel == "survey"
+    ):
+        return None
+    consent_event = ConsentEvent(
+        departure_id=departure.id,
+        action=wanted,
+        channel=channel,
+        wording=wording,
+        wording_version=WORDING_VERSION,
+        note=note,
+        created_at=clock.now(),
+    )
+    db.add(consent_event)
+    db.flush()
+    log.info("consent %s for departure %s via %s", wanted, departure.public_id, channel)
+    return consent_event

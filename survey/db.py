@@ -1,0 +1,162 @@
+"""Database: declarative base, column types, one engine and session per app."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar
+
+from flask import Flask, current_app, g, has_request_context, request
+from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+#: Constraint names Alembic can refer to on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always returned timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use timezone-aware UTC times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+Str80 = Annotated[str, mapped_column(String(80))]
+Str200 = Annotated[str, mapped_column(String(200))]
+Str320 = Annotated[str, mapped_column(String(320))]
+
+
+def new_public_id() -> str:
+    """Return a random, unguessable id (96 bits) for use in links."""
+    return secrets.token_urlsafe(12)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the naming convention and shared column types."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    #: Every ``Mapped[datetime]`` is stored in UTC and read back timezone-aware.
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+
+def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
+    """Create an engine; on SQLite: WAL, a busy timeout and real transactions."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+    engine = create_engine(url, connect_args={"timeout": busy_timeout})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling starts transactions late and
+        # never for SELECT; we emit BEGIN ourselves (SQLAlchemy's recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # A transaction that will write takes the write lock up front: a
+        # deferred one that read first could not wait for it (SQLITE_BUSY).
+        if connection.get_execution_options().get("sqlite_write"):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def init_app(app: Flask) -> None:
+    """Create the app's engine and session factory; close sessions per request."""
+    engine = make_engine(
+        app.config["DATABASE_URL"],
+        busy_timeout=app.config["SQLITE_BUSY_TIMEOUT_SECONDS"],
+    )
+    app.extensions["survey.db"] = sessionmaker(engine, expire_on_commit=False)
+    app.teardown_appcontext(_close_session)
+
+
+def engine() -> Engine:
+    """Return the current app's engine."""
+    factory: sessionmaker[Session] = current_app.extensions["survey.db"]
+    bind = factory.kw["bind"]
+    assert isinstance(bind, Engine)
+    return bind
+
+
+def session() -> Session:
+    """Return this request's (or app context's) session, opened on first use.
+
+    In a request with an unsafe method, the transaction is opened for writing.
+    """
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["survey.db"]()
+        if has_request_context() and request.method not in _SAFE_METHODS:
+            begin_write(g.db_session)
+    result: Session = g.db_session
+    return result
+
+
+def begin_write(db_session: Session) -> None:
+    """Start ``db_session``'s next transaction as a writing one.
+
+    Call it with no transaction open (fresh, or just committed).
+    """
+    db_session.connection(execution_options={"sqlite_write": True})
+
+
+def new_session() -> Session:
+    """Return a new session of the current app, outside any request's."""
+    db_session: Session = current_app.extensions["survey.db"]()
+    return db_session
+
+
+@contextmanager
+def write_session() -> Iterator[Session]:
+    """Yield a new session in a writing transaction, for commands and workers.
+
+    The caller commits; anything uncommitted is rolled back on exit.
+    """
+    db_session = new_session()
+    try:
+        begin_write(db_session)
+        yield db_session
+    finally:
+        db_session.close()
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    db_session = g.pop("db_session", None)
+    if db_session is not None:
+        db_session.close()

@@ -1,0 +1,1 @@
+"""Departures: a lost account and its contact, recorded from the API, CSV or demo."""

@@ -1,0 +1,70 @@
+"""The Departure model."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import BigInteger, CheckConstraint, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from survey.db import Base, Str80, Str320, new_public_id
+from survey.vocabulary import DEPARTURE_SOURCES
+
+if TYPE_CHECKING:
+    from survey.consent import ConsentEvent
+    from survey.public.models import Response
+
+
+class Departure(Base):
+    """One lost account and the one contact we ask why."""
+
+    __tablename__ = "departures"
+    __table_args__ = (
+        CheckConstraint("mrr_cents >= 0", name="mrr_not_negative"),
+        CheckConstraint(
+            "source IN ({})".format(", ".join(f"'{s}'" for s in DEPARTURE_SOURCES)),
+            name="source_known",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Random id used in links and the API; the integer key never leaves the app.
+    public_id: Mapped[str] = mapped_column(
+        String(24), unique=True, default=new_public_id
+    )
+    #: The billing system's id for this cancellation; recording is idempotent on it.
+    external_id: Mapped[str] = mapped_column(String(200), unique=True)
+    company: Mapped[str | None] = mapped_column(String(200))
+    contact_name: Mapped[str | None] = mapped_column(String(200))
+    contact_email: Mapped[Str320]
+    plan: Mapped[str | None] = mapped_column(String(80))
+    #: Monthly recurring revenue lost, in minor units of ``currency``.
+    mrr_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    segment: Mapped[str | None] = mapped_column(String(80))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    csm_email: Mapped[str | None] = mapped_column(String(320))
+    cancelled_at: Mapped[datetime]
+    billing_reason: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[Str80]
+    created_at: Mapped[datetime]
+    #: When the invitation was queued.
+    invited_at: Mapped[datetime | None]
+    #: First GET of the survey link (the only thing a GET records).
+    first_opened_at: Mapped[datetime | None]
+    #: Last time a fresh link was sent after the old one expired.
+    fresh_link_sent_at: Mapped[datetime | None]
+
+    response: Mapped[Response | None] = relationship(
+        back_populates="departure", uselist=False, lazy="raise"
+    )
+    consent_events: Mapped[list[ConsentEvent]] = relationship(
+        back_populates="departure",
+        order_by="ConsentEvent.id",
+        lazy="raise",
+        viewonly=True,
+    )
+
+    def __repr__(self) -> str:
+        return f"<Departure {self.public_id}>"

@@ -1,0 +1,160 @@
+"""The one description of a departure's input, shared by the API and CSV import."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from typing import Annotated, Any
+
+from babel.numbers import list_currencies
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+)
+
+from survey.i18n import normalize_locale
+
+#: The fields a departure accepts, in the order of the CSV header.
+FIELDS = (
+    "external_id",
+    "company",
+    "contact_name",
+    "contact_email",
+    "plan",
+    "mrr_cents",
+    "currency",
+    "segment",
+    "cancelled_at",
+    "locale",
+    "csm_email",
+    "billing_reason",
+)
+
+_MAX_MRR_CENTS = 10**13  # a hundred billion a month: anything above is a typo
+
+
+@cache
+def _currencies() -> frozenset[str]:
+    return frozenset(list_currencies())
+
+
+def normalize_email(value: str) -> str:
+    """Return a syntactically valid address, normalized; raise ValueError if not."""
+    try:
+        # allow_smtputf8=False: every mail server on the way can carry it.
+        result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"Not a valid email address: {exc}") from None
+    return result.ascii_email or result.normalized
+
+
+def _parse_timestamp(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):  # built in Python (demo data, tests)
+        parsed = value
+    elif not isinstance(value, str):
+        raise ValueError(
+            "Must be an ISO 8601 date and time, e.g. 2026-11-23T10:00:00Z."
+        )
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                "Not an ISO 8601 date and time, e.g. 2026-11-23T10:00:00Z."
+            ) from None
+    # A time without a zone is taken as UTC, the zone billing systems export in.
+    return (
+        parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    )
+
+
+Text200 = Annotated[str | None, Field(default=None, max_length=200)]
+Text80 = Annotated[str | None, Field(default=None, max_length=80)]
+
+
+class DepartureIn(BaseModel):
+    """A departure as a billing system or a CSV file describes it."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="ignore")
+
+    external_id: str = Field(min_length=1, max_length=200)
+    company: Text200
+    contact_name: Text200
+    contact_email: str = Field(max_length=320)
+    plan: Text80
+    mrr_cents: int | None = Field(default=0, ge=0, le=_MAX_MRR_CENTS)
+    currency: str | None = "USD"
+    segment: Text80
+    cancelled_at: Annotated[datetime | None, PlainValidator(_parse_timestamp)] = None
+    locale: str | None = Field(default=None, max_length=35)
+    csm_email: str | None = Field(default=None, max_length=320)
+    billing_reason: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("contact_email")
+    @classmethod
+    def _contact_email(cls, value: str) -> str:
+        return normalize_email(value)
+
+    @field_validator("csm_email")
+    @classmethod
+    def _csm_email(cls, value: str | None) -> str | None:
+        return normalize_email(value) if value else None
+
+    @field_validator("mrr_cents")
+    @classmethod
+    def _mrr_cents(cls, value: int | None) -> int:
+        return value or 0
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str | None) -> str:
+        code = (value or "USD").upper()
+        if code not in _currencies():
+            raise ValueError(
+                f"Unknown currency {value!r}: use an ISO 4217 code like USD."
+            )
+        return code
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        locale = normalize_locale(value)
+        if locale is None:
+            raise ValueError(f"Unknown locale {value!r}: use a code like en or fr-CA.")
+        return locale
+
+
+_FRIENDLY = {
+    "missing": "This field is required.",
+    "string_type": "Must be a string.",
+    "int_type": "Must be a whole number.",
+    "int_parsing": "Must be a whole number.",
+    "int_from_float": "Must be a whole number.",
+    "greater_than_equal": "Must be 0 or more.",
+}
+
+
+def field_errors(error: ValidationError) -> dict[str, list[str]]:
+    """Turn pydantic's errors into ``{field: [message, ...]}``."""
+    fields: dict[str, list[str]] = {}
+    for item in error.errors(include_url=False):
+        name = str(item["loc"][0]) if item["loc"] else "body"
+        if item["type"] == "value_error":
+            message = str(item["ctx"]["error"])
+        elif item["type"] == "model_type" or item["type"] == "model_attributes_type":
+            message = "The body must be a JSON object."
+        elif item["type"] == "json_invalid":
+            message = "The body is not valid JSON."
+        else:
+            message = _FRIENDLY.get(item["type"], item["msg"])
+        fields.setdefault(name, []).append(message)
+    return fields

@@ -1,0 +1,80 @@
+"""Recording departures; each one queues its invitation in the same transaction."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from survey import clock, links, outbox
+from survey.departures.models import Departure
+from survey.departures.schemas import DepartureIn
+from survey.vocabulary import REASONS
+
+log = logging.getLogger(__name__)
+
+
+def find_by_external_id(db: Session, external_id: str) -> Departure | None:
+    """Return the departure recorded for ``external_id``, if any."""
+    return db.scalar(select(Departure).where(Departure.external_id == external_id))
+
+
+def find_by_public_id(db: Session, public_id: str) -> Departure | None:
+    """Return the departure with this public id, if any."""
+    return db.scalar(select(Departure).where(Departure.public_id == public_id))
+
+
+def record_departure(
+    db: Session, data: DepartureIn, *, source: str
+) -> tuple[Departure, bool]:
+    """Record a departure and queue its invitation; return (departure, created).
+
+    Idempotent on ``external_id``, also when the same departure arrives twice
+    at once: the database's unique key decides, and the loser returns the
+    winner's departure without queuing a second email.
+    """
+    existing = find_by_external_id(db, data.external_id)
+    if existing is not None:
+        return existing, False
+    now = clock.now()
+    try:
+        with db.begin_nested():
+            departure = Departure(
+                **data.model_dump(exclude={"cancelled_at"}),
+                cancelled_at=data.cancelled_at or now,
+                source=source,
+                created_at=now,
+            )
+            db.add(departure)
+            db.flush()
+            queue_invitation(db, departure)
+    except IntegrityError:
+        existing = find_by_external_id(db, data.external_id)
+        if existing is None:
+            raise
+        return existing, False
+    log.info("recorded departure %s from %s", departure.public_id, source)
+    return departure, True
+
+
+def queue_invitation(db: Session, departure: Departure) -> None:
+    """Write the survey invitation for ``departure`` to the outbox."""
+    survey_url = links.survey_url(departure.public_id)
+    outbox.enqueue(
+        db,
+        kind="invitation",
+        recipient=departure.contact_email,
+        locale=departure.locale,
+        departure_id=departure.id,
+        departure=departure,
+        survey_url=survey_url,
+        reason_links=[
+            (label, f"{survey_url}?reason={code}") for code, label in REASONS.items()
+        ],
+        withdraw_url=links.withdraw_url(departure.public_id),
+        sender_name=current_app.config["COMPANY_NAME"],
+    )
+    departure.invited_at = clock.now()

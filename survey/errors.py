@@ -1,0 +1,112 @@
+"""Domain errors, and the one place that turns errors into HTTP answers.
+
+Under ``/api`` every error is JSON ``{"error", "message", "fields"}``; elsewhere
+people get a friendly HTML page. Nothing answers with a bare stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class SurveyError(Exception):
+    """Root of the errors our features raise on purpose."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, fields: dict[str, list[str]] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+
+
+class InvalidInput(SurveyError):
+    """Input that breaks a rule; ``fields`` says which and why."""
+
+    status = 422
+    code = "invalid"
+
+
+class NotFound(SurveyError):
+    """Nothing by that id (or not for you to see)."""
+
+    status = 404
+    code = "not_found"
+
+
+class Unauthorized(SurveyError):
+    """No credentials, or credentials we do not know."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(SurveyError):
+    """Known credentials without the needed permission."""
+
+    status = 403
+    code = "forbidden"
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _json_error(
+    status: int, code: str, message: str, fields: dict[str, list[str]] | None = None
+) -> tuple[Any, int]:
+    return jsonify(error=code, message=message, fields=fields or {}), status
+
+
+def _page(status: int, title: str, message: str) -> tuple[str, int]:
+    return (
+        render_template(
+            "errors/error.html", status=status, title=title, message=message
+        ),
+        status,
+    )
+
+
+def handle_survey_error(error: SurveyError) -> Any:
+    """Answer a domain error as JSON under /api, or as a page."""
+    if _wants_json():
+        response, status = _json_error(
+            error.status, error.code, error.message, error.fields
+        )
+        if error.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response, status
+    return _page(error.status, error.code.replace("_", " ").capitalize(), error.message)
+
+
+def handle_http_error(error: HTTPException) -> Any:
+    """Answer Werkzeug's HTTP errors (404, 405, 413, ...) the same way."""
+    status = error.code or 500
+    if _wants_json():
+        code = (error.name or "error").lower().replace(" ", "_")
+        return _json_error(status, code, str(error.description or ""))
+    return _page(status, error.name or "Error", str(error.description or ""))
+
+
+def handle_unexpected(error: Exception) -> Any:
+    """Log anything unexpected and answer 500 without details."""
+    if isinstance(error, HTTPException):
+        return handle_http_error(error)
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    if _wants_json():
+        return _json_error(500, "internal_error", "Something went wrong on our side.")
+    return _page(500, "Internal Server Error", "Something went wrong on our side.")
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers."""
+    app.register_error_handler(SurveyError, handle_survey_error)
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(Exception, handle_unexpected)

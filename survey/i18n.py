@@ -1,0 +1,79 @@
+"""Translations for customer-facing text: the survey pages and the emails.
+
+Strings are marked with ``gettext``/``_`` (Python) and ``{% trans %}`` (Jinja),
+so Babel can extract them into catalogs under ``survey/translations``. Without
+a catalog for a locale, English is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from babel import Locale, UnknownLocaleError
+from babel.support import LazyProxy, NullTranslations, Translations
+from flask import Flask, g, has_app_context
+
+TRANSLATIONS_DIR = Path(__file__).parent / "translations"
+DEFAULT_LOCALE = "en"
+
+
+@cache
+def translations(locale: str | None) -> NullTranslations:
+    """Return the catalog for ``locale`` (English when there is none)."""
+    if not locale:
+        return NullTranslations()
+    return Translations.load(str(TRANSLATIONS_DIR), [locale, DEFAULT_LOCALE])
+
+
+def normalize_locale(value: str | None) -> str | None:
+    """Return ``value`` as a known locale identifier (``fr_CA``), or None."""
+    if not value:
+        return None
+    try:
+        return str(Locale.parse(value.replace("-", "_")))
+    except (ValueError, UnknownLocaleError):
+        return None
+
+
+def current_translations() -> NullTranslations:
+    """Return the catalog of the locale this request renders in."""
+    if has_app_context():
+        return translations(g.get("locale"))
+    return translations(None)
+
+
+def gettext(message: str, **variables: Any) -> str:
+    """Translate ``message`` for the current locale and fill in ``variables``."""
+    text = current_translations().gettext(message)
+    return text % variables if variables else text
+
+
+def lazy_gettext(message: str) -> LazyProxy:
+    """Mark ``message`` for translation when it is rendered, not when defined."""
+    return LazyProxy(gettext, message, enable_cache=False)
+
+
+def init_app(app: Flask) -> None:
+    """Install the translation functions into the app's Jinja environment."""
+    app.jinja_env.add_extension("jinja2.ext.i18n")
+    # Jinja's "newstyle" wrappers fill in the variables and keep autoescaping.
+    app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=lambda message: current_translations().gettext(message),
+        ngettext=lambda s, p, n: current_translations().ngettext(s, p, n),
+        newstyle=True,
+    )
+
+
+@contextmanager
+def force_locale(locale: str | None) -> Iterator[None]:
+    """Render in ``locale`` inside the block (an email in the contact's language)."""
+    previous = g.get("locale")
+    g.locale = locale
+    try:
+        yield
+    finally:
+        g.locale = previous

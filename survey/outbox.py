@@ -1,0 +1,273 @@
+"""Transactional outbox: emails written with the business change, sent by a worker.
+
+``enqueue`` adds a message in the caller's transaction. ``deliver_due`` is the
+worker's step: it claims due messages (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so several workers never take the same row and never wait for
+each other), leases them for a while, sends each through Flask-Mail and
+commits each result at once. A worker that dies mid-batch leaves its
+unsent messages to be claimed again when the lease runs out; a message
+marked sent is never sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any
+
+import flask_mail
+from flask import Flask, current_app, render_template
+from sqlalchemy import ForeignKey, Index, String, Text, or_, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from survey import clock, db
+from survey.db import Base
+from survey.i18n import force_locale
+
+log = logging.getLogger(__name__)
+
+PENDING, SENT, FAILED = "pending", "sent", "failed"
+
+
+class OutboxMessage(Base):
+    """An email waiting to be sent, sent, or given up on."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (Index("ix_outbox_messages_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    departure_id: Mapped[int | None] = mapped_column(
+        ForeignKey("departures.id", ondelete="CASCADE"), index=True
+    )
+    #: Template name: ``invitation``, ``fresh_link``.
+    kind: Mapped[str] = mapped_column(String(40))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(300))
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    #: ``pending``, ``sent`` or ``failed`` (gave up after the last attempt).
+    status: Mapped[str] = mapped_column(String(10), default=PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    #: A worker's claim on the message lasts until then.
+    locked_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+def _one_line(text: str) -> str:
+    """Collapse whitespace so names and subjects cannot add mail headers."""
+    return " ".join(text.split())
+
+
+def render_email(name: str, locale: str | None, **context: Any) -> tuple[str, str, str]:
+    """Render ``templates/email/<name>/`` into (subject, text, html)."""
+    with force_locale(locale):
+        subject = render_template(f"email/{name}/subject.txt", **context)
+        text = render_template(f"email/{name}/body.txt", **context)
+        html = render_template(f"email/{name}/body.html", **context)
+    return _one_line(subject), text, html
+
+
+def enqueue(
+    session: Session,
+    *,
+    kind: str,
+    recipient: str,
+    locale: str | None,
+    departure_id: int | None = None,
+    **context: Any,
+) -> OutboxMessage:
+    """Add an email to the outbox in the caller's transaction."""
+    subject, text, html = render_email(kind, locale, **context)
+    now = clock.now()
+    message = OutboxMessage(
+        departure_id=departure_id,
+        kind=kind,
+        recipient=_one_line(recipient),
+        subject=subject,
+        body_text=text,
+        body_html=html,
+        status=PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(message)
+    session.flush()
+    return message
+
+
+class _TimeoutConnection(flask_mail.Connection):
+    """A Flask-Mail connection whose SMTP socket gives up after a timeout."""
+
+    def configure_host(self) -> smtplib.SMTP | smtplib.SMTP_SSL:
+        timeout = current_app.config["MAIL_TIMEOUT_SECONDS"]
+        mail = self.mail
+        host: smtplib.SMTP | smtplib.SMTP_SSL
+        if mail.use_ssl:
+            host = smtplib.SMTP_SSL(mail.server, mail.port, timeout=timeout)
+        else:
+            host = smtplib.SMTP(mail.server, mail.port, timeout=timeout)
+        if mail.use_tls:
+            host.starttls()
+        if mail.username and mail.password:
+            host.login(mail.username, mail.password)
+        return host
+
+
+def _as_mail(message: OutboxMessage) -> flask_mail.Message:
+    mail_message = flask_mail.Message(
+        subject=message.subject,
+        recipients=[message.recipient],
+        body=message.body_text,
+        html=message.body_html,
+        sender=current_app.config["MAIL_DEFAULT_SENDER"],
+    )
+    domain = str(current_app.config["MAIL_DEFAULT_SENDER"]).rpartition("@")[2]
+    mail_message.msgId = make_msgid(domain=domain.strip("> ") or None)
+    return mail_message
+
+
+def _write_eml(message: OutboxMessage, mail_message: flask_mail.Message) -> Path:
+    folder = Path(current_app.instance_path) / "mail"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (
+        folder / f"{message.created_at:%Y%m%d-%H%M%S}-{message.id}-{message.kind}.eml"
+    )
+    path.write_bytes(mail_message.as_bytes())
+    return path
+
+
+@dataclass
+class DeliveryReport:
+    """What one pass of the worker did."""
+
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+    @property
+    def handled(self) -> int:
+        return self.sent + self.retried + self.failed
+
+
+def _claim(session: Session, limit: int, worker: str) -> list[int]:
+    """Lease up to ``limit`` due messages to this worker and commit the claim."""
+    now = clock.now()
+    lease = timedelta(
+        seconds=current_app.config["MAIL_TIMEOUT_SECONDS"] * (limit + 2) + 60
+    )
+    db.begin_write(session)
+    ids = list(
+        session.scalars(
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.status == PENDING,
+                OutboxMessage.next_attempt_at <= now,
+                or_(
+                    OutboxMessage.locked_until.is_(None),
+                    OutboxMessage.locked_until < now,
+                ),
+            )
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids))
+            .values(locked_until=now + lease)
+        )
+    session.commit()
+    log.debug("worker %s claimed %d messages", worker, len(ids))
+    return ids
+
+
+def _send(message: OutboxMessage) -> None:
+    mail_message = _as_mail(message)
+    if current_app.config["MAIL_SUPPRESS_SEND"]:
+        path = _write_eml(message, mail_message)
+        log.info("no mail server configured: wrote %s", path)
+        for line in message.body_text.splitlines():
+            if "/s/" in line:
+                log.info("survey link for %s: %s", message.kind, line.strip())
+                break
+        return
+    with _TimeoutConnection(current_app.extensions["mail"]) as connection:
+        mail_message.send(connection)
+
+
+def _record_result(session: Session, message: OutboxMessage, error: str | None) -> str:
+    now = clock.now()
+    message.attempts += 1
+    message.locked_until = None
+    if error is None:
+        message.status, message.sent_at, message.last_error = SENT, now, None
+        outcome = SENT
+    elif message.attempts >= current_app.config["OUTBOX_MAX_ATTEMPTS"]:
+        message.status, message.last_error = FAILED, error
+        outcome = FAILED
+        log.error(
+            "gave up on message %s after %d attempts", message.id, message.attempts
+        )
+    else:
+        delay = current_app.config["OUTBOX_RETRY_BASE_SECONDS"] * 2 ** (
+            message.attempts - 1
+        )
+        message.next_attempt_at = now + timedelta(seconds=min(delay, 6 * 3600))
+        message.last_error = error
+        outcome = "retried"
+        log.warning(
+            "message %s not sent (attempt %d): %s", message.id, message.attempts, error
+        )
+    session.commit()
+    return outcome
+
+
+def deliver_due(limit: int | None = None) -> DeliveryReport:
+    """Send the messages that are due now; return what happened."""
+    limit = limit or current_app.config["OUTBOX_BATCH_SIZE"]
+    worker = uuid.uuid4().hex[:8]
+    report = DeliveryReport()
+    with db.new_session() as session:
+        for message_id in _claim(session, limit, worker):
+            db.begin_write(session)
+            message = session.get(OutboxMessage, message_id)
+            if message is None or message.status != PENDING:
+                session.rollback()
+                continue
+            session.commit()  # don't hold the write lock while talking SMTP
+            try:
+                _send(message)
+                error = None
+            except (smtplib.SMTPException, OSError) as exc:
+                error = f"{type(exc).__name__}: {exc}"[:1000]
+            except (
+                Exception
+            ) as exc:  # a message that cannot be built: retry, then give up
+                log.exception("message %s could not be sent", message_id)
+                error = f"{type(exc).__name__}: {exc}"[:1000]
+            db.begin_write(session)
+            session.refresh(message)
+            outcome = _record_result(session, message, error)
+            if outcome == SENT:
+                report.sent += 1
+            elif outcome == FAILED:
+                report.failed += 1
+            else:
+                report.retried += 1
+    return report
+
+
+def init_app(app: Flask) -> None:
+    """Set up Flask-Mail with the app's ``MAIL_*`` settings."""
+    flask_mail.Mail(app)

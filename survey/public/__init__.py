@@ -1,0 +1,1 @@
+"""The customer's side: the signed survey pages, answers and consent changes."""

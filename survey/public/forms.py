@@ -1,0 +1,82 @@
+"""The survey's forms: field rules only, no database writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    RadioField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import InputRequired, Length, Optional, ValidationError
+
+from survey.i18n import lazy_gettext as _l
+from survey.vocabulary import DESTINATIONS, REASONS
+
+
+# Flask-WTF ships no type hints, hence the ignore.
+class PublicForm(FlaskForm):  # type: ignore[misc]
+    """A customer-facing form with a honeypot field that people never see."""
+
+    #: Hidden from people by CSS and from screen readers; bots fill it in.
+    website = StringField(_l("Leave this field empty"))
+
+    def is_bot(self) -> bool:
+        """Return whether the honeypot was filled in."""
+        return bool(self.website.data)
+
+
+class ReasonForm(PublicForm):
+    """Page 1: the one question."""
+
+    reason = RadioField(
+        _l("What is the main reason you are leaving?"),
+        choices=list(REASONS.items()),
+        validators=[InputRequired(message=_l("Please choose one answer."))],
+    )
+    reason_other = StringField(_l("Please tell us more"), validators=[Length(max=1000)])
+
+    def validate_reason_other(self, field: StringField) -> None:
+        if self.reason.data == "other" and not (field.data or "").strip():
+            raise ValidationError(_l("Please tell us the reason in a few words."))
+
+
+class DetailsForm(PublicForm):
+    """Page 2: optional follow-ups and the win-back consent."""
+
+    factors = SelectMultipleField(
+        _l("Did anything else play a part?"),
+        choices=[(code, label) for code, label in REASONS.items() if code != "other"],
+        validators=[Optional()],
+    )
+    details = TextAreaField(
+        _l("Anything else you would like us to know?"), validators=[Length(max=5000)]
+    )
+    destination = RadioField(
+        _l("What will you use instead?"),
+        choices=list(DESTINATIONS.items()),
+        validate_choice=False,
+    )
+    destination_name = StringField(
+        _l("Which one? (optional)"), validators=[Length(max=200)]
+    )
+    follow_up = TextAreaField(validators=[Length(max=1000)])
+    winback_consent = BooleanField()
+
+    def validate_destination(self, field: RadioField) -> None:
+        if field.data and field.data not in DESTINATIONS:
+            raise ValidationError(_l("Please choose one of the answers."))
+
+    def answers(self) -> dict[str, Any]:
+        """Return the cleaned answers (without consent)."""
+        return {
+            "factors": [code for code in self.factors.data or [] if code != "other"],
+            "details": (self.details.data or "").strip() or None,
+            "destination": self.destination.data or None,
+            "destination_name": (self.destination_name.data or "").strip() or None,
+            "follow_up_answer": (self.follow_up.data or "").strip() or None,
+        }

@@ -1,0 +1,42 @@
+"""The Response model: one per departure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from survey.db import Base
+
+if TYPE_CHECKING:
+    from survey.departures.models import Departure
+
+
+class Response(Base):
+    """The customer's answers; the database allows one per departure."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    departure_id: Mapped[int] = mapped_column(
+        ForeignKey("departures.id", ondelete="CASCADE"), unique=True
+    )
+    #: The main reason (a survey reason code), from the first page.
+    reason: Mapped[str] = mapped_column(String(40))
+    reason_other: Mapped[str | None] = mapped_column(Text)
+    #: Other reason codes that played a part (second page).
+    factors: Mapped[list[str]] = mapped_column(JSON, default=list)
+    details: Mapped[str | None] = mapped_column(Text)
+    destination: Mapped[str | None] = mapped_column(String(20))
+    destination_name: Mapped[str | None] = mapped_column(String(200))
+    #: The reason-specific question that was asked (its reason code) and the answer.
+    follow_up_reason: Mapped[str | None] = mapped_column(String(40))
+    follow_up_answer: Mapped[str | None] = mapped_column(Text)
+    answered_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    #: When the second page was last saved.
+    details_saved_at: Mapped[datetime | None]
+
+    departure: Mapped[Departure] = relationship(back_populates="response")

@@ -1,0 +1,98 @@
+"""Signed links: the public side's only security boundary.
+
+Every link in an email is made and read here, with one salt per purpose so a
+token for one purpose never works for another. Keys rotate through
+``SECRET_KEY_FALLBACKS``: links signed with an old key keep working while it
+is listed there.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from itsdangerous import (
+    BadData,
+    SignatureExpired,
+    TimestampSigner,
+    URLSafeTimedSerializer,
+)
+
+from survey import clock
+
+SURVEY = "survey"
+WITHDRAW_CONSENT = "consent-withdrawal"
+_SALTS = {SURVEY: "exit-survey.survey", WITHDRAW_CONSENT: "exit-survey.withdraw"}
+
+
+class TokenError(Exception):
+    """A link that cannot be used."""
+
+
+class TokenInvalid(TokenError):
+    """Tampered with, unknown, or meant for another purpose."""
+
+
+class TokenExpired(TokenError):
+    """Genuine but too old; ``public_id`` says whose it was."""
+
+    def __init__(self, public_id: str) -> None:
+        super().__init__("link expired")
+        self.public_id = public_id
+
+
+class _ClockSigner(TimestampSigner):
+    """A signer that reads the app's (injectable) clock instead of ``time``."""
+
+    def get_timestamp(self) -> int:
+        return int(clock.now().timestamp())
+
+
+def _serializer(purpose: str) -> URLSafeTimedSerializer:
+    config = current_app.config
+    # itsdangerous signs with the last key and verifies with all of them.
+    keys = [*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]]
+    return URLSafeTimedSerializer(keys, salt=_SALTS[purpose], signer=_ClockSigner)
+
+
+def max_age(purpose: str) -> timedelta:
+    """Return how long a link for ``purpose`` stays valid.
+
+    A "don't contact me" link lasts much longer than a survey link: saying no
+    must keep working long after the survey has closed.
+    """
+    key = (
+        "WITHDRAW_LINK_MAX_AGE_DAYS"
+        if purpose == WITHDRAW_CONSENT
+        else "LINK_MAX_AGE_DAYS"
+    )
+    return timedelta(days=current_app.config[key])
+
+
+def make_token(purpose: str, public_id: str) -> str:
+    """Return a signed, timestamped token naming a departure for ``purpose``."""
+    return _serializer(purpose).dumps(public_id)
+
+
+def load_token(purpose: str, token: str) -> str:
+    """Return the departure's public id from a token, or raise a TokenError."""
+    serializer = _serializer(purpose)
+    try:
+        public_id: Any = serializer.loads(
+            token, max_age=int(max_age(purpose).total_seconds())
+        )
+    except SignatureExpired as exc:
+        # The signature was good, so the payload is ours; only its age is wrong.
+        try:
+            expired_id = serializer.load_payload(exc.payload or b"")
+        except BadData:
+            raise TokenInvalid from exc
+        if not isinstance(expired_id, str):
+            raise TokenInvalid from exc
+        raise TokenExpired(expired_id) from exc
+    except BadData as exc:
+        raise TokenInvalid from exc
+    if not isinstance(public_id, str):
+        raise TokenInvalid
+    return public_id

@@ -1,0 +1,46 @@
+"""The product's codes (see PRODUCT.md): used by the database, the API and CSV."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from survey.i18n import lazy_gettext as _l
+
+#: Survey reasons: code -> label in the customer's language.
+REASONS: Final = {
+    "too_expensive": _l("It costs more than it is worth to us"),
+    "missing_features": _l("It is missing something we need"),
+    "product_issues": _l("Too many bugs or problems"),
+    "hard_to_adopt": _l("We could not get our team using it"),
+    "poor_service": _l("Support or service let us down"),
+    "not_meeting_goals": _l("It did not deliver the results we expected"),
+    "switched": _l("We found a better alternative"),
+    "no_longer_needed": _l("We no longer need it"),
+    "business_change": _l("Our business changed (budget, closure, merger)"),
+    "other": _l("Something else"),
+}
+
+#: Where the customer is going instead.
+DESTINATIONS: Final = {
+    "competitor": _l("Another product"),
+    "in_house": _l("Something we build or do ourselves"),
+    "none": _l("Nothing: we no longer need this"),
+    "unknown": _l("Not decided, or I'd rather not say"),
+}
+
+#: The one reason-specific follow-up question asked on the second page.
+FOLLOW_UPS: Final = {
+    "too_expensive": _l("What price would have worked for you?"),
+    "missing_features": _l("Which feature were you missing most?"),
+    "product_issues": _l("Which problem affected you most?"),
+    "hard_to_adopt": _l("What made it hard to get your team using it?"),
+    "poor_service": _l("What should we have done differently?"),
+    "not_meeting_goals": _l("Which result did you expect that you did not get?"),
+    "switched": _l("Which alternative did you choose, and what made it better?"),
+    "business_change": _l("Is there anything we could have done to help?"),
+}
+
+DEPARTURE_SOURCES: Final = ("api", "stripe", "csv", "staff")
+CONSENT_ACTIONS: Final = ("granted", "withdrawn")
+#: How a consent event came in.
+CONSENT_CHANNELS: Final = ("survey", "withdrawal_link", "staff", "api")
