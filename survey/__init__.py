@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Create the app: defaults, instance settings, SURVEY_*, then ``config``."""
     app = Flask(
         __name__,
+        instance_path=(config or {}).get("INSTANCE_PATH")
+        or os.environ.get("SURVEY_INSTANCE_PATH"),
         instance_relative_config=True,
         template_folder=str(resource_dir("templates")),
         static_folder=str(resource_dir("static")),

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,16 @@ def handle_http_error(error: HTTPException) -> Any:
     return _page(status, error.name or "Error", str(error.description or ""))
 
 
+def handle_csrf_error(_error: CSRFError) -> Any:
+    """Explain a refused form in words a customer understands."""
+    return _page(
+        400,
+        "Please try again",
+        "This form has expired or was sent from somewhere else. "
+        "Go back, reload the page and send it again.",
+    )
+
+
 def handle_unexpected(error: Exception) -> Any:
     """Log anything unexpected and answer 500 without details."""
     if isinstance(error, HTTPException):
@@ -108,5 +119,6 @@ def handle_unexpected(error: Exception) -> Any:
 def init_app(app: Flask) -> None:
     """Register the handlers."""
     app.register_error_handler(SurveyError, handle_survey_error)
+    app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -18,6 +18,7 @@ from itsdangerous import (
     TimestampSigner,
     URLSafeTimedSerializer,
 )
+from itsdangerous.encoding import base64_decode, base64_encode
 
 from survey import clock
 
@@ -75,8 +76,27 @@ def make_token(purpose: str, public_id: str) -> str:
     return _serializer(purpose).dumps(public_id)
 
 
+def _is_canonical(token: str) -> bool:
+    """Return whether each part of ``token`` is in its one canonical base64 form.
+
+    Base64 leaves a few bits unused in a part's last character; a token that
+    differs only there would decode to the same bytes. Refusing non-canonical
+    parts means any changed character makes a link invalid.
+    """
+    try:
+        return all(
+            base64_encode(base64_decode(part)) == part.encode("ascii")
+            for part in token.split(".")
+            if part
+        )
+    except (BadData, UnicodeEncodeError):
+        return False
+
+
 def load_token(purpose: str, token: str) -> str:
     """Return the departure's public id from a token, or raise a TokenError."""
+    if not _is_canonical(token):
+        raise TokenInvalid
     serializer = _serializer(purpose)
     try:
         public_id: Any = serializer.loads(

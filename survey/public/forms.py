@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     RadioField,
+    SelectChoice,
     SelectMultipleField,
     StringField,
     TextAreaField,
@@ -19,6 +21,12 @@ from survey.vocabulary import DESTINATIONS, REASONS
 
 
 # Flask-WTF ships no type hints, hence the ignore.
+def _choices(labels: Mapping[str, Any], leave_out: str = "") -> list[SelectChoice]:
+    return [
+        SelectChoice(code, label) for code, label in labels.items() if code != leave_out
+    ]
+
+
 class PublicForm(FlaskForm):  # type: ignore[misc]
     """A customer-facing form with a honeypot field that people never see."""
 
@@ -35,7 +43,7 @@ class ReasonForm(PublicForm):
 
     reason = RadioField(
         _l("What is the main reason you are leaving?"),
-        choices=list(REASONS.items()),
+        choices=_choices(REASONS),
         validators=[InputRequired(message=_l("Please choose one answer."))],
     )
     reason_other = StringField(_l("Please tell us more"), validators=[Length(max=1000)])
@@ -50,7 +58,7 @@ class DetailsForm(PublicForm):
 
     factors = SelectMultipleField(
         _l("Did anything else play a part?"),
-        choices=[(code, label) for code, label in REASONS.items() if code != "other"],
+        choices=_choices(REASONS, leave_out="other"),
         validators=[Optional()],
     )
     details = TextAreaField(
@@ -58,7 +66,7 @@ class DetailsForm(PublicForm):
     )
     destination = RadioField(
         _l("What will you use instead?"),
-        choices=list(DESTINATIONS.items()),
+        choices=_choices(DESTINATIONS),
         validate_choice=False,
     )
     destination_name = StringField(

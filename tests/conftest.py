@@ -1,0 +1,179 @@
+"""Fixtures: one migrated database per backend, an app per test, a real SMTP server.
+
+Every test runs on SQLite, and on PostgreSQL too when SURVEY_TEST_DATABASE_URL
+is set. Tests commit for real (workers, threads and browsers need to see each
+other's writes), so each test starts from empty tables instead of a rolled-back
+transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from survey import create_app, db
+from survey.cli import alembic_config
+from survey.models import Base
+
+PG_URL = os.environ.get("SURVEY_TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+SECRET = "test-secret-key"
+
+
+class Clock:
+    """An injectable clock: starts now, moves only when told."""
+
+    def __init__(self) -> None:
+        self.current = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: Any) -> str:
+    """Return the URL of a database migrated to head, once per backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.sqlite3'}"
+    else:
+        assert PG_URL is not None
+        url = PG_URL
+        _reset_postgres(url)
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": SECRET,
+            "DATABASE_URL": url,
+            "INSTANCE_PATH": str(tmp_path_factory.mktemp("instance")),
+        }
+    )
+    from alembic import command
+
+    with app.app_context():
+        command.upgrade(alembic_config(), "head")
+        db.engine().dispose()
+    return url
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def make_app(
+    database_url: str, tmp_path: Path, clock: Clock
+) -> Iterator[Callable[..., Flask]]:
+    """Return a factory of apps on the test database; tables are emptied after."""
+    apps: list[Flask] = []
+
+    def factory(**overrides: Any) -> Flask:
+        config = {
+            "TESTING": True,
+            "SECRET_KEY": SECRET,
+            "DATABASE_URL": database_url,
+            "BASE_URL": "http://survey.test",
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "CLOCK": clock,
+            "MAIL_TIMEOUT_SECONDS": 5,
+        }
+        config.update(overrides)
+        app = create_app(config)
+        apps.append(app)
+        return app
+
+    yield factory
+    with apps[0].app_context() if apps else factory().app_context():
+        engine = db.engine()
+        with engine.begin() as connection:
+            for table in reversed(Base.metadata.sorted_tables):
+                connection.execute(table.delete())
+    for app in apps:
+        with app.app_context():
+            db.engine().dispose()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> Any:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def session(app: Flask) -> Iterator[Session]:
+    """A session for looking at (and arranging) the database in a test."""
+    with app.app_context(), db.new_session() as s:
+        yield s
+
+
+@dataclass
+class SmtpSink:
+    """A real SMTP server on loopback that keeps what it receives."""
+
+    host: str
+    port: int
+    messages: list[Message] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            message = message_from_bytes(envelope.content)
+            message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+            self.messages.append(message)
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink("127.0.0.1", free_port())
+    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller.start()
+    yield sink
+    controller.stop()
+
+
+@pytest.fixture
+def mail_app(make_app: Callable[..., Flask], smtp: SmtpSink) -> Flask:
+    """An app that sends mail to the test SMTP server."""
+    return make_app(MAIL_SERVER=smtp.host, MAIL_PORT=smtp.port)

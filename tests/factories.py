@@ -1,0 +1,80 @@
+"""Small helpers that arrange data through the app's own functions."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from survey import db, links
+from survey.api.auth import create_token
+from survey.departures.models import Departure
+from survey.departures.schemas import DepartureIn
+from survey.departures.service import record_departure
+
+_numbers = itertools.count(1)
+
+
+def make_departure(app: Flask, **fields: Any) -> Departure:
+    """Record a departure (and its invitation) as the API would."""
+    number = next(_numbers)
+    data = {
+        "external_id": f"sub_{number:05d}",
+        "company": f"Company {number}",
+        "contact_name": f"Contact {number}",
+        "contact_email": f"contact{number}@example.com",
+        "plan": "growth",
+        "mrr_cents": 19_900,
+        "segment": "smb",
+    }
+    data.update(fields)
+    with app.app_context(), db.write_session() as session:
+        departure, _ = record_departure(session, DepartureIn(**data), source="api")
+        session.commit()
+        return departure
+
+
+def make_token(app: Flask, *scopes: str) -> str:
+    """Create an API token with ``scopes`` and return its secret."""
+    with app.app_context(), db.write_session() as session:
+        _, secret = create_token(session, "test", list(scopes))
+        session.commit()
+    return secret
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def path_of(url: str) -> str:
+    """Return the path and query of an absolute URL, for the test client."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def survey_path(app: Flask, departure: Departure) -> str:
+    with app.test_request_context():
+        return path_of(links.survey_url(departure.public_id))
+
+
+def withdraw_path(app: Flask, departure: Departure) -> str:
+    with app.test_request_context():
+        return path_of(links.withdraw_url(departure.public_id))
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def submit(
+    client: FlaskClient, page: str, data: dict[str, Any], action: str | None = None
+) -> Any:
+    """Open ``page`` like a browser, then post ``data`` with its CSRF token."""
+    html = client.get(page).get_data(as_text=True)
+    return client.post(action or page, data={"csrf_token": csrf_token(html), **data})

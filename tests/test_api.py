@@ -1,0 +1,211 @@
+"""POST/GET /api/v1/departures: auth, idempotency, validation, JSON errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from survey.departures.models import Departure
+from survey.outbox import OutboxMessage
+from tests.factories import auth, make_token
+
+VALID = {
+    "external_id": "sub_123",
+    "company": "Acme Inc.",
+    "contact_name": "Ada Lovelace",
+    "contact_email": "ada@acme.example",
+    "plan": "growth",
+    "mrr_cents": 29900,
+    "currency": "eur",
+    "segment": "mid-market",
+    "cancelled_at": "2026-11-20T10:00:00Z",
+    "locale": "fr-CA",
+    "csm_email": "csm@us.example",
+    "billing_reason": "downgrade",
+}
+
+
+@pytest.fixture
+def writer(app: Any) -> dict[str, str]:
+    return auth(make_token(app, "departures:write"))
+
+
+def count(session: Any, model: Any) -> int:
+    return session.scalar(select(func.count()).select_from(model))
+
+
+def test_create_returns_201_then_200_with_the_same_departure(client, writer, session):
+    first = client.post("/api/v1/departures", json=VALID, headers=writer)
+    assert first.status_code == 201
+    body = first.get_json()
+    assert body["external_id"] == "sub_123"
+    assert body["currency"] == "EUR"
+    assert body["locale"] == "fr_CA"
+    assert body["cancelled_at"] == "2026-11-20T10:00:00Z"
+    assert body["survey_url"].startswith("http://survey.test/s/")
+    assert body["response"] is None
+    assert body["consent"] == {"state": "none", "since": None}
+    assert first.headers["Location"] == f"/api/v1/departures/{body['id']}"
+
+    again = client.post("/api/v1/departures", json=VALID, headers=writer)
+    assert again.status_code == 200
+    assert again.get_json()["id"] == body["id"]
+    assert count(session, Departure) == 1
+    assert count(session, OutboxMessage) == 1
+
+
+def test_the_public_id_is_random_not_the_integer_key(client, writer, session):
+    body = client.post("/api/v1/departures", json=VALID, headers=writer).get_json()
+    departure = session.scalar(select(Departure))
+    assert body["id"] == departure.public_id
+    assert body["id"] != str(departure.id)
+    assert len(body["id"]) >= 16
+
+
+def test_concurrent_identical_requests_record_one_departure_and_one_email(
+    app, writer, session
+):
+    statuses: list[int] = []
+    barrier = threading.Barrier(10)
+
+    def post() -> None:
+        client = app.test_client()
+        barrier.wait()
+        statuses.append(
+            client.post("/api/v1/departures", json=VALID, headers=writer).status_code
+        )
+
+    threads = [threading.Thread(target=post) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] * 9 + [201]
+    assert count(session, Departure) == 1
+    assert count(session, OutboxMessage) == 1
+
+
+def test_get_shows_the_departure(client, app, writer):
+    created = client.post("/api/v1/departures", json=VALID, headers=writer).get_json()
+    reader = auth(make_token(app, "responses:read"))
+    got = client.get(f"/api/v1/departures/{created['id']}", headers=reader)
+    assert got.status_code == 200
+    assert got.get_json()["company"] == "Acme Inc."
+
+
+def test_unknown_departure_is_a_json_404(client, writer):
+    response = client.get("/api/v1/departures/nope", headers=writer)
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer es_not-a-real-token"}, 401),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, 401),
+    ],
+)
+def test_missing_or_unknown_token_is_401(client, headers, status):
+    response = client.post("/api/v1/departures", json=VALID, headers=headers)
+    assert response.status_code == status
+    assert response.get_json()["error"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_wrong_scope_is_403_and_records_nothing(client, app, session):
+    reader = auth(make_token(app, "winback:read"))
+    response = client.post("/api/v1/departures", json=VALID, headers=reader)
+    assert response.status_code == 403
+    assert response.get_json()["error"] == "forbidden"
+    assert count(session, Departure) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"contact_email": "not-an-email"}, "contact_email"),
+        ({"contact_email": None}, "contact_email"),
+        ({"mrr_cents": -1}, "mrr_cents"),
+        ({"mrr_cents": "100"}, "mrr_cents"),
+        ({"mrr_cents": 10.5}, "mrr_cents"),
+        ({"mrr_cents": True}, "mrr_cents"),
+        ({"currency": "XYZ"}, "currency"),
+        ({"cancelled_at": "last tuesday"}, "cancelled_at"),
+        ({"cancelled_at": 1700000000}, "cancelled_at"),
+        ({"external_id": 42}, "external_id"),
+        ({"external_id": ""}, "external_id"),
+        ({"company": "x" * 201}, "company"),
+        ({"locale": "not a locale"}, "locale"),
+        ({"csm_email": "csm@"}, "csm_email"),
+    ],
+)
+def test_bad_input_is_422_with_field_messages(client, writer, session, change, field):
+    response = client.post("/api/v1/departures", json=VALID | change, headers=writer)
+    assert response.status_code == 422
+    body = response.get_json()
+    assert body["error"] == "invalid"
+    assert list(body["fields"]) == [field]
+    assert all(isinstance(m, str) and m for m in body["fields"][field])
+    assert count(session, Departure) == 0
+
+
+def test_missing_fields_are_each_reported(client, writer):
+    response = client.post("/api/v1/departures", json={"company": "x"}, headers=writer)
+    assert response.status_code == 422
+    fields = response.get_json()["fields"]
+    assert fields["external_id"] == ["This field is required."]
+    assert fields["contact_email"] == ["This field is required."]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[1, 2]", b'"a string"', b""],
+    ids=["broken", "array", "string", "empty"],
+)
+def test_a_body_that_is_not_a_json_object_is_422(client, writer, body):
+    response = client.post(
+        "/api/v1/departures", data=body, headers=writer, content_type="application/json"
+    )
+    assert response.status_code == 422
+    assert response.get_json()["fields"]
+
+
+def test_an_oversized_body_is_refused_with_json(client, writer, session):
+    huge = json.dumps(VALID | {"billing_reason": "x" * 100_000})
+    response = client.post(
+        "/api/v1/departures", data=huge, headers=writer, content_type="application/json"
+    )
+    assert response.status_code == 422
+    assert "body" in response.get_json()["fields"]
+    assert count(session, Departure) == 0
+
+
+def test_errors_under_api_are_json_never_html(client, writer):
+    not_found = client.get("/api/v1/nothing-here", headers=writer)
+    assert not_found.status_code == 404
+    assert not_found.is_json
+    wrong_method = client.delete("/api/v1/departures", headers=writer)
+    assert wrong_method.status_code == 405
+    assert wrong_method.get_json()["error"] == "method_not_allowed"
+
+
+def test_an_unexpected_failure_under_api_is_a_json_500(make_app, writer):
+    app = make_app()
+
+    @app.get("/api/v1/boom")
+    def boom() -> str:
+        raise RuntimeError("kaboom")
+
+    response = app.test_client().get("/api/v1/boom")
+    assert response.status_code == 500
+    assert response.get_json() == {
+        "error": "internal_error",
+        "message": "Something went wrong on our side.",
+        "fields": {},
+    }

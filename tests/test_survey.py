@@ -1,0 +1,321 @@
+"""The customer's survey: page 1, page 2, consent, editing, withdrawal, renewal."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from survey.consent import WORDING_VERSION, ConsentEvent, consent_wording
+from survey.departures.models import Departure
+from survey.outbox import OutboxMessage
+from survey.public.models import Response
+from tests.factories import (
+    csrf_token,
+    make_departure,
+    path_of,
+    submit,
+    survey_path,
+    withdraw_path,
+)
+
+
+def responses(session) -> list[Response]:
+    session.rollback()  # end the read snapshot (SQLite WAL keeps it)
+    return list(session.scalars(select(Response)))
+
+
+def consent_events(session) -> list[ConsentEvent]:
+    session.rollback()  # end the read snapshot (SQLite WAL keeps it)
+    return list(session.scalars(select(ConsentEvent).order_by(ConsentEvent.id)))
+
+
+@pytest.fixture
+def departure(app):
+    return make_departure(app, contact_name="Ada", company="Acme")
+
+
+@pytest.fixture
+def page1(app, departure) -> str:
+    return survey_path(app, departure)
+
+
+def test_page_1_asks_only_the_one_question(client, page1):
+    page = client.get(page1).get_data(as_text=True)
+    assert "What is the main reason you are leaving?" in page
+    assert '<legend class="question">' in page
+    assert page.count('type="radio" ') == 10
+    assert 'name="reason_other"' in page
+    assert "winback_consent" not in page
+    assert "factors" not in page
+
+
+def test_get_records_only_the_first_opened_time(
+    client, page1, session, departure, clock
+):
+    client.get(page1)
+    opened = session.get(Departure, departure.id).first_opened_at
+    assert opened == clock()
+    clock.advance(hours=1)
+    client.get(page1)
+    session.rollback()  # end the read snapshot (SQLite WAL keeps it)
+    assert session.get(Departure, departure.id).first_opened_at == opened
+    assert responses(session) == []
+    assert consent_events(session) == []
+
+
+def test_reason_in_the_query_is_preselected_but_not_saved(client, page1, session):
+    page = client.get(page1 + "?reason=switched").get_data(as_text=True)
+    assert re.search(r'value="switched" checked', page)
+    assert page.count(" checked") == 1
+    assert responses(session) == []
+    # An unknown code preselects nothing.
+    assert " checked" not in client.get(page1 + "?reason=evil").get_data(as_text=True)
+
+
+def test_posting_page_1_saves_the_answer_at_once(client, page1, session):
+    response = submit(client, page1, {"reason": "too_expensive"})
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith("/more")
+    [saved] = responses(session)
+    assert saved.reason == "too_expensive"
+    assert saved.reason_other is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "Please choose one answer."),
+        ({"reason": "bogus"}, "Not a valid choice"),
+        ({"reason": "other", "reason_other": "  "}, "Please tell us the reason"),
+        ({"reason": "other", "reason_other": "x" * 1001}, "1000"),
+    ],
+)
+def test_page_1_explains_what_is_wrong_and_saves_nothing(
+    client, page1, session, data, message
+):
+    response = submit(client, page1, data)
+    assert response.status_code == 200
+    assert message in response.get_data(as_text=True)
+    assert responses(session) == []
+
+
+def test_other_keeps_its_text(client, page1, session):
+    submit(client, page1, {"reason": "other", "reason_other": "We were acquired"})
+    assert responses(session)[0].reason_other == "We were acquired"
+
+
+def test_page_2_saves_follow_ups_and_consent_with_its_wording(client, page1, session):
+    submit(client, page1, {"reason": "missing_features"})
+    page2 = page1 + "/more"
+    html = client.get(page2).get_data(as_text=True)
+    assert "Which feature were you missing most?" in html
+    assert 'name="winback_consent" value="y">' in html  # unchecked by default
+    assert consent_wording() in html
+    response = submit(
+        client,
+        page2,
+        {
+            "factors": ["too_expensive", "product_issues"],
+            "details": "Needed SSO",
+            "destination": "competitor",
+            "destination_name": "Globex",
+            "follow_up": "SAML single sign-on",
+            "winback_consent": "y",
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith("/thanks")
+    [saved] = responses(session)
+    assert saved.factors == ["too_expensive", "product_issues"]
+    assert (saved.destination, saved.destination_name) == ("competitor", "Globex")
+    assert saved.follow_up_reason == "missing_features"
+    assert saved.follow_up_answer == "SAML single sign-on"
+    [granted] = consent_events(session)
+    assert granted.action == "granted"
+    assert granted.channel == "survey"
+    assert granted.wording == consent_wording()
+    assert granted.wording_version == WORDING_VERSION
+
+
+def test_page_2_without_consent_records_no_consent_event(client, page1, session):
+    submit(client, page1, {"reason": "switched"})
+    submit(client, page1 + "/more", {"destination": "none"})
+    assert consent_events(session) == []
+    assert responses(session)[0].destination == "none"
+
+
+def test_page_2_rejects_unknown_codes(client, page1, session):
+    submit(client, page1, {"reason": "switched"})
+    response = submit(
+        client, page1 + "/more", {"factors": ["hacked"], "destination": "mars"}
+    )
+    assert response.status_code == 200
+    assert responses(session)[0].factors == []
+
+
+def test_page_2_before_page_1_goes_back_to_page_1(client, page1):
+    response = client.get(page1 + "/more")
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith(page1.rsplit("/", 1)[1])
+
+
+def test_reopening_shows_the_answers_and_lets_them_change(client, page1, session):
+    submit(client, page1, {"reason": "too_expensive"})
+    submit(client, page1 + "/more", {"winback_consent": "y", "details": "Too dear"})
+
+    again = client.get(page1).get_data(as_text=True)
+    assert 'value="too_expensive" checked' in again
+    assert "You said we may contact you" in again
+    page2 = client.get(page1 + "/more").get_data(as_text=True)
+    assert 'name="winback_consent" value="y" checked' in page2
+    assert "Too dear" in page2
+
+    submit(client, page1, {"reason": "poor_service"})
+    submit(client, page1 + "/more", {"details": "Too dear"})  # consent unticked
+    [saved] = responses(session)
+    assert saved.reason == "poor_service"
+    assert [e.action for e in consent_events(session)] == ["granted", "withdrawn"]
+    assert "No" in client.get(page1 + "/thanks").get_data(as_text=True)
+
+    submit(client, page1 + "/more", {"winback_consent": "y"})
+    assert [e.action for e in consent_events(session)] == [
+        "granted",
+        "withdrawn",
+        "granted",
+    ]
+
+
+def test_thanks_page_shows_what_was_kept(client, page1):
+    submit(client, page1, {"reason": "other", "reason_other": "Moved to paper"})
+    page = client.get(page1 + "/thanks").get_data(as_text=True)
+    assert "Thank you" in page
+    assert "Moved to paper" in page
+    assert "Change my answers" in page
+
+
+def test_twenty_simultaneous_first_answers_make_one_response(app, page1, session):
+    client = app.test_client()
+    token = csrf_token(client.get(page1).get_data(as_text=True))
+    statuses: list[int] = []
+    barrier = threading.Barrier(20)
+    cookie = client.get_cookie("session")
+
+    def post(reason: str) -> None:
+        own = app.test_client()
+        own.set_cookie("session", cookie.value)
+        barrier.wait()
+        statuses.append(
+            own.post(page1, data={"csrf_token": token, "reason": reason}).status_code
+        )
+
+    reasons = ["too_expensive", "switched"] * 10
+    threads = [threading.Thread(target=post, args=(r,)) for r in reasons]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [303] * 20
+    assert session.scalar(select(func.count()).select_from(Response)) == 1
+
+
+def test_a_post_without_the_csrf_token_is_refused(client, page1, session):
+    client.get(page1)
+    response = client.post(page1, data={"reason": "too_expensive"})
+    assert response.status_code == 400
+    assert "expired" in response.get_data(as_text=True).lower()
+    assert responses(session) == []
+
+
+def test_a_filled_honeypot_saves_nothing(client, page1, session):
+    response = submit(
+        client, page1, {"reason": "too_expensive", "website": "http://spam"}
+    )
+    assert response.status_code == 303
+    assert responses(session) == []
+
+
+def test_customer_text_is_escaped(client, page1):
+    evil = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    submit(client, page1, {"reason": "other", "reason_other": evil})
+    for page in (page1, page1 + "/thanks"):
+        html = client.get(page).get_data(as_text=True)
+        assert "<script>alert(1)" not in html
+        assert 'onerror="alert' not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_survey_pages_carry_the_security_headers(client, page1):
+    headers = client.get(page1).headers
+    assert "unsafe-inline" not in headers["Content-Security-Policy"]
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Cache-Control"] == "no-store"
+
+
+def test_withdrawal_asks_first_then_records(app, client, departure, session):
+    path = withdraw_path(app, departure)
+    page = client.get(path).get_data(as_text=True)
+    assert "Confirm" in page
+    assert consent_events(session) == []
+    response = client.post(path, data={"csrf_token": csrf_token(page)})
+    assert response.status_code == 200
+    assert "We will not contact you" in response.get_data(as_text=True)
+    [withdrawn] = consent_events(session)
+    assert (withdrawn.action, withdrawn.channel) == ("withdrawn", "withdrawal_link")
+    assert withdrawn.wording == "Please do not contact me about coming back."
+
+
+def test_no_link_in_the_email_records_anything_when_opened(
+    app, client, departure, session
+):
+    body = session.scalar(select(OutboxMessage.body_text))
+    urls = re.findall(r"https?://\S+", body)
+    assert len(urls) == 12  # ten reasons, the survey, the withdrawal link
+    for url in urls:
+        assert client.get(path_of(url)).status_code == 200
+    assert responses(session) == []
+    assert consent_events(session) == []
+
+
+def test_an_expired_link_can_send_a_fresh_one_once_an_hour(
+    app, client, departure, page1, clock, session
+):
+    clock.advance(days=31)
+    page = client.get(page1)
+    assert page.status_code == 410
+    token = csrf_token(page.get_data(as_text=True))
+
+    def renew(path: str = page1):
+        return client.post(path + "/renew", data={"csrf_token": token})
+
+    def fresh_links() -> int:
+        session.rollback()
+        return session.scalar(
+            select(func.count()).where(OutboxMessage.kind == "fresh_link")
+        )
+
+    first = renew()
+    assert first.status_code == 200
+    assert fresh_links() == 1
+    second = renew()
+    assert second.get_data() == first.get_data()
+    assert fresh_links() == 1
+    clock.advance(minutes=61)
+    renew()
+    assert fresh_links() == 2
+    # A tampered link gets the very same answer and sends nothing.
+    tampered = renew(page1[:-3] + "abc")
+    assert tampered.status_code == 200
+    assert tampered.get_data() == first.get_data()
+    assert fresh_links() == 2
+
+    session.rollback()  # end the read snapshot (SQLite WAL keeps it)
+    message = session.scalar(
+        select(OutboxMessage).where(OutboxMessage.kind == "fresh_link")
+    )
+    new_link = path_of(re.search(r"https?://\S+/s/\S+", message.body_text).group(0))
+    assert client.get(new_link).status_code == 200
