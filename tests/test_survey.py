@@ -45,7 +45,10 @@ def page1(app, departure) -> str:
 def test_page_1_asks_only_the_one_question(client, page1):
     page = client.get(page1).get_data(as_text=True)
     assert "What is the main reason you are leaving?" in page
-    assert '<legend class="question">' in page
+    assert (
+        '<legend class="question"><h1>What is the main reason you are leaving?</h1>'
+        in page
+    )
     assert page.count('type="radio" ') == 10
     assert 'name="reason_other"' in page
     assert "winback_consent" not in page

@@ -1,0 +1,100 @@
+"""The survey in a real browser on a 360px phone screen: fill it in end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from playwright.sync_api import Page, expect
+from sqlalchemy import select
+
+from survey import db
+from survey.consent import ConsentEvent
+from survey.public.models import Response
+from tests.factories import make_departure, survey_path
+
+pytestmark = pytest.mark.browser
+
+WIDTH = 360
+
+
+def assert_no_horizontal_scroll(page: Page) -> None:
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll_width <= WIDTH, f"{page.url} scrolls sideways: {scroll_width}px"
+
+
+def screenshot(page: Page, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+def test_survey_on_a_small_phone(
+    live_app: tuple[Flask, str],
+    live_server: str,
+    browser_page: Page,
+    artifacts: Path,
+) -> None:
+    app, _ = live_app
+    page = browser_page
+    page.set_default_timeout(10_000)
+    departure = make_departure(app, contact_name="Ada", company="Acme")
+
+    # Page 1: the one question, readable without sideways scrolling.
+    page.goto(live_server + survey_path(app, departure))
+    expect(page.get_by_text("What is the main reason you are leaving?")).to_be_visible()
+    assert_no_horizontal_scroll(page)
+
+    # The keyboard reaches the first answer, and its focus is visible.
+    page.keyboard.press("Tab")
+    focused = page.evaluate(
+        """() => {
+            const el = document.activeElement;
+            return {type: el.type, outline: getComputedStyle(el).outlineStyle};
+        }"""
+    )
+    assert focused["type"] == "radio"
+    assert focused["outline"] != "none"
+
+    page.locator("label", has_text="It is missing something we need").click()
+    expect(page.get_by_label("It is missing something we need")).to_be_checked()
+    screenshot(page, artifacts / "survey-page1-360.png")
+    page.get_by_role("button", name="Send my answer").click()
+
+    # Page 2: optional questions and the consent, unticked until ticked.
+    expect(page).to_have_url(live_server + survey_path(app, departure) + "/more")
+    assert_no_horizontal_scroll(page)
+    page.get_by_label("It costs more than it is worth to us").check()
+    page.get_by_label("Too many bugs or problems").check()
+    page.get_by_label("Which feature were you missing most?").fill("SAML sign-on")
+    page.get_by_label("Anything else you would like us to know?").fill("Needed SSO")
+    page.get_by_label("Another product").check()
+    page.get_by_label("Which one? (optional)").fill("Globex")
+    consent = page.get_by_label("Yes, you may contact me later about coming back")
+    expect(consent).not_to_be_checked()
+    page.locator("label", has_text="Yes, you may contact me later").click()
+    expect(consent).to_be_checked()
+    assert_no_horizontal_scroll(page)
+    screenshot(page, artifacts / "survey-page2-360.png")
+    page.get_by_role("button", name="Save").click()
+
+    # Thanks: what was kept, including the consent.
+    expect(page).to_have_url(live_server + survey_path(app, departure) + "/thanks")
+    expect(page.get_by_role("heading", name="Thank you")).to_be_visible()
+    expect(page.get_by_text("Yes, you agreed")).to_be_visible()
+    assert_no_horizontal_scroll(page)
+    screenshot(page, artifacts / "survey-thanks-360.png")
+
+    with app.app_context(), db.new_session() as session:
+        [saved] = session.scalars(
+            select(Response).where(Response.departure_id == departure.id)
+        )
+        assert saved.reason == "missing_features"
+        assert saved.factors == ["too_expensive", "product_issues"]
+        assert saved.follow_up_answer == "SAML sign-on"
+        assert saved.details == "Needed SSO"
+        assert (saved.destination, saved.destination_name) == ("competitor", "Globex")
+        actions = session.scalars(
+            select(ConsentEvent.action).where(ConsentEvent.departure_id == departure.id)
+        ).all()
+        assert actions == ["granted"]

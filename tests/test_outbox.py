@@ -1,0 +1,315 @@
+"""Email through the outbox: a real SMTP server, failures, retries, many workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from email.message import Message
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
+
+from survey import db, outbox
+from survey.outbox import OutboxMessage
+from tests.conftest import SECRET, SmtpSink, free_port
+from tests.factories import auth, csrf_token, make_departure, make_token, path_of
+
+
+def text_part(message: Message) -> str:
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            return part.get_payload(decode=True).decode()
+    raise AssertionError("no text part")
+
+
+def html_part(message: Message) -> str:
+    for part in message.walk():
+        if part.get_content_type() == "text/html":
+            return part.get_payload(decode=True).decode()
+    raise AssertionError("no HTML part")
+
+
+def deliver(app) -> outbox.DeliveryReport:
+    with app.app_context():
+        return outbox.deliver_due()
+
+
+def messages(session) -> list[OutboxMessage]:
+    session.rollback()
+    return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+def test_end_to_end_from_the_api_to_the_answers(mail_app, smtp):
+    client = mail_app.test_client()
+    token = make_token(mail_app, "departures:write", "responses:read")
+    created = client.post(
+        "/api/v1/departures",
+        json={
+            "external_id": "sub_e2e",
+            "company": "Initech",
+            "contact_name": "Peter Gibbons",
+            "contact_email": "peter@initech.example",
+            "mrr_cents": 120_000,
+        },
+        headers=auth(token),
+    ).get_json()
+
+    assert deliver(mail_app).sent == 1
+    [received] = smtp.messages
+    assert received["To"] == "peter@initech.example"
+    body = text_part(received)
+    assert "Hello Peter Gibbons," in body
+    assert "What is the main reason you are leaving?" in body
+    assert "?reason=too_expensive" in html_part(received)
+    survey_link = re.search(r"^(http://survey\.test/s/[^\s?]+)\s*$", body, re.M).group(
+        1
+    )
+
+    page1 = path_of(survey_link)
+    page = client.get(page1).get_data(as_text=True)
+    response = client.post(
+        page1, data={"csrf_token": csrf_token(page), "reason": "switched"}
+    )
+    assert response.status_code == 303
+    page2 = client.get(page1 + "/more").get_data(as_text=True)
+    assert "Which alternative did you choose" in page2
+    client.post(
+        page1 + "/more",
+        data={
+            "csrf_token": csrf_token(page2),
+            "factors": ["too_expensive"],
+            "destination": "competitor",
+            "destination_name": "Globex",
+            "follow_up": "Cheaper and faster",
+            "winback_consent": "y",
+        },
+    )
+
+    shown = client.get(
+        f"/api/v1/departures/{created['id']}", headers=auth(token)
+    ).get_json()
+    assert shown["first_opened_at"] is not None
+    assert shown["response"]["reason"] == "switched"
+    assert shown["response"]["factors"] == ["too_expensive"]
+    assert shown["response"]["destination_name"] == "Globex"
+    assert shown["response"]["follow_up_answer"] == "Cheaper and faster"
+    assert shown["consent"]["state"] == "granted"
+
+
+def test_the_invitation_has_text_and_html_and_every_link(mail_app, smtp):
+    make_departure(mail_app, contact_name="Ada")
+    deliver(mail_app)
+    [received] = smtp.messages
+    text, html = text_part(received), html_part(received)
+    assert len(re.findall(r"\?reason=\w+", text)) == 10
+    assert len(re.findall(r"\?reason=\w+", html)) == 10
+    assert re.search(r"http://survey\.test/w/\S+", text)
+    assert "Don&#39;t contact me" in html or "Don't contact me" in html
+
+
+def test_names_and_subjects_cannot_inject_headers(mail_app, smtp):
+    make_departure(
+        mail_app,
+        contact_name="Eve\r\nBcc: victim@example.com",
+        company="Evil\nBcc: other@example.com\nX-Injected: yes",
+    )
+    assert deliver(mail_app).sent == 1
+    [received] = smtp.messages
+    assert received["Bcc"] is None
+    assert received["X-Injected"] is None
+    # Long subjects are folded (CRLF + space), which is not a new header.
+    assert re.sub(r"\r\n[ \t]", " ", received["Subject"]).strip() == (
+        "One question before you go (Evil Bcc: other@example.com X-Injected: yes)"
+    )
+    assert received["X-Envelope-To"] == received["To"]
+
+
+def test_a_sent_message_is_never_sent_again(mail_app, smtp, session):
+    make_departure(mail_app)
+    assert deliver(mail_app).sent == 1
+    assert deliver(mail_app).handled == 0
+    assert len(smtp.messages) == 1
+    [message] = messages(session)
+    assert message.status == "sent"
+    assert message.attempts == 1
+    assert message.sent_at is not None
+
+
+def test_smtp_down_keeps_the_message_and_delivers_when_back(make_app, clock, session):
+    port = free_port()
+    app = make_app(
+        MAIL_SERVER="127.0.0.1", MAIL_PORT=port, OUTBOX_RETRY_BASE_SECONDS=60
+    )
+    make_departure(app)
+
+    assert deliver(app).retried == 1
+    [message] = messages(session)
+    assert message.status == "pending"
+    assert message.attempts == 1
+    assert "Connection refused" in message.last_error
+    assert (message.next_attempt_at - clock()).total_seconds() == 60
+
+    clock.advance(seconds=60)
+    assert deliver(app).retried == 1
+    [message] = messages(session)
+    assert message.attempts == 2
+    assert (
+        message.next_attempt_at - clock()
+    ).total_seconds() == 120  # back-off doubles
+
+    sink = SmtpSink("127.0.0.1", port)
+    controller = Controller(sink, hostname=sink.host, port=port)
+    controller.start()
+    try:
+        assert deliver(app).handled == 0  # not due yet
+        clock.advance(seconds=120)
+        assert deliver(app).sent == 1
+        assert len(sink.messages) == 1
+        [message] = messages(session)
+        assert (message.status, message.last_error) == ("sent", None)
+    finally:
+        controller.stop()
+
+
+def test_it_gives_up_after_the_last_attempt_and_shows_it(make_app, clock, session):
+    app = make_app(
+        MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port(), OUTBOX_MAX_ATTEMPTS=3
+    )
+    make_departure(app)
+    for _ in range(3):
+        deliver(app)
+        clock.advance(hours=1)
+    [message] = messages(session)
+    assert (message.status, message.attempts) == ("failed", 3)
+    assert message.last_error
+    clock.advance(days=1)
+    assert deliver(app).handled == 0
+
+
+def test_without_a_mail_server_messages_become_eml_files(app, caplog):
+    departure = make_departure(app)
+    with caplog.at_level(logging.INFO, logger="survey.outbox"):
+        assert deliver(app).sent == 1
+    [eml] = list((Path(app.instance_path) / "mail").iterdir())
+    assert eml.suffix == ".eml"
+    assert f"To: {departure.contact_email}" in eml.read_text()
+    [logged] = [r.message for r in caplog.records if "survey link" in r.message]
+    assert re.fullmatch(
+        r"survey link for invitation: http://survey\.test/s/[\w.-]+", logged
+    )
+
+
+class _HangingSink(SmtpSink):
+    """Accepts ``accept`` messages, then never answers the next DATA."""
+
+    accept = 3
+
+    async def handle_DATA(self, server, session, envelope):
+        if len(self.messages) >= self.accept:
+            await asyncio.sleep(3600)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
+    make_app, database_url, tmp_path, clock, session
+):
+    sink = _HangingSink("127.0.0.1", free_port())
+    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
+        for _ in range(8):
+            make_departure(app)
+        env = {
+            **os.environ,
+            "SURVEY_DATABASE_URL": database_url,
+            "SURVEY_SECRET_KEY": SECRET,
+            "SURVEY_INSTANCE_PATH": str(tmp_path / "worker"),
+            "SURVEY_MAIL_SERVER": sink.host,
+            "SURVEY_MAIL_PORT": str(sink.port),
+            "SURVEY_MAIL_TIMEOUT_SECONDS": "60",
+        }
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "survey", "outbox", "send"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while sum(m.status == "sent" for m in messages(session)) < 3:
+            assert time.monotonic() < deadline, "the worker sent nothing"
+            time.sleep(0.05)
+        time.sleep(0.3)  # it is now stuck on the fourth message
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        assert [m.status for m in messages(session)] == ["sent"] * 3 + ["pending"] * 5
+
+        sink.accept = 100
+        # The dead worker's claim expires; another worker finishes the batch.
+        assert deliver(app).handled == 0
+        clock.advance(hours=2)
+        assert deliver(app).sent == 5
+    finally:
+        controller.stop()
+    recipients = [m["To"] for m in sink.messages]
+    assert len(recipients) == 8
+    assert len(set(recipients)) == 8
+    assert all(m.status == "sent" and m.attempts == 1 for m in messages(session))
+
+
+def test_two_workers_draining_500_messages_deliver_each_exactly_once(
+    mail_app, smtp, session
+):
+    departure = make_departure(mail_app)  # its invitation is the first message
+    with mail_app.app_context(), db.write_session() as s:
+        for number in range(499):
+            outbox.enqueue(
+                s,
+                kind="fresh_link",
+                recipient=f"person{number}@example.com",
+                locale=None,
+                departure=departure,
+                survey_url="http://survey.test/s/x",
+                withdraw_url="http://survey.test/w/x",
+                sender_name="Us",
+            )
+        s.commit()
+
+    sent_by_worker: list[int] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        total = 0
+        try:
+            with mail_app.app_context():
+                while (report := outbox.deliver_due(limit=10)).handled:
+                    total += report.sent
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        sent_by_worker.append(total)
+
+    workers = [threading.Thread(target=work) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    assert sum(sent_by_worker) == 500
+    if session.bind.dialect.name == "postgresql":
+        assert min(sent_by_worker) > 0, "both workers should have taken a share"
+    recipients = [m["To"] for m in smtp.messages]
+    assert len(recipients) == 500
+    assert len(set(recipients)) == 500
+    session.rollback()
+    assert (
+        session.scalar(select(func.count()).where(OutboxMessage.status == "sent"))
+        == 500
+    )
