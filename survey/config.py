@@ -13,8 +13,15 @@ from flask import Flask
 RELAXED_ENVIRONMENTS = frozenset({"development", "testing"})
 
 
-class ConfigError(RuntimeError):
-    """The configuration cannot work; the message says why in one line."""
+class ConfigError(SystemExit):
+    """The configuration cannot work: stop, saying why in one line.
+
+    A SystemExit, so ``flask``, ``gunicorn`` and ``python`` print just the
+    message instead of a traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"exit-survey: configuration error: {message}")
 
 
 _RAW_STRING_KEYS = (
@@ -53,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "WTF_CSRF_TIME_LIMIT": None,  # the CSRF token lives as long as the session
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": None,  # None: secure except in development and tests
 }
 
 
@@ -89,9 +97,8 @@ def _derive(app: Flask) -> None:
     config["MAIL_SUPPRESS_SEND"] = not config.get("MAIL_SERVER")
     if not config.get("SECRET_KEY") and is_relaxed(app):
         config["SECRET_KEY"] = _development_secret_key(app)
-    config["SESSION_COOKIE_SECURE"] = config.get(
-        "SESSION_COOKIE_SECURE", not is_relaxed(app)
-    )
+    if config["SESSION_COOKIE_SECURE"] is None:
+        config["SESSION_COOKIE_SECURE"] = not is_relaxed(app)
     if isinstance(config["SECRET_KEY_FALLBACKS"], str):
         config["SECRET_KEY_FALLBACKS"] = [config["SECRET_KEY_FALLBACKS"]]
 

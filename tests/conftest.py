@@ -109,7 +109,7 @@ def make_app(
         return app
 
     yield factory
-    with apps[0].app_context() if apps else factory().app_context():
+    with factory().app_context():
         engine = db.engine()
         with engine.begin() as connection:
             for table in reversed(Base.metadata.sorted_tables):

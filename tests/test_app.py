@@ -1,0 +1,92 @@
+"""The application as a whole: configuration checks, headers, health."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from survey import create_app
+from survey.config import ConfigError
+
+
+def _clean_env() -> dict[str, str]:
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith(("SURVEY_", "FLASK_"))
+    }
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path):
+    with pytest.raises(ConfigError, match="SURVEY_SECRET_KEY is not set"):
+        create_app({"ENV": "production", "INSTANCE_PATH": str(tmp_path)})
+
+
+def test_the_refusal_is_one_line_on_the_command_line(tmp_path):
+    env = _clean_env() | {"SURVEY_INSTANCE_PATH": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "survey", "db", "current"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "SURVEY_SECRET_KEY is not set" in result.stderr
+
+
+def test_development_runs_without_a_key_and_keeps_the_one_it_made(tmp_path):
+    first = create_app({"ENV": "development", "INSTANCE_PATH": str(tmp_path)})
+    second = create_app({"ENV": "development", "INSTANCE_PATH": str(tmp_path)})
+    assert first.config["SECRET_KEY"] == second.config["SECRET_KEY"]
+    assert len(first.config["SECRET_KEY"]) == 64
+
+
+def test_settings_come_from_survey_environment_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("SURVEY_SECRET_KEY", "12345")  # stays a string
+    monkeypatch.setenv("SURVEY_LINK_MAX_AGE_DAYS", "7")
+    monkeypatch.setenv("SURVEY_MAIL_SERVER", "smtp.example.com")
+    app = create_app({"INSTANCE_PATH": str(tmp_path)})
+    assert app.config["SECRET_KEY"] == "12345"
+    assert app.config["LINK_MAX_AGE_DAYS"] == 7
+    assert app.config["MAIL_SUPPRESS_SEND"] is False
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", '"ten"'])
+def test_a_bad_number_is_refused_clearly(tmp_path, monkeypatch, bad):
+    monkeypatch.setenv("SURVEY_LINK_MAX_AGE_DAYS", bad)
+    with pytest.raises(
+        ConfigError, match="SURVEY_LINK_MAX_AGE_DAYS must be a positive"
+    ):
+        create_app({"SECRET_KEY": "k", "INSTANCE_PATH": str(tmp_path)})
+
+
+def test_healthz_answers_when_the_database_does(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok"}
+
+
+def test_healthz_says_503_when_the_database_is_gone(make_app, tmp_path):
+    app = make_app(DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["database"] == "unreachable"
+
+
+def test_every_page_has_the_security_headers(client):
+    for path in ("/healthz", "/no-such-page", "/static/style.css"):
+        with client.get(path) as response:
+            headers = response.headers
+        assert "unsafe-inline" not in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_an_unknown_page_is_a_friendly_404(client):
+    response = client.get("/no-such-page")
+    assert response.status_code == 404
+    assert "<h1>Not Found</h1>" in response.get_data(as_text=True)

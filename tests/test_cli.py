@@ -1,0 +1,128 @@
+"""Command line: CSV import, tokens, demo, the outbox worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from survey.api.auth import ApiToken
+from survey.departures.models import Departure
+from survey.outbox import OutboxMessage
+from tests.factories import auth
+
+HEADER = "external_id,company,contact_name,contact_email,plan,mrr_cents,currency,segment,cancelled_at\n"
+
+
+def count(session, model) -> int:
+    session.rollback()
+    return session.scalar(select(func.count()).select_from(model))
+
+
+def write_csv(tmp_path: Path, body: str, header: str = HEADER) -> Path:
+    path = tmp_path / "departures.csv"
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+def test_import_takes_good_rows_and_reports_bad_ones_by_line(runner, tmp_path, session):
+    path = write_csv(
+        tmp_path,
+        "c1,Acme,Ada,ada@acme.example,growth,29900,EUR,smb,2026-11-01T09:00:00Z\n"
+        "c2,Bad Mail,Bob,not-an-email,growth,100,USD,smb,\n"
+        'c3,"Multi\nline Inc",Cy,cy@multi.example,,,,,\n'
+        "c4,Neg,Di,di@neg.example,growth,-5,USD,smb,\n"
+        "c5,Money,Ed,ed@money.example,growth,12,XXX1,smb,yesterday\n"
+        ",NoId,Fay,fay@noid.example,,,,,\n",
+    )
+    result = runner.invoke(args=["departures", "import", str(path)])
+    assert result.exit_code == 1
+    assert "2 imported, 0 already known, 4 rejected." in result.stdout
+    errors = result.stderr.splitlines()
+    assert errors[0].startswith(f"{path}:3: contact_email: Not a valid email address")
+    assert errors[1].startswith(f"{path}:6: mrr_cents: Must be 0 or more.")
+    assert errors[2].startswith(f"{path}:7: currency: Unknown currency")
+    assert "cancelled_at: Not an ISO 8601" in errors[2]
+    assert errors[3] == f"{path}:8: external_id: This field is required."
+    imported = session.scalars(select(Departure).order_by(Departure.external_id)).all()
+    assert [(d.external_id, d.source) for d in imported] == [
+        ("c1", "csv"),
+        ("c3", "csv"),
+    ]
+    assert imported[0].mrr_cents == 29900 and imported[0].currency == "EUR"
+    assert imported[1].company == "Multi\nline Inc"
+    assert count(session, OutboxMessage) == 2
+
+
+def test_reimporting_the_same_file_creates_nothing(runner, tmp_path, session):
+    path = write_csv(tmp_path, "c1,Acme,Ada,ada@acme.example,growth,100,USD,smb,\n")
+    assert runner.invoke(args=["departures", "import", str(path)]).exit_code == 0
+    again = runner.invoke(args=["departures", "import", str(path)])
+    assert again.exit_code == 0
+    assert "0 imported, 1 already known, 0 rejected." in again.stdout
+    assert count(session, Departure) == 1
+    assert count(session, OutboxMessage) == 1
+
+
+def test_a_file_without_the_required_columns_is_refused(runner, tmp_path, session):
+    path = write_csv(tmp_path, "Acme\n", header="company\n")
+    result = runner.invoke(args=["departures", "import", str(path)])
+    assert result.exit_code == 1
+    assert "lacks external_id, contact_email" in result.output
+    assert count(session, Departure) == 0
+
+
+def test_a_file_that_is_not_text_is_refused(runner, tmp_path):
+    path = tmp_path / "binary.csv"
+    path.write_bytes(b"\xff\xfe\x00\x00garbage")
+    result = runner.invoke(args=["departures", "import", str(path)])
+    assert result.exit_code == 1
+    assert "not a UTF-8 text file" in result.output
+
+
+def test_tokens_create_prints_the_secret_once_and_stores_a_hash(
+    runner, client, session
+):
+    result = runner.invoke(
+        args=["tokens", "create", "--name", "billing", "--scope", "departures:write"]
+    )
+    assert result.exit_code == 0
+    secret = result.stdout.strip()
+    assert secret.startswith("es_")
+    [token] = session.scalars(select(ApiToken)).all()
+    assert token.token_hash != secret and secret not in token.token_hash
+    assert token.scopes == ["departures:write"]
+    response = client.get("/api/v1/departures/none", headers=auth(secret))
+    assert response.status_code == 404  # authenticated: the departure is what's missing
+
+
+def test_tokens_create_refuses_unknown_scopes(runner, session):
+    result = runner.invoke(args=["tokens", "create", "--name", "x", "--scope", "root"])
+    assert result.exit_code == 2
+    assert "Unknown scope(s): root" in result.output
+    assert count(session, ApiToken) == 0
+
+
+def test_demo_fills_an_empty_database_once_and_prints_two_links(runner, session):
+    first = runner.invoke(args=["demo"])
+    assert first.exit_code == 0
+    links = [line.strip() for line in first.stdout.splitlines() if "/s/" in line]
+    assert len(links) == 2
+    filled = count(session, Departure)
+    assert filled >= 20
+    second = runner.invoke(args=["demo"])
+    assert second.exit_code == 0
+    assert count(session, Departure) == filled
+
+
+def test_outbox_send_once_drains_and_exits(runner, app, session):
+    runner.invoke(args=["demo"])
+    result = runner.invoke(args=["outbox", "send", "--once"])
+    assert result.exit_code == 0
+    session.rollback()
+    assert (
+        session.scalar(select(func.count()).where(OutboxMessage.status != "sent")) == 0
+    )
+    assert len(list((Path(app.instance_path) / "mail").glob("*.eml"))) == count(
+        session, OutboxMessage
+    )
