@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 import click
@@ -118,8 +119,11 @@ def departures_import(path: Path) -> None:
 def outbox_send(once: bool) -> None:
     """Deliver queued emails, retrying failures with back-off."""
     poll = current_app.config["OUTBOX_POLL_SECONDS"]
-    while True:
-        report = outbox.deliver_due()
+    stopping = threading.Event()
+    # SIGTERM (a deploy, docker stop): finish the message in hand, then exit.
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    while not stopping.is_set():
+        report = outbox.deliver_due(should_stop=stopping.is_set)
         if report.handled:
             click.echo(
                 f"{report.sent} sent, {report.retried} to retry, "
@@ -128,7 +132,7 @@ def outbox_send(once: bool) -> None:
         if once and report.handled < current_app.config["OUTBOX_BATCH_SIZE"]:
             return
         if not once and report.handled == 0:
-            time.sleep(poll)
+            stopping.wait(poll)
 
 
 @click.command("demo")

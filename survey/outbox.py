@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import make_msgid
@@ -255,24 +256,38 @@ def _record_result(session: Session, message: OutboxMessage, error: str | None) 
     return outcome
 
 
-def deliver_due(limit: int | None = None) -> DeliveryReport:
-    """Send the messages that are due now; return what happened."""
+def deliver_due(
+    limit: int | None = None, should_stop: Callable[[], bool] = lambda: False
+) -> DeliveryReport:
+    """Send the messages that are due now; return what happened.
+
+    ``should_stop`` is asked before each message: a worker told to stop
+    finishes the message in hand and leaves the rest to the next worker.
+    """
     limit = limit or current_app.config["OUTBOX_BATCH_SIZE"]
     worker = uuid.uuid4().hex[:8]
     report = DeliveryReport()
     mailer = _Mailer()
     with db.new_session() as session:
         try:
-            _deliver_claimed(session, _claim(session, limit, worker), mailer, report)
+            claimed = _claim(session, limit, worker)
+            _deliver_claimed(session, claimed, mailer, report, should_stop)
         finally:
             mailer.close()
     return report
 
 
 def _deliver_claimed(
-    session: Session, message_ids: list[int], mailer: _Mailer, report: DeliveryReport
+    session: Session,
+    message_ids: list[int],
+    mailer: _Mailer,
+    report: DeliveryReport,
+    should_stop: Callable[[], bool],
 ) -> None:
-    for message_id in message_ids:
+    for index, message_id in enumerate(message_ids):
+        if should_stop():
+            _release(session, message_ids[index:])
+            return
         message = session.get(OutboxMessage, message_id)
         session.commit()  # hold no transaction while talking SMTP (keeps it loaded)
         if message is None or message.status != PENDING:
@@ -294,6 +309,17 @@ def _deliver_claimed(
             report.failed += 1
         else:
             report.retried += 1
+
+
+def _release(session: Session, message_ids: list[int]) -> None:
+    """Give claimed messages back at once, for another worker to take."""
+    db.begin_write(session)
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(message_ids), OutboxMessage.status == PENDING)
+        .values(locked_until=None)
+    )
+    session.commit()
 
 
 def init_app(app: Flask) -> None:

@@ -11,7 +11,10 @@ from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
 from tests.factories import auth
 
-HEADER = "external_id,company,contact_name,contact_email,plan,mrr_cents,currency,segment,cancelled_at\n"
+HEADER = (
+    "external_id,company,contact_name,contact_email,plan,mrr_cents,currency,segment,"
+    "cancelled_at\n"
+)
 
 
 def count(session, model) -> int:

@@ -265,6 +265,51 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     assert all(m.status == "sent" and m.attempts == 1 for m in messages(session))
 
 
+class _SlowSink(SmtpSink):
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(0.3)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_worker_stopped_with_sigterm_finishes_its_message_and_hands_back_the_rest(
+    make_app, database_url, tmp_path, session
+):
+    sink = _SlowSink("127.0.0.1", free_port())
+    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
+        for _ in range(10):
+            make_departure(app)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "survey", "outbox", "send"],
+            env={
+                **os.environ,
+                "SURVEY_DATABASE_URL": database_url,
+                "SURVEY_SECRET_KEY": SECRET,
+                "SURVEY_INSTANCE_PATH": str(tmp_path / "worker"),
+                "SURVEY_MAIL_SERVER": sink.host,
+                "SURVEY_MAIL_PORT": str(sink.port),
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while not any(m.status == "sent" for m in messages(session)):
+            assert time.monotonic() < deadline, "the worker sent nothing"
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=10) == 0
+        stopped_at = [m.status for m in messages(session)]
+        assert 0 < stopped_at.count("sent") < 10
+        # What it did not send is free at once, without waiting for a lease.
+        assert deliver(app).sent == stopped_at.count("pending")
+    finally:
+        controller.stop()
+    assert len(sink.messages) == 10
+    assert len({m["To"] for m in sink.messages}) == 10
+
+
 def test_two_workers_draining_500_messages_deliver_each_exactly_once(
     mail_app, smtp, session
 ):
