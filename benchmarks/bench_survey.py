@@ -1,0 +1,610 @@
+"""Load benchmark of the public survey pages, against a bare Flask baseline.
+
+What it measures, in one run, on loopback with ``wrk``:
+
+* **bare GET**: ``benchmarks/bare_app.py`` (one route answering ``ok``) under
+  gunicorn. This is the ceiling of server + Flask + wrk on this machine.
+* **survey GET**: page 1 of the survey (``GET /s/<token>``), rotating over
+  every seeded departure: token check, database reads, template, CSRF token.
+  The first open of each departure also stamps its first-opened time.
+* **page-1 POST**: the answer to page 1 (``POST /s/<token>``, reason
+  ``too_expensive``) with a valid CSRF token and session cookie, rotating over
+  the departures: a writing transaction per request. It must answer 303;
+  anything else counts as an error. Answering the same departure again is an
+  edit, which is fine.
+
+Both apps run under the same gunicorn settings (gthread, 2 workers x 4
+threads) against a fresh SQLite database (WAL) in a temporary instance folder,
+configured as in production (random ``SURVEY_SECRET_KEY``, no ``SURVEY_ENV``).
+
+Targets, as ratios to the bare baseline so they hold on any hardware:
+
+* survey GET  >= 0.5 x bare requests/second;
+* page-1 POST >= 0.3 x bare requests/second, with zero errors;
+* no ``database is locked`` in the survey app's gunicorn stderr;
+* (sanity) no errors in the GET scenarios either.
+
+It exits 0 when every target is met, 1 when one is not, 2 when it could not
+run (no ``wrk``: ``apt-get install wrk``; a server that would not start).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_survey.py [--duration 10s]
+        [--connections 16] [--departures 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlencode, urlsplit
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+LUA_SCRIPT = BENCH_DIR / "rotate.lua"
+BIN = Path(sys.executable).parent  # the virtualenv's bin/ when run as asked
+
+WORKERS = 2
+THREADS = 4
+WRK_THREADS = 2
+WRK_TIMEOUT = "5s"
+
+SURVEY_GET_TARGET = 0.5
+POST_TARGET = 0.3
+LOCKED = "database is locked"
+
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run; the message says why."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One wrk run, as reported by ``rotate.lua``."""
+
+    name: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    socket_errors: int
+    statuses: dict[int, int]
+    expected_class: int  # first digit of a good status: 2 (200) or 3 (303)
+    first_opens: int | None = None  # survey GETs that stamped a first open
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def bad_statuses(self) -> dict[int, int]:
+        return {
+            status: count
+            for status, count in self.statuses.items()
+            if status // 100 != self.expected_class
+        }
+
+    @property
+    def errors(self) -> int:
+        return self.socket_errors + sum(self.bad_statuses.values())
+
+
+@dataclass(frozen=True)
+class Server:
+    """A gunicorn process and where its stderr goes."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    base_url: str
+    stderr_path: Path
+
+
+# --- setup ------------------------------------------------------------------
+
+
+def tool(name: str) -> str:
+    """Return the virtualenv's ``name`` (next to this Python), else PATH's."""
+    local = BIN / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise BenchError(f"{name} not found next to {sys.executable} nor on PATH")
+    return found
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def survey_env(tmp: Path, port: int) -> dict[str, str]:
+    """Return the environment of a production-like survey app in ``tmp``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SURVEY_")}
+    env.update(
+        SURVEY_SECRET_KEY=secrets.token_hex(32),
+        SURVEY_INSTANCE_PATH=str(tmp),
+        SURVEY_DATABASE_URL=f"sqlite:///{tmp / 'bench.sqlite3'}",
+        SURVEY_BASE_URL=f"http://127.0.0.1:{port}",
+    )
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    """Apply the migrations with the project's own command."""
+    done = subprocess.run(
+        [tool("flask"), "--app", "survey", "db", "upgrade"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"flask db upgrade failed:\n{done.stdout}{done.stderr}")
+
+
+def seed(count: int) -> tuple[list[str], str]:
+    """Record ``count`` departures in-process; return survey paths, cookie name.
+
+    Reads the ``SURVEY_*`` variables of this process (set by ``main``).
+    """
+    from survey import create_app, db, links
+    from survey.departures.schemas import DepartureIn
+    from survey.departures.service import record_departure
+
+    app = create_app()
+    paths: list[str] = []
+    with app.app_context():
+        with db.write_session() as session:
+            for number in range(1, count + 1):
+                data = DepartureIn(
+                    external_id=f"bench_{number:06d}",
+                    contact_email=f"customer{number}@example.com",
+                    contact_name=f"Customer {number}",
+                    company=f"Bench Company {number}",
+                    plan="growth",
+                    mrr_cents=10_000 + number,
+                    segment="smb",
+                )
+                departure, _ = record_departure(session, data, source="api")
+                paths.append(urlsplit(links.survey_url(departure.public_id)).path)
+            session.commit()
+        db.engine().dispose()
+    return paths, str(app.config["SESSION_COOKIE_NAME"])
+
+
+def opened_counter(database: Path) -> Callable[[], int]:
+    """Return a function counting departures whose link has been opened."""
+
+    def count() -> int:
+        uri = f"{database.as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
+            query = "SELECT count(*) FROM departures WHERE first_opened_at IS NOT NULL"
+            opened: int = conn.execute(query).fetchone()[0]
+            return opened
+
+    return count
+
+
+def start_gunicorn(
+    name: str, app: str, port: int, env: dict[str, str], tmp: Path
+) -> Server:
+    """Start gunicorn serving ``app`` on ``port``; stderr goes to a file."""
+    stderr_path = tmp / f"gunicorn-{name}.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                tool("gunicorn"),
+                app,
+                "--pythonpath",
+                str(BENCH_DIR),  # for bare_app; the survey package is installed
+                "--worker-class",
+                "gthread",
+                "--workers",
+                str(WORKERS),
+                "--threads",
+                str(THREADS),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=stderr,
+            start_new_session=True,  # stopped by us, in order, also on Ctrl-C
+        )
+    return Server(name, process, f"http://127.0.0.1:{port}", stderr_path)
+
+
+def stop(server: Server) -> None:
+    """Stop gunicorn gracefully; kill it if it lingers."""
+    if server.process.poll() is not None:
+        return
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def wait_until_up(server: Server, path: str, timeout: float = 30) -> None:
+    """Poll ``path`` until it answers 200."""
+    deadline = time.monotonic() + timeout
+    url = server.base_url + path
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise BenchError(
+                f"gunicorn ({server.name}) exited with {server.process.returncode}:"
+                f"\n{server.stderr_path.read_text(errors='replace')}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{url} did not answer 200 within {timeout:.0f}s")
+
+
+def csrf_credentials(base_url: str, path: str, cookie_name: str) -> tuple[str, str]:
+    """GET one survey page; return its CSRF token and the session cookie value.
+
+    The token is bound to the session, so the pair is valid on every survey page.
+    """
+    host, _, port = urlsplit(base_url).netloc.partition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("GET", path)
+        answer = connection.getresponse()
+        html = answer.read().decode()
+        if answer.status != 200:
+            raise BenchError(f"GET {path} answered {answer.status}")
+        cookies: SimpleCookie = SimpleCookie()
+        for header in answer.headers.get_all("Set-Cookie") or []:
+            cookies.load(header)
+    finally:
+        connection.close()
+    match = CSRF_RE.search(html)
+    if match is None:
+        raise BenchError(f"no csrf_token field in the page at {path}")
+    if cookie_name not in cookies:
+        raise BenchError(f"GET {path} set no {cookie_name!r} cookie")
+    return match.group(1), cookies[cookie_name].value
+
+
+def check_post(base_url: str, path: str, body: str, cookie: str) -> None:
+    """POST page 1 once, as wrk will, and insist on the 303 it should get."""
+    host, _, port = urlsplit(base_url).netloc.partition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request(
+            "POST",
+            path,
+            body=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": cookie,
+            },
+        )
+        answer = connection.getresponse()
+        answer.read()
+    finally:
+        connection.close()
+    if answer.status != 303:
+        raise BenchError(f"a single page-1 POST answered {answer.status}, not 303")
+
+
+# --- load -------------------------------------------------------------------
+
+
+def run_wrk(
+    url: str,
+    duration: str,
+    connections: int,
+    paths_file: Path,
+    method: str = "GET",
+    body: str = "",
+    cookie: str = "",
+) -> dict[str, str]:
+    """Run wrk with ``rotate.lua``; return the fields of its ``BENCH`` line."""
+    command = [
+        "wrk",
+        f"-t{min(WRK_THREADS, connections)}",
+        f"-c{connections}",
+        f"-d{duration}",
+        f"--timeout={WRK_TIMEOUT}",
+        "--latency",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+        "--",
+        str(paths_file),
+        method,
+        body,
+        cookie,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    line = next(
+        (ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None
+    )
+    if done.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return dict(field.split("=", 1) for field in line.split()[1:])
+
+
+def measure(
+    name: str,
+    url: str,
+    paths: Sequence[str],
+    expected_class: int,
+    args: argparse.Namespace,
+    tmp: Path,
+    method: str = "GET",
+    body: str = "",
+    cookie: str = "",
+    opened: Callable[[], int] | None = None,
+) -> Result:
+    """Warm up, then load ``url`` + rotating ``paths`` for the set duration.
+
+    ``opened``, if given, counts first opens before and after the measured run.
+    """
+    paths_file = tmp / f"paths-{name.replace(' ', '-')}.txt"
+    paths_file.write_text("\n".join(paths) + "\n")
+    load = {"method": method, "body": body, "cookie": cookie}
+    print(f"  {name}: warm-up {args.warmup} ...", flush=True)
+    run_wrk(url, args.warmup, args.connections, paths_file, **load)
+    print(f"  {name}: measuring {args.duration} ...", flush=True)
+    opened_before = opened() if opened else 0
+    fields = run_wrk(url, args.duration, args.connections, paths_file, **load)
+    first_opens = opened() - opened_before if opened else None
+    statuses = {
+        int(code): int(count)
+        for code, count in (
+            pair.split(":") for pair in fields["statuses"].split(",") if pair
+        )
+    }
+    result = Result(
+        name=name,
+        requests=int(fields["requests"]),
+        seconds=int(fields["duration_us"]) / 1e6,
+        p50_ms=int(fields["p50_us"]) / 1e3,
+        p95_ms=int(fields["p95_us"]) / 1e3,
+        p99_ms=int(fields["p99_us"]) / 1e3,
+        socket_errors=sum(
+            int(fields[key]) for key in ("connect", "read", "write", "timeout")
+        ),
+        statuses=statuses,
+        expected_class=expected_class,
+        first_opens=first_opens,
+    )
+    print(
+        f"  {name}: {result.rps:,.0f} req/s, statuses {statuses}, "
+        f"socket errors {result.socket_errors}",
+        flush=True,
+    )
+    return result
+
+
+# --- report -----------------------------------------------------------------
+
+
+def print_table(results: Sequence[Result]) -> None:
+    header = (
+        f"{'scenario':<14}{'requests':>10}{'req/s':>10}{'p50 ms':>9}"
+        f"{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r.name:<14}{r.requests:>10,}{r.rps:>10,.0f}{r.p50_ms:>9.1f}"
+            f"{r.p95_ms:>9.1f}{r.p99_ms:>9.1f}{r.errors:>8,}"
+        )
+        if r.errors:
+            detail = ", ".join(f"{s}: {n:,}" for s, n in r.bad_statuses.items())
+            print(
+                f"{'':<14}  unexpected statuses: {detail or 'none'}; "
+                f"socket errors: {r.socket_errors:,}"
+            )
+        if r.first_opens is not None:
+            print(
+                f"{'':<14}  of which first opens (a write each): "
+                f"{r.first_opens:,} of {r.requests:,}"
+            )
+
+
+def stderr_report(server: Server, max_lines: int = 80) -> int:
+    """Print the server's stderr (abridged); return its ``database is locked``s."""
+    text = server.stderr_path.read_text(errors="replace")
+    lines = text.splitlines()
+    print(f"\ngunicorn stderr ({server.name}): {len(lines)} lines", end="")
+    if lines:
+        shown = lines[:max_lines]
+        print(f", first {len(shown)}:")
+        for line in shown:
+            print(f"  | {line}")
+    else:
+        print()
+    return text.count(LOCKED)
+
+
+def judge(
+    bare: Result, get: Result, post: Result, locked: int
+) -> list[tuple[str, bool]]:
+    """Return each target with whether it is met."""
+    get_ratio = get.rps / bare.rps if bare.rps else 0.0
+    post_ratio = post.rps / bare.rps if bare.rps else 0.0
+    return [
+        (
+            f"survey GET / bare = {get_ratio:.2f}x  (target >= {SURVEY_GET_TARGET}x)",
+            get_ratio >= SURVEY_GET_TARGET,
+        ),
+        (
+            f"page-1 POST / bare = {post_ratio:.2f}x  (target >= {POST_TARGET}x)",
+            post_ratio >= POST_TARGET,
+        ),
+        (f"page-1 POST errors = {post.errors:,}  (target 0)", post.errors == 0),
+        (
+            f"GET errors = bare {bare.errors:,}, survey {get.errors:,}  (target 0)",
+            bare.errors == 0 and get.errors == 0,
+        ),
+        (f'"{LOCKED}" in gunicorn stderr = {locked:,}  (target 0)', locked == 0),
+    ]
+
+
+# --- main -------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Load-test the survey pages against a bare Flask app (wrk)."
+    )
+    parser.add_argument(
+        "--duration", default="10s", help="wrk duration per scenario (10s)"
+    )
+    parser.add_argument(
+        "--warmup", default="2s", help="wrk warm-up before each scenario (2s)"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=16, help="open connections (16)"
+    )
+    parser.add_argument(
+        "--departures", type=int, default=2000, help="departures to seed (2000)"
+    )
+    args = parser.parse_args(argv)
+    if args.connections < 1 or args.departures < 1:
+        parser.error("--connections and --departures must be at least 1")
+    return args
+
+
+def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the cleanup below
+
+
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+    survey_port = bare_port = free_port()
+    while bare_port == survey_port:
+        bare_port = free_port()
+    env = survey_env(tmp, survey_port)
+    os.environ.update(env)  # seed() builds the app from the same variables
+
+    print(f"Instance folder {tmp}; migrating and seeding {args.departures:,} ...")
+    started = time.monotonic()
+    migrate(env)
+    paths, cookie_name = seed(args.departures)
+    print(f"  seeded in {time.monotonic() - started:.1f}s")
+
+    servers: list[Server] = []
+
+    def stop_all() -> None:
+        for server in servers:
+            stop(server)
+
+    stack.callback(stop_all)  # runs before the temporary folder goes
+    survey = start_gunicorn("survey", "survey:create_app()", survey_port, env, tmp)
+    servers.append(survey)
+    bare = start_gunicorn("bare", "bare_app:app", bare_port, env, tmp)
+    servers.append(bare)
+    wait_until_up(survey, "/healthz")
+    wait_until_up(bare, "/")
+
+    token, session = csrf_credentials(survey.base_url, paths[0], cookie_name)
+    body = urlencode({"csrf_token": token, "reason": "too_expensive"})
+    cookie = f"{cookie_name}={session}"
+    check_post(survey.base_url, paths[0], body, cookie)
+
+    print(
+        f"Loading: wrk -t{min(WRK_THREADS, args.connections)} "
+        f"-c{args.connections} -d{args.duration} (warm-up {args.warmup}); "
+        f"gunicorn gthread {WORKERS} workers x {THREADS} threads; "
+        f"{os.cpu_count()} CPUs"
+    )
+    bare_get = measure("bare GET", bare.base_url, ["/"], 2, args, tmp)
+    survey_get = measure(
+        "survey GET",
+        survey.base_url,
+        paths,
+        2,
+        args,
+        tmp,
+        opened=opened_counter(tmp / "bench.sqlite3"),
+    )
+    post = measure(
+        "page-1 POST",
+        survey.base_url,
+        paths,
+        3,
+        args,
+        tmp,
+        method="POST",
+        body=body,
+        cookie=cookie,
+    )
+    stop_all()  # flush what the workers still had to say
+
+    print()
+    print_table([bare_get, survey_get, post])
+    locked = stderr_report(survey)
+    stderr_report(bare, max_lines=20)
+
+    print()
+    verdicts = judge(bare_get, survey_get, post, locked)
+    for label, ok in verdicts:
+        print(f"{'PASS' if ok else 'FAIL'}  {label}")
+    passed = all(ok for _, ok in verdicts)
+    print("\nAll targets met." if passed else "\nSome targets were missed.")
+    return 0 if passed else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 2
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_on_signal)
+    try:
+        with contextlib.ExitStack() as stack:
+            return run(args, stack)
+    except BenchError as error:
+        print(f"benchmark could not run: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; servers stopped, temporary folder removed")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
