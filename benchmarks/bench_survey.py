@@ -72,7 +72,7 @@ SURVEY_GET_TARGET = 0.5
 POST_TARGET = 0.3
 LOCKED = "database is locked"
 
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+CSRF_RE = re.compile(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"')
 
 
 class BenchError(RuntimeError):

@@ -15,7 +15,7 @@ from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
 from survey.public.models import Response
-from survey.public.service import submit_details, submit_reason
+from survey.public.service import find_response, submit_details, submit_reason
 from survey.vocabulary import FOLLOW_UPS, REASONS
 
 COMPANIES = [
@@ -92,12 +92,14 @@ def _fill(session: Session, rng: random.Random) -> None:
         if index < 4 or rng.random() < 0.25:
             continue
         reason = rng.choice(reasons)
-        response = submit_reason(
+        submit_reason(
             session,
-            departure,
+            departure.id,
             reason,
             "We are consolidating vendors" if reason == "other" else None,
         )
+        response = find_response(session, departure)
+        assert response is not None
         if rng.random() < 0.7:
             submit_details(
                 session,

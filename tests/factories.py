@@ -67,7 +67,7 @@ def withdraw_path(app: Flask, departure: Departure) -> str:
 
 
 def csrf_token(html: str) -> str:
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    match = re.search(r"<input[^>]*name=\"csrf_token\"[^>]*value=\"([^\"]+)\"", html)
     assert match, "no CSRF token on the page"
     return match.group(1)
 

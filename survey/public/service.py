@@ -7,12 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from survey import clock, links, outbox, tokens
-from survey.consent import record_consent
+from survey.consent import ConsentEvent, record_consent
 from survey.departures.models import Departure
 from survey.departures.service import find_by_public_id
 from survey.public.models import Response
@@ -34,48 +34,90 @@ def find_response(db: Session, departure: Departure) -> Response | None:
     return db.scalar(select(Response).where(Response.departure_id == departure.id))
 
 
-def mark_opened(departure: Departure) -> bool:
-    """Note the first time the link was opened; return whether this was it."""
-    if departure.first_opened_at is not None:
-        return False
-    departure.first_opened_at = clock.now()
-    return True
+def _latest_consent(column: Any) -> Any:
+    return (
+        select(column)
+        .where(ConsentEvent.departure_id == Departure.id)
+        .order_by(ConsentEvent.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+#: Everything page 1 shows, in one statement (built once, cached compiled).
+_SURVEY_STATE = (
+    select(
+        Departure.id.label("departure_id"),
+        Departure.public_id,
+        Departure.locale,
+        Departure.first_opened_at,
+        Response.reason,
+        Response.reason_other,
+        Response.answered_at,
+        _latest_consent(ConsentEvent.action).label("consent_state"),
+    )
+    .outerjoin(Response, Response.departure_id == Departure.id)
+    .where(Departure.public_id == bindparam("public_id"))
+)
+
+
+def survey_state(db: Session, public_id: str) -> Row[Any]:
+    """Return page 1's view of a departure; raise TokenInvalid if there is none."""
+    state = db.connection().execute(_SURVEY_STATE, {"public_id": public_id}).first()
+    if state is None:
+        raise tokens.TokenInvalid
+    return state
+
+
+def mark_opened(db: Session, departure_id: int) -> None:
+    """Note the first time the link was opened (later opens change nothing)."""
+    db.execute(
+        update(Departure)
+        .where(Departure.id == departure_id, Departure.first_opened_at.is_(None))
+        .values(first_opened_at=clock.now())
+    )
+
+
+def _upsert_reason(insert: Any) -> Any:
+    statement = insert(Response.__table__)
+    return statement.on_conflict_do_update(
+        index_elements=[Response.departure_id],
+        set_={
+            "reason": statement.excluded.reason,
+            "reason_other": statement.excluded.reason_other,
+            "updated_at": statement.excluded.updated_at,
+        },
+    )
+
+
+#: Insert the response, or update the one there (built once per dialect).
+_UPSERT_REASON = {
+    "postgresql": _upsert_reason(postgresql.insert),
+    "sqlite": _upsert_reason(sqlite.insert),
+}
 
 
 def submit_reason(
-    db: Session, departure: Departure, reason: str, reason_other: str | None
-) -> Response:
+    db: Session, departure_id: int, reason: str, reason_other: str | None
+) -> None:
     """Save the main reason at once, creating the one response or updating it.
 
-    The unique key on ``responses.departure_id`` settles simultaneous first
-    answers: the loser updates the winner's response instead.
+    One upsert on the unique ``responses.departure_id``: simultaneous first
+    answers cannot make a second response, and the last one wins.
     """
     now = clock.now()
-    other = (reason_other or "").strip() or None if reason == "other" else None
-    response = find_response(db, departure)
-    if response is None:
-        try:
-            with db.begin_nested():
-                response = Response(
-                    departure_id=departure.id,
-                    reason=reason,
-                    reason_other=other,
-                    factors=[],
-                    answered_at=now,
-                    updated_at=now,
-                )
-                db.add(response)
-        except IntegrityError:
-            response = find_response(db, departure)
-            if response is None:
-                raise
-        else:
-            log.info("departure %s answered", departure.public_id)
-            return response
-    if (response.reason, response.reason_other) != (reason, other):
-        response.reason, response.reason_other = reason, other
-        response.updated_at = now
-    return response
+    other = ((reason_other or "").strip() or None) if reason == "other" else None
+    db.connection().execute(
+        _UPSERT_REASON[db.get_bind().dialect.name],
+        {
+            "departure_id": departure_id,
+            "reason": reason,
+            "reason_other": other,
+            "factors": [],
+            "answered_at": now,
+            "updated_at": now,
+        },
+    )
 
 
 def submit_details(

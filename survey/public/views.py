@@ -71,34 +71,47 @@ def _render(template: str, departure: Departure, **context: Any) -> str:
 
 @bp.route("/s/<token>", methods=["GET", "POST"])
 def survey(token: str) -> str | WerkzeugResponse:
-    """Page 1: the one question. A GET records only the first-opened time."""
+    """Page 1: the one question. A GET records only the first-opened time.
+
+    The busiest page: it reads everything it shows in one query and builds no
+    ORM objects (see ``service.survey_state``).
+    """
+    public_id = tokens.load_token(tokens.SURVEY, token)
+    if request.method == "POST":
+        form = ReasonForm()
+        valid = form.validate_on_submit()  # before touching the database: a
+        # POST's transaction holds SQLite's write lock, so keep it short
     session = db.session()
-    departure = _load(token)
-    response = service.find_response(session, departure)
-    form = ReasonForm(obj=response)
-    if request.method == "GET":
-        if request.args.get("reason") in REASONS:
-            form.reason.data = request.args["reason"]
-        if departure.first_opened_at is None:
+    state = service.survey_state(session, public_id)
+    g.locale = state.locale
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        if valid:
+            if form.is_bot():
+                log.info("honeypot filled on %s; answer dropped", state.public_id)
+                return redirect(url_for(".thanks", token=token), 303)
+            service.submit_reason(
+                session, state.departure_id, form.reason.data, form.reason_other.data
+            )
+            session.commit()
+            return redirect(url_for(".details", token=token), 303)
+        selected, other, errors = form.reason.data, form.reason_other.data, form.errors
+    else:
+        if state.first_opened_at is None:
             session.commit()  # end the read; stamp in a short writing transaction
             db.begin_write(session)
-            if service.mark_opened(departure):
-                session.commit()
-    elif form.validate_on_submit():
-        if form.is_bot():
-            log.info("honeypot filled on %s; answer dropped", departure.public_id)
-            return redirect(url_for(".thanks", token=token), 303)
-        service.submit_reason(
-            session, departure, form.reason.data, form.reason_other.data
-        )
-        session.commit()
-        return redirect(url_for(".details", token=token), 303)
-    return _render(
+            service.mark_opened(session, state.departure_id)
+            session.commit()
+        preselect = request.args.get("reason")
+        selected = preselect if preselect in REASONS else state.reason
+        other = state.reason_other
+    return render_template(
         "public/reason.html",
-        departure,
-        form=form,
-        response=response,
-        consent=current_consent(session, departure.id),
+        state=state,
+        reasons=[(code, str(label)) for code, label in REASONS.items()],
+        selected=selected,
+        reason_other=other or "",
+        errors=errors,
         token=token,
     )
 
