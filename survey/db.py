@@ -96,20 +96,33 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
         if not connection.get_execution_options().get("sqlite_write"):
             connection.exec_driver_sql("BEGIN")
             return
-        gate.acquire()
-        connection.info["write_gate"] = True
+        dbapi_connection = connection.connection.dbapi_connection
+        gate.acquire(dbapi_connection)
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
-            _leave_gate(connection)
+            gate.release(dbapi_connection)
             raise
 
-    def _leave_gate(connection: Any) -> None:
-        if connection.info.pop("write_gate", False):
-            gate.release()
+    # The gate opens only once COMMIT or ROLLBACK is done (the engine's events
+    # fire before them), also for the pool's rollback of a returned connection.
+    dialect = engine.dialect
+    do_commit, do_rollback = dialect.do_commit, dialect.do_rollback
 
-    event.listen(engine, "commit", _leave_gate)
-    event.listen(engine, "rollback", _leave_gate)
+    def _commit_then_open(dbapi_connection: Any) -> None:
+        try:
+            do_commit(dbapi_connection)
+        finally:
+            gate.release(dbapi_connection)
+
+    def _rollback_then_open(dbapi_connection: Any) -> None:
+        try:
+            do_rollback(dbapi_connection)
+        finally:
+            gate.release(dbapi_connection)
+
+    dialect.do_commit = _commit_then_open  # type: ignore[method-assign]
+    dialect.do_rollback = _rollback_then_open  # type: ignore[method-assign]
     return engine
 
 
@@ -130,9 +143,12 @@ class _WriteGate:
         self.lock = threading.Lock()
         self.fd: int | None = None
         self.pid = 0
+        #: The DB-API connection whose transaction holds the gate, if any.
+        self.holder: Any = None
 
-    def acquire(self) -> None:
+    def acquire(self, holder: Any) -> None:
         self.lock.acquire()
+        self.holder = holder
         if self.path is None:
             return
         if self.pid != os.getpid():  # opened again after a fork
@@ -141,10 +157,16 @@ class _WriteGate:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX)  # type: ignore[arg-type]
         except BaseException:
+            self.holder = None
             self.lock.release()
             raise
 
-    def release(self) -> None:
+    def release(self, holder: Any) -> None:
+        """Open the gate if ``holder``'s transaction holds it."""
+        # SQLAlchemy passes either the DB-API connection or the pool's proxy.
+        if self.holder is not getattr(holder, "dbapi_connection", holder):
+            return
+        self.holder = None
         if self.path is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)  # type: ignore[arg-type]
         self.lock.release()
