@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,19 @@ def resource_dir(name: str) -> Path:
     return inside if inside.is_dir() else _PACKAGE.parent / name
 
 
+def _configure_logging() -> None:
+    """Send our INFO logs to stderr unless the host (pytest, ...) set up logging."""
+    logger = logging.getLogger("survey")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        logger.addHandler(handler)
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Create the app: defaults, instance settings, SURVEY_*, then ``config``."""
     app = Flask(
@@ -34,6 +48,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from survey import config as settings
 
     settings.load(app, config)
+    _configure_logging()
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
     i18n.init_app(app)

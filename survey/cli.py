@@ -140,6 +140,7 @@ def demo_command() -> None:
     """Fill an empty database with demo data and print two survey links."""
     from survey.demo import load_demo
 
+    logging.getLogger("survey").setLevel(logging.WARNING)  # keep the links visible
     with db.write_session() as session:
         links = load_demo(session)
         session.commit()
