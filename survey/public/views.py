@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -16,6 +17,7 @@ from flask import (
 from flask import (
     Response as HttpResponse,
 )
+from markupsafe import Markup
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import db, tokens
@@ -69,6 +71,21 @@ def _render(template: str, departure: Departure, **context: Any) -> str:
     )
 
 
+@functools.lru_cache(maxsize=512)
+def _reason_choices(locale: str | None, selected: str | None) -> Markup:
+    """Render the ten answers of page 1 once per language and selection.
+
+    They make up most of the busiest page, and they change only with a deploy.
+    """
+    return Markup(
+        render_template(
+            "public/_reason_choices.html",
+            reasons=[(code, str(label)) for code, label in REASONS.items()],
+            selected=selected,
+        )
+    )
+
+
 @bp.route("/s/<token>", methods=["GET", "POST"])
 def survey(token: str) -> str | WerkzeugResponse:
     """Page 1: the one question. A GET records only the first-opened time.
@@ -108,8 +125,9 @@ def survey(token: str) -> str | WerkzeugResponse:
     return render_template(
         "public/reason.html",
         state=state,
-        reasons=[(code, str(label)) for code, label in REASONS.items()],
-        selected=selected,
+        reason_choices=_reason_choices(
+            state.locale, selected if selected in REASONS else None
+        ),
         reason_other=other or "",
         errors=errors,
         token=token,
