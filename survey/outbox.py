@@ -6,24 +6,36 @@ PostgreSQL, so several workers never take the same row and never wait for
 each other), leases them for a while, sends each through Flask-Mail and
 commits each result at once. A worker that dies mid-batch leaves its
 unsent messages to be claimed again when the lease runs out; a message
-marked sent is never sent again.
+marked sent is never sent again. Right before sending, a worker renews its
+claim on the message, and skips it if the claim has passed to another worker
+(a lease that ran out while this one was stuck on a slow server).
 """
 
 from __future__ import annotations
 
 import logging
 import smtplib
+import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import make_msgid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import flask_mail
 from flask import Flask, current_app, render_template
-from sqlalchemy import ForeignKey, Index, String, Text, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from survey import clock, db
@@ -57,6 +69,8 @@ class OutboxMessage(Base):
     next_attempt_at: Mapped[datetime]
     #: A worker's claim on the message lasts until then.
     locked_until: Mapped[datetime | None]
+    #: Which worker holds (or last held) the claim.
+    claimed_by: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
@@ -112,12 +126,16 @@ class _TimeoutConnection(flask_mail.Connection):
         timeout = current_app.config["MAIL_TIMEOUT_SECONDS"]
         mail = self.mail
         host: smtplib.SMTP | smtplib.SMTP_SSL
+        # Verify the server's certificate and name; smtplib does not by default.
+        tls = ssl.create_default_context()
         if mail.use_ssl:
-            host = smtplib.SMTP_SSL(mail.server, mail.port, timeout=timeout)
+            host = smtplib.SMTP_SSL(
+                mail.server, mail.port, timeout=timeout, context=tls
+            )
         else:
             host = smtplib.SMTP(mail.server, mail.port, timeout=timeout)
         if mail.use_tls:
-            host.starttls()
+            host.starttls(context=tls)
         if mail.username and mail.password:
             host.login(mail.username, mail.password)
         return host
@@ -159,12 +177,16 @@ class DeliveryReport:
         return self.sent + self.retried + self.failed
 
 
+def _lease(messages: int) -> timedelta:
+    """How long a claim on ``messages`` messages lasts: each may hit the SMTP
+    timeout on connect, on every command and on the data, plus a margin."""
+    per_message = current_app.config["MAIL_TIMEOUT_SECONDS"] * 6
+    return timedelta(seconds=per_message * messages + 60)
+
+
 def _claim(session: Session, limit: int, worker: str) -> list[int]:
     """Lease up to ``limit`` due messages to this worker and commit the claim."""
     now = clock.now()
-    lease = timedelta(
-        seconds=current_app.config["MAIL_TIMEOUT_SECONDS"] * (limit + 2) + 60
-    )
     db.begin_write(session)
     ids = list(
         session.scalars(
@@ -186,7 +208,7 @@ def _claim(session: Session, limit: int, worker: str) -> list[int]:
         session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_(ids))
-            .values(locked_until=now + lease)
+            .values(locked_until=now + _lease(len(ids)), claimed_by=worker)
         )
     session.commit()
     log.debug("worker %s claimed %d messages", worker, len(ids))
@@ -229,7 +251,45 @@ class _Mailer:
                 connection.host.close()
 
 
-def _record_result(session: Session, message: OutboxMessage, error: str | None) -> str:
+def _renew(session: Session, message_id: int, worker: str) -> OutboxMessage | None:
+    """Renew this worker's claim on one message just before sending it.
+
+    Return the message, or None when it is no longer this worker's to send:
+    sent or given up meanwhile, or claimed by another worker after this
+    worker's lease ran out.
+    """
+    now = clock.now()
+    db.begin_write(session)
+    renewed = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == message_id,
+            OutboxMessage.status == PENDING,
+            OutboxMessage.claimed_by == worker,
+            OutboxMessage.locked_until >= now,
+        )
+        .values(locked_until=now + _lease(1))
+        .execution_options(synchronize_session=False)
+    )
+    renewed = cast(CursorResult[Any], renewed)
+    message = session.get(OutboxMessage, message_id) if renewed.rowcount else None
+    session.commit()  # hold no transaction while talking SMTP (keeps it loaded)
+    if message is None:
+        log.warning("message %s skipped: no longer claimed by %s", message_id, worker)
+    return message
+
+
+def _record_result(
+    session: Session, message: OutboxMessage, worker: str, error: str | None
+) -> str | None:
+    """Store the outcome of one attempt; return it (None: nothing to store)."""
+    db.begin_write(session)
+    session.refresh(message, with_for_update=True)
+    if message.status != PENDING or (error and message.claimed_by != worker):
+        # Another worker took the message over; its attempt decides. (A message
+        # this worker did send is marked sent below, whoever claims it now.)
+        session.commit()
+        return None
     now = clock.now()
     message.attempts += 1
     message.locked_until = None
@@ -271,7 +331,7 @@ def deliver_due(
     with db.new_session() as session:
         try:
             claimed = _claim(session, limit, worker)
-            _deliver_claimed(session, claimed, mailer, report, should_stop)
+            _deliver_claimed(session, claimed, worker, mailer, report, should_stop)
         finally:
             mailer.close()
     return report
@@ -280,17 +340,17 @@ def deliver_due(
 def _deliver_claimed(
     session: Session,
     message_ids: list[int],
+    worker: str,
     mailer: _Mailer,
     report: DeliveryReport,
     should_stop: Callable[[], bool],
 ) -> None:
     for index, message_id in enumerate(message_ids):
         if should_stop():
-            _release(session, message_ids[index:])
+            _release(session, message_ids[index:], worker)
             return
-        message = session.get(OutboxMessage, message_id)
-        session.commit()  # hold no transaction while talking SMTP (keeps it loaded)
-        if message is None or message.status != PENDING:
+        message = _renew(session, message_id, worker)
+        if message is None:
             continue
         try:
             mailer.send(message)
@@ -300,23 +360,25 @@ def _deliver_claimed(
         except Exception as exc:  # a message that cannot be built: retry, then give up
             log.exception("message %s could not be sent", message_id)
             error = f"{type(exc).__name__}: {exc}"[:1000]
-        db.begin_write(session)
-        session.refresh(message)
-        outcome = _record_result(session, message, error)
+        outcome = _record_result(session, message, worker, error)
         if outcome == SENT:
             report.sent += 1
         elif outcome == FAILED:
             report.failed += 1
-        else:
+        elif outcome is not None:
             report.retried += 1
 
 
-def _release(session: Session, message_ids: list[int]) -> None:
+def _release(session: Session, message_ids: list[int], worker: str) -> None:
     """Give claimed messages back at once, for another worker to take."""
     db.begin_write(session)
     session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(message_ids), OutboxMessage.status == PENDING)
+        .where(
+            OutboxMessage.id.in_(message_ids),
+            OutboxMessage.status == PENDING,
+            OutboxMessage.claimed_by == worker,
+        )
         .values(locked_until=None)
     )
     session.commit()

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import time
 from email.message import Message
 from pathlib import Path
 
+import trustme
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
@@ -358,3 +360,81 @@ def test_two_workers_draining_500_messages_deliver_each_exactly_once(
         session.scalar(select(func.count()).where(OutboxMessage.status == "sent"))
         == 500
     )
+
+
+def test_a_worker_whose_lease_ran_out_does_not_send_what_another_took_over(
+    mail_app, smtp, clock, session
+):
+    """Worker A claims, then stalls past its lease; B claims the same messages.
+
+    When A wakes up it must not send them too: its claim has passed to B.
+    """
+    for number in range(3):
+        make_departure(mail_app, external_id=f"lease_{number}")
+    a_claimed, b_claimed = threading.Event(), threading.Event()
+    reports: dict[str, outbox.DeliveryReport] = {}
+    errors: list[BaseException] = []
+
+    def run(name: str, claimed: threading.Event, wait_for: threading.Event) -> None:
+        def pause_after_claim() -> bool:
+            if not claimed.is_set():
+                claimed.set()
+                assert wait_for.wait(timeout=30)
+            return False
+
+        try:
+            with mail_app.app_context():
+                reports[name] = outbox.deliver_due(should_stop=pause_after_claim)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+            claimed.set()
+
+    a_done = threading.Event()
+    worker_a = threading.Thread(target=run, args=("a", a_claimed, b_claimed))
+    worker_a.start()
+    assert a_claimed.wait(timeout=30)
+    clock.advance(hours=2)  # A's lease has run out
+    worker_b = threading.Thread(target=run, args=("b", b_claimed, a_done))
+    worker_b.start()
+    worker_a.join(timeout=30)  # A resumes once B holds the claims
+    a_done.set()
+    worker_b.join(timeout=30)
+
+    assert errors == []
+    assert (reports["a"].sent, reports["b"].sent) == (0, 3)
+    assert len(smtp.messages) == 3
+    assert sorted(m.status for m in messages(session)) == ["sent"] * 3
+
+
+def test_the_worker_sends_only_to_a_mail_server_whose_certificate_it_trusts(
+    make_app, clock, session, tmp_path, monkeypatch
+):
+    authority = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_tls)
+    sink = SmtpSink("127.0.0.1", free_port())
+    controller = Controller(
+        sink,
+        hostname=sink.host,
+        port=sink.port,
+        tls_context=server_tls,
+        require_starttls=True,
+    )
+    controller.start()
+    try:
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port, MAIL_USE_TLS=True)
+        make_departure(app)
+
+        assert deliver(app).retried == 1
+        [message] = messages(session)
+        assert "CERTIFICATE_VERIFY_FAILED" in message.last_error
+        assert sink.messages == []
+
+        # Trusted through the standard variable, as a private CA would be.
+        authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        clock.advance(hours=1)
+        assert deliver(app).sent == 1
+        assert len(sink.messages) == 1
+    finally:
+        controller.stop()
