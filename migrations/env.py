@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic import context
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from survey.models import Base
 
@@ -21,9 +24,36 @@ def _engine() -> Engine:
         return db.engine()
 
 
+@contextmanager
+def _sqlite_foreign_keys_deferred(connection: Connection) -> Iterator[None]:
+    """On SQLite, switch foreign keys off while migrating, and check them after.
+
+    Batch mode copies a table and drops the old one; with foreign keys on,
+    that drop would cascade-delete the rows of every table referring to it.
+    The pragma only works outside a transaction, hence the raw connection.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"migration left broken foreign keys: {broken[:5]}")
+
+
 def run_migrations_online() -> None:
     """Run the migrations on a live connection."""
-    with _engine().connect() as connection:
+    with _engine().connect() as connection, _sqlite_foreign_keys_deferred(connection):
         context.configure(
             connection=connection,
             target_metadata=Base.metadata,
@@ -33,6 +63,7 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+            _check_foreign_keys(connection)
 
 
 if context.is_offline_mode():

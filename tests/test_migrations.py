@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import func, inspect, select
 
-from survey import db
+from survey import db, resource_dir
 from survey.cli import alembic_config
+from survey.consent import ConsentEvent
 from survey.models import Base
+from survey.outbox import OutboxMessage
+from survey.public.models import Response
+from tests.factories import make_departure, submit, survey_path
+
+#: A later migration that rebuilds ``departures``, as SQLite's batch mode does
+#: for most changes to a table (copy, drop the old one, rename).
+REBUILD_DEPARTURES = """
+from alembic import op
+import sqlalchemy as sa
+
+revision = "rebuild_test"
+down_revision = {head!r}
+
+
+def upgrade():
+    with op.batch_alter_table("departures", recreate="always") as batch_op:
+        batch_op.add_column(sa.Column("scratch", sa.String(10)))
+
+
+def downgrade():
+    with op.batch_alter_table("departures", recreate="always") as batch_op:
+        batch_op.drop_column("scratch")
+"""
 
 
 def _differences(app) -> list:
@@ -35,4 +62,38 @@ def test_every_revision_goes_down_and_up_again(app):
         tables = set(inspect(db.engine()).get_table_names()) - {"alembic_version"}
         assert tables == set()
         command.upgrade(config, "head")
+    assert _differences(app) == []
+
+
+def _row_counts(session) -> tuple[int, ...]:
+    session.rollback()
+    return tuple(
+        session.scalar(select(func.count()).select_from(model))
+        for model in (Response, ConsentEvent, OutboxMessage)
+    )
+
+
+def test_rebuilding_a_table_keeps_the_rows_that_refer_to_it(
+    app, client, session, tmp_path: Path
+):
+    departure = make_departure(app)
+    page1 = survey_path(app, departure)
+    submit(client, page1, {"reason": "switched"})
+    submit(client, f"{page1}/more", {"winback_consent": "y"})
+    before = _row_counts(session)
+    assert all(before)
+
+    scripts = tmp_path / "migrations"
+    shutil.copytree(resource_dir("migrations"), scripts)
+    with app.app_context():
+        config = alembic_config()
+        config.set_main_option("script_location", str(scripts))
+        head = ScriptDirectory.from_config(config).get_current_head()
+        (scripts / "versions" / "rebuild_test.py").write_text(
+            REBUILD_DEPARTURES.format(head=head)
+        )
+        command.upgrade(config, "rebuild_test")
+        assert _row_counts(session) == before
+        command.downgrade(config, head)
+    assert _row_counts(session) == before
     assert _differences(app) == []
