@@ -92,8 +92,12 @@ def handle_http_error(error: HTTPException) -> Any:
     status = error.code or 500
     if _wants_json():
         code = (error.name or "error").lower().replace(" ", "_")
-        return _json_error(status, code, str(error.description or ""))
-    return _page(status, error.name or "Error", str(error.description or ""))
+        body, _ = _json_error(status, code, str(error.description or ""))
+    else:
+        body, _ = _page(status, error.name or "Error", str(error.description or ""))
+    # Keep what the error says beyond its page: Allow on 405, Retry-After...
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    return body, status, headers
 
 
 def handle_csrf_error(_error: CSRFError) -> Any:
@@ -110,7 +114,9 @@ def handle_unexpected(error: Exception) -> Any:
     """Log anything unexpected and answer 500 without details."""
     if isinstance(error, HTTPException):
         return handle_http_error(error)
-    log.exception("unhandled error on %s %s", request.method, request.path)
+    # The route's rule, not the path: a survey path carries the customer's token.
+    rule = request.url_rule.rule if request.url_rule else "(no route)"
+    log.exception("unhandled error on %s %s", request.method, rule)
     if _wants_json():
         return _json_error(500, "internal_error", "Something went wrong on our side.")
     return _page(500, "Internal Server Error", "Something went wrong on our side.")

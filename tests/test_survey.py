@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 
@@ -322,3 +323,19 @@ def test_an_expired_link_can_send_a_fresh_one_once_an_hour(
     )
     new_link = path_of(re.search(r"https?://\S+/s/\S+", message.body_text).group(0))
     assert client.get(new_link).status_code == 200
+
+
+def test_a_failure_on_a_survey_page_is_logged_without_the_token(make_app, caplog):
+    app = make_app()
+
+    @app.get("/s/<token>/boom")
+    def boom(token: str) -> str:
+        raise RuntimeError("kaboom")
+
+    token = "QWxpY2UncyBzZWNyZXQgdG9rZW4.aBcDeF.signature"
+    with caplog.at_level(logging.ERROR, logger="survey.errors"):
+        response = app.test_client().get(f"/s/{token}/boom")
+    assert response.status_code == 500
+    assert "kaboom" in caplog.text  # the traceback is there to debug with
+    assert "/s/<token>/boom" in caplog.text
+    assert token not in caplog.text
