@@ -95,10 +95,20 @@ def test_get_shows_the_departure(client, app, writer):
     got = client.get(f"/api/v1/departures/{created['id']}", headers=reader)
     assert got.status_code == 200
     assert got.get_json()["company"] == "Acme Inc."
+    # The link answers as the customer: only the POST that recorded it gets it.
+    assert "survey_url" not in got.get_json()
 
 
-def test_unknown_departure_is_a_json_404(client, writer):
-    response = client.get("/api/v1/departures/nope", headers=writer)
+def test_reading_answers_needs_the_responses_scope(client, writer):
+    created = client.post("/api/v1/departures", json=VALID, headers=writer).get_json()
+    response = client.get(f"/api/v1/departures/{created['id']}", headers=writer)
+    assert response.status_code == 403
+    assert response.get_json()["error"] == "forbidden"
+
+
+def test_unknown_departure_is_a_json_404(client, app):
+    reader = auth(make_token(app, "responses:read"))
+    response = client.get("/api/v1/departures/nope", headers=reader)
     assert response.status_code == 404
     assert response.get_json()["error"] == "not_found"
 
@@ -193,6 +203,7 @@ def test_errors_under_api_are_json_never_html(client, writer):
     wrong_method = client.delete("/api/v1/departures", headers=writer)
     assert wrong_method.status_code == 405
     assert wrong_method.get_json()["error"] == "method_not_allowed"
+    assert set(wrong_method.headers["Allow"].split(", ")) >= {"POST"}
 
 
 def test_an_unexpected_failure_under_api_is_a_json_500(make_app, writer):

@@ -87,14 +87,14 @@ def test_tokens_create_prints_the_secret_once_and_stores_a_hash(
     runner, client, session
 ):
     result = runner.invoke(
-        args=["tokens", "create", "--name", "billing", "--scope", "departures:write"]
+        args=["tokens", "create", "--name", "reports", "--scope", "responses:read"]
     )
     assert result.exit_code == 0
     secret = result.stdout.strip()
     assert secret.startswith("es_")
     [token] = session.scalars(select(ApiToken)).all()
     assert token.token_hash != secret and secret not in token.token_hash
-    assert token.scopes == ["departures:write"]
+    assert token.scopes == ["responses:read"]
     response = client.get("/api/v1/departures/none", headers=auth(secret))
     assert response.status_code == 404  # authenticated: the departure is what's missing
 

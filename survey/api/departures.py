@@ -27,7 +27,11 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def departure_json(session: Session, departure: Departure) -> dict[str, Any]:
-    """Return the API's view of a departure with its response and consent."""
+    """Return the API's view of a departure with its response and consent.
+
+    Without the survey link: it lets whoever holds it answer as the customer,
+    so only the caller that recorded the departure gets it (see the POST).
+    """
     response = find_response(session, departure)
     consent = current_consent(session, departure.id)
     return {
@@ -48,7 +52,6 @@ def departure_json(session: Session, departure: Departure) -> dict[str, Any]:
         "created_at": _iso(departure.created_at),
         "invited_at": _iso(departure.invited_at),
         "first_opened_at": _iso(departure.first_opened_at),
-        "survey_url": links.survey_url(departure.public_id),
         "response": None
         if response is None
         else {
@@ -93,17 +96,23 @@ def create_departure() -> tuple[WerkzeugResponse, int, dict[str, str]]:
     departure, created = record_departure(session, data, source="api")
     session.commit()
     location = url_for("api.get_departure", public_id=departure.public_id)
+    body = departure_json(session, departure)
+    body["survey_url"] = links.survey_url(departure.public_id)
     return (
-        jsonify(departure_json(session, departure)),
+        jsonify(body),
         201 if created else 200,
         {"Location": location},
     )
 
 
 @bp.get("/departures/<public_id>")
-@require_scope("responses:read", "departures:write")
+@require_scope("responses:read")
 def get_departure(public_id: str) -> WerkzeugResponse:
-    """Return a departure, its response (if any) and consent state."""
+    """Return a departure, its response (if any) and consent state.
+
+    Scope ``responses:read``: the answers are the customer's words, which a
+    billing system that only reports cancellations has no need to read.
+    """
     session = db.session()
     departure = find_by_public_id(session, public_id)
     if departure is None:
