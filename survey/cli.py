@@ -13,8 +13,10 @@ from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy.exc import SQLAlchemyError
 
 from survey import db, outbox, resource_dir
+from survey.config import require_mail_server
 from survey.errors import SurveyError
 
 log = logging.getLogger(__name__)
@@ -118,12 +120,25 @@ def departures_import(path: Path) -> None:
 @click.option("--once", is_flag=True, help="Send what is due, then exit.")
 def outbox_send(once: bool) -> None:
     """Deliver queued emails, retrying failures with back-off."""
+    require_mail_server(current_app)
     poll = current_app.config["OUTBOX_POLL_SECONDS"]
     stopping = threading.Event()
     # SIGTERM (a deploy, docker stop): finish the message in hand, then exit.
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    failures = 0
     while not stopping.is_set():
-        report = outbox.deliver_due(should_stop=stopping.is_set)
+        try:
+            report = outbox.deliver_due(should_stop=stopping.is_set)
+        except SQLAlchemyError:
+            if once:
+                raise
+            # The database is down or restarting: keep the worker, try again.
+            failures += 1
+            delay = min(poll * 2**failures, 60)
+            log.exception("outbox pass failed; next try in %.0f s", delay)
+            stopping.wait(delay)
+            continue
+        failures = 0
         if report.handled:
             click.echo(
                 f"{report.sent} sent, {report.retried} to retry, "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask
 
@@ -36,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     #: ``production`` (default), ``development`` or ``testing``.
     "ENV": "production",
     "DATABASE_URL": None,  # None: SQLite file in the instance folder
-    "BASE_URL": "http://127.0.0.1:5000",
+    "BASE_URL": None,  # None: required in production; the dev server elsewhere
     "LINK_MAX_AGE_DAYS": 30,
     "WITHDRAW_LINK_MAX_AGE_DAYS": 3650,
     "FRESH_LINK_INTERVAL_MINUTES": 60,
@@ -73,12 +75,23 @@ def load(app: Flask, overrides: dict[str, Any] | None) -> None:
     for key in _RAW_STRING_KEYS:
         if (raw := os.environ.get(f"SURVEY_{key}")) is not None:
             app.config[key] = raw
+    if (raw := os.environ.get("SURVEY_SECRET_KEY_FALLBACKS")) is not None:
+        app.config["SECRET_KEY_FALLBACKS"] = _key_list(raw)
     if overrides:
         app.config.update(overrides)
     if app.config.get("TESTING"):
         app.config["ENV"] = "testing"
     _derive(app)
     _check(app)
+
+
+def _key_list(raw: str) -> list[str] | Any:
+    """Read a JSON list of keys, or one key as it is (even if it looks numeric)."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return [raw]
+    return value if isinstance(value, list) else [raw]
 
 
 def is_relaxed(app: Flask) -> bool:
@@ -97,6 +110,8 @@ def _derive(app: Flask) -> None:
     config["MAIL_SUPPRESS_SEND"] = not config.get("MAIL_SERVER")
     if not config.get("SECRET_KEY") and is_relaxed(app):
         config["SECRET_KEY"] = _development_secret_key(app)
+    if not config.get("BASE_URL") and is_relaxed(app):
+        config["BASE_URL"] = "http://127.0.0.1:5000"
     if config["SESSION_COOKIE_SECURE"] is None:
         config["SESSION_COOKIE_SECURE"] = not is_relaxed(app)
     if isinstance(config["SECRET_KEY_FALLBACKS"], str):
@@ -115,6 +130,14 @@ def _check(app: Flask) -> None:
             "SURVEY_SECRET_KEY is not set: signed survey links would be forgeable; "
             "set it (e.g. python -c 'import secrets; print(secrets.token_hex(32))')."
         )
+    fallbacks = config["SECRET_KEY_FALLBACKS"]
+    if not isinstance(fallbacks, list) or not all(
+        isinstance(key, str) and key for key in fallbacks
+    ):
+        raise ConfigError(
+            "SURVEY_SECRET_KEY_FALLBACKS must be one key or a JSON list of keys."
+        )
+    _check_base_url(config.get("BASE_URL"))
     for key in (
         "LINK_MAX_AGE_DAYS",
         "WITHDRAW_LINK_MAX_AGE_DAYS",
@@ -123,6 +146,30 @@ def _check(app: Flask) -> None:
     ):
         if not isinstance(config[key], int) or config[key] <= 0:
             raise ConfigError(f"SURVEY_{key} must be a positive whole number.")
+
+
+def _check_base_url(base_url: Any) -> None:
+    if not base_url:
+        raise ConfigError(
+            "SURVEY_BASE_URL is not set: the links in emails need the service's "
+            "public address (e.g. https://survey.example.com)."
+        )
+    parts = urlsplit(str(base_url))
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError(
+            f"SURVEY_BASE_URL must be an http(s) address, not {base_url!r}."
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError("SURVEY_BASE_URL must not have a query or a fragment.")
+
+
+def require_mail_server(app: Flask) -> None:
+    """Stop a production mail worker that would only write emails to files."""
+    if not app.config.get("MAIL_SERVER") and not is_relaxed(app):
+        raise ConfigError(
+            "SURVEY_MAIL_SERVER is not set: in production the worker would write "
+            "emails to files instead of sending them."
+        )
 
 
 def _development_secret_key(app: Flask) -> str:

@@ -48,11 +48,65 @@ def test_settings_come_from_survey_environment_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("SURVEY_SECRET_KEY", "12345")  # stays a string
     monkeypatch.setenv("SURVEY_LINK_MAX_AGE_DAYS", "7")
     monkeypatch.setenv("SURVEY_MAIL_SERVER", "smtp.example.com")
+    monkeypatch.setenv("SURVEY_BASE_URL", "https://survey.example.com")
     app = create_app({"INSTANCE_PATH": str(tmp_path)})
     assert app.config["SECRET_KEY"] == "12345"
     assert app.config["LINK_MAX_AGE_DAYS"] == 7
     assert app.config["MAIL_SUPPRESS_SEND"] is False
     assert app.config["SESSION_COOKIE_SECURE"] is True
+
+
+PRODUCTION = {"SECRET_KEY": "k", "BASE_URL": "https://survey.example.com"}
+
+
+def test_production_refuses_to_start_without_its_public_address(tmp_path):
+    with pytest.raises(ConfigError, match="SURVEY_BASE_URL is not set"):
+        create_app({"SECRET_KEY": "k", "INSTANCE_PATH": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    "bad", ["survey.example.com", "ftp://survey.example.com", "https://x.example/?a=1"]
+)
+def test_a_base_url_that_cannot_make_links_is_refused(tmp_path, bad):
+    with pytest.raises(ConfigError, match="SURVEY_BASE_URL must"):
+        create_app(PRODUCTION | {"BASE_URL": bad, "INSTANCE_PATH": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    ("raw", "keys"),
+    [
+        ("12345", ["12345"]),  # a numeric key stays the exact string
+        ("old-key", ["old-key"]),
+        ('["one", "two"]', ["one", "two"]),
+    ],
+)
+def test_fallback_keys_are_read_as_strings(tmp_path, monkeypatch, raw, keys):
+    monkeypatch.setenv("SURVEY_SECRET_KEY_FALLBACKS", raw)
+    app = create_app(PRODUCTION | {"INSTANCE_PATH": str(tmp_path)})
+    assert app.config["SECRET_KEY_FALLBACKS"] == keys
+
+
+def test_fallback_keys_that_are_not_strings_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SURVEY_SECRET_KEY_FALLBACKS", "[1, 2]")
+    with pytest.raises(ConfigError, match="SURVEY_SECRET_KEY_FALLBACKS must"):
+        create_app(PRODUCTION | {"INSTANCE_PATH": str(tmp_path)})
+
+
+def test_the_production_mail_worker_needs_a_mail_server(tmp_path):
+    env = _clean_env() | {
+        "SURVEY_INSTANCE_PATH": str(tmp_path),
+        "SURVEY_SECRET_KEY": "k",
+        "SURVEY_BASE_URL": "https://survey.example.com",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "survey", "outbox", "send", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "SURVEY_MAIL_SERVER is not set" in result.stderr
 
 
 @pytest.mark.parametrize("bad", ["0", "-3", '"ten"'])
@@ -61,7 +115,7 @@ def test_a_bad_number_is_refused_clearly(tmp_path, monkeypatch, bad):
     with pytest.raises(
         ConfigError, match="SURVEY_LINK_MAX_AGE_DAYS must be a positive"
     ):
-        create_app({"SECRET_KEY": "k", "INSTANCE_PATH": str(tmp_path)})
+        create_app(PRODUCTION | {"INSTANCE_PATH": str(tmp_path)})
 
 
 def test_healthz_answers_when_the_database_does(client):

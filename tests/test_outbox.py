@@ -234,6 +234,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
             **os.environ,
             "SURVEY_DATABASE_URL": database_url,
             "SURVEY_SECRET_KEY": SECRET,
+            "SURVEY_BASE_URL": "http://survey.test",
             "SURVEY_INSTANCE_PATH": str(tmp_path / "worker"),
             "SURVEY_MAIL_SERVER": sink.host,
             "SURVEY_MAIL_PORT": str(sink.port),
@@ -289,6 +290,7 @@ def test_a_worker_stopped_with_sigterm_finishes_its_message_and_hands_back_the_r
                 **os.environ,
                 "SURVEY_DATABASE_URL": database_url,
                 "SURVEY_SECRET_KEY": SECRET,
+                "SURVEY_BASE_URL": "http://survey.test",
                 "SURVEY_INSTANCE_PATH": str(tmp_path / "worker"),
                 "SURVEY_MAIL_SERVER": sink.host,
                 "SURVEY_MAIL_PORT": str(sink.port),
@@ -438,3 +440,46 @@ def test_the_worker_sends_only_to_a_mail_server_whose_certificate_it_trusts(
         assert len(sink.messages) == 1
     finally:
         controller.stop()
+
+
+def test_the_worker_outlives_a_database_that_is_not_there_yet(make_app, smtp, tmp_path):
+    """The worker starts before the database is ready, and carries on once it is."""
+    url = f"sqlite:///{tmp_path / 'late.sqlite3'}"
+    env = {
+        **os.environ,
+        "SURVEY_DATABASE_URL": url,
+        "SURVEY_SECRET_KEY": SECRET,
+        "SURVEY_BASE_URL": "http://survey.test",
+        "SURVEY_INSTANCE_PATH": str(tmp_path / "worker"),
+        "SURVEY_MAIL_SERVER": smtp.host,
+        "SURVEY_MAIL_PORT": str(smtp.port),
+        "SURVEY_OUTBOX_POLL_SECONDS": "0.1",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "survey", "outbox", "send"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)  # several failed passes: no tables yet
+        assert worker.poll() is None, "the worker died on a database error"
+        app = make_app(DATABASE_URL=url)
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "survey", "db", "upgrade"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        make_departure(app)
+        deadline = time.monotonic() + 30
+        while not smtp.messages:
+            assert time.monotonic() < deadline, "nothing sent once the database was up"
+            time.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+    assert "outbox pass failed" in stderr
+    assert worker.returncode == 0

@@ -72,6 +72,7 @@ def test_the_installed_wheel_migrates_and_serves_from_anywhere(installed, tmp_pa
     }
     env |= {
         "SURVEY_SECRET_KEY": "packaging-test",
+        "SURVEY_BASE_URL": "http://survey.test",
         "SURVEY_INSTANCE_PATH": str(tmp_path / "instance"),
     }
 
