@@ -99,13 +99,24 @@ def departures_import(path: Path) -> None:
         db.write_session() as session,
         path.open(newline="", encoding="utf-8-sig") as f,
     ):
+
+        def commit_chunk() -> None:
+            session.commit()
+            db.begin_write(session)
+
         try:
-            report = import_departures(session, f)
+            report = import_departures(session, f, commit=commit_chunk)
         except BadFile as exc:
             raise click.ClickException(f"{path}: {exc}") from None
         except UnicodeDecodeError:
             raise click.ClickException(f"{path}: not a UTF-8 text file") from None
         session.commit()
+    if report.ignored_columns:
+        click.echo(
+            f"{path}: note: columns not imported (not departure fields): "
+            + ", ".join(report.ignored_columns),
+            err=True,
+        )
     for line, message in report.errors:
         click.echo(f"{path}:{line}: {message}", err=True)
     click.echo(

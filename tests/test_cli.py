@@ -57,6 +57,49 @@ def test_import_takes_good_rows_and_reports_bad_ones_by_line(runner, tmp_path, s
     assert count(session, OutboxMessage) == 2
 
 
+def test_line_numbers_count_blank_lines_and_unknown_columns_are_reported(
+    runner, tmp_path, session
+):
+    path = write_csv(
+        tmp_path,
+        "\n"
+        "c1,Acme,Ada,ada@acme.example,growth,1,EUR,smb,,x\n"
+        "\n\n"
+        "c2,Old,Bo,bo@old.example,growth,1,EUR,smb,0001-01-01T00:00:00+05:00,y\n",
+        header=HEADER.strip() + ",favourite_colour\n",
+    )
+    result = runner.invoke(args=["departures", "import", str(path)])
+    assert result.exit_code == 1
+    assert "1 imported, 0 already known, 1 rejected." in result.stdout
+    errors = result.stderr.splitlines()
+    assert errors[0] == (
+        f"{path}: note: columns not imported (not departure fields): favourite_colour"
+    )
+    assert errors[1].startswith(f"{path}:6: cancelled_at: Must be between")
+
+
+def test_a_header_naming_a_column_twice_is_refused(runner, tmp_path, session):
+    path = write_csv(
+        tmp_path,
+        "c1,a@b.example,x@y.example\n",
+        header=("external_id,contact_email,contact_email\n"),
+    )
+    result = runner.invoke(args=["departures", "import", str(path)])
+    assert result.exit_code == 1
+    assert "contact_email more than once" in result.stderr
+    assert count(session, Departure) == 0
+
+
+def test_a_long_import_commits_as_it_goes(runner, tmp_path, session):
+    rows = "".join(f"r{n},Co,Na,p{n}@example.com,,,,,\n" for n in range(1203))
+    result = runner.invoke(
+        args=["departures", "import", str(write_csv(tmp_path, rows))]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1203 imported" in result.stdout
+    assert count(session, Departure) == 1203
+
+
 def test_reimporting_the_same_file_creates_nothing(runner, tmp_path, session):
     path = write_csv(tmp_path, "c1,Acme,Ada,ada@acme.example,growth,100,USD,smb,\n")
     assert runner.invoke(args=["departures", "import", str(path)]).exit_code == 0

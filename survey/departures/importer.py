@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -14,6 +14,10 @@ from survey.departures.service import record_departure
 
 REQUIRED_COLUMNS = ("external_id", "contact_email")
 
+#: Rows recorded per transaction: a long import does not hold the database's
+#: write lock for its whole length, and re-running it skips what went in.
+CHUNK_ROWS = 500
+
 
 @dataclass
 class ImportReport:
@@ -23,16 +27,48 @@ class ImportReport:
     existing: int = 0
     #: (line number, message) for each rejected row.
     errors: list[tuple[int, str]] = field(default_factory=list)
+    #: Header columns that are not departure fields (their cells are ignored).
+    ignored_columns: list[str] = field(default_factory=list)
 
 
 class BadFile(ValueError):
     """The file as a whole cannot be read as departures."""
 
 
-def import_departures(db: Session, lines: Iterable[str]) -> ImportReport:
-    """Record each valid row of a CSV file; each row goes in whole or not at all."""
-    reader = csv.DictReader(lines)
-    header = reader.fieldnames or []
+class _LineCounter:
+    """Count the physical lines the CSV reader has taken (rows may span lines)."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.lines = iter(lines)
+        self.taken = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.lines)
+        self.taken += 1
+        return line
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(
+        f"{name}: {' '.join(messages)}"
+        for name, messages in field_errors(error).items()
+    )
+
+
+def import_departures(
+    db: Session, lines: Iterable[str], commit: Callable[[], None] | None = None
+) -> ImportReport:
+    """Record each valid row of a CSV file; each row goes in whole or not at all.
+
+    ``commit`` is called every ``CHUNK_ROWS`` rows and should end the
+    transaction (the caller commits the last chunk).
+    """
+    counter = _LineCounter(lines)
+    reader = csv.reader(counter)
+    header = [name.strip() for name in next(reader, [])]
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
     if missing:
         raise BadFile(
@@ -40,41 +76,43 @@ def import_departures(db: Session, lines: Iterable[str]) -> ImportReport:
             + ", ".join(missing)
             + f" (columns: {', '.join(FIELDS)})"
         )
-    report = ImportReport()
-    line = reader.line_num
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise BadFile(f"the header row names {', '.join(repeated)} more than once")
+    report = ImportReport(ignored_columns=[n for n in header if n not in FIELDS])
+    since_commit = 0
     while True:
+        start = counter.taken + 1
         try:
-            row = next(reader)
+            cells = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            report.errors.append((reader.line_num, f"unreadable row: {exc}"))
+            report.errors.append((start, f"unreadable row: {exc}"))
             break
-        start, line = line + 1, reader.line_num
-        if None in row:
+        if not any(cell.strip() for cell in cells):
+            continue  # a blank line
+        if len(cells) > len(header):
             report.errors.append((start, "more cells than header columns"))
             continue
         # An empty cell means "not given": the field's default applies.
         values = {
-            key: value.strip() for key, value in row.items() if value and value.strip()
+            name: cell.strip()
+            for name, cell in zip(header, cells, strict=False)
+            if name in FIELDS and cell.strip()
         }
         try:
             data = DepartureIn.model_validate(values)
         except ValidationError as exc:
-            problems = field_errors(exc)
-            report.errors.append(
-                (
-                    start,
-                    "; ".join(
-                        f"{name}: {' '.join(messages)}"
-                        for name, messages in problems.items()
-                    ),
-                )
-            )
+            report.errors.append((start, _describe(exc)))
             continue
         _, created = record_departure(db, data, source="csv")
         if created:
             report.created += 1
         else:
             report.existing += 1
+        since_commit += 1
+        if commit is not None and since_commit >= CHUNK_ROWS:
+            commit()
+            since_commit = 0
     return report

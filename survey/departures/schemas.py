@@ -53,6 +53,11 @@ def normalize_email(value: str) -> str:
     return result.ascii_email or result.normalized
 
 
+#: The dates a cancellation can plausibly have (and every database can store).
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
 def _parse_timestamp(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
@@ -70,9 +75,17 @@ def _parse_timestamp(value: Any) -> datetime | None:
                 "Not an ISO 8601 date and time, e.g. 2026-11-23T10:00:00Z."
             ) from None
     # A time without a zone is taken as UTC, the zone billing systems export in.
-    return (
-        parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    )
+    try:
+        parsed = (
+            parsed.replace(tzinfo=UTC)
+            if parsed.tzinfo is None
+            else parsed.astimezone(UTC)
+        )
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00
+        parsed = datetime.min.replace(tzinfo=UTC)
+    if not _EARLIEST <= parsed <= _LATEST:
+        raise ValueError(f"Must be between {_EARLIEST.year} and {_LATEST.year - 1}.")
+    return parsed
 
 
 Text200 = Annotated[str | None, Field(default=None, max_length=200)]
