@@ -89,6 +89,35 @@ def tokens_create(name: str, scopes: tuple[str, ...]) -> None:
     )
 
 
+@tokens_cli.command("list")
+def tokens_list() -> None:
+    """List API tokens: prefix, name, scopes, created, revoked."""
+    from survey.api.auth import list_tokens
+
+    with db.new_session() as session:
+        for token in list_tokens(session):
+            revoked = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else ""
+            click.echo(
+                f"{token.display_prefix}…  {token.name}  {','.join(token.scopes)}  "
+                f"created {token.created_at:%Y-%m-%d}  {revoked}".rstrip()
+            )
+
+
+@tokens_cli.command("revoke")
+@click.argument("prefix")
+def tokens_revoke(prefix: str) -> None:
+    """Revoke the token that starts with PREFIX (as `tokens list` shows it)."""
+    from survey.api.auth import revoke_token
+
+    with db.write_session() as session:
+        try:
+            token = revoke_token(session, prefix)
+        except SurveyError as exc:
+            raise click.ClickException(exc.message) from None
+        session.commit()
+    click.echo(f"Token {token.display_prefix}… ({token.name}) revoked.")
+
+
 @departures_cli.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def departures_import(path: Path) -> None:
@@ -159,6 +188,38 @@ def outbox_send(once: bool) -> None:
             return
         if not once and report.handled == 0:
             stopping.wait(poll)
+
+
+@outbox_cli.command("list")
+@click.option(
+    "--status",
+    type=click.Choice([outbox.PENDING, outbox.SENT, outbox.FAILED]),
+    help="Only messages in this state.",
+)
+@click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+def outbox_list(status: str | None, limit: int) -> None:
+    """List queued, sent and failed emails (no bodies: they hold survey links)."""
+    with db.new_session() as session:
+        for message in outbox.recent(session, status=status, limit=limit):
+            error = f"  last error: {message.last_error}" if message.last_error else ""
+            click.echo(
+                f"{message.id}  {message.status}  {message.kind}  {message.recipient}"
+                f"  attempts={message.attempts}"
+                f"  created {message.created_at:%Y-%m-%d %H:%M}{error}"
+            )
+
+
+@outbox_cli.command("retry")
+@click.argument("message_ids", nargs=-1, type=int)
+@click.option("--all-failed", is_flag=True, help="Every message that gave up.")
+def outbox_retry(message_ids: tuple[int, ...], all_failed: bool) -> None:
+    """Queue failed emails again (by id, or --all-failed), with fresh attempts."""
+    if not message_ids and not all_failed:
+        raise click.UsageError("Give message ids or --all-failed.")
+    with db.write_session() as session:
+        count = outbox.retry_failed(session, None if all_failed else list(message_ids))
+        session.commit()
+    click.echo(f"{count} message(s) queued again.")
 
 
 @click.command("demo")

@@ -384,6 +384,37 @@ def _release(session: Session, message_ids: list[int], worker: str) -> None:
     session.commit()
 
 
+def recent(session: Session, *, status: str | None, limit: int) -> list[OutboxMessage]:
+    """Return the newest messages, optionally only those in ``status``."""
+    query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(OutboxMessage.status == status)
+    return list(session.scalars(query))
+
+
+def retry_failed(session: Session, message_ids: list[int] | None) -> int:
+    """Queue failed messages again (all of them when ``message_ids`` is None).
+
+    Only failed ones: a pending message is queued already, and a sent one must
+    never go out twice. Return how many were queued.
+    """
+    query = (
+        update(OutboxMessage)
+        .where(OutboxMessage.status == FAILED)
+        .values(
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=clock.now(),
+            locked_until=None,
+            claimed_by=None,
+        )
+    )
+    if message_ids is not None:
+        query = query.where(OutboxMessage.id.in_(message_ids))
+    result = cast(CursorResult[Any], session.execute(query))
+    return result.rowcount
+
+
 def init_app(app: Flask) -> None:
     """Set up Flask-Mail with the app's ``MAIL_*`` settings."""
     flask_mail.Mail(app)

@@ -172,3 +172,58 @@ def test_outbox_send_once_drains_and_exits(runner, app, session):
     assert len(list((Path(app.instance_path) / "mail").glob("*.eml"))) == count(
         session, OutboxMessage
     )
+
+
+def test_tokens_list_and_revoke(runner, client, session):
+    secret = runner.invoke(
+        args=["tokens", "create", "--name", "reports", "--scope", "responses:read"]
+    ).stdout.strip()
+    listed = runner.invoke(args=["tokens", "list"])
+    assert listed.exit_code == 0
+    assert f"{secret[:10]}…  reports  responses:read" in listed.stdout
+    assert secret not in listed.stdout
+
+    too_short = runner.invoke(args=["tokens", "revoke", secret[:4]])
+    assert too_short.exit_code == 1
+    revoked = runner.invoke(args=["tokens", "revoke", secret[:10]])
+    assert revoked.exit_code == 0, revoked.output
+    answer = client.get("/api/v1/departures/none", headers=auth(secret))
+    assert answer.status_code == 401
+    assert "revoked" in runner.invoke(args=["tokens", "list"]).stdout
+    again = runner.invoke(args=["tokens", "revoke", secret[:10]])
+    assert again.exit_code == 1
+    assert "No live token" in again.output
+
+
+def test_outbox_list_and_retry_of_failed_messages(make_app, session):
+    from tests.conftest import free_port
+    from tests.factories import make_departure
+
+    app = make_app(
+        MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port(), OUTBOX_MAX_ATTEMPTS=1
+    )
+    runner = app.test_cli_runner()
+    departure = make_departure(app)
+    with app.app_context():  # the commands run in the current app's context
+        sent = runner.invoke(args=["outbox", "send", "--once"])
+        assert "0 sent, 0 to retry, 1 failed." in sent.stdout, sent.output
+        failed = runner.invoke(args=["outbox", "list", "--status", "failed"])
+        assert failed.exit_code == 0
+        assert f"invitation  {departure.contact_email}  attempts=1" in failed.stdout
+        assert "Connection refused" in failed.stdout
+        assert "/s/" not in failed.stdout  # no bodies, no links
+        assert runner.invoke(args=["outbox", "list", "--status", "sent"]).stdout == ""
+
+        assert runner.invoke(args=["outbox", "retry"]).exit_code == 2
+        retried = runner.invoke(args=["outbox", "retry", "--all-failed"])
+        assert "1 message(s) queued again." in retried.stdout
+        [message] = messages_in(session)
+        assert (message.status, message.attempts) == ("pending", 0)
+        # A pending or sent message is never "retried" into a second send.
+        again = runner.invoke(args=["outbox", "retry", str(message.id)])
+        assert "0 message(s)" in again.stdout
+
+
+def messages_in(session) -> list[OutboxMessage]:
+    session.rollback()
+    return list(session.scalars(select(OutboxMessage)))

@@ -71,6 +71,32 @@ def create_token(
     return token, secret
 
 
+def list_tokens(session: Session) -> list[ApiToken]:
+    """Return every token, newest first (secrets are not kept, only prefixes)."""
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.id.desc())))
+
+
+def revoke_token(session: Session, prefix: str) -> ApiToken:
+    """Revoke the one live token whose shown prefix starts with ``prefix``."""
+    if len(prefix) < len(TOKEN_PREFIX) + 4:
+        raise InvalidInput("Give at least the first 7 characters of the token.")
+    matches = session.scalars(
+        select(ApiToken).where(
+            ApiToken.display_prefix.startswith(prefix, autoescape=True),
+            ApiToken.revoked_at.is_(None),
+        )
+    ).all()
+    if len(matches) != 1:
+        raise InvalidInput(
+            f"{len(matches)} live tokens start with {prefix!r}; give exactly one."
+            if matches
+            else f"No live token starts with {prefix!r}."
+        )
+    [token] = matches
+    token.revoked_at = clock.now()
+    return token
+
+
 def _authenticate() -> ApiToken:
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
