@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
@@ -87,6 +88,23 @@ def test_concurrent_identical_requests_record_one_departure_and_one_email(
     assert sorted(statuses) == [200] * 9 + [201]
     assert count(session, Departure) == 1
     assert count(session, OutboxMessage) == 1
+
+
+def test_a_repeat_with_other_facts_keeps_the_first_and_says_which_differ(
+    client, writer, caplog
+):
+    first = client.post("/api/v1/departures", json=VALID, headers=writer).get_json()
+    changed = VALID | {"company": "Acme Renamed", "mrr_cents": 1}
+    with caplog.at_level(logging.WARNING, logger="survey.departures.service"):
+        again = client.post("/api/v1/departures", json=changed, headers=writer)
+    assert again.status_code == 200
+    assert again.get_json()["company"] == first["company"]
+    assert "different company, mrr_cents" in caplog.text
+    assert "Acme Renamed" not in caplog.text  # names only, no customer data
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="survey.departures.service"):
+        client.post("/api/v1/departures", json=VALID, headers=writer)
+    assert "different" not in caplog.text
 
 
 def test_get_shows_the_departure(client, app, writer):

@@ -38,6 +38,7 @@ def record_departure(
     """
     existing = find_by_external_id(db, data.external_id)
     if existing is not None:
+        _note_differences(existing, data)
         return existing, False
     now = clock.now()
     try:
@@ -58,6 +59,25 @@ def record_departure(
         return existing, False
     log.info("recorded departure %s from %s", departure.public_id, source)
     return departure, True
+
+
+def _note_differences(existing: Departure, data: DepartureIn) -> None:
+    """Log which facts a repeated departure would have changed (the first wins).
+
+    Names only: the values are customer data.
+    """
+    given = data.model_dump(exclude_unset=True, exclude={"external_id"})
+    changed = sorted(
+        name
+        for name, value in given.items()
+        if value is not None and getattr(existing, name) != value
+    )
+    if changed:
+        log.warning(
+            "departure %s sent again with different %s; the first record is kept",
+            existing.public_id,
+            ", ".join(changed),
+        )
 
 
 def queue_invitation(db: Session, departure: Departure) -> None:
