@@ -72,9 +72,21 @@ def csrf_token(html: str) -> str:
     return match.group(1)
 
 
+def hidden_fields(html: str) -> dict[str, str]:
+    """Return the hidden inputs of a page (the CSRF token among them)."""
+    fields = {}
+    for tag in re.findall(r"<input[^>]*type=\"hidden\"[^>]*>", html):
+        name = re.search(r'name="([^"]+)"', tag)
+        value = re.search(r'value="([^"]*)"', tag)
+        if name:
+            fields[name.group(1)] = value.group(1) if value else ""
+    return fields
+
+
 def submit(
     client: FlaskClient, page: str, data: dict[str, Any], action: str | None = None
 ) -> Any:
-    """Open ``page`` like a browser, then post ``data`` with its CSRF token."""
+    """Open ``page`` like a browser, then post ``data`` with its hidden fields."""
     html = client.get(page).get_data(as_text=True)
-    return client.post(action or page, data={"csrf_token": csrf_token(html), **data})
+    assert csrf_token(html)
+    return client.post(action or page, data={**hidden_fields(html), **data})

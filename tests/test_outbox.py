@@ -22,7 +22,14 @@ from sqlalchemy import func, select
 from survey import db, outbox
 from survey.outbox import OutboxMessage
 from tests.conftest import SECRET, SmtpSink, free_port
-from tests.factories import auth, csrf_token, make_departure, make_token, path_of
+from tests.factories import (
+    auth,
+    csrf_token,
+    hidden_fields,
+    make_departure,
+    make_token,
+    path_of,
+)
 
 
 def text_part(message: Message) -> str:
@@ -86,7 +93,7 @@ def test_end_to_end_from_the_api_to_the_answers(mail_app, smtp):
     client.post(
         page1 + "/more",
         data={
-            "csrf_token": csrf_token(page2),
+            **hidden_fields(page2),
             "factors": ["too_expensive"],
             "destination": "competitor",
             "destination_name": "Globex",

@@ -15,6 +15,7 @@ from survey.outbox import OutboxMessage
 from survey.public.models import Response
 from tests.factories import (
     csrf_token,
+    hidden_fields,
     make_departure,
     path_of,
     submit,
@@ -142,6 +143,40 @@ def test_page_2_saves_follow_ups_and_consent_with_its_wording(client, page1, ses
     assert granted.channel == "survey"
     assert granted.wording == consent_wording()
     assert granted.wording_version == WORDING_VERSION
+
+
+def test_a_yes_to_an_older_consent_wording_is_asked_again(client, page1, session):
+    submit(client, page1, {"reason": "switched"})
+    page2 = page1 + "/more"
+    html = client.get(page2).get_data(as_text=True)
+    old_page = hidden_fields(html) | {"consent_version": "2020-01-v0"}
+    answer = client.post(
+        page2, data=old_page | {"winback_consent": "y", "details": "Kept"}
+    )
+    assert answer.status_code == 200
+    page = answer.get_data(as_text=True)
+    assert "wording of this question has changed" in page
+    assert f'name="consent_version" value="{WORDING_VERSION}"' in page
+    assert 'name="winback_consent" value="y">' in page  # unticked, to decide again
+    assert "Kept" in page  # the other answers wait on the page
+    assert consent_events(session) == []
+
+
+def test_a_follow_up_answer_is_not_shown_under_another_reason_question(
+    client, page1, session
+):
+    submit(client, page1, {"reason": "too_expensive"})
+    submit(client, page1 + "/more", {"follow_up": "Half the price"})
+    assert "Half the price" in client.get(page1 + "/more").get_data(as_text=True)
+    submit(client, page1, {"reason": "missing_features"})
+    page = client.get(page1 + "/more").get_data(as_text=True)
+    assert "Which feature were you missing most?" in page
+    assert "Half the price" not in page
+    [saved] = responses(session)  # kept, with the question it answered
+    assert (saved.follow_up_reason, saved.follow_up_answer) == (
+        "too_expensive",
+        "Half the price",
+    )
 
 
 def test_page_2_without_consent_records_no_consent_event(client, page1, session):
@@ -323,6 +358,53 @@ def test_an_expired_link_can_send_a_fresh_one_once_an_hour(
     )
     new_link = path_of(re.search(r"https?://\S+/s/\S+", message.body_text).group(0))
     assert client.get(new_link).status_code == 200
+
+
+def fresh_link_count(session) -> int:
+    session.rollback()
+    return session.scalar(
+        select(func.count()).where(OutboxMessage.kind == "fresh_link")
+    )
+
+
+def test_twenty_simultaneous_requests_for_a_fresh_link_send_one(
+    app, departure, page1, clock, session
+):
+    clock.advance(days=31)
+    client = app.test_client()
+    token = csrf_token(client.get(page1).get_data(as_text=True))
+    cookie = client.get_cookie("session")
+    barrier = threading.Barrier(20)
+    statuses: list[int] = []
+
+    def renew() -> None:
+        own = app.test_client()
+        own.set_cookie("session", cookie.value)
+        barrier.wait()
+        statuses.append(
+            own.post(page1 + "/renew", data={"csrf_token": token}).status_code
+        )
+
+    threads = [threading.Thread(target=renew) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 20
+    assert fresh_link_count(session) == 1
+
+
+def test_an_expired_withdrawal_link_can_send_a_fresh_link_too(
+    app, client, departure, clock, session
+):
+    path = withdraw_path(app, departure)
+    clock.advance(days=3651)
+    page = client.get(path)
+    assert page.status_code == 410
+    html = page.get_data(as_text=True)
+    action = re.search(r'<form[^>]*action="([^"]+)"', html).group(1)
+    assert client.post(action, data={"csrf_token": csrf_token(html)}).status_code == 200
+    assert fresh_link_count(session) == 1
 
 
 def test_a_failure_on_a_survey_page_is_logged_without_the_token(make_app, caplog):

@@ -8,6 +8,7 @@ from typing import Any
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
+    HiddenField,
     RadioField,
     SelectChoice,
     SelectMultipleField,
@@ -16,6 +17,7 @@ from wtforms import (
 )
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
+from survey.consent import WORDING_VERSION
 from survey.i18n import lazy_gettext as _l
 from survey.vocabulary import DESTINATIONS, REASONS
 
@@ -74,6 +76,18 @@ class DetailsForm(PublicForm):
     )
     follow_up = TextAreaField(validators=[Length(max=1000)])
     winback_consent = BooleanField()
+    #: Which consent wording the page showed; a yes to older wording is asked again.
+    consent_version = HiddenField()
+
+    def validate_winback_consent(self, field: BooleanField) -> None:
+        if field.data and self.consent_version.data != WORDING_VERSION:
+            field.data = False
+            raise ValidationError(
+                _l(
+                    "The wording of this question has changed since the page was "
+                    "opened. Please read it again and tick the box if you agree."
+                )
+            )
 
     def validate_destination(self, field: RadioField) -> None:
         if field.data and field.data not in DESTINATIONS:

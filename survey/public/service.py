@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import CursorResult, Row, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -154,15 +154,26 @@ def request_fresh_link(db: Session, public_id: str) -> None:
     Says nothing about whether anything was sent: the caller answers the same
     way whatever happened.
     """
-    departure = find_by_public_id(db, public_id)
-    if departure is None:
-        return
     now = clock.now()
     interval = timedelta(minutes=current_app.config["FRESH_LINK_INTERVAL_MINUTES"])
-    if departure.fresh_link_sent_at and now - departure.fresh_link_sent_at < interval:
-        log.info("fresh link for %s refused: sent recently", departure.public_id)
+    # One conditional UPDATE decides, so simultaneous requests send one link.
+    claimed = db.execute(
+        update(Departure)
+        .where(
+            Departure.public_id == public_id,
+            or_(
+                Departure.fresh_link_sent_at.is_(None),
+                Departure.fresh_link_sent_at <= now - interval,
+            ),
+        )
+        .values(fresh_link_sent_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if not cast(CursorResult[Any], claimed).rowcount:
+        log.info("fresh link refused: unknown departure or sent recently")
         return
-    departure.fresh_link_sent_at = now
+    departure = find_by_public_id(db, public_id)
+    assert departure is not None
     outbox.enqueue(
         db,
         kind="fresh_link",

@@ -22,6 +22,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import db, tokens
 from survey.consent import (
+    WORDING_VERSION,
     consent_wording,
     current_consent,
     record_consent,
@@ -146,7 +147,11 @@ def details(token: str) -> str | WerkzeugResponse:
     consent = current_consent(session, departure.id)
     form = DetailsForm(
         obj=response,
-        follow_up=response.follow_up_answer,
+        # An answer to the follow-up of an earlier main reason is not shown
+        # under this reason's question.
+        follow_up=response.follow_up_answer
+        if response.follow_up_reason == response.reason
+        else None,
         winback_consent=consent.granted,
     )
     wording = consent_wording()
@@ -170,6 +175,7 @@ def details(token: str) -> str | WerkzeugResponse:
         response=response,
         follow_up_question=FOLLOW_UPS.get(response.reason),
         consent_wording=wording,
+        consent_version=WORDING_VERSION,
         token=token,
     )
 
@@ -188,17 +194,24 @@ def thanks(token: str) -> str:
     )
 
 
+def _public_id_of_any_link(token: str) -> str | None:
+    """Return whose link ``token`` is, expired or not (survey or withdrawal)."""
+    for purpose in (tokens.SURVEY, tokens.WITHDRAW_CONSENT):
+        try:
+            return tokens.load_token(purpose, token)
+        except tokens.TokenExpired as expired:
+            return expired.public_id
+        except tokens.TokenInvalid:
+            continue
+    return None
+
+
 @bp.route("/s/<token>/renew", methods=["POST"])
 def renew(token: str) -> str:
     """Send a fresh link for an expired one; the answer never tells what happened."""
     form = PublicForm()
     if form.validate_on_submit() and not form.is_bot():
-        try:
-            public_id = tokens.load_token(tokens.SURVEY, token)
-        except tokens.TokenExpired as expired:
-            public_id = expired.public_id
-        except tokens.TokenInvalid:
-            public_id = None
+        public_id = _public_id_of_any_link(token)
         if public_id is not None:
             session = db.session()
             service.request_fresh_link(session, public_id)
