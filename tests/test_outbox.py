@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -490,3 +491,21 @@ def test_the_worker_outlives_a_database_that_is_not_there_yet(make_app, smtp, tm
         _, stderr = worker.communicate(timeout=30)
     assert "outbox pass failed" in stderr
     assert worker.returncode == 0
+
+
+def test_a_mail_server_that_never_answers_times_out_and_is_retried(make_app, session):
+    with socket.socket() as silent:  # accepts connections, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        app = make_app(
+            MAIL_SERVER="127.0.0.1",
+            MAIL_PORT=silent.getsockname()[1],
+            MAIL_TIMEOUT_SECONDS=1,
+        )
+        make_departure(app)
+        started = time.monotonic()
+        assert deliver(app).retried == 1
+        assert time.monotonic() - started < 10
+    [message] = messages(session)
+    assert message.status == "pending"
+    assert "timed out" in message.last_error

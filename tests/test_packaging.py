@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import site
 import subprocess
 import sys
 import time
@@ -41,23 +40,22 @@ def installed(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    # The dependencies come from the test venv (a path, not its .pth files, so
-    # the repository itself is not importable); the package from the wheel.
-    purelib = subprocess.run(
+    # As a user installs it: the wheel and the dependencies it declares (pinned
+    # by the lock file), nothing borrowed from the test environment.
+    subprocess.run(
         [
             str(python),
-            "-c",
-            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--constraint",
+            str(REPO / "requirements.lock"),
+            str(wheel),
         ],
         check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    Path(purelib, "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
-        check=True,
-        timeout=300,
+        timeout=600,
     )
     return python
 
