@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from survey import db, outbox, resource_dir
 from survey.config import require_mail_server
-from survey.errors import SurveyError
+from survey.errors import DatabaseBusy, SurveyError
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def outbox_send(once: bool) -> None:
     while not stopping.is_set():
         try:
             report = outbox.deliver_due(should_stop=stopping.is_set)
-        except SQLAlchemyError:
+        except (SQLAlchemyError, DatabaseBusy):
             if once:
                 raise
             # The database is down or restarting: keep the worker, try again.

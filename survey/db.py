@@ -17,6 +17,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from survey.errors import DatabaseBusy
+
 #: Constraint names Alembic can refer to on every database.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -76,7 +78,7 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
     engine = create_engine(url, connect_args={"timeout": busy_timeout})
-    gate = _WriteGate(engine.url.database)
+    gate = _WriteGate(engine.url.database, busy_timeout)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -136,10 +138,11 @@ class _WriteGate:
     beside the database. The kernel drops the ``flock`` if a process dies.
     """
 
-    def __init__(self, database: str | None) -> None:
+    def __init__(self, database: str | None, timeout: float) -> None:
         self.path = (
             f"{database}.writelock" if database and database != ":memory:" else None
         )
+        self.timeout = timeout
         self.lock = threading.Lock()
         self.fd: int | None = None
         self.pid = 0
@@ -147,7 +150,12 @@ class _WriteGate:
         self.holder: Any = None
 
     def acquire(self, holder: Any) -> None:
-        self.lock.acquire()
+        """Wait for the gate (at most the busy timeout), then hold it for ``holder``.
+
+        Raise DatabaseBusy when the wait runs out.
+        """
+        if not self.lock.acquire(timeout=self.timeout):
+            raise DatabaseBusy("The service is busy; please try again in a moment.")
         self.holder = holder
         if self.path is None:
             return
@@ -155,6 +163,9 @@ class _WriteGate:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             self.pid = os.getpid()
         try:
+            # No timeout here: the holder is another process's short transaction
+            # (none waits on a client), and a hung process is killed by
+            # gunicorn's worker timeout, which frees its lock.
             fcntl.flock(self.fd, fcntl.LOCK_EX)  # type: ignore[arg-type]
         except BaseException:
             self.holder = None
@@ -198,6 +209,9 @@ def session() -> Session:
     if "db_session" not in g:
         g.db_session = current_app.extensions["survey.db"]()
         if has_request_context() and request.method not in _SAFE_METHODS:
+            # Take the whole form in before holding the write lock: a slow
+            # client must not keep every other writer waiting.
+            request.form  # noqa: B018
             begin_write(g.db_session)
     result: Session = g.db_session
     return result

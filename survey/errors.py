@@ -56,6 +56,17 @@ class Forbidden(SurveyError):
     code = "forbidden"
 
 
+class DatabaseBusy(SurveyError):
+    """Too many writers waited too long; the client should retry shortly."""
+
+    status = 503
+    code = "busy"
+
+
+#: Seconds a client is asked to wait after a 503.
+RETRY_AFTER_SECONDS = 5
+
+
 def _wants_json() -> bool:
     return request.path.startswith("/api/")
 
@@ -83,8 +94,12 @@ def handle_survey_error(error: SurveyError) -> Any:
         )
         if error.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
-        return response, status
-    return _page(error.status, error.code.replace("_", " ").capitalize(), error.message)
+    else:
+        response, status = _page(
+            error.status, error.code.replace("_", " ").capitalize(), error.message
+        )
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
+    return response, status, headers
 
 
 def handle_http_error(error: HTTPException) -> Any:

@@ -103,7 +103,10 @@ def _authenticate() -> ApiToken:
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized("Send an API token: Authorization: Bearer TOKEN.")
     digest = _hash(secret.strip())
-    token = db.session().scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+    # A short read of its own: the request's transaction (a writing one for a
+    # POST) starts only once the body is in, after authentication.
+    with db.new_session() as session:
+        token = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
     # compare_digest keeps the check constant-time once a row is found.
     if token is None or not hmac.compare_digest(token.token_hash, digest):
         raise Unauthorized("Unknown API token.")

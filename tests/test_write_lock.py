@@ -1,0 +1,105 @@
+"""Writers on SQLite queue on a lock: nobody holds it while waiting on a client,
+and nobody waits for it forever."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from survey import db
+from tests.factories import csrf_token, make_departure, survey_path
+
+
+@pytest.fixture
+def busy_app(make_app) -> Flask:
+    return make_app(SQLITE_BUSY_TIMEOUT_SECONDS=0.5)
+
+
+@pytest.fixture
+def server(busy_app: Flask) -> Iterator[str]:
+    """Serve ``busy_app`` on loopback with threads, like gunicorn's gthread."""
+    http = make_server("127.0.0.1", 0, busy_app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{http.server_port}"
+    http.shutdown()
+
+
+def _post_page_1(client, path: str) -> int:
+    token = csrf_token(client.get(path).get_data(as_text=True))
+    return client.post(
+        path, data={"csrf_token": token, "reason": "switched"}
+    ).status_code
+
+
+def _within(seconds: float, action: Callable[[], Any]) -> Any:
+    """Run ``action`` in a thread; fail (instead of hanging) if it takes longer."""
+    outcome: list[Any] = []
+    thread = threading.Thread(target=lambda: outcome.append(action()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still waiting after {seconds} s"
+    return outcome[0]
+
+
+def test_a_writer_that_waits_too_long_is_told_to_retry(busy_app):
+    if db_name(busy_app) != "sqlite":
+        pytest.skip("the write queue exists on SQLite only")
+    path = survey_path(busy_app, make_departure(busy_app))
+    client = busy_app.test_client()
+    token = csrf_token(client.get(path).get_data(as_text=True))
+    with busy_app.app_context(), db.write_session():  # another writer, stuck
+        answer = _within(
+            5,
+            lambda: client.post(path, data={"csrf_token": token, "reason": "switched"}),
+        )
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert _post_page_1(client, path) == 303  # free again
+
+
+def test_a_slow_client_does_not_hold_up_other_writers(busy_app, server):
+    departure = make_departure(busy_app)
+    path = survey_path(busy_app, departure)
+    client = busy_app.test_client()
+    assert _post_page_1(client, path) == 303
+    host, port = server.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        # Page 2's form, announced at 1,000 bytes, of which 10 arrive.
+        slow.sendall(
+            f"POST {path}/more HTTP/1.1\r\nHost: {server}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            "Content-Length: 1000\r\n\r\ndetails=ab".encode()
+        )
+        time.sleep(0.3)  # the server is now reading that body
+        other = _within(5, lambda: survey_path(busy_app, make_departure(busy_app)))
+        assert _within(5, lambda: _post_page_1(busy_app.test_client(), other)) == 303
+
+
+def test_an_api_client_sending_slowly_does_not_hold_up_other_writers(busy_app, server):
+    from tests.factories import auth, make_token
+
+    headers = auth(make_token(busy_app, "departures:write"))
+    host, port = server.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        slow.sendall(
+            f"POST /api/v1/departures HTTP/1.1\r\nHost: {server}\r\n"
+            f"Authorization: {headers['Authorization']}\r\n"
+            "Content-Type: application/json\r\n"
+            'Content-Length: 1000\r\n\r\n{"external_id": '.encode()
+        )
+        time.sleep(0.3)
+        path = _within(5, lambda: survey_path(busy_app, make_departure(busy_app)))
+        assert _within(5, lambda: _post_page_1(busy_app.test_client(), path)) == 303
+
+
+def db_name(app: Flask) -> str:
+    return urlsplit(app.config["DATABASE_URL"]).scheme.split("+")[0]
