@@ -46,8 +46,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     from survey import cli, db, errors, i18n, outbox, security
     from survey import config as settings
+    from survey.sessions import CachedSecureCookieSessionInterface
 
     settings.load(app, config)
+    app.session_interface = CachedSecureCookieSessionInterface()
     _configure_logging()
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)

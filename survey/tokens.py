@@ -9,6 +9,7 @@ is listed there.
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from flask import current_app
@@ -53,8 +54,15 @@ class _ClockSigner(TimestampSigner):
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
     config = current_app.config
     # itsdangerous signs with the last key and verifies with all of them.
-    keys = [*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]]
-    return URLSafeTimedSerializer(keys, salt=_SALTS[purpose], signer=_ClockSigner)
+    keys = (*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"])
+    return _cached_serializer(keys, _SALTS[purpose])
+
+
+@lru_cache(maxsize=64)
+def _cached_serializer(keys: tuple[str, ...], salt: str) -> URLSafeTimedSerializer:
+    # Building one costs more than checking a token: reuse it while the keys
+    # stay the same. It keeps no state between calls; the clock is read on use.
+    return URLSafeTimedSerializer(list(keys), salt=salt, signer=_ClockSigner)
 
 
 def max_age(purpose: str) -> timedelta:
