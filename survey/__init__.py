@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 __all__ = ["create_app"]
 
@@ -50,6 +51,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     settings.load(app, config)
     app.session_interface = CachedSecureCookieSessionInterface()
+    if proxies := app.config["PROXY_COUNT"]:
+        # Trust X-Forwarded-For/-Proto only from that many proxies in front.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies
+        )
     _configure_logging()
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
@@ -61,8 +67,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from survey import api, health
     from survey.public import views as public
+    from survey.staff import admin as staff_admin
+    from survey.staff import views as staff
 
+    staff.init_app(app)
     app.register_blueprint(public.bp)
+    app.register_blueprint(staff.bp)
+    app.register_blueprint(staff_admin.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # token-authenticated; no cookies involved

@@ -18,6 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from survey import db, outbox, resource_dir
 from survey.config import require_mail_server
 from survey.errors import DatabaseBusy, SurveyError
+from survey.links import external_url
+from survey.staff.models import ROLES
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ db_cli = AppGroup("db", help="Create and migrate the database schema.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
 departures_cli = AppGroup("departures", help="Record departures.")
 outbox_cli = AppGroup("outbox", help="Deliver queued emails.")
+users_cli = AppGroup("users", help="Manage staff users.")
 
 
 def alembic_config() -> AlembicConfig:
@@ -116,6 +119,71 @@ def tokens_revoke(prefix: str) -> None:
             raise click.ClickException(exc.message) from None
         session.commit()
     click.echo(f"Token {token.display_prefix}… ({token.name}) revoked.")
+
+
+@users_cli.command("create")
+@click.option("--email", required=True, help="The user's address (their login).")
+@click.option("--name", required=True, help="The user's name.")
+@click.option(
+    "--role", required=True, type=click.Choice(ROLES), help="What they may do."
+)
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from standard input (else one is generated).",
+)
+def users_create(email: str, name: str, role: str, password_stdin: bool) -> None:
+    """Create a staff user; a generated password is printed once."""
+    from survey.staff import passwords, service
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = passwords.generate_password()
+    with db.write_session() as session:
+        try:
+            user = service.create_user(
+                session, email=email, name=name, role=role, password=password
+            )
+        except SurveyError as exc:
+            details = [m for messages in exc.fields.values() for m in messages]
+            raise click.ClickException(" ".join(details) or exc.message) from None
+        session.commit()
+    click.echo(f"Staff user {user.email} ({user.role}) created.", err=True)
+    if not password_stdin:
+        click.echo(password)
+        click.echo("That password is shown only this once.", err=True)
+
+
+@users_cli.command("list")
+def users_list() -> None:
+    """List staff users: email, name, role, status, last sign-in."""
+    from survey.staff import service
+
+    with db.new_session() as session:
+        for user in service.list_users(session):
+            last = (
+                f"{user.last_login_at:%Y-%m-%d %H:%M}"
+                if user.last_login_at
+                else "never"
+            )
+            status = "active" if user.active else "deactivated"
+            click.echo(f"{user.email}  {user.name}  {user.role}  {status}  {last}")
+
+
+@users_cli.command("deactivate")
+@click.argument("email")
+def users_deactivate(email: str) -> None:
+    """Deactivate a staff user and end all their sessions."""
+    from survey.staff import service
+
+    with db.write_session() as session:
+        user = service.find_user(session, email)
+        if user is None:
+            raise click.ClickException(f"No staff user {email!r}.")
+        service.set_active(session, user, False, actor_id=None)
+        session.commit()
+    click.echo(f"{user.email} is deactivated and signed out everywhere.")
 
 
 @departures_cli.command("import")
@@ -225,18 +293,29 @@ def outbox_retry(message_ids: tuple[int, ...], all_failed: bool) -> None:
 @click.command("demo")
 def demo_command() -> None:
     """Fill an empty database with demo data and print two survey links."""
-    from survey.demo import load_demo
+    from survey.demo import demo_admin, load_demo
 
     logging.getLogger("survey").setLevel(logging.WARNING)  # keep the links visible
     with db.write_session() as session:
         links = load_demo(session)
+        email, password = demo_admin(session)
         session.commit()
     click.echo("Open a demo survey as a departing customer would:")
     for url in links:
         click.echo(f"  {url}")
+    click.echo(f"Staff side: {external_url('staff.login')}")
+    click.echo(f"  email:    {email}")
+    click.echo(f"  password: {password}  (a new one each time `demo` runs)")
 
 
 def init_app(app: Flask) -> None:
     """Register the command groups."""
-    for group in (db_cli, tokens_cli, departures_cli, outbox_cli, demo_command):
+    for group in (
+        db_cli,
+        users_cli,
+        tokens_cli,
+        departures_cli,
+        outbox_cli,
+        demo_command,
+    ):
         app.cli.add_command(group)

@@ -57,6 +57,14 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_POLL_SECONDS": 5,
     "API_MAX_BODY_BYTES": 64 * 1024,
     "SQLITE_BUSY_TIMEOUT_SECONDS": 30,
+    #: Staff sign-in throttling: failures per address, per client address.
+    "LOGIN_WINDOW_MINUTES": 15,
+    "LOGIN_MAX_FAILURES": 10,
+    "LOGIN_IP_MAX_FAILURES": 50,
+    #: A staff login lasts this long (then sign in again).
+    "STAFF_SESSION_HOURS": 12,
+    #: Proxies in front of the service that set X-Forwarded-For/-Proto (0: none).
+    "PROXY_COUNT": 0,
     "COMPANY_NAME": "our team",
     "STRIPE_WEBHOOK_SECRET": None,
     "WTF_CSRF_TIME_LIMIT": None,  # the CSRF token lives as long as the session
@@ -138,7 +146,13 @@ def _check(app: Flask) -> None:
             "SURVEY_SECRET_KEY_FALLBACKS must be one key or a JSON list of keys."
         )
     _check_base_url(config.get("BASE_URL"))
+    if not isinstance(config["PROXY_COUNT"], int) or config["PROXY_COUNT"] < 0:
+        raise ConfigError("SURVEY_PROXY_COUNT must be 0 or more.")
     for key in (
+        "LOGIN_WINDOW_MINUTES",
+        "LOGIN_MAX_FAILURES",
+        "LOGIN_IP_MAX_FAILURES",
+        "STAFF_SESSION_HOURS",
         "LINK_MAX_AGE_DAYS",
         "WITHDRAW_LINK_MAX_AGE_DAYS",
         "OUTBOX_MAX_ATTEMPTS",

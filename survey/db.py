@@ -190,6 +190,10 @@ def init_app(app: Flask) -> None:
         busy_timeout=app.config["SQLITE_BUSY_TIMEOUT_SECONDS"],
     )
     app.extensions["survey.db"] = sessionmaker(engine, expire_on_commit=False)
+    # A request's session ends with the request, also when the request runs
+    # inside an app context pushed before it (tests, commands), which would
+    # otherwise carry the session, and its snapshot, into the next request.
+    app.teardown_request(_close_session)
     app.teardown_appcontext(_close_session)
 
 

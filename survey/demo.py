@@ -16,6 +16,9 @@ from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
 from survey.public.models import Response
 from survey.public.service import find_response, submit_details, submit_reason
+from survey.staff import passwords
+from survey.staff import service as staff_service
+from survey.staff.models import ADMIN
 from survey.vocabulary import FOLLOW_UPS, REASONS
 
 COMPANIES = [
@@ -48,6 +51,31 @@ DETAILS = [
     "Support took days to answer a blocking issue.",
     "We merged with another company that uses a different tool.",
 ]
+
+
+DEMO_ADMIN_EMAIL = "admin@demo.example"
+
+
+def demo_admin(session: Session) -> tuple[str, str]:
+    """Create the demo admin, or give it a fresh password; return both.
+
+    A new password on each run: it is printed, never stored in the clear.
+    """
+    user = staff_service.find_user(session, DEMO_ADMIN_EMAIL)
+    password = passwords.generate_password()
+    if user is None:
+        staff_service.create_user(
+            session,
+            email=DEMO_ADMIN_EMAIL,
+            name="Demo Admin",
+            role=ADMIN,
+            password=password,
+        )
+    else:
+        user.password_hash = passwords.hash_password(password)
+        user.active = True
+        user.role = ADMIN
+    return DEMO_ADMIN_EMAIL, password
 
 
 def load_demo(session: Session, *, seed: int = 7) -> list[str]:

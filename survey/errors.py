@@ -27,6 +27,10 @@ class SurveyError(Exception):
         self.message = message
         self.fields = fields or {}
 
+    def headers(self) -> dict[str, str]:
+        """Return extra response headers (Retry-After, WWW-Authenticate...)."""
+        return {}
+
 
 class InvalidInput(SurveyError):
     """Input that breaks a rule; ``fields`` says which and why."""
@@ -56,15 +60,29 @@ class Forbidden(SurveyError):
     code = "forbidden"
 
 
-class DatabaseBusy(SurveyError):
-    """Too many writers waited too long; the client should retry shortly."""
+class Unavailable(SurveyError):
+    """Not now: the client should retry after ``retry_after`` seconds."""
 
     status = 503
     code = "busy"
 
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
 
-#: Seconds a client is asked to wait after a 503.
-RETRY_AFTER_SECONDS = 5
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class DatabaseBusy(Unavailable):
+    """Too many writers waited too long; the client should retry shortly."""
+
+
+class TooManyRequests(Unavailable):
+    """A rate limit was reached."""
+
+    status = 429
+    code = "too_many_requests"
 
 
 def _wants_json() -> bool:
@@ -98,8 +116,7 @@ def handle_survey_error(error: SurveyError) -> Any:
         response, status = _page(
             error.status, error.code.replace("_", " ").capitalize(), error.message
         )
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
-    return response, status, headers
+    return response, status, error.headers()
 
 
 def handle_http_error(error: HTTPException) -> Any:

@@ -1,10 +1,23 @@
 """Every model, imported in one place so the metadata (and Alembic) sees them all."""
 
 from survey.api.auth import ApiToken
+from survey.audit import AuditEvent
 from survey.consent import ConsentEvent
 from survey.db import Base
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
 from survey.public.models import Response
+from survey.staff.models import LoginFailure, StaffSession, StaffUser
 
-__all__ = ["ApiToken", "Base", "ConsentEvent", "Departure", "OutboxMessage", "Response"]
+__all__ = [
+    "ApiToken",
+    "AuditEvent",
+    "Base",
+    "ConsentEvent",
+    "Departure",
+    "LoginFailure",
+    "OutboxMessage",
+    "Response",
+    "StaffSession",
+    "StaffUser",
+]

@@ -15,6 +15,7 @@ from survey.api.auth import create_token
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
+from survey.staff.models import StaffUser
 
 _numbers = itertools.count(1)
 
@@ -90,3 +91,34 @@ def submit(
     html = client.get(page).get_data(as_text=True)
     assert csrf_token(html)
     return client.post(action or page, data={**hidden_fields(html), **data})
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_user(
+    app: Flask, role: str = "csm", email: str | None = None, **fields: Any
+) -> StaffUser:
+    """Create a staff user whose password is ``PASSWORD``."""
+    from survey.staff import service
+
+    number = next(_numbers)
+    with app.app_context(), db.write_session() as session:
+        user = service.create_user(
+            session,
+            email=email or f"{role}{number}@staff.example",
+            name=fields.pop("name", f"{role.title()} {number}"),
+            role=role,
+            password=fields.pop("password", PASSWORD),
+        )
+        for name, value in fields.items():
+            setattr(user, name, value)
+        session.commit()
+        return user
+
+
+def login(
+    client: FlaskClient, email: str, password: str = PASSWORD, **extra: str
+) -> Any:
+    """Sign in through the login form, like a browser."""
+    return submit(client, "/login", {"email": email, "password": password, **extra})

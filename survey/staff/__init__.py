@@ -1,0 +1,1 @@
+"""Staff accounts: users and roles, passwords, login sessions, access checks."""

@@ -1,0 +1,90 @@
+"""Admins manage staff users: add (password shown once), role, deactivate."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from survey import db
+from survey.errors import InvalidInput
+from survey.staff import access, passwords, service
+from survey.staff.forms import NewUserForm, UserActionForm
+from survey.staff.models import ADMIN
+from survey.staff.views import private_pages
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+private_pages(bp)
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@access.requires(access.ADMINISTER)
+def users() -> str | WerkzeugResponse:
+    """List staff users and add one."""
+    db_session = db.session()
+    form = NewUserForm()
+    new_password = None
+    if form.validate_on_submit():
+        password = passwords.generate_password()
+        try:
+            user = service.create_user(
+                db_session,
+                email=form.email.data,
+                name=form.name.data,
+                role=form.role.data,
+                password=password,
+                actor_id=current_user.id,
+            )
+        except InvalidInput as invalid:
+            for name, messages in invalid.fields.items():
+                getattr(form, name).errors = list(messages)
+        else:
+            db_session.commit()
+            new_password = (user.email, password)
+            form = NewUserForm(formdata=None)
+    return render_template(
+        "staff/users.html",
+        users=service.list_users(db_session),
+        form=form,
+        action_form=UserActionForm(),
+        new_password=new_password,
+    )
+
+
+@bp.post("/users/<int:user_id>")
+@access.requires(access.ADMINISTER)
+def change_user(user_id: int) -> WerkzeugResponse:
+    """Deactivate, activate, or change the role of a user."""
+    form = UserActionForm()
+    db_session = db.session()
+    user = service.get_user(db_session, user_id)
+    if not form.validate_on_submit():
+        flash("That did not work; please try again.", "error")
+        return redirect(url_for(".users"))
+    action = form.action.data
+    leaves_admins = action == "deactivate" or (
+        action == "role" and form.role.data != ADMIN
+    )
+    if (
+        user.role == ADMIN
+        and user.active
+        and leaves_admins
+        and service.count_active_admins(db_session) <= 1
+    ):
+        flash("The last active admin cannot be deactivated or demoted.", "error")
+        return redirect(url_for(".users"))
+    if action == "deactivate":
+        service.set_active(db_session, user, False, actor_id=current_user.id)
+        message = f"{user.name} is deactivated and signed out everywhere."
+    elif action == "activate":
+        service.set_active(db_session, user, True, actor_id=current_user.id)
+        message = f"{user.name} is active again."
+    elif action == "role":
+        service.set_role(db_session, user, form.role.data, actor_id=current_user.id)
+        message = f"{user.name} is now {user.role}."
+    else:
+        flash("Unknown action.", "error")
+        return redirect(url_for(".users"))
+    db_session.commit()
+    flash(message, "info")
+    return redirect(url_for(".users"))

@@ -1,0 +1,53 @@
+"""Staff forms: sign in, password, users. Field rules only."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    EmailField,
+    HiddenField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+)
+from wtforms.validators import InputRequired, Length
+
+from survey.staff.models import ROLES
+from survey.staff.passwords import MIN_LENGTH
+
+ROLE_CHOICES = [SelectChoice(role, role) for role in ROLES]
+
+
+# Flask-WTF ships no type hints, hence the ignores.
+class LoginForm(FlaskForm):  # type: ignore[misc]
+    """Email and password."""
+
+    email = EmailField("Email address", validators=[InputRequired(), Length(max=320)])
+    password = PasswordField("Password", validators=[InputRequired(), Length(max=1000)])
+    next = HiddenField()
+
+
+class PasswordForm(FlaskForm):  # type: ignore[misc]
+    """Change one's own password."""
+
+    current_password = PasswordField("Current password", validators=[InputRequired()])
+    new_password = PasswordField(
+        f"New password (at least {MIN_LENGTH} characters)",
+        validators=[InputRequired(), Length(min=MIN_LENGTH, max=1000)],
+    )
+
+
+class NewUserForm(FlaskForm):  # type: ignore[misc]
+    """An admin adds a staff user; the password is generated and shown once."""
+
+    email = EmailField("Email address", validators=[InputRequired(), Length(max=320)])
+    name = StringField("Name", validators=[InputRequired(), Length(max=200)])
+    role = SelectField("Role", choices=ROLE_CHOICES)
+
+
+class UserActionForm(FlaskForm):  # type: ignore[misc]
+    """A button on the users page: deactivate, activate, or change the role."""
+
+    action = HiddenField(validators=[InputRequired()])
+    role = SelectField("Role", choices=ROLE_CHOICES)

@@ -1,0 +1,150 @@
+"""Signing in and out, and one's own account."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask import Response as HttpResponse
+from flask_login import LoginManager, current_user, login_user, logout_user
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from survey import db
+from survey.errors import InvalidInput
+from survey.staff import access, service
+from survey.staff.forms import LoginForm, PasswordForm
+from survey.staff.models import StaffUser
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("staff", __name__)
+
+login_manager = LoginManager()
+login_manager.login_view = "staff.login"
+login_manager.login_message = "Please sign in to see this page."
+login_manager.login_message_category = "info"
+
+
+def _load_user(token: str) -> StaffUser | None:
+    return service.user_for_session(db.session(), token)
+
+
+login_manager.user_loader(_load_user)
+
+
+def private_pages(blueprint: Blueprint) -> None:
+    """Keep a staff blueprint's pages out of caches and Referer headers."""
+
+    @blueprint.after_request
+    def _private(response: HttpResponse) -> HttpResponse:
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "same-origin"
+        return response
+
+
+private_pages(bp)
+
+
+def safe_next(target: str | None) -> str | None:
+    """Return ``target`` if it is a path on this site, else None.
+
+    Refuses absolute and scheme-relative URLs (``//evil.example``), backslash
+    tricks browsers read as slashes (``/\\evil.example``) and control characters.
+    """
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return None
+    if any(char in target for char in "\\\r\n\t") or not target.isprintable():
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> str | WerkzeugResponse:
+    """Sign in with email and password."""
+    form = LoginForm()
+    if request.method == "GET":
+        if current_user.is_authenticated:
+            return redirect(
+                safe_next(request.args.get("next")) or access.home_for(current_user)
+            )
+        form.next.data = safe_next(request.args.get("next")) or ""
+    error = None
+    if form.validate_on_submit():
+        ip = request.remote_addr or "unknown"
+        try:
+            with db.new_session() as reader:  # the slow hash check holds no lock
+                attempt = service.check_credentials(
+                    reader, form.email.data, form.password.data, ip
+                )
+            writer = db.session()
+            try:
+                user = service.record_attempt(writer, attempt)
+            finally:
+                writer.commit()  # a failure is counted, also when refused
+        except service.LoginRefused as refused:
+            error = refused.message
+        else:
+            service.start_session(writer, user)
+            writer.commit()
+            # A new session: nothing from before signing in carries over.
+            session.clear()
+            login_user(user)
+            log.info("staff user %s signed in", user.id)
+            return redirect(safe_next(form.next.data) or access.home_for(user))
+    return render_template("staff/login.html", form=form, error=error)
+
+
+@bp.post("/logout")
+def logout() -> WerkzeugResponse:
+    """Sign out: the login session ends on the server, not just in the browser."""
+    if current_user.is_authenticated and current_user.session_token:
+        db_session = db.session()
+        service.end_session(db_session, current_user.session_token)
+        db_session.commit()
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for(".login"))
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@access.requires(access.ACCOUNT)
+def account() -> str | WerkzeugResponse:
+    """One's own account: name, role, password."""
+    form = PasswordForm()
+    if form.validate_on_submit():
+        db_session = db.session()
+        user = service.get_user(db_session, current_user.id)
+        try:
+            service.change_password(
+                db_session, user, form.current_password.data, form.new_password.data
+            )
+        except InvalidInput as invalid:
+            for name, messages in invalid.fields.items():
+                getattr(form, name).errors = list(messages)
+        else:
+            db_session.commit()
+            flash("Your password is changed.", "info")
+            return redirect(url_for(".account"))
+    return render_template("staff/account.html", form=form)
+
+
+def init_app(app: Flask) -> None:
+    """Set up Flask-Login and the templates' access helper."""
+    login_manager.init_app(app)
+    app.jinja_env.globals["can"] = access.can
+    app.jinja_env.globals["perm"] = access
+    app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions

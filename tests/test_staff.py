@@ -1,0 +1,307 @@
+"""Staff accounts: the users commands, signing in and out, throttling, admins."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import select
+
+from survey.staff.models import StaffUser
+from tests.factories import PASSWORD, csrf_token, login, make_user, submit
+
+HOME = "/account"  # where a user lands when no page of their role exists yet
+
+
+def user_named(session, email: str) -> StaffUser:
+    session.rollback()
+    return session.scalar(select(StaffUser).where(StaffUser.email == email))
+
+
+def without_csrf(html: str) -> str:
+    return re.sub(r'name="csrf_token" type="hidden" value="[^"]+"', "", html)
+
+
+# --- command line -----------------------------------------------------------
+
+
+def test_users_create_prints_a_generated_password_once(runner, client, session):
+    result = runner.invoke(
+        args=[
+            "users",
+            "create",
+            "--email",
+            "Ann@Staff.Example",
+            "--name",
+            "Ann",
+            "--role",
+            "csm",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    password = result.stdout.strip()
+    assert len(password) >= 16
+    user = user_named(session, "ann@staff.example")
+    assert user.role == "csm" and user.active
+    assert password not in user.password_hash
+    assert user.password_hash.startswith("$argon2id$")
+    assert login(client, "ann@staff.example", password).status_code == 302
+
+
+def test_users_create_reads_the_password_from_stdin(runner, client):
+    result = runner.invoke(
+        args=[
+            "users",
+            "create",
+            "--email",
+            "bo@staff.example",
+            "--name",
+            "Bo",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        input="a long enough secret\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "a long enough secret" not in result.stdout
+    assert login(client, "bo@staff.example", "a long enough secret").status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--email", "nope", "--name", "X", "--role", "csm"], "Not a valid email"),
+        (
+            ["--email", "x@staff.example", "--name", "X", "--role", "root"],
+            "Invalid value",
+        ),
+    ],
+)
+def test_users_create_refuses_bad_input(runner, args, message):
+    result = runner.invoke(args=["users", "create", *args])
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_users_create_refuses_a_short_password(runner):
+    result = runner.invoke(
+        args=[
+            "users",
+            "create",
+            "--email",
+            "c@staff.example",
+            "--name",
+            "C",
+            "--role",
+            "csm",
+            "--password-stdin",
+        ],
+        input="short\n",
+    )
+    assert result.exit_code == 1
+    assert "at least 12 characters" in result.output
+
+
+def test_users_list_and_deactivate_end_the_sessions(app, runner, client):
+    user = make_user(app, "csm")
+    login(client, user.email)
+    assert client.get("/account").status_code == 200
+    listed = runner.invoke(args=["users", "list"]).stdout
+    assert f"{user.email}  {user.name}  csm  active" in listed
+    result = runner.invoke(args=["users", "deactivate", user.email])
+    assert result.exit_code == 0
+    assert client.get("/account").status_code == 302  # signed out
+    assert "deactivated" in runner.invoke(args=["users", "list"]).stdout
+    assert login(client, user.email).status_code == 200  # refused
+
+
+# --- signing in ---------------------------------------------------------------
+
+
+def test_signing_in_and_out(app, client):
+    user = make_user(app, "csm")
+    assert client.get("/account").status_code == 302
+    response = login(client, user.email)
+    assert response.status_code == 302
+    assert response.headers["Location"] == HOME
+    page = client.get("/account").get_data(as_text=True)
+    assert user.email in page
+    kept = client.get_cookie("session").value
+    client.post("/logout", data={"csrf_token": csrf_token(page)})
+    assert client.get("/account").status_code == 302
+    # The cookie from before signing out is worth nothing: the session ended
+    # on the server.
+    other = app.test_client()
+    other.set_cookie("session", kept)
+    assert other.get("/account").status_code == 302
+
+
+def test_the_session_changes_at_sign_in(app, client):
+    user = make_user(app, "csm")
+    page = client.get("/login").get_data(as_text=True)
+    before = client.get_cookie("session").value
+    client.post(
+        "/login",
+        data={
+            "csrf_token": csrf_token(page),
+            "email": user.email,
+            "password": PASSWORD,
+        },
+    )
+    after = client.get_cookie("session").value
+    assert after != before
+    stale = app.test_client()
+    stale.set_cookie("session", before)
+    assert stale.get("/account").status_code == 302
+
+
+def test_unknown_address_and_wrong_password_look_the_same(app, client):
+    user = make_user(app, "csm")
+    unknown = login(client, "nobody@staff.example", "whatever it is")
+    wrong = login(client, user.email, "not the password")
+    assert unknown.status_code == wrong.status_code == 200
+    # Same page, but for the address typed back into the form.
+    assert without_csrf(unknown.get_data(as_text=True)).replace(
+        "nobody@staff.example", user.email
+    ) == without_csrf(wrong.get_data(as_text=True))
+    assert "Wrong email address or password." in unknown.get_data(as_text=True)
+
+
+def test_ten_failures_lock_the_address_until_the_window_passes(app, client, clock):
+    user = make_user(app, "csm")
+    for _ in range(10):
+        assert "Wrong email" in login(client, user.email, "guess").get_data(
+            as_text=True
+        )
+    locked = login(client, user.email)
+    assert locked.status_code == 200
+    assert "Too many failed sign-ins for this address" in locked.get_data(as_text=True)
+    clock.advance(minutes=14)
+    assert login(client, user.email).status_code == 200  # still locked
+    clock.advance(minutes=1, seconds=1)
+    assert login(client, user.email).status_code == 302
+
+
+def test_a_lock_out_looks_the_same_for_an_unknown_address(app, client):
+    for _ in range(10):
+        login(client, "ghost@staff.example", "guess")
+    page = login(client, "ghost@staff.example", "guess").get_data(as_text=True)
+    assert "Too many failed sign-ins for this address" in page
+
+
+def test_too_many_failures_from_one_address_answer_429(make_app, clock):
+    app = make_app(LOGIN_IP_MAX_FAILURES=3)
+    client = app.test_client()
+    for number in range(3):
+        assert login(client, f"guess{number}@staff.example", "guess").status_code == 200
+    refused = login(client, "other@staff.example", "guess")
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["Retry-After"]) <= 15 * 60
+    clock.advance(minutes=16)
+    assert login(client, "other@staff.example", "guess").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example",
+        "https://evil.example",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "/\tevil",
+        "evil.example",
+    ],
+)
+def test_next_only_leads_to_our_own_pages(app, client, target):
+    user = make_user(app, "csm")
+    response = login(client, user.email, next=target)
+    assert response.headers["Location"] == HOME
+
+
+def test_next_leads_back_to_the_page_asked_for(app, client):
+    user = make_user(app, "csm")
+    sent = client.get("/account")
+    assert sent.headers["Location"].startswith("/login?next=")
+    response = login(client, user.email, next="/account?tab=1")
+    assert response.headers["Location"] == "/account?tab=1"
+
+
+def test_an_old_hash_is_replaced_at_sign_in(app, client, session):
+    weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+    user = make_user(app, "csm", password_hash=weak.hash(PASSWORD))
+    assert login(client, user.email).status_code == 302
+    renewed = user_named(session, user.email).password_hash
+    assert renewed != weak.hash(PASSWORD) and not PasswordHasher().check_needs_rehash(
+        renewed
+    )
+
+
+def test_changing_ones_password(app, client):
+    user = make_user(app, "marketing")
+    login(client, user.email)
+    wrong = submit(
+        client,
+        "/account",
+        {"current_password": "nope", "new_password": "another long secret"},
+    )
+    assert "not your current password" in wrong.get_data(as_text=True)
+    done = submit(
+        client,
+        "/account",
+        {"current_password": PASSWORD, "new_password": "another long secret"},
+    )
+    assert done.status_code == 302
+    assert (
+        login(app.test_client(), user.email, "another long secret").status_code == 302
+    )
+
+
+# --- admins manage users --------------------------------------------------------
+
+
+def test_an_admin_adds_a_user_and_sees_the_password_once(app, client):
+    admin = make_user(app, "admin")
+    login(client, admin.email)
+    page = submit(
+        client,
+        "/admin/users",
+        {
+            "email": "new@staff.example",
+            "name": "New <b>Person</b>",
+            "role": "marketing",
+        },
+    ).get_data(as_text=True)
+    password = re.search(r'<code class="secret">([^<]+)</code>', page).group(1)
+    assert "New &lt;b&gt;Person&lt;/b&gt;" in page
+    assert password not in client.get("/admin/users").get_data(as_text=True)
+    assert login(app.test_client(), "new@staff.example", password).status_code == 302
+
+
+def test_an_admin_deactivates_a_user_who_is_signed_out_at_once(app, client):
+    admin = make_user(app, "admin")
+    csm = make_user(app, "csm")
+    csm_client = app.test_client()
+    login(csm_client, csm.email)
+    login(client, admin.email)
+    page = client.get("/admin/users").get_data(as_text=True)
+    client.post(
+        f"/admin/users/{csm.id}",
+        data={"csrf_token": csrf_token(page), "action": "deactivate", "role": "csm"},
+    )
+    assert csm_client.get("/account").status_code == 302
+    assert "deactivated" in client.get("/admin/users").get_data(as_text=True)
+
+
+def test_the_last_admin_stays(app, client, session):
+    admin = make_user(app, "admin")
+    login(client, admin.email)
+    page = client.get("/admin/users").get_data(as_text=True)
+    for action, role in (("deactivate", "admin"), ("role", "csm")):
+        client.post(
+            f"/admin/users/{admin.id}",
+            data={"csrf_token": csrf_token(page), "action": action, "role": role},
+        )
+    kept = user_named(session, admin.email)
+    assert (kept.active, kept.role) == (True, "admin")
