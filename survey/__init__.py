@@ -67,13 +67,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from survey import api, health
     from survey.public import views as public
+    from survey.review import views as review
     from survey.staff import admin as staff_admin
     from survey.staff import views as staff
 
     staff.init_app(app)
+    review.init_app(app)
     app.register_blueprint(public.bp)
     app.register_blueprint(staff.bp)
     app.register_blueprint(staff_admin.bp)
+    app.register_blueprint(review.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # token-authenticated; no cookies involved

@@ -6,13 +6,14 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import click
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
 from survey import db, outbox, resource_dir
@@ -28,6 +29,7 @@ tokens_cli = AppGroup("tokens", help="Manage API tokens.")
 departures_cli = AppGroup("departures", help="Record departures.")
 outbox_cli = AppGroup("outbox", help="Deliver queued emails.")
 users_cli = AppGroup("users", help="Manage staff users.")
+review_cli = AppGroup("review", help="The review queue.")
 
 
 def alembic_config() -> AlembicConfig:
@@ -234,8 +236,12 @@ def outbox_send(once: bool) -> None:
     # SIGTERM (a deploy, docker stop): finish the message in hand, then exit.
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     failures = 0
+    next_review_sync = 0.0
     while not stopping.is_set():
         try:
+            if time.monotonic() >= next_review_sync:
+                _queue_unanswered()
+                next_review_sync = time.monotonic() + REVIEW_SYNC_SECONDS
             report = outbox.deliver_due(should_stop=stopping.is_set)
         except (SQLAlchemyError, DatabaseBusy):
             if once:
@@ -290,7 +296,27 @@ def outbox_retry(message_ids: tuple[int, ...], all_failed: bool) -> None:
     click.echo(f"{count} message(s) queued again.")
 
 
+#: How often the mail worker also queues unanswered departures for review.
+REVIEW_SYNC_SECONDS = 600
+
+
+def _queue_unanswered() -> int:
+    from survey.review.queue import queue_unanswered
+
+    with db.write_session() as session:
+        count = queue_unanswered(session)
+        session.commit()
+    return count
+
+
+@review_cli.command("sync")
+def review_sync() -> None:
+    """Queue departures left unanswered long enough (the mail worker does it too)."""
+    click.echo(f"{_queue_unanswered()} unanswered departure(s) queued for review.")
+
+
 @click.command("demo")
+@with_appcontext
 def demo_command() -> None:
     """Fill an empty database with demo data and print two survey links."""
     from survey.demo import demo_admin, load_demo
@@ -316,6 +342,7 @@ def init_app(app: Flask) -> None:
         tokens_cli,
         departures_cli,
         outbox_cli,
+        review_cli,
         demo_command,
     ):
         app.cli.add_command(group)

@@ -61,8 +61,16 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_WINDOW_MINUTES": 15,
     "LOGIN_MAX_FAILURES": 10,
     "LOGIN_IP_MAX_FAILURES": 50,
+    #: argon2id parameters of staff passwords (argon2-cffi's defaults).
+    "PASSWORD_TIME_COST": 3,
+    "PASSWORD_MEMORY_KIB": 64 * 1024,
+    "PASSWORD_PARALLELISM": 4,
     #: A staff login lasts this long (then sign in again).
     "STAFF_SESSION_HOURS": 12,
+    #: Unanswered departures enter the review queue this long after the invitation,
+    #: when they lost at least this much MRR (minor units).
+    "REVIEW_UNANSWERED_AFTER_DAYS": 7,
+    "REVIEW_MIN_MRR_CENTS": 0,
     #: Proxies in front of the service that set X-Forwarded-For/-Proto (0: none).
     "PROXY_COUNT": 0,
     "COMPANY_NAME": "our team",
@@ -146,9 +154,14 @@ def _check(app: Flask) -> None:
             "SURVEY_SECRET_KEY_FALLBACKS must be one key or a JSON list of keys."
         )
     _check_base_url(config.get("BASE_URL"))
-    if not isinstance(config["PROXY_COUNT"], int) or config["PROXY_COUNT"] < 0:
-        raise ConfigError("SURVEY_PROXY_COUNT must be 0 or more.")
+    for key in ("PROXY_COUNT", "REVIEW_MIN_MRR_CENTS"):
+        if not isinstance(config[key], int) or config[key] < 0:
+            raise ConfigError(f"SURVEY_{key} must be 0 or more.")
     for key in (
+        "PASSWORD_TIME_COST",
+        "PASSWORD_MEMORY_KIB",
+        "PASSWORD_PARALLELISM",
+        "REVIEW_UNANSWERED_AFTER_DAYS",
         "LOGIN_WINDOW_MINUTES",
         "LOGIN_MAX_FAILURES",
         "LOGIN_IP_MAX_FAILURES",

@@ -7,17 +7,23 @@ from survey.db import Base
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
 from survey.public.models import Response
+from survey.review.models import ActionItem, Note, Postmortem, ReviewItem, RootCause
 from survey.staff.models import LoginFailure, StaffSession, StaffUser
 
 __all__ = [
+    "ActionItem",
     "ApiToken",
     "AuditEvent",
     "Base",
     "ConsentEvent",
     "Departure",
     "LoginFailure",
+    "Note",
     "OutboxMessage",
+    "Postmortem",
     "Response",
+    "ReviewItem",
+    "RootCause",
     "StaffSession",
     "StaffUser",
 ]

@@ -44,3 +44,47 @@ DEPARTURE_SOURCES: Final = ("api", "stripe", "csv", "staff")
 CONSENT_ACTIONS: Final = ("granted", "withdrawn")
 #: How a consent event came in.
 CONSENT_CHANNELS: Final = ("survey", "withdrawal_link", "staff", "api")
+
+# --- staff side (labels in staff language: English) ---------------------------
+
+#: Review queue statuses, in their usual order.
+REVIEW_STATUSES: Final = {
+    "new": "New",
+    "in_review": "In review",
+    "postmortem_done": "Postmortem done",
+    "closed": "Closed",
+}
+
+#: Teams that own fixes.
+TEAMS: Final = {
+    "sales": "Sales",
+    "onboarding": "Onboarding",
+    "product": "Product",
+    "support": "Support",
+    "customer_success": "Customer success",
+    "marketing": "Marketing",
+    "other": "Other",
+}
+
+#: Postmortem root causes: code -> (meaning, team that owns the fix).
+ROOT_CAUSES: Final = {
+    "poor_fit": ("Customer should not have been sold to", "sales"),
+    "oversold": ("Expectations set in the sale were not real", "sales"),
+    "failed_adoption": ("Bought but never really used", "onboarding"),
+    "product_issues": ("Bugs, gaps, slow fixes, roadmap mismatch", "product"),
+    "poor_service": ("Support, services or success experience", "support"),
+    "goals_not_met": ("We never understood or met their goals", "customer_success"),
+    "customer_business_failure": ("Their business or budget failed", "sales"),
+    "competitor": ("Lured by a competing product or its marketing", "marketing"),
+    "other": ("None of the above (say what)", "other"),
+}
+
+#: Yes / partly / no answers of the postmortem.
+YES_PARTLY_NO: Final = {"yes": "Yes", "partly": "Partly", "no": "No"}
+
+#: What to do about winning the customer back.
+WINBACK_RECOMMENDATIONS: Final = {
+    "do_not_contact": "Do not contact",
+    "nurture": "Nurture",
+    "offer": "Make an offer",
+}

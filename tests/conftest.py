@@ -102,6 +102,10 @@ def make_app(
             "INSTANCE_PATH": str(tmp_path / "instance"),
             "CLOCK": clock,
             "MAIL_TIMEOUT_SECONDS": 5,
+            # Cheap password hashing: the suite signs in hundreds of times.
+            "PASSWORD_TIME_COST": 1,
+            "PASSWORD_MEMORY_KIB": 8 * 1024,
+            "PASSWORD_PARALLELISM": 1,
         }
         config.update(overrides)
         app = create_app(config)
@@ -136,8 +140,14 @@ def runner(app: Flask) -> Any:
 
 @pytest.fixture
 def session(app: Flask) -> Iterator[Session]:
-    """A session for looking at (and arranging) the database in a test."""
-    with app.app_context(), db.new_session() as s:
+    """A session for looking at (and arranging) the database in a test.
+
+    It holds no app context: requests made meanwhile get their own, as in
+    production (an outer one would share ``g`` across requests).
+    """
+    with app.app_context():
+        s = db.new_session()
+    with s:
         yield s
 
 

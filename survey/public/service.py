@@ -16,6 +16,7 @@ from survey.consent import ConsentEvent, record_consent
 from survey.departures.models import Departure
 from survey.departures.service import find_by_public_id
 from survey.public.models import Response
+from survey.review import queue
 from survey.vocabulary import FOLLOW_UPS
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ def submit_reason(
             "updated_at": now,
         },
     )
+    queue.queue_answer(db, departure_id, reason)
 
 
 def submit_details(

@@ -1,0 +1,1 @@
+"""The review queue, notes, postmortems and their action items."""

@@ -1,0 +1,193 @@
+"""Review forms: queue filters, bulk changes, assignment, notes, the postmortem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    DateField,
+    DecimalField,
+    FieldList,
+    Form,
+    FormField,
+    HiddenField,
+    RadioField,
+    SearchField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import InputRequired, Length, NumberRange, Optional
+
+from survey.review.queue import SORTS
+from survey.vocabulary import (
+    REASONS,
+    REVIEW_STATUSES,
+    ROOT_CAUSES,
+    TEAMS,
+    WINBACK_RECOMMENDATIONS,
+    YES_PARTLY_NO,
+)
+
+
+def _choices(pairs: Any, blank: str | None = None) -> list[SelectChoice]:
+    choices = [SelectChoice("", blank)] if blank is not None else []
+    return choices + [SelectChoice(code, str(label)) for code, label in pairs]
+
+
+STATUS_FILTERS = [
+    SelectChoice("open", "Open (not closed)"),
+    SelectChoice("", "Any status"),
+    *_choices(REVIEW_STATUSES.items()),
+]
+REASON_FILTERS = [
+    *_choices(REASONS.items(), blank="Any reason"),
+    SelectChoice("none", "No answer"),
+]
+
+
+# Flask-WTF ships no type hints, hence the ignores.
+class QueueFilterForm(FlaskForm):  # type: ignore[misc]
+    """The queue's filters, read from the query string (a GET: no CSRF needed)."""
+
+    class Meta:
+        csrf = False
+
+    status = SelectField("Status", choices=STATUS_FILTERS, default="open")
+    assignee = SelectField("Assignee", choices=[], validate_choice=False)
+    reason = SelectField("Stated reason", choices=REASON_FILTERS, default="")
+    segment = StringField("Segment", validators=[Optional(), Length(max=80)])
+    plan = StringField("Plan", validators=[Optional(), Length(max=80)])
+    mrr_min = DecimalField(
+        "Lost MRR from", places=2, validators=[Optional(), NumberRange(min=0)]
+    )
+    mrr_max = DecimalField("to", places=2, validators=[Optional(), NumberRange(min=0)])
+    cancelled_from = DateField("Cancelled from", validators=[Optional()])
+    cancelled_to = DateField("to", validators=[Optional()])
+    q = SearchField("Search", validators=[Optional(), Length(max=200)])
+    sort = SelectField("Sort by", choices=_choices(SORTS.items()), default="mrr")
+
+
+class BulkForm(FlaskForm):  # type: ignore[misc]
+    """Change several queue items at once."""
+
+    items = SelectMultipleField("Items", choices=[], validate_choice=False)
+    action = SelectField(
+        "With the selected",
+        choices=[
+            SelectChoice("assign", "Assign to"),
+            SelectChoice("status", "Set status"),
+        ],
+    )
+    assignee = SelectField("Assignee", choices=[], validate_choice=False)
+    # Checked with the action: only "Set status" uses it.
+    status = SelectField(
+        "Status", choices=_choices(REVIEW_STATUSES.items()), validate_choice=False
+    )
+    back = HiddenField()
+
+
+class AssignForm(FlaskForm):  # type: ignore[misc]
+    """Give one item to someone (empty: to nobody)."""
+
+    assignee = SelectField("Assignee", choices=[], validate_choice=False)
+
+
+class StatusForm(FlaskForm):  # type: ignore[misc]
+    """Move one item to another status."""
+
+    status = SelectField("Status", choices=_choices(REVIEW_STATUSES.items()))
+
+
+class NoteForm(FlaskForm):  # type: ignore[misc]
+    """An internal note."""
+
+    body = TextAreaField("Add a note", validators=[InputRequired(), Length(max=10_000)])
+
+
+class ActionItemForm(Form):  # type: ignore[misc]
+    """One row of action items (a sub-form: the outer form carries the CSRF token)."""
+
+    id = HiddenField()
+    text = StringField("Action", validators=[Length(max=2000)])
+    # Checked for the rows that are kept (blank rows have no team to check).
+    team = SelectField("Team", choices=_choices(TEAMS.items()), validate_choice=False)
+    owner = StringField("Owner", validators=[Length(max=200)])
+    due_date = DateField("Due", validators=[Optional()])
+    done = BooleanField("Done")
+
+
+LONG_TEXT = [Optional(), Length(max=20_000)]
+
+
+class PostmortemForm(FlaskForm):  # type: ignore[misc]
+    """The postmortem template of PRODUCT.md, as a form."""
+
+    version = HiddenField()
+    # Immediate circumstances
+    what_happened = TextAreaField(
+        "What happened: the final straw", validators=LONG_TEXT
+    )
+    who_was_involved = TextAreaField(
+        "Who was involved, and their perspectives", validators=LONG_TEXT
+    )
+    followed_process = RadioField(
+        "Did everything follow our processes?",
+        choices=_choices(YES_PARTLY_NO.items()),
+        validators=[Optional()],
+    )
+    process_deviation = TextAreaField(
+        "If not: who decided to handle it differently, and why", validators=LONG_TEXT
+    )
+    immediate_steps = TextAreaField(
+        "Immediate steps to prevent a repeat", validators=LONG_TEXT
+    )
+    # The relationship
+    communication = TextAreaField(
+        "How was ongoing communication (consistent, engaged, or not)?",
+        validators=LONG_TEXT,
+    )
+    sale_sticking_points = TextAreaField(
+        "Were the topics of this complaint sticking points already in the sale?",
+        validators=LONG_TEXT,
+    )
+    conflict_cycle = TextAreaField(
+        "Was there a cycle of conflict and resolution?", validators=LONG_TEXT
+    )
+    outside_factors = TextAreaField(
+        "Outside factors (a competitor, their leadership or budget changing)",
+        validators=LONG_TEXT,
+    )
+    customer_said = TextAreaField(
+        "What the customer said when asked directly", validators=LONG_TEXT
+    )
+    # Conclusion
+    root_causes = SelectMultipleField(
+        "Root causes", choices=_choices((c, m) for c, (m, _t) in ROOT_CAUSES.items())
+    )
+    primary_cause = RadioField(
+        "Primary root cause",
+        choices=_choices((c, m) for c, (m, _t) in ROOT_CAUSES.items()),
+        validators=[Optional()],
+    )
+    other_cause = StringField(
+        "“Other” root cause: what was it?", validators=[Length(max=2000)]
+    )
+    preventable = RadioField(
+        "Was it preventable?",
+        choices=_choices(YES_PARTLY_NO.items()),
+        validators=[Optional()],
+    )
+    lessons = TextAreaField(
+        "Lessons (no blame; frank about our own actions)", validators=LONG_TEXT
+    )
+    winback_recommendation = RadioField(
+        "Win-back recommendation",
+        choices=_choices(WINBACK_RECOMMENDATIONS.items()),
+        validators=[Optional()],
+    )
+    action_items = FieldList(FormField(ActionItemForm), min_entries=0, max_entries=50)

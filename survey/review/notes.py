@@ -1,0 +1,45 @@
+"""Internal notes staff write on a departure."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from survey import audit, clock
+from survey.errors import InvalidInput
+from survey.review.models import Note
+
+MAX_LENGTH = 10_000
+
+
+def add_note(session: Session, departure_id: int, body: str, *, author_id: int) -> Note:
+    """Add a note; raise InvalidInput when it is empty or too long."""
+    text = body.strip()
+    if not text or len(text) > MAX_LENGTH:
+        message = f"Write a note of 1 to {MAX_LENGTH} characters."
+        raise InvalidInput(message, {"body": [message]})
+    note = Note(
+        departure_id=departure_id,
+        author_id=author_id,
+        body=text,
+        created_at=clock.now(),
+    )
+    session.add(note)
+    session.flush()
+    audit.record(
+        session,
+        "note.added",
+        actor_id=author_id,
+        departure_id=departure_id,
+        note_id=note.id,
+    )
+    return note
+
+
+def notes_for(session: Session, departure_id: int) -> list[Note]:
+    """Return a departure's notes, oldest first."""
+    return list(
+        session.scalars(
+            select(Note).where(Note.departure_id == departure_id).order_by(Note.id)
+        )
+    )

@@ -1,0 +1,476 @@
+"""The review queue, the item page with its postmortem, and action items."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+from babel.numbers import format_currency
+from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response as WerkzeugResponse
+from wtforms import SelectChoice
+
+from survey import clock, db
+from survey.consent import ConsentEvent, current_consent
+from survey.errors import InvalidInput, NotFound
+from survey.public.service import find_response
+from survey.review import notes, postmortems, queue
+from survey.review.forms import (
+    AssignForm,
+    BulkForm,
+    NoteForm,
+    PostmortemForm,
+    QueueFilterForm,
+    StatusForm,
+)
+from survey.review.models import Postmortem, ReviewItem
+from survey.review.timeline import timeline
+from survey.staff import access
+from survey.staff.models import ADMIN, CSM, StaffUser
+from survey.staff.views import private_pages, safe_next
+from survey.vocabulary import (
+    DESTINATIONS,
+    FOLLOW_UPS,
+    REASONS,
+    REVIEW_STATUSES,
+    ROOT_CAUSES,
+    TEAMS,
+    WINBACK_RECOMMENDATIONS,
+    YES_PARTLY_NO,
+)
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("review", __name__, url_prefix="/review")
+private_pages(bp)
+
+#: Blank action item rows offered under the existing ones.
+BLANK_ACTION_ROWS = 2
+
+
+def _reviewers() -> list[StaffUser]:
+    """Return the active staff who may take review items."""
+    return list(
+        db.session().scalars(
+            select(StaffUser)
+            .where(StaffUser.active.is_(True), StaffUser.role.in_((ADMIN, CSM)))
+            .order_by(StaffUser.name)
+        )
+    )
+
+
+def _assignee_choices(
+    reviewers: list[StaffUser], *, filters: bool
+) -> list[SelectChoice]:
+    choices = [SelectChoice("", "Anyone" if filters else "Nobody")]
+    if filters:
+        choices += [
+            SelectChoice("mine", "Mine"),
+            SelectChoice("unassigned", "Unassigned"),
+        ]
+    return choices + [SelectChoice(str(user.id), user.name) for user in reviewers]
+
+
+def _filter_from(form: QueueFilterForm) -> queue.QueueFilter:
+    def cents(value: Decimal | None) -> int | None:
+        return None if value is None else int(value * 100)
+
+    return queue.QueueFilter(
+        status=form.status.data or None,
+        assignee=form.assignee.data or None,
+        reason=form.reason.data or None,
+        segment=(form.segment.data or "").strip() or None,
+        plan=(form.plan.data or "").strip() or None,
+        mrr_min_cents=cents(form.mrr_min.data),
+        mrr_max_cents=cents(form.mrr_max.data),
+        cancelled_from=form.cancelled_from.data,
+        cancelled_to=form.cancelled_to.data,
+        text=(form.q.data or "").strip() or None,
+        sort=form.sort.data if form.sort.data in queue.SORTS else "mrr",
+        viewer_id=current_user.id,
+    )
+
+
+@bp.get("", endpoint="queue")
+@access.requires(access.REVIEW)
+def queue_view() -> str:
+    """The queue: filters, one keyset page, bulk changes."""
+    reviewers = _reviewers()
+    args = request.args if request.args else MultiDict({"status": "open"})
+    form = QueueFilterForm(formdata=args)
+    form.assignee.choices = _assignee_choices(reviewers, filters=True)
+    valid = form.validate()
+    wanted = (
+        _filter_from(form) if valid else queue.QueueFilter(viewer_id=current_user.id)
+    )
+    page = queue.queue_page(db.session(), wanted, request.args.get("after") or None)
+    query = {k: v for k, v in request.args.items(multi=True) if k != "after" and v}
+    bulk = BulkForm()
+    bulk.assignee.choices = _assignee_choices(reviewers, filters=False)
+    return render_template(
+        "review/queue.html",
+        form=form,
+        page=page,
+        bulk=bulk,
+        here=request.full_path.rstrip("?"),
+        next_url=_queue_url(query | {"after": page.next_cursor})
+        if page.next_cursor
+        else None,
+        first_url=_queue_url(query) if request.args.get("after") else None,
+    )
+
+
+def _queue_url(query: dict[str, str]) -> str:
+    return url_for(".queue") + ("?" + urlencode(query) if query else "")
+
+
+@bp.post("/bulk")
+@access.requires(access.REVIEW)
+def bulk() -> WerkzeugResponse:
+    """Assign, or change the status of, the selected items."""
+    form = BulkForm()
+    form.assignee.choices = _assignee_choices(_reviewers(), filters=False)
+    back = safe_next(form.back.data) or url_for(".queue")
+    if not form.validate_on_submit() or not form.items.data:
+        flash("Select at least one item.", "error")
+        return redirect(back)
+    session = db.session()
+    public_ids = list(dict.fromkeys(form.items.data))[: queue.PAGE_SIZE * 4]
+    changed, refused = 0, []
+    for public_id in public_ids:
+        item = queue.get_item(session, public_id)
+        if item is None:
+            continue
+        try:
+            if form.action.data == "assign":
+                assignee = int(form.assignee.data) if form.assignee.data else None
+                queue.assign(session, item, assignee, actor_id=current_user.id)
+            elif form.status.data not in REVIEW_STATUSES:
+                raise queue.InvalidTransition("Choose a status.")
+            else:
+                postmortems.status_needs_postmortem(session, item, form.status.data)
+                queue.change_status(
+                    session, item, form.status.data, actor_id=current_user.id
+                )
+            changed += 1
+        except (queue.InvalidTransition, ValueError) as exc:
+            company = item.departure.company or "(no company)"
+            refused.append(f"{company}: {getattr(exc, 'message', exc)}")
+    session.commit()
+    flash(f"{changed} item{'s' if changed != 1 else ''} changed.", "info")
+    for message in refused:
+        flash(message, "error")
+    return redirect(back)
+
+
+def _item_or_404(public_id: str) -> ReviewItem:
+    item = queue.get_item(db.session(), public_id)
+    if item is None:
+        raise NotFound("This departure is not in the review queue.")
+    return item
+
+
+def _postmortem_form(
+    postmortem: Postmortem | None, formdata: Any = None
+) -> PostmortemForm:
+    form = PostmortemForm(formdata=formdata, obj=postmortem)
+    if formdata is None:
+        form.version.data = str(postmortem.version) if postmortem else ""
+        if postmortem is not None:
+            form.root_causes.data = [cause.code for cause in postmortem.root_causes]
+            form.primary_cause.data = next(
+                (c.code for c in postmortem.root_causes if c.is_primary), None
+            )
+            form.other_cause.data = next(
+                (c.note for c in postmortem.root_causes if c.code == "other"), ""
+            )
+            while len(form.action_items):
+                form.action_items.pop_entry()
+            for action in postmortem.action_items:
+                form.action_items.append_entry(
+                    {
+                        "id": str(action.id),
+                        "text": action.text,
+                        "team": action.team,
+                        "owner": action.owner,
+                        "due_date": action.due_date,
+                        "done": action.done,
+                    }
+                )
+    default_team = ROOT_CAUSES.get(form.primary_cause.data or "", ("", "other"))[1]
+    for _ in range(BLANK_ACTION_ROWS):
+        form.action_items.append_entry({"team": default_team})
+    return form
+
+
+def _render_item(
+    item: ReviewItem,
+    *,
+    postmortem_form: PostmortemForm | None = None,
+    note_form: NoteForm | None = None,
+    status: int = 200,
+) -> tuple[str, int]:
+    session = db.session()
+    departure = item.departure
+    response = find_response(session, departure)
+    postmortem = postmortems.get_postmortem(session, departure.id)
+    reviewers = _reviewers()
+    assign_form = AssignForm(assignee=str(item.assignee_id or ""))
+    assign_form.assignee.choices = _assignee_choices(reviewers, filters=False)
+    status_form = StatusForm()
+    status_form.status.choices = [
+        SelectChoice(code, REVIEW_STATUSES[code])
+        for code in sorted(queue.TRANSITIONS[item.status])
+    ]
+    consent_history = list(
+        session.scalars(
+            select(ConsentEvent)
+            .where(ConsentEvent.departure_id == departure.id)
+            .order_by(ConsentEvent.id)
+        )
+    )
+    return (
+        render_template(
+            "review/item.html",
+            item=item,
+            departure=departure,
+            response=response,
+            follow_up_question=FOLLOW_UPS.get(response.follow_up_reason or "")
+            if response
+            else None,
+            consent=current_consent(session, departure.id),
+            consent_history=consent_history,
+            postmortem=postmortem,
+            form=postmortem_form or _postmortem_form(postmortem),
+            note_form=note_form or NoteForm(),
+            notes=notes.notes_for(session, departure.id),
+            events=timeline(session, departure, response),
+            assign_form=assign_form,
+            status_form=status_form,
+        ),
+        status,
+    )
+
+
+@bp.get("/<public_id>")
+@access.requires(access.REVIEW)
+def item(public_id: str) -> tuple[str, int]:
+    """One departure: answers, consent, facts, timeline, notes, postmortem."""
+    return _render_item(_item_or_404(public_id))
+
+
+@bp.post("/<public_id>/assign")
+@access.requires(access.REVIEW)
+def assign(public_id: str) -> WerkzeugResponse:
+    """Give the item to someone, or to me."""
+    review_item = _item_or_404(public_id)
+    form = AssignForm()
+    if form.validate_on_submit():
+        raw = str(current_user.id) if request.form.get("to_me") else form.assignee.data
+        assignee = int(raw) if raw and raw.isdigit() else None
+        if assignee is not None and assignee not in {u.id for u in _reviewers()}:
+            flash("Choose someone who reviews.", "error")
+        else:
+            session = db.session()
+            queue.assign(session, review_item, assignee, actor_id=current_user.id)
+            session.commit()
+            flash("Assignment saved.", "info")
+    return redirect(url_for(".item", public_id=public_id))
+
+
+@bp.post("/<public_id>/status")
+@access.requires(access.REVIEW)
+def status(public_id: str) -> WerkzeugResponse:
+    """Move the item to another status, if the workflow allows it."""
+    review_item = _item_or_404(public_id)
+    form = StatusForm()
+    if form.validate_on_submit():
+        session = db.session()
+        try:
+            postmortems.status_needs_postmortem(session, review_item, form.status.data)
+            queue.change_status(
+                session, review_item, form.status.data, actor_id=current_user.id
+            )
+        except queue.InvalidTransition as refused:
+            flash(refused.message, "error")
+        else:
+            session.commit()
+            flash(f"Status: {REVIEW_STATUSES[review_item.status]}.", "info")
+    else:
+        flash("Choose a status.", "error")
+    return redirect(url_for(".item", public_id=public_id))
+
+
+@bp.post("/<public_id>/notes")
+@access.requires(access.REVIEW)
+def add_note(public_id: str) -> WerkzeugResponse | tuple[str, int]:
+    """Add an internal note."""
+    review_item = _item_or_404(public_id)
+    form = NoteForm()
+    if not form.validate_on_submit():
+        return _render_item(review_item, note_form=form, status=422)
+    session = db.session()
+    notes.add_note(
+        session, review_item.departure_id, form.body.data, author_id=current_user.id
+    )
+    session.commit()
+    return redirect(url_for(".item", public_id=public_id, _anchor="notes"))
+
+
+def _postmortem_input(form: PostmortemForm) -> postmortems.PostmortemInput:
+    rows = []
+    for entry in form.action_items.entries:
+        row = entry.form
+        text = (row.text.data or "").strip()
+        if not text and not row.id.data:
+            continue  # a blank row
+        rows.append(
+            postmortems.ActionItemInput(
+                id=int(row.id.data) if (row.id.data or "").isdigit() else None,
+                text=text,
+                team=row.team.data or "",
+                owner=row.owner.data,
+                due_date=row.due_date.data,
+                done=bool(row.done.data),
+            )
+        )
+    return postmortems.PostmortemInput(
+        texts={name: getattr(form, name).data for name in postmortems.TEXT_FIELDS},
+        followed_process=form.followed_process.data,
+        preventable=form.preventable.data,
+        winback_recommendation=form.winback_recommendation.data,
+        root_causes=list(form.root_causes.data or []),
+        primary_cause=form.primary_cause.data,
+        other_cause=form.other_cause.data,
+        action_items=rows,
+    )
+
+
+@bp.post("/<public_id>/postmortem")
+@access.requires(access.REVIEW)
+def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
+    """Save the postmortem as a draft, or mark it done."""
+    review_item = _item_or_404(public_id)
+    form = PostmortemForm()
+    finish = request.form.get("intent") == "finish"
+    if not form.validate_on_submit():
+        flash("Some answers need attention.", "error")
+        return _render_item(
+            review_item, postmortem_form=_with_blank_rows(form), status=422
+        )
+    session = db.session()
+    version = form.version.data
+    try:
+        postmortems.save_postmortem(
+            session,
+            review_item,
+            _postmortem_input(form),
+            base_version=int(version) if version and version.isdigit() else None,
+            actor_id=current_user.id,
+            finish=finish,
+        )
+    except postmortems.PostmortemConflict as conflict:
+        session.rollback()
+        flash(conflict.message, "error")
+        return _render_item(
+            review_item, postmortem_form=_with_blank_rows(form), status=409
+        )
+    except (InvalidInput, queue.InvalidTransition) as invalid:
+        session.rollback()
+        flash(invalid.message, "error")
+        for name, messages in getattr(invalid, "fields", {}).items():
+            _field_errors(form, name).extend(messages)
+        return _render_item(
+            review_item, postmortem_form=_with_blank_rows(form), status=422
+        )
+    session.commit()
+    flash("Postmortem marked done." if finish else "Draft saved.", "info")
+    return redirect(url_for(".item", public_id=public_id, _anchor="postmortem"))
+
+
+def _with_blank_rows(form: PostmortemForm) -> PostmortemForm:
+    kept = [
+        e for e in form.action_items.entries if (e.form.text.data or e.form.id.data)
+    ]
+    while len(form.action_items):
+        form.action_items.pop_entry()
+    for entry in kept:
+        form.action_items.append_entry(entry.form.data)
+    default_team = ROOT_CAUSES.get(form.primary_cause.data or "", ("", "other"))[1]
+    for _ in range(BLANK_ACTION_ROWS):
+        form.action_items.append_entry({"team": default_team})
+    return form
+
+
+def _field_errors(form: PostmortemForm, name: str) -> list[str]:
+    if name.startswith("action_items-"):
+        _, index, field_name = name.split("-", 2)
+        field = getattr(form.action_items.entries[int(index)].form, field_name)
+    else:
+        field = getattr(form, name)
+    if not isinstance(field.errors, list):
+        field.errors = list(field.errors)
+    errors: list[str] = field.errors
+    return errors
+
+
+@bp.get("/actions")
+@access.requires(access.REVIEW)
+def actions() -> str:
+    """Open action items across postmortems, by team and owner, overdue first."""
+    return render_template(
+        "review/actions.html",
+        rows=postmortems.open_action_items(db.session()),
+        today=clock.now().date(),
+    )
+
+
+@bp.post("/actions/<int:action_id>/done")
+@access.requires(access.REVIEW)
+def action_done(action_id: int) -> WerkzeugResponse:
+    """Mark an action item done (CSRFProtect checks the form's token)."""
+    session = db.session()
+    postmortems.mark_action_done(session, action_id, actor_id=current_user.id)
+    session.commit()
+    flash("Action item done.", "info")
+    return redirect(safe_next(request.form.get("back")) or url_for(".actions"))
+
+
+def money(cents: int | None, currency: str = "USD") -> str:
+    """Format minor units as money, e.g. 129900, EUR -> €1,299.00."""
+    if cents is None:
+        return ""
+    return format_currency(Decimal(cents) / 100, currency, locale="en_US")
+
+
+def age(moment: datetime | None) -> str:
+    """Return how long ago ``moment`` was, briefly: 3 d, 5 h, 12 min."""
+    if moment is None:
+        return ""
+    seconds = max(0, int((clock.now() - moment).total_seconds()))
+    if seconds >= 86_400:
+        return f"{seconds // 86_400} d"
+    if seconds >= 3_600:
+        return f"{seconds // 3_600} h"
+    return f"{seconds // 60} min"
+
+
+def init_app(app: Flask) -> None:
+    """Register the template helpers of the staff pages."""
+    app.jinja_env.filters["money"] = money
+    app.jinja_env.filters["age"] = age
+    app.jinja_env.globals.update(
+        REASONS=REASONS,
+        REVIEW_STATUSES=REVIEW_STATUSES,
+        ROOT_CAUSES=ROOT_CAUSES,
+        TEAMS=TEAMS,
+        DESTINATIONS=DESTINATIONS,
+        YES_PARTLY_NO=YES_PARTLY_NO,
+        WINBACK_RECOMMENDATIONS=WINBACK_RECOMMENDATIONS,
+    )

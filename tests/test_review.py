@@ -1,0 +1,482 @@
+"""The review queue, the item page, postmortems and action items."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from survey.review.models import Postmortem, ReviewItem
+from tests.factories import (
+    csrf_token,
+    hidden_fields,
+    login,
+    make_departure,
+    make_user,
+    submit,
+    survey_path,
+)
+
+
+@pytest.fixture
+def csm(app):
+    return make_user(app, "csm", name="Casey Csm")
+
+
+@pytest.fixture
+def staff(app, csm):
+    """A client signed in as the CSM."""
+    client = app.test_client()
+    assert login(client, csm.email).status_code == 302
+    return client
+
+
+def answered(app, reason="too_expensive", **fields):
+    """Record a departure and answer its page 1, as the customer would."""
+    departure = make_departure(app, **fields)
+    customer = app.test_client()
+    response = submit(customer, survey_path(app, departure), {"reason": reason})
+    assert response.status_code == 303
+    return departure
+
+
+def items(session) -> list[ReviewItem]:
+    session.rollback()
+    return list(session.scalars(select(ReviewItem).order_by(ReviewItem.id)))
+
+
+def companies(html: str) -> list[str]:
+    return re.findall(r'<td><a href="/review/[\w-]{16}">([^<]+)</a></td>', html)
+
+
+def page_of(client, path: str) -> str:
+    response = client.get(path)
+    assert response.status_code == 200, response.status_code
+    return response.get_data(as_text=True)
+
+
+def post(client, page: str, action: str, data: dict, follow=False):
+    """Post ``data`` with the hidden fields of ``page`` (CSRF token, version...)."""
+    html = page_of(client, page)
+    return client.post(
+        action, data={**hidden_fields(html), **data}, follow_redirects=follow
+    )
+
+
+# --- entering the queue --------------------------------------------------------
+
+
+def test_every_answer_becomes_one_new_item_and_keeps_the_latest_reason(app, session):
+    departure = answered(app, "too_expensive")
+    [item] = items(session)
+    assert (item.departure_id, item.status, item.reason) == (
+        departure.id,
+        "new",
+        "too_expensive",
+    )
+    assert item.mrr_cents == departure.mrr_cents
+    submit(app.test_client(), survey_path(app, departure), {"reason": "switched"})
+    [item] = items(session)
+    assert item.reason == "switched"
+
+
+def test_an_unanswered_departure_is_queued_after_the_days_when_it_is_worth_it(
+    make_app, clock, session
+):
+    app = make_app(REVIEW_UNANSWERED_AFTER_DAYS=7, REVIEW_MIN_MRR_CENTS=50_000)
+    big = make_departure(app, mrr_cents=90_000)
+    make_departure(app, mrr_cents=10_000)  # too small to chase
+    runner = app.test_cli_runner()
+    clock.advance(days=6, hours=23)
+    assert "0 unanswered" in runner.invoke(args=["review", "sync"]).stdout
+    clock.advance(hours=1)
+    assert "1 unanswered" in runner.invoke(args=["review", "sync"]).stdout
+    [item] = items(session)
+    assert (item.departure_id, item.origin, item.reason) == (big.id, "unanswered", None)
+    assert "0 unanswered" in runner.invoke(args=["review", "sync"]).stdout  # once
+    # The customer answers late: the same item shows the reason.
+    submit(app.test_client(), survey_path(app, big), {"reason": "poor_service"})
+    [item] = items(session)
+    assert item.reason == "poor_service"
+
+
+# --- the queue page -------------------------------------------------------------
+
+
+def test_the_queue_shows_the_columns_lost_mrr_first(app, staff):
+    answered(app, company="Small Co", mrr_cents=1_000, segment="smb", plan="starter")
+    answered(
+        app,
+        company="Big Co",
+        contact_name="Bea Big",
+        mrr_cents=250_000,
+        currency="EUR",
+        segment="enterprise",
+        plan="scale",
+        csm_email="carl@us.example",
+    )
+    html = page_of(staff, "/review")
+    assert companies(html) == ["Big Co", "Small Co"]
+    for shown in (
+        "Bea Big",
+        "It costs more than it is worth to us",
+        "€2,500.00",
+        "enterprise",
+        "scale",
+        "carl@us.example",
+        "New",
+    ):
+        assert shown in html
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("status=open", ["Gamma", "Beta", "Alpha"]),
+        ("status=in_review", ["Beta"]),
+        ("assignee=mine", ["Beta"]),
+        ("assignee=unassigned", ["Gamma", "Alpha"]),
+        ("reason=switched", ["Gamma"]),
+        ("reason=none", []),
+        ("segment=enterprise", ["Gamma"]),
+        ("plan=starter", ["Alpha"]),
+        ("mrr_min=150&mrr_max=2500", ["Beta"]),
+        ("cancelled_from=2026-03-01&cancelled_to=2026-03-31", ["Beta"]),
+        ("q=gamma", ["Gamma"]),
+        ("q=ROSA", ["Alpha"]),  # the contact's name, any case
+        ("q=needed%20sso", ["Beta"]),  # words from the answers
+        ("q=100%25", []),  # a literal percent sign matches nothing here
+        ("sort=oldest&status=", ["Alpha", "Beta", "Gamma"]),
+        ("sort=newest&status=", ["Gamma", "Beta", "Alpha"]),
+    ],
+)
+def test_each_filter_and_sort(app, staff, csm, query, expected):
+    alpha = answered(
+        app,
+        company="Alpha",
+        contact_name="Rosa Alpha",
+        mrr_cents=10_000,
+        plan="starter",
+        segment="smb",
+        cancelled_at="2026-01-10T00:00:00Z",
+    )
+    beta = answered(
+        app,
+        reason="missing_features",
+        company="Beta",
+        mrr_cents=20_000,
+        plan="growth",
+        segment="smb",
+        cancelled_at="2026-03-10T00:00:00Z",
+    )
+    answered(
+        app,
+        reason="switched",
+        company="Gamma",
+        mrr_cents=300_000,
+        plan="growth",
+        segment="enterprise",
+        cancelled_at="2026-05-10T00:00:00Z",
+    )
+    customer = app.test_client()
+    submit(customer, survey_path(app, beta) + "/more", {"details": "We needed SSO"})
+    item_page = f"/review/{beta.public_id}"
+    post(staff, item_page, f"{item_page}/assign", {"to_me": "1"})
+    post(staff, item_page, f"{item_page}/status", {"status": "in_review"})
+    del alpha
+    assert companies(page_of(staff, f"/review?{query}")) == expected
+
+
+def test_bad_filters_are_explained_not_crashed_on(staff):
+    html = page_of(staff, "/review?mrr_min=lots&cancelled_from=yesterday")
+    assert "Not a valid decimal value" in html
+    assert "Not a valid date value" in html
+
+
+def test_keyset_pages_show_every_row_once_even_when_rows_arrive_between(
+    app, staff, session
+):
+    for number in range(110):
+        answered(app, company=f"Co {number:03d}", mrr_cents=1_000 + (number % 7) * 100)
+    seen: list[str] = []
+    html = page_of(staff, "/review")
+    pages = 1
+    while True:
+        seen += companies(html)
+        # Newcomers, with more and with less MRR than anything on the pages.
+        answered(app, company=f"Late high {pages}", mrr_cents=9_000_000)
+        answered(app, company=f"Late low {pages}", mrr_cents=1)
+        link = re.search(r'<a href="([^"]+)" rel="next">', html)
+        if link is None:
+            break
+        html = page_of(staff, link.group(1).replace("&amp;", "&"))
+        pages += 1
+    originals = [name for name in seen if name.startswith("Co ")]
+    assert len(originals) == len(set(originals)) == 110
+    assert len(seen) == len(set(seen))
+    assert pages >= 3
+
+
+def test_a_damaged_cursor_is_a_clear_error(staff):
+    response = staff.get("/review?after=abc")
+    assert response.status_code == 422
+    assert "page link is damaged" in response.get_data(as_text=True)
+
+
+# --- changing items ---------------------------------------------------------------
+
+
+def test_allowed_and_refused_status_changes(app, staff, session):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    html = post(staff, page, f"{page}/status", {"status": "closed"}, follow=True)
+    assert "cannot move to “Closed”" in html.get_data(as_text=True)
+    assert items(session)[0].status == "new"
+    post(staff, page, f"{page}/status", {"status": "in_review"})
+    refused = post(
+        staff, page, f"{page}/status", {"status": "postmortem_done"}, follow=True
+    )
+    assert "Finish the postmortem first" in refused.get_data(as_text=True)
+    assert items(session)[0].status == "in_review"
+
+
+def test_bulk_assign_and_bulk_status(app, staff, csm, session):
+    first, second = answered(app, company="One"), answered(app, company="Two")
+    other = make_user(app, "admin", name="Ada Admin")
+    html = page_of(staff, "/review")
+    data = {
+        "csrf_token": csrf_token(html),
+        "items": [first.public_id, second.public_id],
+        "action": "assign",
+        "assignee": str(other.id),
+        "back": "/review?status=open",
+    }
+    response = staff.post("/review/bulk", data=data)
+    assert response.headers["Location"] == "/review?status=open"
+    assert {item.assignee_id for item in items(session)} == {other.id}
+
+    post(
+        staff,
+        f"/review/{first.public_id}",
+        f"/review/{first.public_id}/status",
+        {"status": "in_review"},
+    )
+    result = staff.post(
+        "/review/bulk",
+        data=data | {"action": "status", "status": "in_review"},
+        follow_redirects=True,
+    ).get_data(as_text=True)
+    assert "1 item changed." in result
+    assert "One: “In review” cannot move to “In review”" in result
+    assert {item.status for item in items(session)} == {"in_review"}
+
+
+def test_customer_and_staff_text_comes_back_escaped(app, staff):
+    departure = make_departure(app, company="<script>alert(1)</script> Inc")
+    customer = app.test_client()
+    page1 = survey_path(app, departure)
+    submit(
+        customer,
+        page1,
+        {"reason": "other", "reason_other": "<img src=x onerror=alert(2)>"},
+    )
+    submit(customer, page1 + "/more", {"details": "<script>alert(3)</script>"})
+    page = f"/review/{departure.public_id}"
+    post(staff, page, f"{page}/notes", {"body": "<img src=y onerror=alert(4)>"})
+    for html in (page_of(staff, "/review"), page_of(staff, page)):
+        assert "<script>alert" not in html
+        assert "<img src=" not in html
+    html = page_of(staff, page)
+    assert "&lt;img src=y onerror=alert(4)&gt;" in html
+    assert "&lt;script&gt;alert(3)&lt;/script&gt;" in html
+
+
+def test_the_item_page_has_answers_consent_facts_timeline_and_notes(app, staff, csm):
+    departure = make_departure(app, company="Initech", billing_reason="downgrade")
+    customer = app.test_client()
+    page1 = survey_path(app, departure)
+    submit(customer, page1, {"reason": "switched"})
+    submit(
+        customer,
+        page1 + "/more",
+        {
+            "destination": "competitor",
+            "destination_name": "Globex",
+            "winback_consent": "y",
+            "follow_up": "Cheaper",
+        },
+    )
+    page = f"/review/{departure.public_id}"
+    post(staff, page, f"{page}/assign", {"to_me": "1"})
+    post(staff, page, f"{page}/notes", {"body": "Called them; polite but firm."})
+    html = page_of(staff, page)
+    for shown in (
+        "We found a better alternative",
+        "Globex",
+        "Cheaper",
+        "granted",
+        "downgrade",
+        "Cancelled",
+        "Survey link opened",
+        "Answered the question",
+        "Win-back consent granted (survey)",
+        f"Assigned to {csm.name}",
+        "Called them; polite but firm.",
+        "Casey Csm",
+    ):
+        assert shown in html, shown
+
+
+# --- postmortems ---------------------------------------------------------------------
+
+
+FULL = {
+    "what_happened": "Renewal doubled in price; no one warned them.",
+    "root_causes": ["oversold", "other"],
+    "primary_cause": "oversold",
+    "other_cause": "Champion left",
+    "preventable": "partly",
+    "winback_recommendation": "offer",
+    "lessons": "Warn before renewals.",
+    "action_items-0-text": "Renewal warning 60 days ahead",
+    "action_items-0-team": "customer_success",
+    "action_items-0-owner": "Dana",
+    "action_items-0-due_date": "2026-01-15",
+}
+
+
+def test_a_draft_saves_anything_and_done_needs_the_essentials(app, staff, session):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    draft = post(
+        staff,
+        page,
+        f"{page}/postmortem",
+        {"lessons": "Half a thought", "intent": "save"},
+    )
+    assert draft.status_code == 302
+    assert items(session)[0].status == "in_review"  # work has started
+    refused = post(
+        staff,
+        page,
+        f"{page}/postmortem",
+        {"lessons": "Half a thought", "intent": "finish"},
+    )
+    assert refused.status_code == 422
+    html = refused.get_data(as_text=True)
+    assert "A finished postmortem names its root causes." in html
+    assert "Say whether it was preventable." in html
+    assert "Say what happened before finishing." in html
+    assert "Half a thought" in html  # what was typed stays
+
+    done = post(staff, page, f"{page}/postmortem", FULL | {"intent": "finish"})
+    assert done.status_code == 302
+    session.rollback()
+    postmortem = session.scalar(select(Postmortem))
+    assert postmortem.done_at is not None
+    assert [(c.code, c.is_primary) for c in postmortem.root_causes] == [
+        ("oversold", True),
+        ("other", False),
+    ]
+    [action] = postmortem.action_items
+    assert (action.team, action.owner, str(action.due_date)) == (
+        "customer_success",
+        "Dana",
+        "2026-01-15",
+    )
+    assert items(session)[0].status == "postmortem_done"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"primary_cause": ""}, "Mark exactly one of the chosen root causes"),
+        ({"primary_cause": "poor_fit"}, "Mark exactly one of the chosen root causes"),
+        ({"other_cause": ""}, "Say what the “other” root cause was."),
+        ({"root_causes": ["oversold", "made_up"]}, "is not a valid choice"),
+    ],
+)
+def test_root_causes_need_one_primary_and_other_needs_text(app, staff, change, message):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    refused = post(
+        staff, page, f"{page}/postmortem", FULL | change | {"intent": "save"}
+    )
+    assert refused.status_code == 422
+    assert message in refused.get_data(as_text=True)
+
+
+def test_a_second_editor_is_refused_and_keeps_their_text(app, staff, csm, session):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    post(
+        staff, page, f"{page}/postmortem", {"lessons": "First draft", "intent": "save"}
+    )
+    other = app.test_client()
+    login(other, make_user(app, "admin", name="Olga Other").email)
+    mine = hidden_fields(page_of(staff, page))
+    theirs = hidden_fields(page_of(other, page))
+    assert mine["version"] == theirs["version"] == "1"
+    saved = other.post(
+        f"{page}/postmortem", data=theirs | {"lessons": "Olga's view", "intent": "save"}
+    )
+    assert saved.status_code == 302
+    refused = staff.post(
+        f"{page}/postmortem", data=mine | {"lessons": "Casey's view", "intent": "save"}
+    )
+    assert refused.status_code == 409
+    html = refused.get_data(as_text=True)
+    assert "Changed by Olga Other at" in html
+    assert "Casey&#39;s view" in html  # kept, to re-apply
+    session.rollback()
+    assert session.scalar(select(Postmortem.lessons)) == "Olga's view"
+
+
+def test_closed_reopens_and_nothing_else_after_done(app, staff, session):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    post(staff, page, f"{page}/postmortem", FULL | {"intent": "finish"})
+    post(staff, page, f"{page}/status", {"status": "closed"})
+    assert items(session)[0].status == "closed"
+    refused = post(staff, page, f"{page}/status", {"status": "new"}, follow=True)
+    assert "cannot move to “New”" in refused.get_data(as_text=True)
+    post(staff, page, f"{page}/status", {"status": "in_review"})
+    assert items(session)[0].status == "in_review"
+
+
+# --- action items ----------------------------------------------------------
+
+
+def test_open_action_items_overdue_first_and_marking_done(app, staff, clock, session):
+    late, soon = answered(app, company="Late Co"), answered(app, company="Soon Co")
+    today = clock().date()
+    for departure, due, team in (
+        (soon, today + timedelta(days=10), "product"),
+        (late, today - timedelta(days=3), "support"),
+    ):
+        page = f"/review/{departure.public_id}"
+        post(
+            staff,
+            page,
+            f"{page}/postmortem",
+            FULL
+            | {
+                "action_items-0-text": f"Fix for {departure.company}",
+                "action_items-0-team": team,
+                "action_items-0-due_date": due.isoformat(),
+                "intent": "save",
+            },
+        )
+    html = page_of(staff, "/review/actions")
+    assert html.index("Fix for Late Co") < html.index("Fix for Soon Co")
+    assert "overdue" in html
+    action_id = re.search(r'action="/review/actions/(\d+)/done"', html).group(1)
+    staff.post(
+        f"/review/actions/{action_id}/done", data={"csrf_token": csrf_token(html)}
+    )
+    html = page_of(staff, "/review/actions")
+    assert "Fix for Late Co" not in html and "Fix for Soon Co" in html
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(Postmortem)) == 2
