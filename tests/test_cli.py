@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -9,7 +10,7 @@ from sqlalchemy import func, select
 from survey.api.auth import ApiToken
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
-from tests.factories import auth
+from tests.factories import auth, login
 
 HEADER = (
     "external_id,company,contact_name,contact_email,plan,mrr_cents,currency,segment,"
@@ -159,6 +160,22 @@ def test_demo_fills_an_empty_database_once_and_prints_two_links(runner, session)
     second = runner.invoke(args=["demo"])
     assert second.exit_code == 0
     assert count(session, Departure) == filled
+
+
+def test_demo_prints_an_admin_who_can_sign_in_and_finds_a_queue(runner, client):
+    printed = runner.invoke(args=["demo"]).stdout
+    email = re.search(r"email:\s+(\S+)", printed).group(1)
+    password = re.search(r"password:\s+(\S+)", printed).group(1)
+    assert login(client, email, password).headers["Location"] == "/review"
+    queue = client.get("/review").get_data(as_text=True)
+    assert queue.count('<input type="checkbox" name="items"') >= 5
+    # Each run gives a new password; the old one stops working.
+    runner.invoke(args=["demo"])
+    assert login(app_client(client), email, password).status_code == 200
+
+
+def app_client(client):
+    return client.application.test_client()
 
 
 def test_outbox_send_once_drains_and_exits(runner, app, session):

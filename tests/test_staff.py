@@ -137,6 +137,14 @@ def test_signing_in_and_out(app, client):
     assert other.get("/account").status_code == 302
 
 
+def test_the_session_cookie_is_http_only_and_same_site(app, client):
+    user = make_user(app, "csm")
+    response = login(client, user.email)
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+
+
 def test_the_session_changes_at_sign_in(app, client):
     user = make_user(app, "csm")
     page = client.get("/login").get_data(as_text=True)
