@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
@@ -29,3 +30,13 @@ def withdraw_url(public_id: str) -> str:
     """Return a departure's signed "don't contact me" link."""
     token = tokens.make_token(tokens.WITHDRAW_CONSENT, public_id)
     return external_url("public.withdraw", token=token)
+
+
+def withdraw_url_maker() -> Callable[[str], str]:
+    """Return a fast ``withdraw_url`` for many departures (exports)."""
+    make_token = tokens.token_maker(tokens.WITHDRAW_CONSENT)
+    placeholder = "-"
+    prefix = external_url("public.withdraw", token=placeholder).removesuffix(
+        placeholder
+    )
+    return lambda public_id: prefix + make_token(public_id)

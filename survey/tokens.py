@@ -8,6 +8,7 @@ is listed there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
@@ -19,7 +20,7 @@ from itsdangerous import (
     TimestampSigner,
     URLSafeTimedSerializer,
 )
-from itsdangerous.encoding import base64_decode, base64_encode
+from itsdangerous.encoding import base64_decode, base64_encode, int_to_bytes
 
 from survey import clock
 
@@ -45,10 +46,22 @@ class TokenExpired(TokenError):
 
 
 class _ClockSigner(TimestampSigner):
-    """A signer that reads the app's (injectable) clock instead of ``time``."""
+    """A signer that reads the app's (injectable) clock instead of ``time``.
+
+    It also remembers each key it derives (an HMAC of the salt), which
+    itsdangerous recomputes for every token: an export signs one per row.
+    """
 
     def get_timestamp(self) -> int:
         return int(clock.now().timestamp())
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        derived: dict[str | bytes | None, bytes] = self.__dict__.setdefault(
+            "_derived", {}
+        )
+        if secret_key not in derived:
+            derived[secret_key] = super().derive_key(secret_key)
+        return derived[secret_key]
 
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
@@ -63,6 +76,26 @@ def _cached_serializer(keys: tuple[str, ...], salt: str) -> URLSafeTimedSerializ
     # Building one costs more than checking a token: reuse it while the keys
     # stay the same. It keeps no state between calls; the clock is read on use.
     return URLSafeTimedSerializer(list(keys), salt=salt, signer=_ClockSigner)
+
+
+def token_maker(purpose: str) -> Callable[[str], str]:
+    """Return a function making ``purpose`` tokens quickly, for many ids at once.
+
+    The very tokens ``make_token`` makes at this second (an export signs one
+    per row): one signer, one timestamp, and no compression attempt, which
+    never shortens a payload as small as a public id.
+    """
+    serializer = _serializer(purpose)
+    signer = serializer.make_signer(_SALTS[purpose])
+    assert isinstance(signer, TimestampSigner)
+    stamped = signer.sep + base64_encode(int_to_bytes(signer.get_timestamp()))
+
+    def make(public_id: str) -> str:
+        payload = base64_encode(serializer.serializer.dumps(public_id).encode())
+        value = payload + stamped
+        return (value + signer.sep + signer.get_signature(value)).decode()
+
+    return make
 
 
 def max_age(purpose: str) -> timedelta:

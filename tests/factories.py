@@ -122,3 +122,23 @@ def login(
 ) -> Any:
     """Sign in through the login form, like a browser."""
     return submit(client, "/login", {"email": email, "password": password, **extra})
+
+
+def make_consenting(app: Flask, reason: str = "switched", **fields: Any) -> Departure:
+    """Record a departure whose contact answered and said yes to being won back."""
+    from survey.consent import consent_wording, record_consent
+    from survey.public.service import submit_reason
+
+    departure = make_departure(app, **fields)
+    with app.app_context(), db.write_session() as session:
+        departure = session.merge(departure)
+        submit_reason(session, departure.id, reason, None)
+        record_consent(
+            session,
+            departure,
+            granted=True,
+            channel="survey",
+            wording=consent_wording(),
+        )
+        session.commit()
+        return departure

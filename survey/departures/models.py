@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, CheckConstraint, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from survey.db import Base, Str80, Str320, new_public_id
@@ -26,6 +26,8 @@ class Departure(Base):
             "source IN ({})".format(", ".join(f"'{s}'" for s in DEPARTURE_SOURCES)),
             name="source_known",
         ),
+        # Finding a person's departures: erasure, export, win-back.
+        Index("ix_departures_contact_email", "contact_email"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -55,6 +57,8 @@ class Departure(Base):
     first_opened_at: Mapped[datetime | None]
     #: Last time a fresh link was sent after the old one expired.
     fresh_link_sent_at: Mapped[datetime | None]
+    #: When the contact's personal data was erased (their links then answer 410).
+    erased_at: Mapped[datetime | None]
 
     response: Mapped[Response | None] = relationship(
         back_populates="departure", uselist=False, lazy="raise"

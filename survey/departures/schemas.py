@@ -58,7 +58,8 @@ _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
-def _parse_timestamp(value: Any) -> datetime | None:
+def parse_timestamp(value: Any) -> datetime | None:
+    """Read an ISO 8601 time (UTC when it has no zone); raise ValueError."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):  # built in Python (demo data, tests)
@@ -105,7 +106,7 @@ class DepartureIn(BaseModel):
     mrr_cents: int | None = Field(default=0, ge=0, le=_MAX_MRR_CENTS)
     currency: str | None = "USD"
     segment: Text80
-    cancelled_at: Annotated[datetime | None, PlainValidator(_parse_timestamp)] = None
+    cancelled_at: Annotated[datetime | None, PlainValidator(parse_timestamp)] = None
     locale: str | None = Field(default=None, max_length=35)
     csm_email: str | None = Field(default=None, max_length=320)
     billing_reason: str | None = Field(default=None, max_length=2000)

@@ -1,0 +1,82 @@
+"""GET /api/v1/winback/contacts (JSON pages) and /contacts.csv (the whole list)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from flask import Response, g, jsonify, request, stream_with_context
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from survey import clock, db, winback
+from survey.api import bp
+from survey.api.auth import require_scope
+from survey.errors import InvalidInput
+
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        message = f"Give a whole number from 1 to {MAX_LIMIT}."
+        raise InvalidInput("The limit is not valid.", {"limit": [message]})
+    return int(raw)
+
+
+@bp.get("/winback/contacts")
+@require_scope("winback:read")
+def winback_contacts() -> WerkzeugResponse:
+    """One page of consenting contacts; ``next_cursor`` is null on the last."""
+    wanted = winback.filter_from_args(request.args)
+    session = db.session()
+    result = winback.page(session, wanted, request.args.get("cursor"), _limit())
+    winback.record_export(
+        session,
+        actor_id=None,
+        token_name=g.api_token.name,
+        wanted=wanted,
+        rows=len(result.contacts),
+        finished=True,
+        format="json",
+    )
+    session.commit()
+    return jsonify(contacts=result.contacts, next_cursor=result.next_cursor)
+
+
+def csv_response(
+    wanted: winback.WinbackFilter, *, actor_id: int | None, token_name: str | None
+) -> Response:
+    """Stream the whole list as a CSV download, and audit it when done."""
+    reader = db.new_session()
+
+    def done(rows: int, finished: bool) -> None:
+        reader.close()
+        with db.write_session() as writer:
+            winback.record_export(
+                writer,
+                actor_id=actor_id,
+                token_name=token_name,
+                wanted=wanted,
+                rows=rows,
+                finished=finished,
+                format="csv",
+            )
+            writer.commit()
+
+    stamp = clock.now().astimezone(UTC).strftime("%Y%m%d-%H%M")
+    return Response(
+        stream_with_context(winback.csv_lines(reader, wanted, done)),
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="winback-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@bp.get("/winback/contacts.csv")
+@require_scope("winback:read")
+def winback_contacts_csv() -> Response:
+    """The whole list as CSV, streamed."""
+    wanted = winback.filter_from_args(request.args)
+    return csv_response(wanted, actor_id=None, token_name=g.api_token.name)

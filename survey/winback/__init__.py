@@ -1,0 +1,307 @@
+"""The win-back list: contacts who said yes and have not taken it back.
+
+One query decides who is on the list (``eligible``); the JSON API, the CSV
+export and the staff page all use it. A contact is listed for a departure
+only when that departure's latest consent event is *granted*, the person has
+not withdrawn since through any of their departures, their data is not
+erased, and the postmortem does not say ``do_not_contact``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from survey import audit, links
+from survey.consent import ConsentEvent
+from survey.departures.models import Departure
+from survey.departures.schemas import parse_timestamp
+from survey.errors import InvalidInput
+from survey.public.models import Response
+from survey.review.models import Postmortem
+from survey.vocabulary import REASONS
+
+log = logging.getLogger(__name__)
+
+#: The columns of a win-back row, in CSV order.
+COLUMNS = (
+    "contact_email",
+    "contact_name",
+    "company",
+    "plan",
+    "segment",
+    "mrr_cents",
+    "currency",
+    "primary_reason",
+    "postmortem_recommendation",
+    "consented_at",
+    "consent_wording_version",
+    "unsubscribe_url",
+)
+
+#: Rows fetched from the database at a time while streaming.
+BATCH = 2_000
+
+
+@dataclass(frozen=True)
+class WinbackFilter:
+    """The list's filters; ``since``/``until`` bound the time consent was given."""
+
+    reason: str | None = None
+    segment: str | None = None
+    plan: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    distinct_email: bool = False
+
+    def as_audit(self) -> dict[str, Any]:
+        """Return the filters for the audit log (JSON-friendly, set ones only)."""
+        return {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in asdict(self).items()
+            if value not in (None, False)
+        }
+
+
+def eligible(wanted: WinbackFilter, after: int | None = None) -> Select[Any]:
+    """Return the query of listed contacts, ordered by their consent event's id."""
+    later = aliased(ConsentEvent)
+    withdrawn = aliased(ConsentEvent)
+    same_person = aliased(Departure)
+    query: Select[Any] = (
+        select(  # type: ignore[assignment]
+            ConsentEvent.id.label("cursor"),
+            ConsentEvent.created_at.label("consented_at"),
+            ConsentEvent.wording_version.label("consent_wording_version"),
+            Departure.id.label("departure_id"),
+            Departure.public_id,
+            Departure.contact_email,
+            Departure.contact_name,
+            Departure.company,
+            Departure.plan,
+            Departure.segment,
+            Departure.mrr_cents,
+            Departure.currency,
+            Departure.cancelled_at,
+            Response.reason.label("primary_reason"),
+            Postmortem.winback_recommendation.label("postmortem_recommendation"),
+        )
+        .join(Departure, Departure.id == ConsentEvent.departure_id)
+        .outerjoin(Response, Response.departure_id == Departure.id)
+        .outerjoin(Postmortem, Postmortem.departure_id == Departure.id)
+        .where(
+            ConsentEvent.action == "granted",
+            Departure.erased_at.is_(None),
+            # The departure's latest event: nothing after this grant.
+            ~select(later.id)
+            .where(
+                later.departure_id == ConsentEvent.departure_id,
+                later.id > ConsentEvent.id,
+            )
+            .exists(),
+            # Nor a withdrawal since, through another departure of the person.
+            ~select(withdrawn.id)
+            .join(same_person, same_person.id == withdrawn.departure_id)
+            .where(
+                same_person.contact_email == Departure.contact_email,
+                withdrawn.action == "withdrawn",
+                withdrawn.id > ConsentEvent.id,
+            )
+            .exists(),
+            or_(
+                Postmortem.winback_recommendation.is_(None),
+                Postmortem.winback_recommendation != "do_not_contact",
+            ),
+        )
+    )
+    if wanted.reason:
+        query = query.where(Response.reason == wanted.reason)
+    if wanted.segment:
+        query = query.where(Departure.segment == wanted.segment)
+    if wanted.plan:
+        query = query.where(Departure.plan == wanted.plan)
+    if wanted.since:
+        query = query.where(ConsentEvent.created_at >= wanted.since)
+    if wanted.until:
+        query = query.where(ConsentEvent.created_at < wanted.until)
+    if wanted.distinct_email:
+        # One row per address: the latest departure among the listed ones.
+        ranked = query.add_columns(
+            func.row_number()
+            .over(
+                partition_by=Departure.contact_email,
+                order_by=(Departure.cancelled_at.desc(), Departure.id.desc()),
+            )
+            .label("rank")
+        ).subquery()
+        query = select(*(column for column in ranked.c if column.name != "rank"))
+        query = query.where(ranked.c.rank == 1)
+        cursor_column: Any = ranked.c.cursor
+    else:
+        cursor_column = ConsentEvent.id
+    if after is not None:
+        query = query.where(cursor_column > after)
+    return query.order_by(cursor_column)
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def row_dict(row: Any, unsubscribe_url: Callable[[str], str]) -> dict[str, Any]:
+    """Return one listed contact as the API and the CSV show it."""
+    return {
+        "contact_email": row.contact_email,
+        "contact_name": row.contact_name,
+        "company": row.company,
+        "plan": row.plan,
+        "segment": row.segment,
+        "mrr_cents": row.mrr_cents,
+        "currency": row.currency,
+        "primary_reason": row.primary_reason,
+        "postmortem_recommendation": row.postmortem_recommendation,
+        "consented_at": _iso(row.consented_at),
+        "consent_wording_version": row.consent_wording_version,
+        "unsubscribe_url": unsubscribe_url(row.public_id),
+    }
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the list, and the cursor of the next (None on the last)."""
+
+    contacts: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    """Return the position a cursor stands for; raise InvalidInput if damaged."""
+    if not cursor:
+        return None
+    if not cursor.isdigit() or len(cursor) > 18:
+        raise InvalidInput(
+            "The cursor is not valid.", {"cursor": ["Not a valid cursor."]}
+        )
+    return int(cursor)
+
+
+def page(
+    session: Session, wanted: WinbackFilter, cursor: str | None, limit: int
+) -> Page:
+    """Return one page of listed contacts after ``cursor``."""
+    query = eligible(wanted, parse_cursor(cursor)).limit(limit + 1)
+    rows = session.execute(query).all()
+    make_url = links.withdraw_url_maker()
+    contacts = [row_dict(row, make_url) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page(contacts, str(rows[limit - 1].cursor) if more else None)
+
+
+# --- CSV ----------------------------------------------------------------------------
+
+#: A cell starting with one of these is a formula to a spreadsheet.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize(value: Any) -> Any:
+    """Make a cell inert in spreadsheets: a leading ' before formula starters.
+
+    Numbers stay numbers; every text cell is checked, whoever typed it.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_lines(
+    session: Session,
+    wanted: WinbackFilter,
+    on_done: Callable[[int, bool], None],
+) -> Iterator[str]:
+    """Yield the list as CSV, a batch of rows at a time, in constant memory.
+
+    Rows stream from a server-side cursor (``yield_per``). ``on_done`` gets
+    the row count and whether the export finished, also when the client
+    went away midway.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    make_url = links.withdraw_url_maker()
+    count, finished = 0, False
+    try:
+        yield buffer.getvalue()
+        result = session.execute(
+            eligible(wanted), execution_options={"yield_per": BATCH}
+        )
+        for rows in result.partitions():
+            buffer.seek(0)
+            buffer.truncate()
+            for row in rows:
+                record = row_dict(row, make_url)
+                writer.writerow([neutralize(record[name]) for name in COLUMNS])
+            count += len(rows)
+            yield buffer.getvalue()
+        finished = True
+    finally:
+        on_done(count, finished)
+
+
+def record_export(
+    session: Session,
+    *,
+    actor_id: int | None,
+    token_name: str | None,
+    wanted: WinbackFilter,
+    rows: int,
+    finished: bool,
+    format: str,
+) -> None:
+    """Write the audit entry of an export: who, filters, how many rows."""
+    audit.record(
+        session,
+        "winback.export",
+        actor_id=actor_id,
+        token=token_name,
+        filters=wanted.as_audit(),
+        rows=rows,
+        finished=finished,
+        format=format,
+    )
+    log.info("win-back export (%s): %d rows, finished=%s", format, rows, finished)
+
+
+def filter_from_args(args: Any) -> WinbackFilter:
+    """Read the list's filters from a query string; raise InvalidInput per field."""
+    problems: dict[str, list[str]] = {}
+    reason = (args.get("reason") or "").strip() or None
+    if reason and reason not in REASONS:
+        problems["reason"] = [f"Unknown reason code; use one of {', '.join(REASONS)}."]
+    bounds: dict[str, datetime | None] = {}
+    for name in ("since", "until"):
+        raw = (args.get(name) or "").strip()
+        try:
+            bounds[name] = parse_timestamp(raw) if raw else None
+        except ValueError as exc:
+            problems[name] = [str(exc)]
+    distinct = (args.get("distinct") or "").strip()
+    if distinct not in ("", "email"):
+        problems["distinct"] = ["Use distinct=email, or leave it out."]
+    if problems:
+        raise InvalidInput("The filters are not valid.", problems)
+    return WinbackFilter(
+        reason=reason,
+        segment=(args.get("segment") or "").strip() or None,
+        plan=(args.get("plan") or "").strip() or None,
+        since=bounds["since"],
+        until=bounds["until"],
+        distinct_email=distinct == "email",
+    )

@@ -1,0 +1,273 @@
+"""The win-back list: who is on it, pages, CSV, scopes, formula cells, memory."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from sqlalchemy import select, update
+
+from survey import db
+from survey.audit import AuditEvent
+from survey.departures.models import Departure
+from tests.factories import (
+    auth,
+    hidden_fields,
+    login,
+    make_consenting,
+    make_departure,
+    make_token,
+    make_user,
+    submit,
+    survey_path,
+    withdraw_path,
+)
+
+
+@pytest.fixture
+def reader(app):
+    return auth(make_token(app, "winback:read"))
+
+
+def listed(client, reader, **filters) -> list[str]:
+    """Return the addresses on the list, following every page."""
+    emails, cursor = [], None
+    while True:
+        query = filters | ({"cursor": cursor} if cursor else {})
+        body = client.get(
+            "/api/v1/winback/contacts", query_string=query, headers=reader
+        )
+        assert body.status_code == 200, body.get_json()
+        data = body.get_json()
+        emails += [row["contact_email"] for row in data["contacts"]]
+        cursor = data["next_cursor"]
+        if cursor is None:
+            return emails
+
+
+def test_a_row_has_every_field_and_a_working_unsubscribe_link(app, client, reader):
+    departure = make_consenting(
+        app,
+        reason="too_expensive",
+        company="Acme",
+        contact_name="Ada",
+        contact_email="ada@acme.example",
+        plan="growth",
+        segment="smb",
+        mrr_cents=12_300,
+        currency="EUR",
+    )
+    [row] = client.get("/api/v1/winback/contacts", headers=reader).get_json()[
+        "contacts"
+    ]
+    assert row | {"consented_at": None, "unsubscribe_url": None} == {
+        "contact_email": "ada@acme.example",
+        "contact_name": "Ada",
+        "company": "Acme",
+        "plan": "growth",
+        "segment": "smb",
+        "mrr_cents": 12_300,
+        "currency": "EUR",
+        "primary_reason": "too_expensive",
+        "postmortem_recommendation": None,
+        "consented_at": None,
+        "consent_wording_version": row["consent_wording_version"],
+        "unsubscribe_url": None,
+    }
+    assert row["consented_at"].endswith("Z")
+    assert row["unsubscribe_url"] == "http://survey.test" + withdraw_path(
+        app, departure
+    )
+    # One click shows a confirmation; the POST withdraws.
+    page = client.get(withdraw_path(app, departure))
+    assert page.status_code == 200
+    assert listed(client, reader) == ["ada@acme.example"]
+    submit(client, withdraw_path(app, departure), {})
+    assert listed(client, reader) == []
+
+
+def test_consent_over_time_decides(app, client, reader):
+    never = make_departure(app, contact_email="never@x.example")
+    survey_no = make_consenting(app, contact_email="survey@x.example")
+    link_no = make_consenting(app, contact_email="link@x.example")
+    back = make_consenting(app, contact_email="back@x.example")
+    assert sorted(listed(client, reader)) == [
+        "back@x.example",
+        "link@x.example",
+        "survey@x.example",
+    ]
+    # Withdrawn on the survey page (the box unticked)...
+    submit(client, survey_path(app, survey_no) + "/more", {"details": "no thanks"})
+    # ...and through the one-click link.
+    submit(client, withdraw_path(app, link_no), {})
+    submit(client, withdraw_path(app, back), {})
+    assert listed(client, reader) == []
+    # Re-granted on the survey page: back on the list.
+    submit(client, survey_path(app, back) + "/more", {"winback_consent": "y"})
+    assert listed(client, reader) == ["back@x.example"]
+    del never
+
+
+def test_a_withdrawal_through_another_departure_of_the_person_counts(
+    app, client, reader
+):
+    make_consenting(app, contact_email="twice@x.example", external_id="first")
+    second = make_consenting(app, contact_email="twice@x.example", external_id="second")
+    assert listed(client, reader) == ["twice@x.example", "twice@x.example"]
+    assert listed(client, reader, distinct="email") == ["twice@x.example"]
+    submit(client, withdraw_path(app, second), {})
+    assert listed(client, reader) == []
+
+
+def test_distinct_email_keeps_the_latest_departure(app, client, reader):
+    make_consenting(
+        app,
+        contact_email="p@x.example",
+        plan="old",
+        cancelled_at="2026-01-01T00:00:00Z",
+    )
+    make_consenting(
+        app,
+        contact_email="p@x.example",
+        plan="new",
+        cancelled_at="2026-06-01T00:00:00Z",
+    )
+    rows = client.get(
+        "/api/v1/winback/contacts?distinct=email", headers=reader
+    ).get_json()["contacts"]
+    assert [row["plan"] for row in rows] == ["new"]
+
+
+def test_do_not_contact_takes_a_contact_off_the_list(app, client, reader):
+    departure = make_consenting(app)
+    staff = app.test_client()
+    login(staff, make_user(app, "csm").email)
+    page = f"/review/{departure.public_id}"
+    html = staff.get(page).get_data(as_text=True)
+    staff.post(
+        f"{page}/postmortem",
+        data=hidden_fields(html)
+        | {"winback_recommendation": "do_not_contact", "intent": "save"},
+    )
+    assert listed(client, reader) == []
+    html = staff.get(page).get_data(as_text=True)
+    staff.post(
+        f"{page}/postmortem",
+        data=hidden_fields(html)
+        | {"winback_recommendation": "offer", "intent": "save"},
+    )
+    [row] = client.get("/api/v1/winback/contacts", headers=reader).get_json()[
+        "contacts"
+    ]
+    assert row["postmortem_recommendation"] == "offer"
+
+
+def test_filters(app, client, reader, clock):
+    make_consenting(
+        app,
+        reason="too_expensive",
+        segment="smb",
+        plan="a",
+        contact_email="a@x.example",
+    )
+    clock.advance(days=2)
+    make_consenting(
+        app,
+        reason="switched",
+        segment="enterprise",
+        plan="b",
+        contact_email="b@x.example",
+    )
+    assert listed(client, reader, reason="switched") == ["b@x.example"]
+    assert listed(client, reader, segment="smb") == ["a@x.example"]
+    assert listed(client, reader, plan="b") == ["b@x.example"]
+    since = (clock() - __import__("datetime").timedelta(days=1)).isoformat()
+    assert listed(client, reader, since=since) == ["b@x.example"]
+    assert listed(client, reader, until=since) == ["a@x.example"]
+    bad = client.get("/api/v1/winback/contacts?reason=nope&since=soon", headers=reader)
+    assert bad.status_code == 422
+    assert set(bad.get_json()["fields"]) == {"reason", "since"}
+
+
+def test_1001_contacts_page_by_page_each_exactly_once(app, client, reader):
+    from survey import db
+    from survey.consent import consent_wording, record_consent
+    from survey.departures.schemas import DepartureIn
+    from survey.departures.service import record_departure
+
+    with app.app_context(), db.write_session() as session:
+        for number in range(1001):
+            departure, _ = record_departure(
+                session,
+                DepartureIn(
+                    external_id=f"w{number}", contact_email=f"c{number}@x.example"
+                ),
+                source="api",
+            )
+            record_consent(
+                session,
+                departure,
+                granted=True,
+                channel="survey",
+                wording=consent_wording(),
+            )
+        session.commit()
+    pages, cursor, emails = 0, None, []
+    while True:
+        query = {"limit": 100} | ({"cursor": cursor} if cursor else {})
+        data = client.get(
+            "/api/v1/winback/contacts", query_string=query, headers=reader
+        ).get_json()
+        emails += [row["contact_email"] for row in data["contacts"]]
+        pages += 1
+        cursor = data["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 11
+    assert len(emails) == len(set(emails)) == 1001
+
+
+def test_scopes(app, client):
+    assert client.get("/api/v1/winback/contacts").status_code == 401
+    other = auth(make_token(app, "responses:read", "departures:write"))
+    assert client.get("/api/v1/winback/contacts", headers=other).status_code == 403
+    assert client.get("/api/v1/winback/contacts.csv", headers=other).status_code == 403
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_cells_that_look_like_formulas_are_neutralized(app, client, reader, start):
+    departure = make_consenting(app)
+    # Stored as is (input is trimmed, but older or imported rows may not be).
+    with app.app_context(), db.write_session() as session:
+        session.execute(
+            update(Departure)
+            .where(Departure.id == departure.id)
+            .values(contact_name=f"{start}HYPERLINK(1)", company=f"{start}cmd|calc")
+        )
+        session.commit()
+    response = client.get("/api/v1/winback/contacts.csv", headers=reader)
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    [row] = list(
+        csv.DictReader(io.StringIO(response.get_data(as_text=True), newline=""))
+    )
+    assert row["contact_name"] == f"'{start}HYPERLINK(1)"
+    assert row["company"] == f"'{start}cmd|calc"
+
+
+def test_every_export_is_audited_with_who_filters_and_rows(
+    app, client, reader, session
+):
+    make_consenting(app, segment="smb")
+    make_consenting(app, segment="smb")
+    client.get("/api/v1/winback/contacts.csv?segment=smb", headers=reader).get_data()
+    session.rollback()
+    [event] = session.scalars(
+        select(AuditEvent).where(AuditEvent.kind == "winback.export")
+    ).all()
+    assert event.detail["filters"] == {"segment": "smb"}
+    assert event.detail["rows"] == 2
+    assert event.detail["finished"] is True
+    assert event.detail["format"] == "csv"
+    assert event.detail["token"]
