@@ -70,6 +70,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from survey.review import views as review
     from survey.staff import admin as staff_admin
     from survey.staff import views as staff
+    from survey.winback import views as winback
 
     staff.init_app(app)
     review.init_app(app)
@@ -77,6 +78,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(staff.bp)
     app.register_blueprint(staff_admin.bp)
     app.register_blueprint(review.bp)
+    app.register_blueprint(winback.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # token-authenticated; no cookies involved

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import CheckConstraint, ForeignKey, String, Text, event, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from survey import clock
+from survey import audit, clock
 from survey.db import Base
 from survey.i18n import gettext
 
@@ -126,3 +126,26 @@ def record_consent(
     db.flush()
     log.info("consent %s for departure %s via %s", wanted, departure.public_id, channel)
     return consent_event
+
+
+def staff_withdrawal(
+    db: Session, departure: Departure, *, note: str, actor_id: int
+) -> ConsentEvent | None:
+    """Withdraw consent for a customer who asked in writing; the note says where."""
+    event = record_consent(
+        db,
+        departure,
+        granted=False,
+        channel="staff",
+        wording="Withdrawn by staff at the customer's written request.",
+        note=note.strip(),
+    )
+    if event is not None:
+        audit.record(
+            db,
+            "consent.withdrawn_by_staff",
+            actor_id=actor_id,
+            departure_id=departure.id,
+            consent_event_id=event.id,
+        )
+    return event

@@ -34,6 +34,9 @@ ROUTES: dict[tuple[str, str], set[str]] = {
     ("POST", "/review/{item}/status"): REVIEWERS,
     ("POST", "/review/{item}/notes"): REVIEWERS,
     ("POST", "/review/{item}/postmortem"): REVIEWERS,
+    ("POST", "/review/{item}/consent"): REVIEWERS,
+    ("GET", "/winback"): {"admin", "marketing"},
+    ("GET", "/winback/contacts.csv"): {"admin", "marketing"},
 }
 
 #: Open to all: signing in and out.
@@ -44,7 +47,7 @@ PLACEHOLDERS = {"public_id": "{item}", "action_id": "{action}", "user_id": "{use
 def test_every_staff_url_is_in_the_table(app):
     found = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint.split(".")[0] not in {"staff", "admin", "review"}:
+        if rule.endpoint.split(".")[0] not in {"staff", "admin", "review", "winback"}:
             continue
         if rule.endpoint in PUBLIC_STAFF_ENDPOINTS:
             continue
@@ -117,7 +120,10 @@ def test_a_post_without_the_csrf_token_is_refused(app, world):
     assert response.status_code == 400
 
 
-@pytest.mark.parametrize(("role", "home"), [("admin", "/review"), ("csm", "/review")])
+@pytest.mark.parametrize(
+    ("role", "home"),
+    [("admin", "/review"), ("csm", "/review"), ("marketing", "/winback")],
+)
 def test_each_role_lands_on_its_page(app, role, home):
     client = app.test_client()
     assert login(client, make_user(app, role).email).headers["Location"] == home

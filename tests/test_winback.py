@@ -139,6 +139,44 @@ def test_distinct_email_keeps_the_latest_departure(app, client, reader):
     assert [row["plan"] for row in rows] == ["new"]
 
 
+def test_staff_withdraw_on_written_request_with_a_note(app, client, reader, session):
+    departure = make_consenting(app, contact_email="asked@x.example")
+    staff = app.test_client()
+    login(staff, make_user(app, "csm").email)
+    page = f"/review/{departure.public_id}"
+    html = staff.get(page).get_data(as_text=True)
+    refused = staff.post(f"{page}/consent", data=hidden_fields(html) | {"note": ""})
+    assert refused.status_code == 422
+    assert listed(client, reader) == ["asked@x.example"]
+    staff.post(
+        f"{page}/consent",
+        data=hidden_fields(html) | {"note": "Email of 3 March asking us to stop"},
+    )
+    assert listed(client, reader) == []
+    html = staff.get(page).get_data(as_text=True)
+    assert "withdrawn through staff" in html
+    assert "Email of 3 March asking us to stop" in html
+    status = client.get(
+        f"/api/v1/departures/{departure.public_id}",
+        headers=auth(make_token(app, "responses:read")),
+    ).get_json()["consent"]
+    assert status["state"] == "withdrawn" and status["since"]
+
+
+def test_marketing_sees_the_list_and_downloads_it(app):
+    make_consenting(app, contact_email="m@x.example", company="=SUM(A1)")
+    marketing = app.test_client()
+    login(marketing, make_user(app, "marketing").email)
+    html = marketing.get("/winback").get_data(as_text=True)
+    assert "m@x.example" in html
+    assert "Download the whole list as CSV" in html
+    download = marketing.get("/winback/contacts.csv")
+    assert download.status_code == 200
+    assert "attachment" in download.headers["Content-Disposition"]
+    assert "'=SUM(A1)" in download.get_data(as_text=True)
+    assert marketing.get("/review").status_code == 403
+
+
 def test_do_not_contact_takes_a_contact_off_the_list(app, client, reader):
     departure = make_consenting(app)
     staff = app.test_client()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
-from flask import Response, g, jsonify, request, stream_with_context
+from flask import Response, g, jsonify, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from survey import clock, db, winback
+from survey import db, winback
 from survey.api import bp
 from survey.api.auth import require_scope
 from survey.errors import InvalidInput
@@ -43,40 +41,9 @@ def winback_contacts() -> WerkzeugResponse:
     return jsonify(contacts=result.contacts, next_cursor=result.next_cursor)
 
 
-def csv_response(
-    wanted: winback.WinbackFilter, *, actor_id: int | None, token_name: str | None
-) -> Response:
-    """Stream the whole list as a CSV download, and audit it when done."""
-    reader = db.new_session()
-
-    def done(rows: int, finished: bool) -> None:
-        reader.close()
-        with db.write_session() as writer:
-            winback.record_export(
-                writer,
-                actor_id=actor_id,
-                token_name=token_name,
-                wanted=wanted,
-                rows=rows,
-                finished=finished,
-                format="csv",
-            )
-            writer.commit()
-
-    stamp = clock.now().astimezone(UTC).strftime("%Y%m%d-%H%M")
-    return Response(
-        stream_with_context(winback.csv_lines(reader, wanted, done)),
-        mimetype="text/csv",
-        headers={
-            "Content-Disposition": f'attachment; filename="winback-{stamp}.csv"',
-            "Cache-Control": "no-store",
-        },
-    )
-
-
 @bp.get("/winback/contacts.csv")
 @require_scope("winback:read")
 def winback_contacts_csv() -> Response:
     """The whole list as CSV, streamed."""
     wanted = winback.filter_from_args(request.args)
-    return csv_response(wanted, actor_id=None, token_name=g.api_token.name)
+    return winback.csv_download(wanted, actor_id=None, token_name=g.api_token.name)

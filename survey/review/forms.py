@@ -109,6 +109,15 @@ class NoteForm(FlaskForm):  # type: ignore[misc]
     body = TextAreaField("Add a note", validators=[InputRequired(), Length(max=10_000)])
 
 
+class ConsentWithdrawalForm(FlaskForm):  # type: ignore[misc]
+    """Withdraw win-back consent for the customer, on their written request."""
+
+    note = TextAreaField(
+        "The customer's request (where and when they asked)",
+        validators=[InputRequired(), Length(min=5, max=2000)],
+    )
+
+
 class ActionItemForm(Form):  # type: ignore[misc]
     """One row of action items (a sub-form: the outer form carries the CSRF token)."""
 

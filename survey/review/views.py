@@ -17,13 +17,14 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms import SelectChoice
 
 from survey import clock, db
-from survey.consent import ConsentEvent, current_consent
+from survey.consent import ConsentEvent, current_consent, staff_withdrawal
 from survey.errors import InvalidInput, NotFound
 from survey.public.service import find_response
 from survey.review import notes, postmortems, queue
 from survey.review.forms import (
     AssignForm,
     BulkForm,
+    ConsentWithdrawalForm,
     NoteForm,
     PostmortemForm,
     QueueFilterForm,
@@ -214,6 +215,7 @@ def _render_item(
     *,
     postmortem_form: PostmortemForm | None = None,
     note_form: NoteForm | None = None,
+    consent_form: ConsentWithdrawalForm | None = None,
     status: int = 200,
 ) -> tuple[str, int]:
     session = db.session()
@@ -249,6 +251,7 @@ def _render_item(
             postmortem=postmortem,
             form=postmortem_form or _postmortem_form(postmortem),
             note_form=note_form or NoteForm(),
+            consent_form=consent_form or ConsentWithdrawalForm(),
             notes=notes.notes_for(session, departure.id),
             events=timeline(session, departure, response),
             assign_form=assign_form,
@@ -321,6 +324,23 @@ def add_note(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     )
     session.commit()
     return redirect(url_for(".item", public_id=public_id, _anchor="notes"))
+
+
+@bp.post("/<public_id>/consent")
+@access.requires(access.REVIEW)
+def withdraw_consent(public_id: str) -> WerkzeugResponse | tuple[str, int]:
+    """Withdraw win-back consent on the customer's written request (a note)."""
+    review_item = _item_or_404(public_id)
+    form = ConsentWithdrawalForm()
+    if not form.validate_on_submit():
+        return _render_item(review_item, consent_form=form, status=422)
+    session = db.session()
+    staff_withdrawal(
+        session, review_item.departure, note=form.note.data, actor_id=current_user.id
+    )
+    session.commit()
+    flash("Win-back consent withdrawn.", "info")
+    return redirect(url_for(".item", public_id=public_id))
 
 
 def _postmortem_input(form: PostmortemForm) -> postmortems.PostmortemInput:

@@ -14,13 +14,15 @@ import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from flask import Response as HttpResponse
+from flask import stream_with_context
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from survey import audit, links
+from survey import audit, clock, db, links
 from survey.consent import ConsentEvent
 from survey.departures.models import Departure
 from survey.departures.schemas import parse_timestamp
@@ -304,4 +306,35 @@ def filter_from_args(args: Any) -> WinbackFilter:
         since=bounds["since"],
         until=bounds["until"],
         distinct_email=distinct == "email",
+    )
+
+
+def csv_download(
+    wanted: WinbackFilter, *, actor_id: int | None, token_name: str | None
+) -> HttpResponse:
+    """Stream the whole list as a CSV download, and audit it when done."""
+    reader = db.new_session()
+
+    def done(rows: int, finished: bool) -> None:
+        reader.close()
+        with db.write_session() as writer:
+            record_export(
+                writer,
+                actor_id=actor_id,
+                token_name=token_name,
+                wanted=wanted,
+                rows=rows,
+                finished=finished,
+                format="csv",
+            )
+            writer.commit()
+
+    stamp = clock.now().astimezone(UTC).strftime("%Y%m%d-%H%M")
+    return HttpResponse(
+        stream_with_context(csv_lines(reader, wanted, done)),
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="winback-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        },
     )
