@@ -30,6 +30,7 @@ departures_cli = AppGroup("departures", help="Record departures.")
 outbox_cli = AppGroup("outbox", help="Deliver queued emails.")
 users_cli = AppGroup("users", help="Manage staff users.")
 review_cli = AppGroup("review", help="The review queue.")
+contacts_cli = AppGroup("contacts", help="People's data: export, erase, retention.")
 
 
 def alembic_config() -> AlembicConfig:
@@ -236,12 +237,15 @@ def outbox_send(once: bool) -> None:
     # SIGTERM (a deploy, docker stop): finish the message in hand, then exit.
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     failures = 0
-    next_review_sync = 0.0
+    next_review_sync = next_purge = 0.0
     while not stopping.is_set():
         try:
             if time.monotonic() >= next_review_sync:
                 _queue_unanswered()
                 next_review_sync = time.monotonic() + REVIEW_SYNC_SECONDS
+            if time.monotonic() >= next_purge:
+                _purge_expired()
+                next_purge = time.monotonic() + PURGE_SECONDS
             report = outbox.deliver_due(should_stop=stopping.is_set)
         except (SQLAlchemyError, DatabaseBusy):
             if once:
@@ -296,8 +300,10 @@ def outbox_retry(message_ids: tuple[int, ...], all_failed: bool) -> None:
     click.echo(f"{count} message(s) queued again.")
 
 
-#: How often the mail worker also queues unanswered departures for review.
+#: How often the mail worker also queues unanswered departures for review,
+#: and erases data past the retention period.
 REVIEW_SYNC_SECONDS = 600
+PURGE_SECONDS = 24 * 3600
 
 
 def _queue_unanswered() -> int:
@@ -313,6 +319,49 @@ def _queue_unanswered() -> int:
 def review_sync() -> None:
     """Queue departures left unanswered long enough (the mail worker does it too)."""
     click.echo(f"{_queue_unanswered()} unanswered departure(s) queued for review.")
+
+
+@contacts_cli.command("export")
+@click.argument("email")
+def contacts_export(email: str) -> None:
+    """Print, as JSON, everything held about the person at EMAIL (GDPR art. 15)."""
+    from survey import contacts
+
+    with db.new_session() as session:
+        click.echo(contacts.to_json(contacts.export_person(session, email)))
+
+
+@contacts_cli.command("erase")
+@click.argument("email")
+def contacts_erase(email: str) -> None:
+    """Erase the personal data of the person at EMAIL (GDPR art. 17)."""
+    from survey import contacts
+
+    with db.write_session() as session:
+        done = contacts.erase_person(session, email, actor_id=None, via="cli")
+        session.commit()
+    click.echo(
+        f"Erased {done.departures} departure(s): {done.scrubbed_cells} other "
+        f"text(s) cleaned, {done.eml_files} .eml file(s) deleted."
+    )
+
+
+@contacts_cli.command("purge-expired")
+def contacts_purge_expired() -> None:
+    """Erase people whose departures are older than SURVEY_RETENTION_DAYS."""
+    if not current_app.config.get("RETENTION_DAYS"):
+        click.echo("SURVEY_RETENTION_DAYS is not set: everything is kept.")
+        return
+    click.echo(f"{_purge_expired()} person(s) erased under the retention period.")
+
+
+def _purge_expired() -> int:
+    from survey import contacts
+
+    with db.write_session() as session:
+        count = contacts.purge_expired(session)
+        session.commit()
+    return count
 
 
 @click.command("demo")
@@ -343,6 +392,7 @@ def init_app(app: Flask) -> None:
         departures_cli,
         outbox_cli,
         review_cli,
+        contacts_cli,
         demo_command,
     ):
         app.cli.add_command(group)

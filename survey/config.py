@@ -71,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
     #: when they lost at least this much MRR (minor units).
     "REVIEW_UNANSWERED_AFTER_DAYS": 7,
     "REVIEW_MIN_MRR_CENTS": 0,
+    #: Erase people whose departures are all older than this (None: keep).
+    "RETENTION_DAYS": None,
     #: Proxies in front of the service that set X-Forwarded-For/-Proto (0: none).
     "PROXY_COUNT": 0,
     "COMPANY_NAME": "our team",
@@ -154,6 +156,9 @@ def _check(app: Flask) -> None:
             "SURVEY_SECRET_KEY_FALLBACKS must be one key or a JSON list of keys."
         )
     _check_base_url(config.get("BASE_URL"))
+    retention = config["RETENTION_DAYS"]
+    if retention is not None and (not isinstance(retention, int) or retention <= 0):
+        raise ConfigError("SURVEY_RETENTION_DAYS must be a positive whole number.")
     for key in ("PROXY_COUNT", "REVIEW_MIN_MRR_CENTS"):
         if not isinstance(config[key], int) or config[key] < 0:
             raise ConfigError(f"SURVEY_{key} must be 0 or more.")

@@ -154,8 +154,18 @@ def _as_mail(message: OutboxMessage) -> flask_mail.Message:
     return mail_message
 
 
+def eml_folder() -> Path:
+    """Return where messages become ``.eml`` files when no mail server is set."""
+    return Path(current_app.instance_path) / "mail"
+
+
+def eml_files(message_id: int) -> list[Path]:
+    """Return the ``.eml`` files written for a message (none when mail was sent)."""
+    return sorted(eml_folder().glob(f"*-{message_id}-*.eml"))
+
+
 def _write_eml(message: OutboxMessage, mail_message: flask_mail.Message) -> Path:
-    folder = Path(current_app.instance_path) / "mail"
+    folder = eml_folder()
     folder.mkdir(parents=True, exist_ok=True)
     path = (
         folder / f"{message.created_at:%Y%m%d-%H%M%S}-{message.id}-{message.kind}.eml"

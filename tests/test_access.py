@@ -25,6 +25,8 @@ ROUTES: dict[tuple[str, str], set[str]] = {
     ("GET", "/admin/users"): {"admin"},
     ("POST", "/admin/users"): {"admin"},
     ("POST", "/admin/users/{user}"): {"admin"},
+    ("GET", "/admin/contacts"): {"admin"},
+    ("POST", "/admin/contacts"): {"admin"},
     ("GET", "/review"): REVIEWERS,
     ("POST", "/review/bulk"): REVIEWERS,
     ("GET", "/review/actions"): REVIEWERS,

@@ -6,4 +6,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-from survey.api import departures, winback  # noqa: E402, F401  (registers routes)
+from survey.api import contacts, departures, winback  # noqa: E402, F401  (routes)

@@ -22,11 +22,17 @@ from survey.vocabulary import FOLLOW_UPS
 log = logging.getLogger(__name__)
 
 
+class LinkGone(Exception):
+    """The link was genuine, but the person's data has been erased."""
+
+
 def departure_from_token(db: Session, purpose: str, token: str) -> Departure:
-    """Return the departure a link names; raise TokenInvalid / TokenExpired."""
+    """Return the departure a link names; raise TokenInvalid, TokenExpired, LinkGone."""
     departure = find_by_public_id(db, tokens.load_token(purpose, token))
     if departure is None:
         raise tokens.TokenInvalid
+    if departure.erased_at is not None:
+        raise LinkGone
     return departure
 
 
@@ -52,6 +58,7 @@ _SURVEY_STATE = (
         Departure.public_id,
         Departure.locale,
         Departure.first_opened_at,
+        Departure.erased_at,
         Response.reason,
         Response.reason_other,
         Response.answered_at,
@@ -67,6 +74,8 @@ def survey_state(db: Session, public_id: str) -> Row[Any]:
     state = db.connection().execute(_SURVEY_STATE, {"public_id": public_id}).first()
     if state is None:
         raise tokens.TokenInvalid
+    if state.erased_at is not None:
+        raise LinkGone
     return state
 
 
@@ -163,6 +172,7 @@ def request_fresh_link(db: Session, public_id: str) -> None:
         update(Departure)
         .where(
             Departure.public_id == public_id,
+            Departure.erased_at.is_(None),
             or_(
                 Departure.fresh_link_sent_at.is_(None),
                 Departure.fresh_link_sent_at <= now - interval,

@@ -51,6 +51,11 @@ def _invalid_link(_error: tokens.TokenInvalid) -> tuple[str, int]:
     return render_template("public/link_invalid.html"), 404
 
 
+@bp.errorhandler(service.LinkGone)
+def _erased(_error: service.LinkGone) -> tuple[str, int]:
+    return render_template("public/link_gone.html"), 410
+
+
 @bp.errorhandler(tokens.TokenExpired)
 def _expired_link(_error: tokens.TokenExpired) -> tuple[str, int]:
     return render_template("public/link_expired.html", form=PublicForm()), 410

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Response as HttpResponse
 from flask_login import current_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from survey import db
+from survey import audit, db
+from survey import contacts as contacts_service
 from survey.errors import InvalidInput
 from survey.staff import access, passwords, service
-from survey.staff.forms import NewUserForm, UserActionForm
+from survey.staff.forms import ContactForm, NewUserForm, UserActionForm
 from survey.staff.models import ADMIN
 from survey.staff.views import private_pages
 
@@ -88,3 +90,46 @@ def change_user(user_id: int) -> WerkzeugResponse:
     db_session.commit()
     flash(message, "info")
     return redirect(url_for(".users"))
+
+
+@bp.route("/contacts", methods=["GET", "POST"])
+@access.requires(access.ADMINISTER)
+def contacts() -> str | WerkzeugResponse:
+    """Export or erase a person's data (GDPR articles 15 and 17)."""
+    form = ContactForm()
+    if form.validate_on_submit():
+        email = form.email.data.strip()
+        db_session = db.session()
+        if request.form.get("action") == "export":
+            body = contacts_service.to_json(
+                contacts_service.export_person(db_session, email)
+            )
+            audit.record(
+                db_session,
+                "contact.exported",
+                actor_id=current_user.id,
+                email_hash=contacts_service.email_hash(email),
+            )
+            db_session.commit()
+            return HttpResponse(
+                body,
+                mimetype="application/json",
+                headers={
+                    "Content-Disposition": 'attachment; filename="personal-data.json"'
+                },
+            )
+        if (form.confirm.data or "").strip().lower() != email.lower():
+            form.confirm.errors = ["Type the same address again to erase."]
+        else:
+            done = contacts_service.erase_person(
+                db_session, email, actor_id=current_user.id, via="admin"
+            )
+            db_session.commit()
+            flash(
+                f"Erased {done.departures} departure(s) of that person."
+                if done.departures
+                else "Nobody with that address: nothing erased.",
+                "info",
+            )
+            return redirect(url_for(".contacts"))
+    return render_template("staff/contacts.html", form=form)

@@ -51,3 +51,15 @@ class UserActionForm(FlaskForm):  # type: ignore[misc]
 
     action = HiddenField(validators=[InputRequired()])
     role = SelectField("Role", choices=ROLE_CHOICES)
+
+
+class ContactForm(FlaskForm):  # type: ignore[misc]
+    """A person's address, for exporting or erasing their data."""
+
+    email = StringField(
+        "The person's email address", validators=[InputRequired(), Length(max=320)]
+    )
+    #: Erasing needs the address typed a second time.
+    confirm = StringField(
+        "Type the address again to confirm erasure", validators=[Length(max=320)]
+    )

@@ -1,0 +1,224 @@
+"""People's data rights: export everything held, erase it everywhere, retention."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from survey import outbox
+from survey.audit import AuditEvent
+from survey.departures.models import Departure
+from survey.models import Base
+from survey.public.models import Response
+from tests.factories import (
+    auth,
+    hidden_fields,
+    login,
+    make_consenting,
+    make_departure,
+    make_token,
+    make_user,
+    submit,
+    survey_path,
+    withdraw_path,
+)
+
+EMAIL = "Peter.Gibbons@Initech.example"
+NAME = "Peter Gibbons"
+
+
+def everything_as_text(session) -> str:
+    """Every row of every table, as text: a crude but independent full scan."""
+    session.rollback()
+    dump = []
+    for table in Base.metadata.sorted_tables:
+        for row in session.execute(select(table)).all():
+            dump.append(repr(tuple(row)))
+    return "\n".join(dump).lower()
+
+
+def aggregates(session) -> tuple:
+    session.rollback()
+    by_reason = dict(
+        session.execute(
+            select(Response.reason, func.count()).group_by(Response.reason)
+        ).all()
+    )
+    lost = session.scalar(select(func.sum(Departure.mrr_cents)))
+    return by_reason, lost, session.scalar(select(func.count()).select_from(Departure))
+
+
+@pytest.fixture
+def person(app):
+    """Peter, who left twice, answered, consented, and is in notes and postmortems."""
+    first = make_consenting(
+        app, contact_email=EMAIL, contact_name=NAME, company="Initech", external_id="p1"
+    )
+    second = make_departure(
+        app, contact_email=EMAIL.lower(), contact_name=NAME, external_id="p2"
+    )
+    customer = app.test_client()
+    submit(
+        customer,
+        survey_path(app, second),
+        {"reason": "other", "reason_other": f"Ask {NAME}"},
+    )
+    submit(
+        customer,
+        survey_path(app, second) + "/more",
+        {"details": f"Write to {EMAIL} please", "follow_up": "Lower price"},
+    )
+    staff = app.test_client()
+    login(staff, make_user(app, "csm").email)
+    page = f"/review/{first.public_id}"
+    html = staff.get(page).get_data(as_text=True)
+    staff.post(
+        f"{page}/notes", data=hidden_fields(html) | {"body": f"Called {NAME} today"}
+    )
+    html = staff.get(page).get_data(as_text=True)
+    staff.post(
+        f"{page}/postmortem",
+        data=hidden_fields(html)
+        | {
+            "what_happened": f"{NAME} ({EMAIL.lower()}) lost his stapler",
+            "intent": "save",
+        },
+    )
+    make_consenting(
+        app, contact_email="someone.else@x.example", contact_name="Milton W"
+    )
+    with app.app_context():
+        outbox.deliver_due()  # no mail server: .eml files in the instance folder
+    return first, second
+
+
+def test_export_shows_everything_held(app, runner, person):
+    result = runner.invoke(args=["contacts", "export", EMAIL.lower()])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert [d["external_id"] for d in data["departures"]] == ["p1", "p2"]
+    first, second = data["departures"]
+    assert first["contact_name"] == NAME
+    assert first["consent_events"][0]["action"] == "granted"
+    assert first["emails"][0]["kind"] == "invitation"
+    assert first["staff_notes"][0]["body"] == f"Called {NAME} today"
+    assert second["response"]["details"] == f"Write to {EMAIL} please"
+
+
+def test_erasure_leaves_no_trace_but_keeps_the_numbers(
+    app, runner, client, session, person
+):
+    first, second = person
+    before = aggregates(session)
+    text = everything_as_text(session)
+    assert EMAIL.lower() in text and NAME.lower() in text
+    message_ids = session.scalars(
+        select(outbox.OutboxMessage.id).where(
+            outbox.OutboxMessage.departure_id.in_([first.id, second.id])
+        )
+    ).all()
+    with app.app_context():
+        emls = [path for m in message_ids for path in outbox.eml_files(m)]
+    assert len(emls) == 2
+
+    result = runner.invoke(args=["contacts", "erase", EMAIL])
+    assert result.exit_code == 0, result.output
+    assert "Erased 2 departure(s)" in result.stdout
+
+    text = everything_as_text(session)
+    assert EMAIL.lower() not in text
+    assert NAME.lower() not in text
+    assert "milton w" in text  # someone else's data stays
+    assert aggregates(session) == before
+    assert not any(path.exists() for path in emls)
+    for path in (
+        survey_path(app, first),
+        survey_path(app, second) + "/more",
+        withdraw_path(app, first),
+    ):
+        assert client.get(path).status_code == 410
+    [event] = session.scalars(
+        select(AuditEvent).where(AuditEvent.kind == "contact.erased")
+    ).all()
+    assert len(event.detail["email_hash"]) == 64
+    assert event.detail["departures"] == 2
+    listed = client.get(
+        "/api/v1/winback/contacts", headers=auth(make_token(app, "winback:read"))
+    ).get_json()["contacts"]
+    assert [row["contact_email"] for row in listed] == ["someone.else@x.example"]
+
+
+def test_erasure_through_the_api_needs_its_scope(app, client, session, person):
+    path = f"/api/v1/contacts/{EMAIL}"
+    assert client.delete(path).status_code == 401
+    other = auth(make_token(app, "winback:read", "departures:write"))
+    assert client.delete(path, headers=other).status_code == 403
+    eraser = auth(make_token(app, "contacts:erase"))
+    done = client.delete(path, headers=eraser)
+    assert done.status_code == 200
+    assert done.get_json() == {"erased_departures": 2}
+    assert EMAIL.lower() not in everything_as_text(session)
+    assert client.delete(path, headers=eraser).get_json() == {"erased_departures": 0}
+
+
+def test_retention_erases_people_whose_departures_are_all_old(make_app, clock, session):
+    app = make_app(RETENTION_DAYS=30)
+    runner = app.test_cli_runner()
+    make_departure(
+        app,
+        contact_email="old@x.example",
+        cancelled_at=clock() - timedelta(days=40),
+    )
+    make_departure(
+        app,
+        contact_email="both@x.example",
+        cancelled_at=clock() - timedelta(days=40),
+        external_id="b1",
+    )
+    make_departure(
+        app,
+        contact_email="both@x.example",
+        cancelled_at=clock() - timedelta(days=2),
+        external_id="b2",
+    )
+    make_departure(app, contact_email="new@x.example", cancelled_at=clock())
+    result = runner.invoke(args=["contacts", "purge-expired"])
+    assert "1 person(s) erased" in result.stdout
+    text = everything_as_text(session)
+    assert "old@x.example" not in text
+    assert "both@x.example" in text and "new@x.example" in text
+    assert "0 person(s)" in runner.invoke(args=["contacts", "purge-expired"]).stdout
+
+
+def test_without_retention_nothing_is_purged(runner):
+    result = runner.invoke(args=["contacts", "purge-expired"])
+    assert "everything is kept" in result.stdout
+
+
+def test_an_admin_erases_only_after_typing_the_address_again(app, session, person):
+    admin = app.test_client()
+    login(admin, make_user(app, "admin").email)
+    page = admin.get("/admin/contacts").get_data(as_text=True)
+    download = admin.post(
+        "/admin/contacts",
+        data=hidden_fields(page) | {"email": EMAIL, "action": "export"},
+    )
+    assert download.mimetype == "application/json"
+    assert len(download.get_json()["departures"]) == 2
+    refused = admin.post(
+        "/admin/contacts",
+        data=hidden_fields(page) | {"email": EMAIL, "confirm": "", "action": "erase"},
+    )
+    assert "Type the same address again" in refused.get_data(as_text=True)
+    assert EMAIL.lower() in everything_as_text(session)
+    done = admin.post(
+        "/admin/contacts",
+        data=hidden_fields(page)
+        | {"email": EMAIL, "confirm": EMAIL.lower(), "action": "erase"},
+        follow_redirects=True,
+    )
+    assert "Erased 2 departure(s)" in done.get_data(as_text=True)
+    assert EMAIL.lower() not in everything_as_text(session)
