@@ -6,8 +6,9 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from survey import db
 from survey.review.models import Postmortem, ReviewItem
 from tests.factories import (
     csrf_token,
@@ -48,7 +49,9 @@ def items(session) -> list[ReviewItem]:
 
 
 def companies(html: str) -> list[str]:
-    return re.findall(r'<td><a href="/review/[\w-]{16}">([^<]+)</a></td>', html)
+    return re.findall(
+        r'<td data-label="Company"><a href="/review/[\w-]{16}">([^<]+)</a></td>', html
+    )
 
 
 def page_of(client, path: str) -> str:
@@ -217,6 +220,29 @@ def test_keyset_pages_show_every_row_once_even_when_rows_arrive_between(
     assert len(originals) == len(set(originals)) == 110
     assert len(seen) == len(set(seen))
     assert pages >= 3
+
+
+def test_paging_keeps_any_status_and_a_bad_filter_drops_only_itself(
+    app, staff, session
+):
+    closed = answered(app, company="Closed Co", mrr_cents=999_999)
+    with app.app_context(), db.write_session() as s:
+        s.execute(
+            update(ReviewItem)
+            .where(ReviewItem.departure_id == closed.id)
+            .values(status="closed")
+        )
+        s.commit()
+    for number in range(51):
+        answered(app, company=f"Open {number:02d}", mrr_cents=1_000)
+    html = page_of(staff, "/review?status=&sort=oldest")
+    link = re.search(r'<a href="([^"]+)" rel="next">', html).group(1)
+    assert "status=&amp;" in link or link.endswith("status=")
+    everything = companies(html) + companies(page_of(staff, link.replace("&amp;", "&")))
+    assert "Closed Co" in everything and len(everything) == 52
+    only_closed = page_of(staff, "/review?status=closed&mrr_min=-1")
+    assert companies(only_closed) == ["Closed Co"]
+    assert "Number must be at least 0" in only_closed
 
 
 def test_a_damaged_cursor_is_a_clear_error(staff):
@@ -406,6 +432,27 @@ def test_root_causes_need_one_primary_and_other_needs_text(app, staff, change, m
     )
     assert refused.status_code == 422
     assert message in refused.get_data(as_text=True)
+
+
+def test_an_action_item_without_its_text_is_explained_at_the_field(app, staff):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    refused = post(
+        staff,
+        page,
+        f"{page}/postmortem",
+        {
+            "action_items-0-owner": "Dana",
+            "action_items-0-team": "product",
+            "intent": "save",
+        },
+    )
+    assert refused.status_code == 422
+    html = refused.get_data(as_text=True)
+    assert re.search(
+        r'id="action_items-0-text-errors">\s*<li>Say what is to be done.', html
+    )
+    assert 'value="Dana"' in html  # what was typed stays
 
 
 def test_a_second_editor_is_refused_and_keeps_their_text(app, staff, csm, session):

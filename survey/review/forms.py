@@ -65,9 +65,11 @@ class QueueFilterForm(FlaskForm):  # type: ignore[misc]
     mrr_min = DecimalField(
         "Lost MRR from", places=2, validators=[Optional(), NumberRange(min=0)]
     )
-    mrr_max = DecimalField("to", places=2, validators=[Optional(), NumberRange(min=0)])
+    mrr_max = DecimalField(
+        "Lost MRR up to", places=2, validators=[Optional(), NumberRange(min=0)]
+    )
     cancelled_from = DateField("Cancelled from", validators=[Optional()])
-    cancelled_to = DateField("to", validators=[Optional()])
+    cancelled_to = DateField("Cancelled until", validators=[Optional()])
     q = SearchField("Search", validators=[Optional(), Length(max=200)])
     sort = SelectField("Sort by", choices=_choices(SORTS.items()), default="mrr")
 
@@ -124,7 +126,11 @@ class ActionItemForm(Form):  # type: ignore[misc]
     id = HiddenField()
     text = StringField("Action", validators=[Length(max=2000)])
     # Checked for the rows that are kept (blank rows have no team to check).
-    team = SelectField("Team", choices=_choices(TEAMS.items()), validate_choice=False)
+    team = SelectField(
+        "Team",
+        choices=_choices(TEAMS.items(), blank="Choose a team"),
+        validate_choice=False,
+    )
     owner = StringField("Owner", validators=[Length(max=200)])
     due_date = DateField("Due", validators=[Optional()])
     done = BooleanField("Done")

@@ -127,12 +127,11 @@ def _validate(data: PostmortemInput, *, finishing: bool) -> None:
                 "Say what happened before finishing."
             )
     if problems:
-        message = (
-            "Some answers need attention before it can be marked done."
-            if finishing
-            else "Some answers need attention."
+        raise InvalidInput(
+            "Some answers need attention"
+            + (" (a finished postmortem keeps its essentials)." if finishing else "."),
+            problems,
         )
-        raise InvalidInput(message, problems)
 
 
 def _apply(postmortem: Postmortem, data: PostmortemInput, now: datetime) -> None:

@@ -106,12 +106,16 @@ def queue_view() -> str:
     args = request.args if request.args else MultiDict({"status": "open"})
     form = QueueFilterForm(formdata=args)
     form.assignee.choices = _assignee_choices(reviewers, filters=True)
-    valid = form.validate()
-    wanted = (
-        _filter_from(form) if valid else queue.QueueFilter(viewer_id=current_user.id)
-    )
+    if not form.validate():
+        for field in form:  # keep the valid filters, drop the broken ones
+            if field.errors:
+                field.data = field.default
+    wanted = _filter_from(form)
     page = queue.queue_page(db.session(), wanted, request.args.get("after") or None)
-    query = {k: v for k, v in request.args.items(multi=True) if k != "after" and v}
+    # Keep an empty status: it means "any status" (a missing one means "open").
+    query = {
+        k: v for k, v in request.args.items() if k != "after" and (v or k == "status")
+    }
     bulk = BulkForm()
     bulk.assignee.choices = _assignee_choices(reviewers, filters=False)
     return render_template(
@@ -204,7 +208,7 @@ def _postmortem_form(
                         "done": action.done,
                     }
                 )
-    default_team = ROOT_CAUSES.get(form.primary_cause.data or "", ("", "other"))[1]
+    default_team = ROOT_CAUSES.get(form.primary_cause.data or "", ("", ""))[1]
     for _ in range(BLANK_ACTION_ROWS):
         form.action_items.append_entry({"team": default_team})
     return form
@@ -348,7 +352,8 @@ def _postmortem_input(form: PostmortemForm) -> postmortems.PostmortemInput:
     for entry in form.action_items.entries:
         row = entry.form
         text = (row.text.data or "").strip()
-        if not text and not row.id.data:
+        filled = text or row.owner.data or row.due_date.data or row.done.data
+        if not filled and not row.id.data:
             continue  # a blank row
         rows.append(
             postmortems.ActionItemInput(
@@ -410,20 +415,22 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
             review_item, postmortem_form=_with_blank_rows(form), status=422
         )
     session.commit()
-    flash("Postmortem marked done." if finish else "Draft saved.", "info")
+    if finish:
+        flash("Postmortem marked done.", "info")
+        return redirect(url_for(".item", public_id=public_id))
+    flash("Draft saved.", "info")
     return redirect(url_for(".item", public_id=public_id, _anchor="postmortem"))
 
 
 def _with_blank_rows(form: PostmortemForm) -> PostmortemForm:
-    kept = [
-        e for e in form.action_items.entries if (e.form.text.data or e.form.id.data)
-    ]
-    while len(form.action_items):
-        form.action_items.pop_entry()
-    for entry in kept:
-        form.action_items.append_entry(entry.form.data)
-    default_team = ROOT_CAUSES.get(form.primary_cause.data or "", ("", "other"))[1]
-    for _ in range(BLANK_ACTION_ROWS):
+    """Offer blank action item rows again under the posted ones (errors kept)."""
+    blanks = sum(
+        1
+        for entry in form.action_items.entries
+        if not (entry.form.text.data or entry.form.id.data or entry.form.owner.data)
+    )
+    default_team = ROOT_CAUSES.get(form.primary_cause.data or "", ("", ""))[1]
+    for _ in range(max(0, BLANK_ACTION_ROWS - blanks)):
         form.action_items.append_entry({"team": default_team})
     return form
 
