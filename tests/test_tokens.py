@@ -7,8 +7,9 @@ import string
 import pytest
 from sqlalchemy import select
 
-from survey import links
+from survey import links, tokens
 from survey.consent import ConsentEvent
+from survey.db import new_public_id
 from survey.departures.models import Departure
 from survey.public.models import Response
 from tests.factories import make_departure, path_of, survey_path, withdraw_path
@@ -133,3 +134,15 @@ def test_opening_a_link_records_no_answer_or_consent(
     assert session.scalar(select(Response)) is None
     assert session.scalar(select(ConsentEvent)) is None
     assert session.get(Departure, departure.id) is not None
+
+
+@pytest.mark.parametrize("purpose", [tokens.SURVEY, tokens.WITHDRAW_CONSENT])
+def test_the_fast_token_maker_makes_the_same_tokens(app, purpose):
+    ids = [new_public_id() for _ in range(200)] + ["x" * 65 + "y" * 65, "ümlaut-é"]
+    with app.test_request_context():
+        make = tokens.token_maker(purpose)
+        for public_id in ids:
+            assert make(public_id) == tokens.make_token(purpose, public_id)
+            assert tokens.load_token(purpose, make(public_id)) == public_id
+        maker = links.withdraw_url_maker()
+        assert maker(ids[0]) == links.withdraw_url(ids[0])
