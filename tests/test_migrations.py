@@ -101,3 +101,18 @@ def test_rebuilding_a_table_keeps_the_rows_that_refer_to_it(
         command.downgrade(config, head)
     assert _row_counts(session) == before
     assert _differences(app) == []
+
+
+def test_queued_items_get_their_departures_facts_when_the_columns_arrive(app, session):
+    from survey.review.models import ReviewItem
+
+    departure = make_departure(app, segment="enterprise", plan="scale")
+    submit(app.test_client(), survey_path(app, departure), {"reason": "switched"})
+    with app.app_context():
+        config = alembic_config()
+        command.downgrade(config, "7a36bb91de16")
+        command.upgrade(config, "head")
+    session.rollback()
+    item = session.scalar(select(ReviewItem))
+    assert (item.segment, item.plan) == ("enterprise", "scale")
+    assert item.cancelled_at == departure.cancelled_at

@@ -38,8 +38,9 @@ def _one_of(column: str, codes: object, name: str) -> CheckConstraint:
 class ReviewItem(Base):
     """A departure waiting for (or done with) its review: one per departure.
 
-    ``mrr_cents`` and ``reason`` copy the departure's and the response's, so the
-    queue sorts and filters on one table's indexes.
+    ``mrr_cents``, ``segment``, ``plan`` and ``cancelled_at`` copy the
+    departure's, and ``reason`` the response's, so the queue sorts and filters
+    on one table's indexes (a departure's facts do not change once recorded).
     """
 
     __tablename__ = "review_items"
@@ -51,6 +52,8 @@ class ReviewItem(Base):
         Index("ix_review_items_status_queued", "status", "queued_at", "id"),
         Index("ix_review_items_reason_mrr", "reason", "mrr_cents", "id"),
         Index("ix_review_items_assignee_mrr", "assignee_id", "mrr_cents", "id"),
+        Index("ix_review_items_segment_mrr", "segment", "mrr_cents", "id"),
+        Index("ix_review_items_plan_mrr", "plan", "mrr_cents", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -69,6 +72,9 @@ class ReviewItem(Base):
     mrr_cents: Mapped[int] = mapped_column(BigInteger)
     #: The customer's stated main reason; None while unanswered.
     reason: Mapped[str | None] = mapped_column(String(40))
+    segment: Mapped[str | None] = mapped_column(String(80))
+    plan: Mapped[str | None] = mapped_column(String(80))
+    cancelled_at: Mapped[datetime]
 
     departure: Mapped[Departure] = relationship(lazy="joined", innerjoin=True)
     assignee: Mapped[StaffUser | None] = relationship(lazy="joined")

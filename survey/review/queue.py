@@ -25,7 +25,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from survey import audit, clock
 from survey.departures.models import Departure
@@ -77,6 +77,9 @@ _COLUMNS = [
     "origin",
     "mrr_cents",
     "reason",
+    "segment",
+    "plan",
+    "cancelled_at",
 ]
 
 
@@ -99,6 +102,9 @@ def queue_answer(session: Session, departure_id: int, reason: str) -> None:
             literal("answered"),
             Departure.mrr_cents,
             literal(reason),
+            Departure.segment,
+            Departure.plan,
+            Departure.cancelled_at,
         ).where(Departure.id == departure_id),
     )
     statement = statement.on_conflict_do_update(
@@ -125,6 +131,9 @@ def queue_unanswered(session: Session) -> int:
         literal("unanswered"),
         Departure.mrr_cents,
         null(),
+        Departure.segment,
+        Departure.plan,
+        Departure.cancelled_at,
     ).where(
         Departure.invited_at <= due,
         Departure.mrr_cents >= config["REVIEW_MIN_MRR_CENTS"],
@@ -196,19 +205,19 @@ def _conditions(wanted: QueueFilter) -> list[ColumnElement[bool]]:
     elif wanted.reason:
         conditions.append(ReviewItem.reason == wanted.reason)
     if wanted.segment:
-        conditions.append(Departure.segment == wanted.segment)
+        conditions.append(ReviewItem.segment == wanted.segment)
     if wanted.plan:
-        conditions.append(Departure.plan == wanted.plan)
+        conditions.append(ReviewItem.plan == wanted.plan)
     if wanted.mrr_min_cents is not None:
         conditions.append(ReviewItem.mrr_cents >= wanted.mrr_min_cents)
     if wanted.mrr_max_cents is not None:
         conditions.append(ReviewItem.mrr_cents <= wanted.mrr_max_cents)
     if wanted.cancelled_from:
         start = datetime.combine(wanted.cancelled_from, time.min, UTC)
-        conditions.append(Departure.cancelled_at >= start)
+        conditions.append(ReviewItem.cancelled_at >= start)
     if wanted.cancelled_to:
         end = datetime.combine(wanted.cancelled_to + timedelta(days=1), time.min, UTC)
-        conditions.append(Departure.cancelled_at < end)
+        conditions.append(ReviewItem.cancelled_at < end)
     if wanted.text:
         pattern = "%" + _escape_like(wanted.text.strip().lower()) + "%"
         searched = (
@@ -278,7 +287,11 @@ def queue_page(
     and id, so rows arriving meanwhile neither repeat nor push others out.
     """
     key, tie, descending = _order(wanted.sort)
-    query: Select[ReviewItem] = select(ReviewItem).join(ReviewItem.departure)
+    query: Select[ReviewItem] = (
+        select(ReviewItem)
+        .join(ReviewItem.departure)
+        .options(contains_eager(ReviewItem.departure))  # one join, not two
+    )
     if wanted.text:
         query = query.outerjoin(
             Response, Response.departure_id == ReviewItem.departure_id
@@ -311,6 +324,7 @@ def get_item(session: Session, public_id: str) -> ReviewItem | None:
     return session.scalar(
         select(ReviewItem)
         .join(ReviewItem.departure)
+        .options(contains_eager(ReviewItem.departure))
         .where(Departure.public_id == public_id)
     )
 
