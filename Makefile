@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app survey
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint format lock bench clean
+.PHONY: run test lint format lock bench bench-review bench-export clean
 
 $(BIN)/.installed: requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,20 @@ lock: $(BIN)/.installed
 ## Load benchmarks (needs wrk: apt-get install wrk).
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_survey.py
+
+## Review queue at scale: seed 1M departures (SQLite; and BENCH_PG if set), time pages.
+BENCH_DIR ?= $(shell mktemp -d)
+bench-review: $(BIN)/.installed
+	$(BIN)/python benchmarks/seed_review.py --database-url sqlite:///$(BENCH_DIR)/review.sqlite3
+	$(BIN)/python benchmarks/bench_review.py --database-url sqlite:///$(BENCH_DIR)/review.sqlite3
+	@if [ -n "$(BENCH_PG)" ]; then \
+	  $(BIN)/python benchmarks/seed_review.py --database-url $(BENCH_PG) && \
+	  $(BIN)/python benchmarks/bench_review.py --database-url $(BENCH_PG); fi
+	rm -rf $(BENCH_DIR)
+
+## Win-back CSV export of 1M contacts through gunicorn (and on BENCH_PG if set).
+bench-export: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_export.py $(if $(BENCH_PG),--postgres $(BENCH_PG))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache dist build

@@ -220,7 +220,11 @@ def _sweep(session: Session, terms: list[str]) -> int:
 def erase_person(
     session: Session, email: str, *, actor_id: int | None, via: str
 ) -> Erasure:
-    """Erase a person's personal data everywhere; keep the anonymous facts."""
+    """Erase a person's personal data everywhere; keep the anonymous facts.
+
+    ``actor_id`` is the staff user who asked (None for a command or a
+    machine); ``via`` says how (``cli``, ``admin``, ``api:<token name>``...).
+    """
     return erase_people(session, [email], actor_id=actor_id, via=via)
 
 

@@ -162,6 +162,11 @@ def test_erasure_through_the_api_needs_its_scope(app, client, session, person):
     assert done.get_json() == {"erased_departures": 2}
     assert EMAIL.lower() not in everything_as_text(session)
     assert client.delete(path, headers=eraser).get_json() == {"erased_departures": 0}
+    session.rollback()
+    vias = session.scalars(
+        select(AuditEvent.detail).where(AuditEvent.kind == "contact.erased")
+    ).all()
+    assert {detail["via"] for detail in vias} == {"api:test"}
 
 
 def test_retention_erases_people_whose_departures_are_all_old(make_app, clock, session):

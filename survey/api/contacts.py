@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import jsonify
+from flask import g, jsonify
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import contacts, db
@@ -18,6 +18,8 @@ def erase_contact(email: str) -> WerkzeugResponse:
     Idempotent: erasing someone unknown, or erased already, erases nothing.
     """
     session = db.session()
-    done = contacts.erase_person(session, email, actor_id=None, via="api")
+    done = contacts.erase_person(
+        session, email, actor_id=None, via=f"api:{g.api_token.name}"
+    )
     session.commit()
     return jsonify(erased_departures=done.departures)
