@@ -6,8 +6,8 @@ CSM it creates:
 
 * **first page**: ``GET /review`` (open items, biggest lost MRR first);
 * **status+reason**: ``GET /review?status=new&reason=too_expensive``;
-* **segment**: ``GET /review?segment=<--segment>`` (a filter on the
-  departure's column, through the join);
+* **segment**: ``GET /review?segment=<--segment>`` (a departure's fact,
+  copied onto the queue item and indexed with the lost MRR);
 * **page 50**: the 50th keyset page of ``/review``, reached by following the
   ``rel="next"`` links 49 times, then fetched again and again by its URL;
 * **item**: ``GET /review/<public_id>`` of an item with a postmortem (root
