@@ -348,11 +348,11 @@ def contacts_erase(email: str) -> None:
 
 @contacts_cli.command("purge-expired")
 def contacts_purge_expired() -> None:
-    """Erase people whose departures are older than SURVEY_RETENTION_DAYS."""
+    """Erase the personal data of departures older than SURVEY_RETENTION_DAYS."""
     if not current_app.config.get("RETENTION_DAYS"):
         click.echo("SURVEY_RETENTION_DAYS is not set: everything is kept.")
         return
-    click.echo(f"{_purge_expired()} person(s) erased under the retention period.")
+    click.echo(f"{_purge_expired()} departure(s) erased under the retention period.")
 
 
 def _purge_expired() -> int:

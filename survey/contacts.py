@@ -285,34 +285,69 @@ def _erase_departure(session: Session, departure: Departure, now: datetime) -> i
     return removed
 
 
-#: People erased per sweep of the text columns, when retention runs.
-PURGE_BATCH = 100
+def _scrub_departure_texts(
+    session: Session, departure_id: int, terms: list[str]
+) -> int:
+    """Replace ``terms`` in the texts tied to one departure; return cells changed.
+
+    Notes, postmortem sections, consent notes and audit details of that
+    departure only: the person's other departures keep their data.
+    """
+    if not terms:
+        return 0
+    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
+    changed = 0
+    for table, primary, column in _text_columns():
+        owner = table.c.get("departure_id")
+        if owner is None or column is owner:
+            continue
+        rows = session.execute(
+            select(primary, column).where(owner == departure_id, column.is_not(None))
+        ).all()
+        for key, value in rows:
+            scrubbed = _scrub(value, pattern)
+            if scrubbed != value:
+                session.execute(
+                    update(table).where(primary == key).values({column.name: scrubbed})
+                )
+                changed += 1
+    return changed
 
 
 def purge_expired(session: Session, *, actor_id: int | None = None) -> int:
-    """Erase people whose departures are all older than ``SURVEY_RETENTION_DAYS``.
+    """Erase the personal data of departures older than ``SURVEY_RETENTION_DAYS``.
 
-    A person who left again recently keeps their data until that departure
-    expires too. Return how many people were erased (0 without retention).
+    Departure by departure: a person who left again recently keeps the data
+    of that newer departure until it expires too. Return how many departures
+    were erased (0 when no retention period is set).
     """
     days = current_app.config.get("RETENTION_DAYS")
     if not days:
         return 0
     cutoff = clock.now() - timedelta(days=days)
-    emails = session.scalars(
-        select(func.lower(Departure.contact_email))
-        .where(Departure.erased_at.is_(None))
-        .group_by(func.lower(Departure.contact_email))
-        .having(func.max(Departure.cancelled_at) < cutoff)
-    ).all()
-    for start in range(0, len(emails), PURGE_BATCH):
-        erase_people(
-            session,
-            list(emails[start : start + PURGE_BATCH]),
-            actor_id=actor_id,
-            via="retention",
+    expired = session.scalars(
+        select(Departure).where(
+            Departure.cancelled_at < cutoff, Departure.erased_at.is_(None)
         )
-    return len(emails)
+    ).all()
+    now = clock.now()
+    for departure in expired:
+        terms = [departure.contact_email]
+        if departure.contact_name and len(departure.contact_name.strip()) >= 3:
+            terms.append(departure.contact_name.strip())
+        _erase_departure(session, departure, now)
+        session.flush()
+        _scrub_departure_texts(session, departure.id, terms)
+    if expired:
+        audit.record(
+            session,
+            "contact.retention",
+            actor_id=actor_id,
+            departures=len(expired),
+            cutoff=cutoff.isoformat(),
+        )
+        log.info("retention: erased %d departures", len(expired))
+    return len(expired)
 
 
 def to_json(data: dict[str, Any]) -> str:

@@ -169,33 +169,38 @@ def test_erasure_through_the_api_needs_its_scope(app, client, session, person):
     assert {detail["via"] for detail in vias} == {"api:test"}
 
 
-def test_retention_erases_people_whose_departures_are_all_old(make_app, clock, session):
+def test_retention_erases_departures_older_than_the_period(make_app, clock, session):
     app = make_app(RETENTION_DAYS=30)
     runner = app.test_cli_runner()
-    make_departure(
-        app,
-        contact_email="old@x.example",
-        cancelled_at=clock() - timedelta(days=40),
-    )
-    make_departure(
+    long_ago = clock() - timedelta(days=40)
+    make_departure(app, contact_email="old@x.example", cancelled_at=long_ago)
+    old_one = make_departure(
         app,
         contact_email="both@x.example",
-        cancelled_at=clock() - timedelta(days=40),
+        contact_name="Bo Both",
+        cancelled_at=long_ago,
         external_id="b1",
     )
-    make_departure(
+    recent = make_departure(
         app,
         contact_email="both@x.example",
+        contact_name="Bo Both",
         cancelled_at=clock() - timedelta(days=2),
         external_id="b2",
     )
     make_departure(app, contact_email="new@x.example", cancelled_at=clock())
     result = runner.invoke(args=["contacts", "purge-expired"])
-    assert "1 person(s) erased" in result.stdout
+    assert "2 departure(s) erased" in result.stdout
     text = everything_as_text(session)
     assert "old@x.example" not in text
-    assert "both@x.example" in text and "new@x.example" in text
-    assert "0 person(s)" in runner.invoke(args=["contacts", "purge-expired"]).stdout
+    assert "new@x.example" in text
+    session.rollback()
+    kept = session.get(Departure, recent.id)
+    gone = session.get(Departure, old_one.id)
+    assert (kept.contact_email, kept.contact_name) == ("both@x.example", "Bo Both")
+    assert gone.erased_at is not None and gone.contact_name is None
+    assert "both@x.example" not in gone.contact_email
+    assert "0 departure(s)" in runner.invoke(args=["contacts", "purge-expired"]).stdout
 
 
 def test_without_retention_nothing_is_purged(runner):
