@@ -16,6 +16,7 @@ $(BIN)/.installed: requirements-dev.lock pyproject.toml
 
 ## Set up, migrate the SQLite default, load demo data, run the worker and serve.
 run: export SURVEY_ENV = development
+run: export SURVEY_BASE_URL ?= http://$(HOST):$(PORT)
 run: $(BIN)/.installed
 	$(FLASK) db upgrade
 	$(FLASK) demo
