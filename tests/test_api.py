@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
-from tests.factories import auth, make_token
+from tests.factories import auth, make_token, path_of, submit
 
 VALID = {
     "external_id": "sub_123",
@@ -115,6 +115,10 @@ def test_get_shows_the_departure(client, app, writer):
     assert got.get_json()["company"] == "Acme Inc."
     # The link answers as the customer: only the POST that recorded it gets it.
     assert "survey_url" not in got.get_json()
+    assert got.get_json()["review_status"] is None  # not answered: not queued yet
+    submit(client, path_of(created["survey_url"]), {"reason": "switched"})
+    shown = client.get(f"/api/v1/departures/{created['id']}", headers=reader)
+    assert shown.get_json()["review_status"] == "new"
 
 
 def test_reading_answers_needs_the_responses_scope(client, writer):

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import current_app, jsonify, request, url_for
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -20,6 +21,7 @@ from survey.departures.schemas import DepartureIn, field_errors
 from survey.departures.service import find_by_public_id, record_departure
 from survey.errors import InvalidInput, NotFound
 from survey.public.service import find_response
+from survey.review.models import ReviewItem
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -67,8 +69,10 @@ def departure_json(session: Session, departure: Departure) -> dict[str, Any]:
             "updated_at": _iso(response.updated_at),
         },
         "consent": {"state": consent.state, "since": _iso(consent.since)},
-        # The review queue arrives with the staff side; until then nothing is queued.
-        "review_status": None,
+        # None until the departure enters the review queue.
+        "review_status": session.scalar(
+            select(ReviewItem.status).where(ReviewItem.departure_id == departure.id)
+        ),
     }
 
 
