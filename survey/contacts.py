@@ -174,10 +174,17 @@ class Erasure:
     eml_files: int
 
 
+#: Staff accounts are our colleagues' data, not a departing customer's: an
+#: erasure that happened to match a staff address must not lock them out.
+_NOT_SWEPT = frozenset({"staff_users", "staff_sessions", "alembic_version"})
+
+
 def _text_columns() -> list[tuple[Any, Any, Any]]:
     """Return (table, primary key column, column) for every text-like column."""
     found = []
     for table in Base.metadata.sorted_tables:
+        if table.name in _NOT_SWEPT:
+            continue
         [primary] = list(table.primary_key.columns)
         for column in table.columns:
             if isinstance(column.type, String | Text | JSON) or isinstance(

@@ -232,3 +232,12 @@ def test_an_admin_erases_only_after_typing_the_address_again(app, session, perso
     )
     assert "Erased 2 departure(s)" in done.get_data(as_text=True)
     assert EMAIL.lower() not in everything_as_text(session)
+
+
+def test_erasing_an_address_that_is_also_a_staff_login_keeps_the_account(
+    app, runner, client
+):
+    colleague = make_user(app, "csm", email="dana@us.example", name="Dana Colleague")
+    make_consenting(app, contact_email="dana@us.example", contact_name="Dana Colleague")
+    assert runner.invoke(args=["contacts", "erase", "dana@us.example"]).exit_code == 0
+    assert login(client, colleague.email).status_code == 302
