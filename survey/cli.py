@@ -338,11 +338,15 @@ def contacts_erase(email: str) -> None:
     from survey import contacts
 
     with db.write_session() as session:
-        done = contacts.erase_person(session, email, actor_id=None, via="cli")
+        try:
+            done = contacts.erase_person(session, email, actor_id=None, via="cli")
+        except SurveyError as exc:
+            raise click.ClickException(exc.message) from None
         session.commit()
+    removed = done.remove_files()
     click.echo(
         f"Erased {done.departures} departure(s): {done.scrubbed_cells} other "
-        f"text(s) cleaned, {done.eml_files} .eml file(s) deleted."
+        f"text(s) cleaned, {removed} .eml file(s) deleted."
     )
 
 
@@ -359,8 +363,9 @@ def _purge_expired() -> int:
     from survey import contacts
 
     with db.write_session() as session:
-        count = contacts.purge_expired(session)
+        count, done = contacts.purge_expired(session)
         session.commit()
+    done.remove_files()
     return count
 
 

@@ -17,16 +17,19 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import JSON, String, Text, cast, func, or_, select, update
+from sqlalchemy import JSON, Text, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from survey import audit, clock, outbox
+from survey.audit import AuditEvent
 from survey.consent import ConsentEvent
-from survey.db import Base
 from survey.departures.models import Departure
+from survey.departures.schemas import normalize_email
+from survey.errors import InvalidInput
 from survey.outbox import OutboxMessage
 from survey.public.models import Response
 from survey.review.models import Note
@@ -167,31 +170,69 @@ def export_person(session: Session, email: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Erasure:
-    """What an erasure did."""
+    """What an erasure did; ``files`` are to be deleted once it is committed."""
 
     departures: int
     scrubbed_cells: int
-    eml_files: int
+    files: tuple[Path, ...] = ()
+
+    def remove_files(self) -> int:
+        """Delete the ``.eml`` copies (after the commit); return how many."""
+        for path in self.files:
+            path.unlink(missing_ok=True)
+        return len(self.files)
 
 
-#: Staff accounts are our colleagues' data, not a departing customer's: an
-#: erasure that happened to match a staff address must not lock them out.
-_NOT_SWEPT = frozenset({"staff_users", "staff_sessions", "alembic_version"})
+def _free_text_columns() -> list[tuple[Any, Any, Any]]:
+    """Return (table, primary key, column) of every column where people write.
 
+    Free text only: codes, ids, hashes, wordings and our colleagues' accounts
+    are never rewritten, so an erasure cannot corrupt them.
+    """
+    from survey.review.models import ActionItem, Postmortem, RootCause
+    from survey.review.postmortems import TEXT_FIELDS
+    from survey.staff.models import LoginFailure
 
-def _text_columns() -> list[tuple[Any, Any, Any]]:
-    """Return (table, primary key column, column) for every text-like column."""
+    columns = [
+        *(getattr(Response, name) for name in _FREE_TEXT),
+        Note.body,
+        *(getattr(Postmortem, name) for name in TEXT_FIELDS),
+        RootCause.note,
+        ActionItem.text,
+        ActionItem.owner,
+        ConsentEvent.note,
+        OutboxMessage.subject,
+        OutboxMessage.body_text,
+        OutboxMessage.body_html,
+        OutboxMessage.last_error,
+        AuditEvent.detail,
+        LoginFailure.email,
+    ]
     found = []
-    for table in Base.metadata.sorted_tables:
-        if table.name in _NOT_SWEPT:
-            continue
-        [primary] = list(table.primary_key.columns)
-        for column in table.columns:
-            if isinstance(column.type, String | Text | JSON) or isinstance(
-                getattr(column.type, "impl", None), String | Text
-            ):
-                found.append((table, primary, column))
+    for attribute in columns:
+        column = attribute.property.columns[0]
+        [primary] = list(column.table.primary_key.columns)
+        found.append((column.table, primary, column))
     return found
+
+
+def _pattern(emails: set[str], names: set[str]) -> re.Pattern[str]:
+    """Match the addresses and names as whole words.
+
+    Addresses and full names in any case; a one-word name only as written
+    ("May", not the "may" of other people's sentences).
+    """
+    # Not inside a longer word or address ("jimbob@", "tom.other@").
+    whole = r"(?<![\w.@+-]){}(?![\w@+-]|\.\w)"
+    parts = [
+        whole.format(
+            re.escape(term)
+            if term in names and " " not in term.strip()
+            else f"(?i:{re.escape(term)})"
+        )
+        for term in emails | names
+    ]
+    return re.compile("|".join(sorted(parts, key=len, reverse=True)))
 
 
 def _scrub(value: Any, pattern: re.Pattern[str]) -> Any:
@@ -204,114 +245,33 @@ def _scrub(value: Any, pattern: re.Pattern[str]) -> Any:
     return value
 
 
-def _sweep(session: Session, terms: list[str]) -> int:
-    """Replace every occurrence of ``terms`` in every text column; return cells."""
-    pattern = re.compile("|".join(re.escape(term) for term in terms), re.IGNORECASE)
-    changed = 0
-    for table, primary, column in _text_columns():
-        as_text = cast(column, Text) if isinstance(column.type, JSON) else column
-        matches = or_(
-            *(func.lower(as_text).contains(t.lower(), autoescape=True) for t in terms)
-        )
-        rows = session.execute(select(primary, column).where(matches)).all()
-        for key, value in rows:
-            session.execute(
-                update(table)
-                .where(primary == key)
-                .values({column.name: _scrub(value, pattern)})
-            )
-            changed += 1
-    return changed
-
-
-def erase_person(
-    session: Session, email: str, *, actor_id: int | None, via: str
-) -> Erasure:
-    """Erase a person's personal data everywhere; keep the anonymous facts.
-
-    ``actor_id`` is the staff user who asked (None for a command or a
-    machine); ``via`` says how (``cli``, ``admin``, ``api:<token name>``...).
-    """
-    return erase_people(session, [email], actor_id=actor_id, via=via)
-
-
-def erase_people(
-    session: Session, emails: list[str], *, actor_id: int | None, via: str
-) -> Erasure:
-    """Erase several people at once (one sweep of the text columns for all)."""
-    terms: set[str] = set()
-    now = clock.now()
-    erased = eml_removed = 0
-    for email in emails:
-        departures = departures_of(session, email)
-        terms |= {email.strip()} | {d.contact_email for d in departures}
-        terms |= {
-            name
-            for d in departures
-            if d.contact_name and len(name := d.contact_name.strip()) >= 3
-        }
-        for departure in departures:
-            eml_removed += _erase_departure(session, departure, now)
-        erased += len(departures)
-        audit.record(
-            session,
-            "contact.erased",
-            actor_id=actor_id,
-            email_hash=email_hash(email),
-            departures=len(departures),
-            via=via,
-        )
-    session.flush()
-    scrubbed = _sweep(session, sorted(terms, key=len, reverse=True)) if terms else 0
-    log.info("erased %d people (%d departures) via %s", len(emails), erased, via)
-    return Erasure(erased, scrubbed, eml_removed)
-
-
-def _erase_departure(session: Session, departure: Departure, now: datetime) -> int:
-    """Blank one departure's personal fields and emails; return .eml files removed."""
-    departure.contact_email = f"erased-{departure.public_id}@erased.invalid"
-    departure.contact_name = None
-    departure.erased_at = now
-    session.execute(
-        update(Response)
-        .where(Response.departure_id == departure.id)
-        .values(dict.fromkeys(_FREE_TEXT))
-    )
-    removed = 0
-    for message in session.scalars(
-        select(OutboxMessage).where(OutboxMessage.departure_id == departure.id)
-    ):
-        for path in outbox.eml_files(message.id):
-            path.unlink(missing_ok=True)
-            removed += 1
-        message.recipient = departure.contact_email
-        message.subject = message.body_text = ERASED
-        message.body_html = None
-        if message.status == outbox.PENDING:
-            message.status, message.last_error = outbox.FAILED, "recipient erased"
-    return removed
-
-
-def _scrub_departure_texts(
-    session: Session, departure_id: int, terms: list[str]
+def _sweep(
+    session: Session,
+    terms: set[str],
+    pattern: re.Pattern[str],
+    departure_id: int | None = None,
 ) -> int:
-    """Replace ``terms`` in the texts tied to one departure; return cells changed.
+    """Replace ``pattern`` in the free-text columns; return the cells changed.
 
-    Notes, postmortem sections, consent notes and audit details of that
-    departure only: the person's other departures keep their data.
+    With ``departure_id``, only in the rows tied to that departure.
     """
-    if not terms:
-        return 0
-    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
     changed = 0
-    for table, primary, column in _text_columns():
-        owner = table.c.get("departure_id")
-        if owner is None or column is owner:
-            continue
-        rows = session.execute(
-            select(primary, column).where(owner == departure_id, column.is_not(None))
-        ).all()
-        for key, value in rows:
+    for table, primary, column in _free_text_columns():
+        as_text = cast(column, Text) if isinstance(column.type, JSON) else column
+        query = select(primary, column).where(
+            or_(
+                *(
+                    func.lower(as_text).contains(term.lower(), autoescape=True)
+                    for term in terms
+                )
+            )
+        )
+        if departure_id is not None:
+            owner = table.c.get("departure_id")
+            if owner is None:
+                continue
+            query = query.where(owner == departure_id)
+        for key, value in session.execute(query).all():
             scrubbed = _scrub(value, pattern)
             if scrubbed != value:
                 session.execute(
@@ -321,16 +281,90 @@ def _scrub_departure_texts(
     return changed
 
 
-def purge_expired(session: Session, *, actor_id: int | None = None) -> int:
+def valid_address(email: str) -> str:
+    """Return ``email`` checked as an address; raise InvalidInput if it is not."""
+    try:
+        return normalize_email(email.strip())
+    except ValueError:
+        message = "Not a valid email address."
+        raise InvalidInput(message, {"email": [message]}) from None
+
+
+def erase_person(
+    session: Session, email: str, *, actor_id: int | None, via: str
+) -> Erasure:
+    """Erase a person's personal data everywhere; keep the anonymous facts.
+
+    ``actor_id`` is the staff user who asked (None for a command or a
+    machine); ``via`` says how (``cli``, ``admin``, ``api:<token name>``...).
+    Raise InvalidInput when ``email`` is not an address. The caller commits,
+    then calls ``remove_files()``.
+    """
+    address = valid_address(email)
+    departures = departures_of(session, address)
+    emails = {address, email.strip()} | {d.contact_email for d in departures}
+    names = {d.contact_name.strip() for d in departures if d.contact_name}
+    names.discard("")
+    pattern = _pattern(emails, names)
+    now = clock.now()
+    files: list[Path] = []
+    for departure in departures:
+        # Their own account facts may carry their name (a one-person company).
+        departure.company = _scrub(departure.company, pattern)
+        departure.billing_reason = _scrub(departure.billing_reason, pattern)
+        files += _erase_departure(session, departure, now)
+    audit.record(
+        session,
+        "contact.erased",
+        actor_id=actor_id,
+        email_hash=email_hash(address),
+        departures=len(departures),
+        via=via,
+    )
+    session.flush()
+    scrubbed = _sweep(session, emails | names, pattern)
+    log.info("erased one person (%d departures) via %s", len(departures), via)
+    return Erasure(len(departures), scrubbed, tuple(files))
+
+
+def _erase_departure(
+    session: Session, departure: Departure, now: datetime
+) -> list[Path]:
+    """Blank one departure's personal fields and emails; return its .eml files."""
+    departure.contact_email = f"erased-{departure.public_id}@erased.invalid"
+    departure.contact_name = None
+    departure.erased_at = now
+    session.execute(
+        update(Response)
+        .where(Response.departure_id == departure.id)
+        .values(dict.fromkeys(_FREE_TEXT))
+    )
+    files: list[Path] = []
+    for message in session.scalars(
+        select(OutboxMessage).where(OutboxMessage.departure_id == departure.id)
+    ):
+        files += outbox.eml_files(message.id)
+        message.recipient = departure.contact_email
+        message.subject = message.body_text = ERASED
+        message.body_html = None
+        if message.status == outbox.PENDING:
+            message.status, message.last_error = outbox.FAILED, "recipient erased"
+    return files
+
+
+def purge_expired(
+    session: Session, *, actor_id: int | None = None
+) -> tuple[int, Erasure]:
     """Erase the personal data of departures older than ``SURVEY_RETENTION_DAYS``.
 
     Departure by departure: a person who left again recently keeps the data
     of that newer departure until it expires too. Return how many departures
-    were erased (0 when no retention period is set).
+    were erased (0 when no retention period is set) and the erasure, whose
+    files the caller removes after committing.
     """
     days = current_app.config.get("RETENTION_DAYS")
     if not days:
-        return 0
+        return 0, Erasure(0, 0)
     cutoff = clock.now() - timedelta(days=days)
     expired = session.scalars(
         select(Departure).where(
@@ -338,13 +372,14 @@ def purge_expired(session: Session, *, actor_id: int | None = None) -> int:
         )
     ).all()
     now = clock.now()
+    files: list[Path] = []
     for departure in expired:
-        terms = [departure.contact_email]
-        if departure.contact_name and len(departure.contact_name.strip()) >= 3:
-            terms.append(departure.contact_name.strip())
-        _erase_departure(session, departure, now)
+        emails = {departure.contact_email}
+        names = {departure.contact_name.strip()} if departure.contact_name else set()
+        names.discard("")
+        files += _erase_departure(session, departure, now)
         session.flush()
-        _scrub_departure_texts(session, departure.id, terms)
+        _sweep(session, emails | names, _pattern(emails, names), departure.id)
     if expired:
         audit.record(
             session,
@@ -354,7 +389,7 @@ def purge_expired(session: Session, *, actor_id: int | None = None) -> int:
             cutoff=cutoff.isoformat(),
         )
         log.info("retention: erased %d departures", len(expired))
-    return len(expired)
+    return len(expired), Erasure(len(expired), 0, tuple(files))
 
 
 def to_json(data: dict[str, Any]) -> str:

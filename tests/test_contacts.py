@@ -241,3 +241,58 @@ def test_erasing_an_address_that_is_also_a_staff_login_keeps_the_account(
     make_consenting(app, contact_email="dana@us.example", contact_name="Dana Colleague")
     assert runner.invoke(args=["contacts", "erase", "dana@us.example"]).exit_code == 0
     assert login(client, colleague.email).status_code == 302
+
+
+def test_erasure_touches_only_the_person_and_never_codes(app, client, session):
+    make_consenting(app, contact_email="jimbob@example.com", contact_name="Jim Bob")
+    other = make_departure(app, contact_email="tom.other@example.com")
+    submit(
+        app.test_client(),
+        survey_path(app, other),
+        {
+            "reason": "other",
+            "reason_other": "Our customer success person, May, left; write to "
+            "tom.other@example.com",
+        },
+    )
+    for name, email in (
+        ("Tom", "bob@example.com"),
+        ("May", "may@x.example"),
+        ("New", "new@x.example"),
+        ("Bo", "bo@x.example"),
+    ):
+        make_consenting(app, contact_email=email, contact_name=name)
+    before = everything_as_text(session)
+    assert "bo" in before
+    eraser = auth(make_token(app, "contacts:erase"))
+    for email in ("bob@example.com", "may@x.example", "new@x.example", "bo@x.example"):
+        response = client.delete(f"/api/v1/contacts/{email}", headers=eraser)
+        assert response.status_code == 200, response.get_data(as_text=True)
+    text = everything_as_text(session)
+    assert "jimbob@example.com" in text and "jim bob" in text
+    assert "tom.other@example.com" in text
+    assert "our customer success person, [erased], left" in text  # May, as a word
+    assert "write to tom.other@example.com" in text  # not Tom's
+    assert "yes, you may contact me later" in text  # the consent wording stays
+    assert "you [erased] contact" not in text  # nor the "may" in others' emails
+    session.rollback()
+    assert (
+        session.scalar(
+            select(func.count())
+            .select_from(Response)
+            .where(Response.reason == "switched")
+        )
+        == 5
+    )  # codes untouched
+    assert "bo@x.example" not in text
+
+
+@pytest.mark.parametrize("target", ["price", "not an address", "@", "a@"])
+def test_erasing_something_that_is_not_an_address_is_refused(
+    app, client, runner, target
+):
+    eraser = auth(make_token(app, "contacts:erase"))
+    response = client.delete(f"/api/v1/contacts/{target}", headers=eraser)
+    assert response.status_code == 422
+    assert response.get_json()["fields"]["email"]
+    assert runner.invoke(args=["contacts", "erase", target]).exit_code == 1

@@ -16,10 +16,12 @@ def erase_contact(email: str) -> WerkzeugResponse:
     """Erase everything personal about the person at ``email``.
 
     Idempotent: erasing someone unknown, or erased already, erases nothing.
+    Anything but an address is a 422.
     """
     session = db.session()
     done = contacts.erase_person(
         session, email, actor_id=None, via=f"api:{g.api_token.name}"
     )
     session.commit()
+    done.remove_files()
     return jsonify(erased_departures=done.departures)

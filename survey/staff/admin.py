@@ -121,10 +121,15 @@ def contacts() -> str | WerkzeugResponse:
         if (form.confirm.data or "").strip().lower() != email.lower():
             form.confirm.errors = ["Type the same address again to erase."]
         else:
-            done = contacts_service.erase_person(
-                db_session, email, actor_id=current_user.id, via="admin"
-            )
+            try:
+                done = contacts_service.erase_person(
+                    db_session, email, actor_id=current_user.id, via="admin"
+                )
+            except InvalidInput as invalid:
+                form.email.errors = invalid.fields.get("email", [invalid.message])
+                return render_template("staff/contacts.html", form=form)
             db_session.commit()
+            done.remove_files()
             flash(
                 f"Erased {done.departures} departure(s) of that person."
                 if done.departures
