@@ -42,11 +42,11 @@ _FREE_TEXT = ("reason_other", "details", "destination_name", "follow_up_answer")
 
 
 def departures_of(session: Session, email: str) -> list[Departure]:
-    """Return a person's departures, matching the address in any case."""
+    """Return a person's departures (addresses are stored in lower case)."""
     return list(
         session.scalars(
             select(Departure)
-            .where(func.lower(Departure.contact_email) == email.strip().lower())
+            .where(Departure.contact_email == email.strip().lower())
             .order_by(Departure.id)
         )
     )

@@ -122,6 +122,14 @@ def test_a_withdrawal_through_another_departure_of_the_person_counts(
     assert listed(client, reader) == []
 
 
+def test_an_address_in_other_case_is_the_same_person(app, client, reader):
+    make_consenting(app, contact_email="Twice@X.example", external_id="upper")
+    second = make_consenting(app, contact_email="twice@x.example", external_id="lower")
+    assert listed(client, reader, distinct="email") == ["twice@x.example"]
+    submit(client, withdraw_path(app, second), {})
+    assert listed(client, reader) == []
+
+
 def test_distinct_email_keeps_the_latest_departure(app, client, reader):
     make_consenting(
         app,

@@ -28,8 +28,7 @@ def winback_contacts() -> WerkzeugResponse:
     wanted = winback.filter_from_args(request.args)
     session = db.session()
     result = winback.page(session, wanted, request.args.get("cursor"), _limit())
-    winback.record_export(
-        session,
+    winback.audit_export(
         actor_id=None,
         token_name=g.api_token.name,
         wanted=wanted,
@@ -37,7 +36,6 @@ def winback_contacts() -> WerkzeugResponse:
         finished=True,
         format="json",
     )
-    session.commit()
     return jsonify(contacts=result.contacts, next_cursor=result.next_cursor)
 
 

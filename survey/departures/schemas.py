@@ -114,7 +114,8 @@ class DepartureIn(BaseModel):
     @field_validator("contact_email")
     @classmethod
     def _contact_email(cls, value: str) -> str:
-        return normalize_email(value)
+        # In lower case: one person is one address, however it was typed.
+        return normalize_email(value).lower()
 
     @field_validator("csm_email")
     @classmethod

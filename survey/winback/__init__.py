@@ -134,6 +134,7 @@ def eligible(wanted: WinbackFilter, after: int | None = None) -> Select[Any]:
             ~select(withdrawn.id)
             .join(same_person, same_person.id == withdrawn.departure_id)
             .where(
+                # Addresses are stored in lower case: one person, one address.
                 same_person.contact_email == Departure.contact_email,
                 withdrawn.action == "withdrawn",
                 withdrawn.id > ConsentEvent.id,
@@ -298,6 +299,17 @@ def csv_lines(
         on_done(count, finished)
 
 
+def audit_export(**details: Any) -> None:
+    """Write an export's audit entry in a short writing transaction of its own.
+
+    The export itself is a read; on SQLite a read cannot turn into a write
+    once another writer has committed meanwhile.
+    """
+    with db.write_session() as writer:
+        record_export(writer, **details)
+        writer.commit()
+
+
 def record_export(
     session: Session,
     *,
@@ -358,17 +370,14 @@ def csv_download(
 
     def done(rows: int, finished: bool) -> None:
         reader.close()
-        with db.write_session() as writer:
-            record_export(
-                writer,
-                actor_id=actor_id,
-                token_name=token_name,
-                wanted=wanted,
-                rows=rows,
-                finished=finished,
-                format="csv",
-            )
-            writer.commit()
+        audit_export(
+            actor_id=actor_id,
+            token_name=token_name,
+            wanted=wanted,
+            rows=rows,
+            finished=finished,
+            format="csv",
+        )
 
     stamp = clock.now().astimezone(UTC).strftime("%Y%m%d-%H%M")
     return HttpResponse(

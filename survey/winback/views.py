@@ -33,8 +33,7 @@ def contacts() -> tuple[str, int]:
     except InvalidInput as invalid:
         problems |= invalid.fields
         page = winback.page(session, wanted, None, PAGE_SIZE)
-    winback.record_export(
-        session,
+    winback.audit_export(
         actor_id=current_user.id,
         token_name=None,
         wanted=wanted,
@@ -42,7 +41,6 @@ def contacts() -> tuple[str, int]:
         finished=True,
         format="page",
     )
-    session.commit()
     query = {k: v for k, v in request.args.items() if k != "cursor" and v}
     return (
         render_template(
