@@ -104,7 +104,10 @@ def token_maker(purpose: str) -> Callable[[str], str]:
     key, digest = signer.derive_key(), signer.digest_method().name
 
     def make(public_id: str) -> str:
-        if len(public_id) > 64:  # long enough that compression might pay
+        # The ids we generate are short and random: zlib never shortens them,
+        # so the serializer would not compress them either. Anything else
+        # (long or repetitive) takes the serializer's own path.
+        if len(public_id) > 24 or len(set(public_id)) < 12:
             return str(serializer.dumps(public_id))
         # What the serializer's compact JSON makes of a string, in C.
         value = _b64(encode_basestring(public_id).encode()) + stamped

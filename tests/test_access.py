@@ -54,7 +54,7 @@ def test_every_staff_url_is_in_the_table(app):
         if rule.endpoint in PUBLIC_STAFF_ENDPOINTS:
             continue
         path = re.sub(
-            r"<(?:\w+:)?(\w+)>", lambda m: PLACEHOLDERS[m.group(1)], rule.rule
+            r"<(?:[^:>]+:)?(\w+)>", lambda m: PLACEHOLDERS[m.group(1)], rule.rule
         )
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             found.add((method, path))

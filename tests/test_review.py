@@ -242,7 +242,7 @@ def test_paging_keeps_any_status_and_a_bad_filter_drops_only_itself(
     assert "Closed Co" in everything and len(everything) == 52
     only_closed = page_of(staff, "/review?status=closed&mrr_min=-1")
     assert companies(only_closed) == ["Closed Co"]
-    assert "Number must be at least 0" in only_closed
+    assert "Number must be between 0" in only_closed
 
 
 def test_a_damaged_cursor_is_a_clear_error(staff):
@@ -527,3 +527,92 @@ def test_open_action_items_overdue_first_and_marking_done(app, staff, clock, ses
     assert "Fix for Late Co" not in html and "Fix for Soon Co" in html
     session.rollback()
     assert session.scalar(select(func.count()).select_from(Postmortem)) == 2
+
+
+def test_marking_an_action_done_is_not_undone_by_an_open_editor(app, staff, session):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    post(staff, page, f"{page}/postmortem", FULL | {"intent": "save"})
+    editor = hidden_fields(page_of(staff, page))  # the form, open in a tab
+    actions = page_of(staff, "/review/actions")
+    action_id = re.search(r'action="/review/actions/(\d+)/done"', actions).group(1)
+    staff.post(
+        f"/review/actions/{action_id}/done", data={"csrf_token": csrf_token(actions)}
+    )
+    stale = staff.post(
+        f"{page}/postmortem",
+        data=editor
+        | {
+            key: value
+            for key, value in FULL.items()
+            if key.startswith("action_items-0") or key == "what_happened"
+        }
+        | {"intent": "save"},
+    )
+    assert stale.status_code == 409
+    session.rollback()
+    postmortem = session.scalar(select(Postmortem))
+    assert [item.done for item in postmortem.action_items] == [True]
+
+
+def test_bulk_assign_only_to_reviewers(app, staff, session):
+    departure = answered(app)
+    marketing = make_user(app, "marketing")
+    html = page_of(staff, "/review")
+    for target in (str(marketing.id), "999999", "²"):
+        result = staff.post(
+            "/review/bulk",
+            data={
+                "csrf_token": csrf_token(html),
+                "items": [departure.public_id],
+                "action": "assign",
+                "assignee": target,
+            },
+            follow_redirects=True,
+        )
+        assert result.status_code == 200
+    assert items(session)[0].assignee_id is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "assignee=%C2%B2",
+        "assignee=99999999999999999999999",
+        "mrr_min=1e30",
+        "mrr_min=99999999999999999999",
+        "mrr_max=Infinity",
+        "cancelled_to=9999-12-31",
+        "after=99999999999999999999999.1",
+        "after=%C2%B2.1",
+    ],
+)
+def test_odd_queue_parameters_are_answered_not_crashed_on(app, staff, query):
+    answered(app)
+    assert staff.get(f"/review?{query}").status_code in (200, 422)
+
+
+def test_odd_ids_in_urls_are_not_found(staff):
+    assert staff.post("/review/actions/99999999999999999999999/done").status_code in (
+        400,
+        404,
+    )
+
+
+def test_an_emptied_action_item_row_removes_it(app, staff, session):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    post(staff, page, f"{page}/postmortem", FULL | {"intent": "save"})
+    post(
+        staff,
+        page,
+        f"{page}/postmortem",
+        {
+            "what_happened": "x",
+            "action_items-0-text": "",
+            "action_items-0-team": "",
+            "intent": "save",
+        },
+    )
+    session.rollback()
+    assert session.scalar(select(Postmortem)).action_items == []

@@ -266,6 +266,21 @@ def test_changing_ones_password(app, client):
     )
 
 
+def test_changing_ones_password_signs_out_every_other_session(app, client):
+    user = make_user(app, "csm")
+    elsewhere = app.test_client()
+    login(elsewhere, user.email)
+    login(client, user.email)
+    changed = submit(
+        client,
+        "/account",
+        {"current_password": PASSWORD, "new_password": "a brand new secret"},
+    )
+    assert changed.status_code == 302
+    assert client.get("/account").status_code == 200  # this one goes on
+    assert elsewhere.get("/account").status_code == 302  # that one is out
+
+
 # --- admins manage users --------------------------------------------------------
 
 

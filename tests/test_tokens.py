@@ -138,7 +138,14 @@ def test_opening_a_link_records_no_answer_or_consent(
 
 @pytest.mark.parametrize("purpose", [tokens.SURVEY, tokens.WITHDRAW_CONSENT])
 def test_the_fast_token_maker_makes_the_same_tokens(app, purpose):
-    ids = [new_public_id() for _ in range(200)] + ["x" * 65 + "y" * 65, "ümlaut-é"]
+    ids = [new_public_id() for _ in range(200)] + [
+        "x" * 65 + "y" * 65,
+        "ümlaut-é",
+        "a" * 20,
+        "é" * 10,
+        "ab" * 30,
+        "abcdefabcdefabcdef",
+    ]
     with app.test_request_context():
         make = tokens.token_maker(purpose)
         for public_id in ids:

@@ -15,7 +15,7 @@ DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 
 def _limit() -> int:
     raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not raw.isdecimal() or len(raw) > 4 or not 1 <= int(raw) <= MAX_LIMIT:
         message = f"Give a whole number from 1 to {MAX_LIMIT}."
         raise InvalidInput("The limit is not valid.", {"limit": [message]})
     return int(raw)

@@ -63,10 +63,14 @@ class QueueFilterForm(FlaskForm):  # type: ignore[misc]
     segment = StringField("Segment", validators=[Optional(), Length(max=80)])
     plan = StringField("Plan", validators=[Optional(), Length(max=80)])
     mrr_min = DecimalField(
-        "Lost MRR from", places=2, validators=[Optional(), NumberRange(min=0)]
+        "Lost MRR from",
+        places=2,
+        validators=[Optional(), NumberRange(min=0, max=10**11)],
     )
     mrr_max = DecimalField(
-        "Lost MRR up to", places=2, validators=[Optional(), NumberRange(min=0)]
+        "Lost MRR up to",
+        places=2,
+        validators=[Optional(), NumberRange(min=0, max=10**11)],
     )
     cancelled_from = DateField("Cancelled from", validators=[Optional()])
     cancelled_to = DateField("Cancelled until", validators=[Optional()])

@@ -8,7 +8,9 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 
 from survey import audit, clock
@@ -214,9 +216,12 @@ def save_postmortem(
         postmortem.done_at = now
     try:
         session.flush()
-    except StaleDataError:
+    except (StaleDataError, IntegrityError):
+        # Saved by someone else between our read and our write.
         session.rollback()
-        raise PostmortemConflict("someone else", None) from None
+        latest = get_postmortem(session, item.departure_id)
+        by = latest.updated_by.name if latest and latest.updated_by else "someone"
+        raise PostmortemConflict(by, latest.updated_at if latest else None) from None
     audit.record(
         session,
         "postmortem.done" if finish else "postmortem.saved",
@@ -282,6 +287,12 @@ def mark_action_done(session: Session, action_id: int, *, actor_id: int) -> Acti
         item.done = True
         item.done_at = clock.now()
         postmortem = session.get(Postmortem, item.postmortem_id)
+        if postmortem is not None:
+            # A change of the postmortem: an editor who opened it before is
+            # told, instead of saving the item back as not done.
+            postmortem.updated_at = item.done_at
+            postmortem.updated_by_id = actor_id
+            flag_modified(postmortem, "updated_at")  # a new version, always
         audit.record(
             session,
             "action.done",

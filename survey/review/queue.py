@@ -198,7 +198,7 @@ def _conditions(wanted: QueueFilter) -> list[ColumnElement[bool]]:
         )
     elif wanted.assignee == "unassigned":
         conditions.append(ReviewItem.assignee_id.is_(None))
-    elif wanted.assignee and wanted.assignee.isdigit():
+    elif wanted.assignee and wanted.assignee.isdecimal() and len(wanted.assignee) < 10:
         conditions.append(ReviewItem.assignee_id == int(wanted.assignee))
     if wanted.reason == "none":
         conditions.append(ReviewItem.reason.is_(None))
@@ -216,7 +216,11 @@ def _conditions(wanted: QueueFilter) -> list[ColumnElement[bool]]:
         start = datetime.combine(wanted.cancelled_from, time.min, UTC)
         conditions.append(ReviewItem.cancelled_at >= start)
     if wanted.cancelled_to:
-        end = datetime.combine(wanted.cancelled_to + timedelta(days=1), time.min, UTC)
+        end = datetime.combine(
+            min(wanted.cancelled_to, date(9998, 12, 31)) + timedelta(days=1),
+            time.min,
+            UTC,
+        )
         conditions.append(ReviewItem.cancelled_at < end)
     if wanted.text:
         pattern = "%" + _escape_like(wanted.text.strip().lower()) + "%"
@@ -260,7 +264,11 @@ def encode_cursor(sort: str, item: ReviewItem) -> str:
 def _decode_cursor(sort: str, cursor: str) -> tuple[Any, int]:
     key_text, _, id_text = cursor.partition(".")
     try:
+        if not (key_text.isdecimal() and id_text.isdecimal() and len(cursor) <= 40):
+            raise ValueError(cursor)
         key, item_id = int(key_text), int(id_text)
+        if key >= 2**63 or item_id >= 2**63:
+            raise ValueError(cursor)
     except ValueError:
         raise InvalidInput(
             "That page link is damaged; start again from page one."

@@ -145,6 +145,9 @@ def bulk() -> WerkzeugResponse:
     if not form.validate_on_submit() or not form.items.data:
         flash("Select at least one item.", "error")
         return redirect(back)
+    raw = form.assignee.data or ""
+    assignee = int(raw) if raw.isdecimal() and len(raw) <= 9 else None
+    reviewer_ids = {None} | {user.id for user in _reviewers()}
     session = db.session()
     public_ids = list(dict.fromkeys(form.items.data))[: queue.PAGE_SIZE * 4]
     changed, refused = 0, []
@@ -154,7 +157,8 @@ def bulk() -> WerkzeugResponse:
             continue
         try:
             if form.action.data == "assign":
-                assignee = int(form.assignee.data) if form.assignee.data else None
+                if assignee not in reviewer_ids:
+                    raise queue.InvalidTransition("Choose someone who reviews.")
                 queue.assign(session, item, assignee, actor_id=current_user.id)
             elif form.status.data not in REVIEW_STATUSES:
                 raise queue.InvalidTransition("Choose a status.")
@@ -209,7 +213,8 @@ def _postmortem_form(
                     }
                 )
     default_team = ROOT_CAUSES.get(form.primary_cause.data or "", ("", ""))[1]
-    for _ in range(BLANK_ACTION_ROWS):
+    room = form.action_items.max_entries - len(form.action_items)
+    for _ in range(min(BLANK_ACTION_ROWS, room)):
         form.action_items.append_entry({"team": default_team})
     return form
 
@@ -280,7 +285,7 @@ def assign(public_id: str) -> WerkzeugResponse:
     form = AssignForm()
     if form.validate_on_submit():
         raw = str(current_user.id) if request.form.get("to_me") else form.assignee.data
-        assignee = int(raw) if raw and raw.isdigit() else None
+        assignee = int(raw) if raw and raw.isdecimal() and len(raw) <= 9 else None
         if assignee is not None and assignee not in {u.id for u in _reviewers()}:
             flash("Choose someone who reviews.", "error")
         else:
@@ -339,11 +344,16 @@ def withdraw_consent(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     if not form.validate_on_submit():
         return _render_item(review_item, consent_form=form, status=422)
     session = db.session()
-    staff_withdrawal(
+    recorded = staff_withdrawal(
         session, review_item.departure, note=form.note.data, actor_id=current_user.id
     )
     session.commit()
-    flash("Win-back consent withdrawn.", "info")
+    flash(
+        "Win-back consent withdrawn."
+        if recorded
+        else "Consent was already withdrawn: nothing changed.",
+        "info",
+    )
     return redirect(url_for(".item", public_id=public_id))
 
 
@@ -353,11 +363,13 @@ def _postmortem_input(form: PostmortemForm) -> postmortems.PostmortemInput:
         row = entry.form
         text = (row.text.data or "").strip()
         filled = text or row.owner.data or row.due_date.data or row.done.data
-        if not filled and not row.id.data:
-            continue  # a blank row
+        if not filled:
+            continue  # a blank row; an emptied one removes its action item
         rows.append(
             postmortems.ActionItemInput(
-                id=int(row.id.data) if (row.id.data or "").isdigit() else None,
+                id=int(row.id.data)
+                if (row.id.data or "").isdecimal() and len(row.id.data) <= 9
+                else None,
                 text=text,
                 team=row.team.data or "",
                 owner=row.owner.data,
@@ -396,7 +408,9 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
             session,
             review_item,
             _postmortem_input(form),
-            base_version=int(version) if version and version.isdigit() else None,
+            base_version=int(version)
+            if version and version.isdecimal() and len(version) <= 9
+            else None,
             actor_id=current_user.id,
             finish=finish,
         )
@@ -430,7 +444,8 @@ def _with_blank_rows(form: PostmortemForm) -> PostmortemForm:
         if not (entry.form.text.data or entry.form.id.data or entry.form.owner.data)
     )
     default_team = ROOT_CAUSES.get(form.primary_cause.data or "", ("", ""))[1]
-    for _ in range(max(0, BLANK_ACTION_ROWS - blanks)):
+    room = form.action_items.max_entries - len(form.action_items)
+    for _ in range(min(max(0, BLANK_ACTION_ROWS - blanks), room)):
         form.action_items.append_entry({"team": default_team})
     return form
 
@@ -458,7 +473,7 @@ def actions() -> str:
     )
 
 
-@bp.post("/actions/<int:action_id>/done")
+@bp.post("/actions/<int(max=2147483647):action_id>/done")
 @access.requires(access.REVIEW)
 def action_done(action_id: int) -> WerkzeugResponse:
     """Mark an action item done (CSRFProtect checks the form's token)."""

@@ -53,7 +53,7 @@ def users() -> str | WerkzeugResponse:
     )
 
 
-@bp.post("/users/<int:user_id>")
+@bp.post("/users/<int(max=2147483647):user_id>")
 @access.requires(access.ADMINISTER)
 def change_user(user_id: int) -> WerkzeugResponse:
     """Deactivate, activate, or change the role of a user."""

@@ -154,6 +154,8 @@ def change_password(session: Session, user: StaffUser, current: str, new: str) -
         raise InvalidInput(message, {"current_password": [message]})
     _check_password(new)
     user.password_hash = passwords.hash_password(new)
+    # Whoever else is signed in as this user (a stolen session?) is signed out.
+    end_all_sessions(session, user)
     audit.record(session, "user.password", actor_id=user.id, user_id=user.id)
 
 

@@ -97,6 +97,8 @@ def login() -> str | WerkzeugResponse:
         except service.LoginRefused as refused:
             error = refused.message
         else:
+            if current_user.is_authenticated and current_user.session_token:
+                service.end_session(writer, current_user.session_token)
             service.start_session(writer, user)
             writer.commit()
             # A new session: nothing from before signing in carries over.
@@ -136,8 +138,12 @@ def account() -> str | WerkzeugResponse:
             for name, messages in invalid.fields.items():
                 getattr(form, name).errors = list(messages)
         else:
+            # Every session ended with the old password; this one goes on.
+            service.start_session(db_session, user)
             db_session.commit()
-            flash("Your password is changed.", "info")
+            session.clear()
+            login_user(user)
+            flash("Your password is changed; other sessions are signed out.", "info")
             return redirect(url_for(".account"))
     return render_template("staff/account.html", form=form)
 

@@ -230,7 +230,7 @@ def parse_cursor(cursor: str | None) -> int | None:
     """Return the position a cursor stands for; raise InvalidInput if damaged."""
     if not cursor:
         return None
-    if not cursor.isdigit() or len(cursor) > 18:
+    if not cursor.isdecimal() or len(cursor) > 18:
         raise InvalidInput(
             "The cursor is not valid.", {"cursor": ["Not a valid cursor."]}
         )
