@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from survey.staff.models import StaffUser
+from survey.staff.models import LoginFailure, StaffUser
 from tests.factories import PASSWORD, csrf_token, login, make_user, submit
 
 HOME = "/review"  # where a CSM lands after signing in
@@ -328,3 +329,36 @@ def test_the_last_admin_stays(app, client, session):
         )
     kept = user_named(session, admin.email)
     assert (kept.active, kept.role) == (True, "admin")
+
+
+def test_parallel_guesses_cannot_slip_past_the_lock_out(app, session):
+    user = make_user(app, "csm")
+    pages = []
+    for _ in range(30):
+        guesser = app.test_client()
+        pages.append(
+            (guesser, csrf_token(guesser.get("/login").get_data(as_text=True)))
+        )
+    barrier = threading.Barrier(len(pages))
+    answers: list[str] = []
+
+    def guess(client, token) -> None:
+        barrier.wait()
+        answer = client.post(
+            "/login",
+            data={"csrf_token": token, "email": user.email, "password": "guess"},
+        )
+        answers.append(answer.get_data(as_text=True))
+
+    threads = [threading.Thread(target=guess, args=pair) for pair in pages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    checked = sum("Wrong email address or password." in page for page in answers)
+    assert checked == 10
+    session.rollback()
+    assert (
+        session.scalar(select(func.count()).where(LoginFailure.email == user.email))
+        == 10
+    )

@@ -198,27 +198,26 @@ def _seconds_until_free(failures: list[datetime], limit: int) -> int:
 
 @dataclass(frozen=True)
 class LoginAttempt:
-    """The outcome of checking credentials, to be recorded by ``record_attempt``."""
+    """A sign-in under way: counted as a failure until it succeeds."""
 
     #: The address the failures are counted under (the user's, or as typed).
     key: str
     ip: str
     user_id: int | None
-    succeeded: bool
-    #: A new hash of the right password, when the stored one is outdated.
-    new_hash: str | None = None
+    password_hash: str | None
+    active: bool
 
 
-def check_credentials(
-    session: Session, email: str, password: str, ip: str
-) -> LoginAttempt:
-    """Check a sign-in, only reading; raise LoginRefused (locked) or 429.
+def begin_attempt(session: Session, email: str, ip: str) -> LoginAttempt:
+    """Count a sign-in before checking it; raise LoginRefused (locked) or 429.
 
+    The attempt is recorded as a failure right away, in the caller's writing
+    transaction, so parallel guesses cannot all slip under the limit while
+    their slow hash checks run; ``finish_attempt`` clears it on success.
     Throttled twice: an address with ``LOGIN_MAX_FAILURES`` failures in the
     window refuses even the right password until the window passes (for any
     address typed, so a lock-out says nothing about who has an account); a
-    client address with ``LOGIN_IP_MAX_FAILURES`` failures gets 429. The slow
-    hash check runs here, outside any writing transaction.
+    client address with ``LOGIN_IP_MAX_FAILURES`` failures gets 429.
     """
     ip = ip[:45]
     ip_window = _window("LOGIN_IP_MAX_FAILURES")
@@ -229,6 +228,8 @@ def check_credentials(
             "Too many failed sign-ins from your network. Try again later.", retry
         )
     user = find_user(session, email)
+    if user is not None:  # one attempt at a time per account (PostgreSQL)
+        session.refresh(user, with_for_update=True)
     key = user.email if user is not None else email.strip().lower()[:320]
     account_window = _window("LOGIN_MAX_FAILURES")
     account_failures = _failures(session, LoginFailure.email, key, account_window.since)
@@ -240,30 +241,42 @@ def check_credentials(
             "Too many failed sign-ins for this address. "
             f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
         )
-    if user is None:
-        passwords.spend_verification_time(password)
-        return LoginAttempt(key=key, ip=ip, user_id=None, succeeded=False)
-    ok = passwords.verify_password(user.password_hash, password) and user.active
-    new_hash = (
-        passwords.hash_password(password)
-        if ok and passwords.needs_rehash(user.password_hash)
-        else None
-    )
+    session.add(LoginFailure(email=key, ip=ip, at=clock.now()))
+    session.flush()
     return LoginAttempt(
-        key=key, ip=ip, user_id=user.id, succeeded=ok, new_hash=new_hash
+        key=key,
+        ip=ip,
+        user_id=user.id if user else None,
+        password_hash=user.password_hash if user else None,
+        active=bool(user and user.active),
     )
 
 
-def record_attempt(session: Session, attempt: LoginAttempt) -> StaffUser:
-    """Record a checked sign-in; return the user, or raise LoginRefused."""
-    if not attempt.succeeded or attempt.user_id is None:
-        session.add(LoginFailure(email=attempt.key, ip=attempt.ip, at=clock.now()))
-        session.flush()
+def verify_attempt(attempt: LoginAttempt, password: str) -> tuple[bool, str | None]:
+    """Check the password (slow: run it outside any transaction).
+
+    Return whether it is right, and a new hash when the stored one is outdated.
+    An unknown address costs the same time as a known one.
+    """
+    if attempt.password_hash is None:
+        passwords.spend_verification_time(password)
+        return False, None
+    ok = passwords.verify_password(attempt.password_hash, password) and attempt.active
+    if ok and passwords.needs_rehash(attempt.password_hash):
+        return True, passwords.hash_password(password)
+    return ok, None
+
+
+def finish_attempt(
+    session: Session, attempt: LoginAttempt, ok: bool, new_hash: str | None
+) -> StaffUser:
+    """Settle an attempt: return the user, or raise LoginRefused (it stays counted)."""
+    if not ok or attempt.user_id is None:
         log.info("failed sign-in from %s", attempt.ip)
         raise LoginRefused(WRONG_CREDENTIALS)
     user = get_user(session, attempt.user_id)
-    if attempt.new_hash is not None:
-        user.password_hash = attempt.new_hash
+    if new_hash is not None:
+        user.password_hash = new_hash
         log.info("password of staff user %s rehashed with today's parameters", user.id)
     user.last_login_at = clock.now()
     session.execute(delete(LoginFailure).where(LoginFailure.email == attempt.key))

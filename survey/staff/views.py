@@ -84,17 +84,15 @@ def login() -> str | WerkzeugResponse:
     error = None
     if form.validate_on_submit():
         ip = request.remote_addr or "unknown"
+        writer = db.session()
         try:
-            with db.new_session() as reader:  # the slow hash check holds no lock
-                attempt = service.check_credentials(
-                    reader, form.email.data, form.password.data, ip
-                )
-            writer = db.session()
-            try:
-                user = service.record_attempt(writer, attempt)
-            finally:
-                writer.commit()  # a failure is counted, also when refused
+            attempt = service.begin_attempt(writer, form.email.data, ip)
+            writer.commit()  # counted; the slow check below holds no lock
+            ok, new_hash = service.verify_attempt(attempt, form.password.data)
+            db.begin_write(writer)
+            user = service.finish_attempt(writer, attempt, ok, new_hash)
         except service.LoginRefused as refused:
+            writer.commit()
             error = refused.message
         else:
             if current_user.is_authenticated and current_user.session_token:
