@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -616,3 +617,31 @@ def test_an_emptied_action_item_row_removes_it(app, staff, session):
     )
     session.rollback()
     assert session.scalar(select(Postmortem)).action_items == []
+
+
+def test_simultaneous_moves_move_the_item_once(app, csm, session):
+    from survey.audit import AuditEvent
+
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    clients = []
+    for _ in range(10):
+        client = app.test_client()
+        login(client, csm.email)
+        clients.append((client, csrf_token(page_of(client, page))))
+    barrier = threading.Barrier(len(clients))
+
+    def move(client, token) -> None:
+        barrier.wait()
+        client.post(f"{page}/status", data={"csrf_token": token, "status": "in_review"})
+
+    threads = [threading.Thread(target=move, args=pair) for pair in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    session.rollback()
+    moves = session.scalars(
+        select(AuditEvent).where(AuditEvent.kind == "review.status")
+    ).all()
+    assert [(m.detail["old"], m.detail["new"]) for m in moves] == [("new", "in_review")]

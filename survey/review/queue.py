@@ -23,9 +23,11 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy.orm.attributes import set_committed_value
 
 from survey import audit, clock
 from survey.departures.models import Departure
@@ -340,8 +342,23 @@ def get_item(session: Session, public_id: str) -> ReviewItem | None:
 def change_status(
     session: Session, item: ReviewItem, status: str, *, actor_id: int | None
 ) -> None:
-    """Move an item to ``status``; raise InvalidTransition if not allowed."""
+    """Move an item to ``status``; raise InvalidTransition if not allowed.
+
+    The move applies only if nobody moved the item meanwhile (a conditional
+    update), so two people cannot both move it from the same status.
+    """
     check_transition(item.status, status)
+    now = clock.now()
+    moved = session.execute(
+        update(ReviewItem)
+        .where(ReviewItem.id == item.id, ReviewItem.status == item.status)
+        .values(status=status, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(moved, "rowcount", 0):
+        raise InvalidTransition(
+            "Someone changed this item meanwhile; reload the page and try again."
+        )
     audit.record(
         session,
         "review.status",
@@ -350,8 +367,8 @@ def change_status(
         old=item.status,
         new=status,
     )
-    item.status = status
-    item.updated_at = clock.now()
+    set_committed_value(item, "status", status)
+    set_committed_value(item, "updated_at", now)
 
 
 def assign(
