@@ -331,7 +331,7 @@ def _erase_departure(
     session: Session, departure: Departure, now: datetime
 ) -> list[Path]:
     """Blank one departure's personal fields and emails; return its .eml files."""
-    departure.contact_email = f"erased-{departure.public_id}@erased.invalid"
+    departure.contact_email = f"erased-{departure.public_id}{outbox.ERASED_DOMAIN}"
     departure.contact_name = None
     departure.erased_at = now
     session.execute(

@@ -45,6 +45,8 @@ from survey.i18n import force_locale
 log = logging.getLogger(__name__)
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
+#: Where erased contacts' addresses point (see survey.contacts).
+ERASED_DOMAIN = "@erased.invalid"
 
 
 class OutboxMessage(Base):
@@ -371,6 +373,10 @@ def _deliver_claimed(
             log.exception("message %s could not be sent", message_id)
             error = f"{type(exc).__name__}: {exc}"[:1000]
         outcome = _record_result(session, message, worker, error)
+        if outcome is None and message.recipient.endswith(ERASED_DOMAIN):
+            # Erased while it was in hand: no copy of it may stay on disk.
+            for path in eml_files(message.id):
+                path.unlink(missing_ok=True)
         if outcome == SENT:
             report.sent += 1
         elif outcome == FAILED:

@@ -101,15 +101,14 @@ def _validate(data: PostmortemInput, *, finishing: bool) -> None:
     unknown = [code for code in data.root_causes if code not in ROOT_CAUSES]
     if unknown:
         problems["root_causes"] = ["Choose root causes from the list."]
-    elif data.root_causes:
+    elif finishing and data.root_causes:
+        # A draft may be half-way; a finished postmortem is consistent.
         if data.primary_cause not in data.root_causes:
             problems["primary_cause"] = [
                 "Mark exactly one of the chosen root causes as the primary one."
             ]
         if "other" in data.root_causes and not (data.other_cause or "").strip():
             problems["other_cause"] = ["Say what the “other” root cause was."]
-    elif data.primary_cause:
-        problems["primary_cause"] = ["Choose the root causes first."]
     for index, row in enumerate(data.action_items):
         if row.team not in TEAMS:
             problems[f"action_items-{index}-team"] = ["Choose a team."]
