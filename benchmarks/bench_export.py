@@ -120,7 +120,8 @@ def load(database_url: str, rows: int) -> float:
                 ),
                 [
                     {
-                        "p": f"x{n:015d}",
+                        # Random, as the app makes them (new_public_id).
+                        "p": secrets.token_urlsafe(12),
                         "e": f"export-{n}",
                         "c": f"=Company {n}" if n % 1000 == 0 else f"Company {n}",
                         "n": f"Person {n}",
@@ -135,7 +136,8 @@ def load(database_url: str, rows: int) -> float:
             text(
                 "INSERT INTO consent_events (departure_id, action, channel, wording, "
                 "wording_version, created_at) SELECT id, 'granted', 'survey', "
-                "'Yes, you may contact me later.', '2026-11-v1', :t FROM departures"
+                "'Yes, you may contact me later.', '2026-11-v1', :t FROM departures "
+                "ORDER BY id"
             ),
             {"t": now},
         )
