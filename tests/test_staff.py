@@ -362,3 +362,21 @@ def test_parallel_guesses_cannot_slip_past_the_lock_out(app, session):
         session.scalar(select(func.count()).where(LoginFailure.email == user.email))
         == 10
     )
+
+
+def test_an_admin_gives_a_user_a_new_password_shown_once(app, client):
+    admin = make_user(app, "admin")
+    forgetful = make_user(app, "marketing")
+    signed_in = app.test_client()
+    login(signed_in, forgetful.email)
+    login(client, admin.email)
+    page = client.get("/admin/users").get_data(as_text=True)
+    shown = client.post(
+        f"/admin/users/{forgetful.id}",
+        data={"csrf_token": csrf_token(page), "action": "reset", "role": "marketing"},
+    ).get_data(as_text=True)
+    password = re.search(r'<code class="secret">([^<]+)</code>', shown).group(1)
+    assert password not in client.get("/admin/users").get_data(as_text=True)
+    assert signed_in.get("/account").status_code == 302  # old sessions end
+    assert login(app.test_client(), forgetful.email, password).status_code == 302
+    assert login(app.test_client(), forgetful.email).status_code == 200  # old one

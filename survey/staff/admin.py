@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask import Response as HttpResponse
 from flask_login import current_user
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import audit, db
@@ -44,10 +45,19 @@ def users() -> str | WerkzeugResponse:
             db_session.commit()
             new_password = (user.email, password)
             form = NewUserForm(formdata=None)
+    return _users_page(db_session, form=form, new_password=new_password)
+
+
+def _users_page(
+    db_session: Session,
+    *,
+    form: NewUserForm | None = None,
+    new_password: tuple[str, str] | None = None,
+) -> str:
     return render_template(
         "staff/users.html",
         users=service.list_users(db_session),
-        form=form,
+        form=form or NewUserForm(formdata=None),
         action_form=UserActionForm(),
         new_password=new_password,
     )
@@ -55,7 +65,7 @@ def users() -> str | WerkzeugResponse:
 
 @bp.post("/users/<int(max=2147483647):user_id>")
 @access.requires(access.ADMINISTER)
-def change_user(user_id: int) -> WerkzeugResponse:
+def change_user(user_id: int) -> str | WerkzeugResponse:
     """Deactivate, activate, or change the role of a user."""
     form = UserActionForm()
     db_session = db.session()
@@ -84,6 +94,11 @@ def change_user(user_id: int) -> WerkzeugResponse:
     elif action == "role":
         service.set_role(db_session, user, form.role.data, actor_id=current_user.id)
         message = f"{user.name} is now {user.role}."
+    elif action == "reset":
+        password = service.reset_password(db_session, user, actor_id=current_user.id)
+        db_session.commit()
+        # Shown on this page only, never in a redirect or the session cookie.
+        return _users_page(db_session, new_password=(user.email, password))
     else:
         flash("Unknown action.", "error")
         return redirect(url_for(".users"))

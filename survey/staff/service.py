@@ -159,6 +159,15 @@ def change_password(session: Session, user: StaffUser, current: str, new: str) -
     audit.record(session, "user.password", actor_id=user.id, user_id=user.id)
 
 
+def reset_password(session: Session, user: StaffUser, *, actor_id: int) -> str:
+    """Give a user a new generated password (shown once); end their sessions."""
+    password = passwords.generate_password()
+    user.password_hash = passwords.hash_password(password)
+    end_all_sessions(session, user)
+    audit.record(session, "user.password_reset", actor_id=actor_id, user_id=user.id)
+    return password
+
+
 # --- signing in --------------------------------------------------------------
 
 
