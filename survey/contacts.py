@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import JSON, Text, cast, func, or_, select, update
+from sqlalchemy import JSON, Text, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from survey import audit, clock, outbox
@@ -216,25 +216,6 @@ def _free_text_columns() -> list[tuple[Any, Any, Any]]:
     return found
 
 
-def _pattern(emails: set[str], names: set[str]) -> re.Pattern[str]:
-    """Match the addresses and names as whole words.
-
-    Addresses and full names in any case; a one-word name only as written
-    ("May", not the "may" of other people's sentences).
-    """
-    # Not inside a longer word or address ("jimbob@", "tom.other@").
-    whole = r"(?<![\w.@+-]){}(?![\w@+-]|\.\w)"
-    parts = [
-        whole.format(
-            re.escape(term)
-            if term in names and " " not in term.strip()
-            else f"(?i:{re.escape(term)})"
-        )
-        for term in emails | names
-    ]
-    return re.compile("|".join(sorted(parts, key=len, reverse=True)))
-
-
 def _scrub(value: Any, pattern: re.Pattern[str]) -> Any:
     if isinstance(value, str):
         return pattern.sub(ERASED, value)
@@ -245,39 +226,124 @@ def _scrub(value: Any, pattern: re.Pattern[str]) -> Any:
     return value
 
 
+def _owned_by(table: Any, departure_ids: list[int]) -> Any:
+    """Return the condition "tied to one of these departures", or None."""
+    from survey.review.models import Postmortem
+
+    if "departure_id" in table.c:
+        return table.c.departure_id.in_(departure_ids)
+    if "postmortem_id" in table.c:
+        return table.c.postmortem_id.in_(
+            select(Postmortem.id).where(Postmortem.departure_id.in_(departure_ids))
+        )
+    return None
+
+
+def _pattern(emails: set[str], names: set[str]) -> re.Pattern[str] | None:
+    """Match the addresses and names as whole words (None: nothing to match).
+
+    Addresses and full names in any case, their words split by any spaces or
+    line breaks; a one-word name only as written ("May", not "may").
+    """
+    whole = r"(?<![\w.@+-]){}(?![\w@+-]|\.\w)"
+    parts = [whole.format(f"(?i:{re.escape(email)})") for email in emails]
+    for name in names:
+        words = name.split()
+        if len(words) > 1:
+            spaced = r"\s+".join(re.escape(word) for word in words)
+            parts.append(whole.format(f"(?i:{spaced})"))
+        elif words:
+            parts.append(whole.format(re.escape(words[0])))
+    if not parts:
+        return None
+    return re.compile("|".join(sorted(parts, key=len, reverse=True)))
+
+
+def _like_terms(emails: set[str], names: set[str]) -> set[str]:
+    """Return what a row must contain (any case) to be worth a closer look.
+
+    SQLite folds case for ASCII only: a name is looked for by its ASCII words,
+    and by its own spellings when it has none.
+    """
+    terms = {email.lower() for email in emails}
+    for name in names:
+        ascii_words = [word for word in name.split() if word.isascii()]
+        if ascii_words:
+            terms.add(max(ascii_words, key=len).lower())
+        else:
+            terms |= {name, name.lower(), name.upper(), name.title()}
+    return terms
+
+
+def _scrub_rows(
+    session: Session,
+    table: Any,
+    primary: Any,
+    column: Any,
+    where: Any,
+    pattern: re.Pattern[str],
+) -> int:
+    changed = 0
+    for key, value in session.execute(select(primary, column).where(where)).all():
+        scrubbed = _scrub(value, pattern)
+        if scrubbed != value:
+            session.execute(
+                update(table).where(primary == key).values({column.name: scrubbed})
+            )
+            changed += 1
+    return changed
+
+
 def _sweep(
     session: Session,
-    terms: set[str],
-    pattern: re.Pattern[str],
-    departure_id: int | None = None,
+    emails: set[str],
+    names: set[str],
+    departure_ids: list[int],
+    *,
+    everywhere: bool,
 ) -> int:
-    """Replace ``pattern`` in the free-text columns; return the cells changed.
+    """Replace the person's addresses and names in the free-text columns.
 
-    With ``departure_id``, only in the rows tied to that departure.
+    In the rows tied to their departures: addresses and every name. With
+    ``everywhere``, in all other rows too, but only addresses and full names
+    (a one-word name such as "N/A" or "May" could be anybody's word). Audit
+    details hold codes: only addresses are replaced there.
     """
+    mine = _pattern(emails, names)
+    anyones = _pattern(emails, {n for n in names if len(n.split()) > 1})
+    addresses = _pattern(emails, set())
     changed = 0
     for table, primary, column in _free_text_columns():
+        is_audit = column is AuditEvent.__table__.c.detail
+        owned = _owned_by(table, departure_ids) if departure_ids else None
+        if owned is not None:
+            pattern = addresses if is_audit else mine
+            if pattern is not None:
+                changed += _scrub_rows(
+                    session,
+                    table,
+                    primary,
+                    column,
+                    and_(owned, column.is_not(None)),
+                    pattern,
+                )
+        if not everywhere:
+            continue
+        pattern = addresses if is_audit else anyones
+        if pattern is None:
+            continue
         as_text = cast(column, Text) if isinstance(column.type, JSON) else column
-        query = select(primary, column).where(
-            or_(
-                *(
-                    func.lower(as_text).contains(term.lower(), autoescape=True)
-                    for term in terms
+        candidates = or_(
+            *(
+                func.lower(as_text).contains(term.lower(), autoescape=True)
+                for term in _like_terms(
+                    emails,
+                    set() if is_audit else {n for n in names if len(n.split()) > 1},
                 )
             )
         )
-        if departure_id is not None:
-            owner = table.c.get("departure_id")
-            if owner is None:
-                continue
-            query = query.where(owner == departure_id)
-        for key, value in session.execute(query).all():
-            scrubbed = _scrub(value, pattern)
-            if scrubbed != value:
-                session.execute(
-                    update(table).where(primary == key).values({column.name: scrubbed})
-                )
-                changed += 1
+        where = candidates if owned is None else and_(candidates, ~owned)
+        changed += _scrub_rows(session, table, primary, column, where, pattern)
     return changed
 
 
@@ -305,14 +371,10 @@ def erase_person(
     emails = {address, email.strip()} | {d.contact_email for d in departures}
     names = {d.contact_name.strip() for d in departures if d.contact_name}
     names.discard("")
-    pattern = _pattern(emails, names)
     now = clock.now()
     files: list[Path] = []
     for departure in departures:
-        # Their own account facts may carry their name (a one-person company).
-        departure.company = _scrub(departure.company, pattern)
-        departure.billing_reason = _scrub(departure.billing_reason, pattern)
-        files += _erase_departure(session, departure, now)
+        files += _erase_departure(session, departure, now, names)
     audit.record(
         session,
         "contact.erased",
@@ -322,15 +384,22 @@ def erase_person(
         via=via,
     )
     session.flush()
-    scrubbed = _sweep(session, emails | names, pattern)
+    scrubbed = _sweep(
+        session, emails, names, [d.id for d in departures], everywhere=True
+    )
     log.info("erased one person (%d departures) via %s", len(departures), via)
     return Erasure(len(departures), scrubbed, tuple(files))
 
 
 def _erase_departure(
-    session: Session, departure: Departure, now: datetime
+    session: Session, departure: Departure, now: datetime, names: set[str]
 ) -> list[Path]:
     """Blank one departure's personal fields and emails; return its .eml files."""
+    # Their account facts may carry their name (a one-person company).
+    own = _pattern({departure.contact_email}, names)
+    if own is not None:
+        departure.company = _scrub(departure.company, own)
+        departure.billing_reason = _scrub(departure.billing_reason, own)
     departure.contact_email = f"erased-{departure.public_id}{outbox.ERASED_DOMAIN}"
     departure.contact_name = None
     departure.erased_at = now
@@ -377,9 +446,9 @@ def purge_expired(
         emails = {departure.contact_email}
         names = {departure.contact_name.strip()} if departure.contact_name else set()
         names.discard("")
-        files += _erase_departure(session, departure, now)
+        files += _erase_departure(session, departure, now, names)
         session.flush()
-        _sweep(session, emails | names, _pattern(emails, names), departure.id)
+        _sweep(session, emails, names, [departure.id], everywhere=False)
     if expired:
         audit.record(
             session,

@@ -284,6 +284,9 @@ def finish_attempt(
         log.info("failed sign-in from %s", attempt.ip)
         raise LoginRefused(WRONG_CREDENTIALS)
     user = get_user(session, attempt.user_id)
+    if user.password_hash != attempt.password_hash or not user.active:
+        # Reset or deactivated while the password was being checked.
+        raise LoginRefused(WRONG_CREDENTIALS)
     if new_hash is not None:
         user.password_hash = new_hash
         log.info("password of staff user %s rehashed with today's parameters", user.id)
