@@ -12,6 +12,7 @@ from babel.numbers import format_currency
 from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms import SelectChoice
@@ -478,9 +479,14 @@ def actions() -> str:
 def action_done(action_id: int) -> WerkzeugResponse:
     """Mark an action item done (CSRFProtect checks the form's token)."""
     session = db.session()
-    postmortems.mark_action_done(session, action_id, actor_id=current_user.id)
-    session.commit()
-    flash("Action item done.", "info")
+    try:
+        postmortems.mark_action_done(session, action_id, actor_id=current_user.id)
+        session.commit()
+    except StaleDataError:  # its postmortem was saved in the same instant
+        session.rollback()
+        flash("The postmortem was being saved just now; try again.", "error")
+    else:
+        flash("Action item done.", "info")
     return redirect(safe_next(request.form.get("back")) or url_for(".actions"))
 
 
