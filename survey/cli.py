@@ -328,7 +328,10 @@ def contacts_export(email: str) -> None:
     from survey import contacts
 
     with db.new_session() as session:
-        click.echo(contacts.to_json(contacts.export_person(session, email)))
+        try:
+            click.echo(contacts.to_json(contacts.export_person(session, email)))
+        except SurveyError as exc:
+            raise click.ClickException(exc.message) from None
 
 
 @contacts_cli.command("erase")

@@ -19,3 +19,8 @@ def now() -> datetime:
         clock: Callable[[], datetime] = current_app.config.get("CLOCK") or system_now
         return clock()
     return system_now()
+
+
+def iso(value: datetime | None) -> str | None:
+    """Return a UTC time as ISO 8601 ending in ``Z``; None stays None."""
+    return value.isoformat().replace("+00:00", "Z") if value else None

@@ -41,30 +41,26 @@ ERASED = "[erased]"
 _FREE_TEXT = ("reason_other", "details", "destination_name", "follow_up_answer")
 
 
-def departures_of(session: Session, email: str) -> list[Departure]:
-    """Return a person's departures (addresses are stored in lower case)."""
+def departures_of(session: Session, address: str) -> list[Departure]:
+    """Return the departures of a normalized address (see ``valid_address``)."""
     return list(
         session.scalars(
             select(Departure)
-            .where(Departure.contact_email == email.strip().lower())
+            .where(Departure.contact_email == address)
             .order_by(Departure.id)
         )
     )
 
 
-def email_hash(email: str) -> str:
-    """Return the keyed hash of an address that the audit log keeps."""
+def email_hash(address: str) -> str:
+    """Return the keyed hash of a normalized address, as the audit log keeps it."""
     key = str(current_app.config["SECRET_KEY"]).encode()
-    return hmac.new(key, email.strip().lower().encode(), hashlib.sha256).hexdigest()
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
 
 
 def _row(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
     return {
-        name: _iso(value)
+        name: clock.iso(value)
         if isinstance(value := getattr(obj, name), datetime)
         else value
         for name in names
@@ -72,9 +68,13 @@ def _row(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def export_person(session: Session, email: str) -> dict[str, Any]:
-    """Return everything held about a person, as JSON-ready data."""
+    """Return everything held about a person, as JSON-ready data.
+
+    Raise InvalidInput when ``email`` is not an address.
+    """
+    address = valid_address(email)
     departures = []
-    for departure in departures_of(session, email):
+    for departure in departures_of(session, address):
         response = session.scalar(
             select(Response).where(Response.departure_id == departure.id)
         )
@@ -165,7 +165,7 @@ def export_person(session: Session, email: str) -> dict[str, Any]:
                 "staff_notes": [_row(n, ("body", "created_at")) for n in notes],
             }
         )
-    return {"email": email.strip(), "departures": departures}
+    return {"email": address, "departures": departures}
 
 
 @dataclass(frozen=True)
@@ -350,7 +350,7 @@ def _sweep(
 def valid_address(email: str) -> str:
     """Return ``email`` checked as an address; raise InvalidInput if it is not."""
     try:
-        return normalize_email(email.strip())
+        return normalize_email(email)
     except ValueError:
         message = "Not a valid email address."
         raise InvalidInput(message, {"email": [message]}) from None
@@ -368,7 +368,7 @@ def erase_person(
     """
     address = valid_address(email)
     departures = departures_of(session, address)
-    emails = {address, email.strip()} | {d.contact_email for d in departures}
+    emails = {address} | {d.contact_email for d in departures}
     names = {d.contact_name.strip() for d in departures if d.contact_name}
     names.discard("")
     now = clock.now()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from flask import current_app, jsonify, request, url_for
@@ -12,7 +11,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from survey import db, links
+from survey import clock, db, links
 from survey.api import bp
 from survey.api.auth import require_scope
 from survey.consent import current_consent
@@ -22,10 +21,6 @@ from survey.departures.service import find_by_public_id, record_departure
 from survey.errors import InvalidInput, NotFound
 from survey.public.service import find_response
 from survey.review.models import ReviewItem
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def departure_json(session: Session, departure: Departure) -> dict[str, Any]:
@@ -48,12 +43,12 @@ def departure_json(session: Session, departure: Departure) -> dict[str, Any]:
         "segment": departure.segment,
         "locale": departure.locale,
         "csm_email": departure.csm_email,
-        "cancelled_at": _iso(departure.cancelled_at),
+        "cancelled_at": clock.iso(departure.cancelled_at),
         "billing_reason": departure.billing_reason,
         "source": departure.source,
-        "created_at": _iso(departure.created_at),
-        "invited_at": _iso(departure.invited_at),
-        "first_opened_at": _iso(departure.first_opened_at),
+        "created_at": clock.iso(departure.created_at),
+        "invited_at": clock.iso(departure.invited_at),
+        "first_opened_at": clock.iso(departure.first_opened_at),
         "response": None
         if response is None
         else {
@@ -65,10 +60,10 @@ def departure_json(session: Session, departure: Departure) -> dict[str, Any]:
             "destination_name": response.destination_name,
             "follow_up_reason": response.follow_up_reason,
             "follow_up_answer": response.follow_up_answer,
-            "answered_at": _iso(response.answered_at),
-            "updated_at": _iso(response.updated_at),
+            "answered_at": clock.iso(response.answered_at),
+            "updated_at": clock.iso(response.updated_at),
         },
-        "consent": {"state": consent.state, "since": _iso(consent.since)},
+        "consent": {"state": consent.state, "since": clock.iso(consent.since)},
         # None until the departure enters the review queue.
         "review_status": session.scalar(
             select(ReviewItem.status).where(ReviewItem.departure_id == departure.id)

@@ -44,13 +44,19 @@ def _currencies() -> frozenset[str]:
 
 
 def normalize_email(value: str) -> str:
-    """Return a syntactically valid address, normalized; raise ValueError if not."""
+    """Return a syntactically valid address, normalized; raise ValueError if not.
+
+    In lower case, local part included: one person is one address however it
+    was typed (departures, staff logins, erasure all match on it).
+    """
     try:
         # allow_smtputf8=False: every mail server on the way can carry it.
-        result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+        result = validate_email(
+            value.strip(), check_deliverability=False, allow_smtputf8=False
+        )
     except EmailNotValidError as exc:
         raise ValueError(f"Not a valid email address: {exc}") from None
-    return result.ascii_email or result.normalized
+    return (result.ascii_email or result.normalized).lower()
 
 
 #: The dates a cancellation can plausibly have (and every database can store).
@@ -114,8 +120,7 @@ class DepartureIn(BaseModel):
     @field_validator("contact_email")
     @classmethod
     def _contact_email(cls, value: str) -> str:
-        # In lower case: one person is one address, however it was typed.
-        return normalize_email(value).lower()
+        return normalize_email(value)
 
     @field_validator("csm_email")
     @classmethod

@@ -112,44 +112,44 @@ def change_user(user_id: int) -> str | WerkzeugResponse:
 def contacts() -> str | WerkzeugResponse:
     """Export or erase a person's data (GDPR articles 15 and 17)."""
     form = ContactForm()
-    if form.validate_on_submit():
-        email = form.email.data.strip()
-        db_session = db.session()
-        if request.form.get("action") == "export":
-            body = contacts_service.to_json(
-                contacts_service.export_person(db_session, email)
-            )
-            audit.record(
-                db_session,
-                "contact.exported",
-                actor_id=current_user.id,
-                email_hash=contacts_service.email_hash(email),
-            )
-            db_session.commit()
-            return HttpResponse(
-                body,
-                mimetype="application/json",
-                headers={
-                    "Content-Disposition": 'attachment; filename="personal-data.json"'
-                },
-            )
-        if (form.confirm.data or "").strip().lower() != email.lower():
-            form.confirm.errors = ["Type the same address again to erase."]
-        else:
-            try:
-                done = contacts_service.erase_person(
-                    db_session, email, actor_id=current_user.id, via="admin"
-                )
-            except InvalidInput as invalid:
-                form.email.errors = invalid.fields.get("email", [invalid.message])
-                return render_template("staff/contacts.html", form=form)
-            db_session.commit()
-            done.remove_files()
-            flash(
-                f"Erased {done.departures} departure(s) of that person."
-                if done.departures
-                else "Nobody with that address: nothing erased.",
-                "info",
-            )
-            return redirect(url_for(".contacts"))
-    return render_template("staff/contacts.html", form=form)
+    if not form.validate_on_submit():
+        return render_template("staff/contacts.html", form=form)
+    try:
+        address = contacts_service.valid_address(form.email.data)
+    except InvalidInput as invalid:
+        form.email.errors = invalid.fields["email"]
+        return render_template("staff/contacts.html", form=form)
+    db_session = db.session()
+    if request.form.get("action") == "export":
+        body = contacts_service.to_json(
+            contacts_service.export_person(db_session, address)
+        )
+        audit.record(
+            db_session,
+            "contact.exported",
+            actor_id=current_user.id,
+            email_hash=contacts_service.email_hash(address),
+        )
+        db_session.commit()
+        return HttpResponse(
+            body,
+            mimetype="application/json",
+            headers={
+                "Content-Disposition": 'attachment; filename="personal-data.json"'
+            },
+        )
+    if (form.confirm.data or "").strip().lower() != address:
+        form.confirm.errors = ["Type the same address again to erase."]
+        return render_template("staff/contacts.html", form=form)
+    done = contacts_service.erase_person(
+        db_session, address, actor_id=current_user.id, via="admin"
+    )
+    db_session.commit()
+    done.remove_files()
+    flash(
+        f"Erased {done.departures} departure(s) of that person."
+        if done.departures
+        else "Nobody with that address: nothing erased.",
+        "info",
+    )
+    return redirect(url_for(".contacts"))

@@ -40,9 +40,8 @@ WRONG_CREDENTIALS = "Wrong email address or password."
 
 
 def _normalized(email: str) -> str:
-    # Lower-cased whole: a login name, where case should not matter.
     try:
-        return normalize_email(email.strip()).lower()
+        return normalize_email(email)
     except ValueError:
         raise InvalidInput(
             "Not a valid email address.", {"email": ["Not a valid email address."]}
@@ -58,7 +57,7 @@ def _check_password(password: str) -> None:
 def find_user(session: Session, email: str) -> StaffUser | None:
     """Return the user with this address, if any (active or not)."""
     try:
-        normalized = normalize_email(email.strip()).lower()
+        normalized = normalize_email(email)
     except ValueError:
         return None
     return session.scalar(select(StaffUser).where(StaffUser.email == normalized))
