@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import secrets
 import subprocess
 import sys
@@ -41,7 +40,7 @@ REPO = BENCH_DIR.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from bench_survey import free_port, tool  # noqa: E402
+from bench_survey import free_port, migrate, survey_env, tool  # noqa: E402
 
 TOTAL_TARGET_S = 15.0
 FIRST_BYTE_TARGET_S = 1.0
@@ -72,18 +71,6 @@ class Outcome:
         if self.peak_rss_mb >= RSS_TARGET_MB:
             found.append(f"peak RSS {self.peak_rss_mb:.0f} MB >= {RSS_TARGET_MB:.0f}")
         return found
-
-
-def environment(database_url: str, instance: Path, port: int) -> dict[str, str]:
-    """Return a production-like environment for the app."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURVEY_")}
-    env.update(
-        SURVEY_SECRET_KEY=secrets.token_hex(32),
-        SURVEY_DATABASE_URL=database_url,
-        SURVEY_INSTANCE_PATH=str(instance),
-        SURVEY_BASE_URL=f"http://127.0.0.1:{port}",
-    )
-    return env
 
 
 def flask(env: dict[str, str], *args: str) -> str:
@@ -172,8 +159,8 @@ def export(database: str, database_url: str, rows: int) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
         instance = Path(folder)
         port = free_port()
-        env = environment(database_url, instance, port)
-        flask(env, "db", "upgrade")
+        env = survey_env(instance, port, database_url)
+        migrate(env)
         print(f"  {database}: loading {rows:,} consenting contacts ...", flush=True)
         load_s = load(database_url, rows)
         print(f"  {database}: loaded in {load_s:.1f} s", flush=True)

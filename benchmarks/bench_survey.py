@@ -143,13 +143,16 @@ def free_port() -> int:
         return port
 
 
-def survey_env(tmp: Path, port: int) -> dict[str, str]:
-    """Return the environment of a production-like survey app in ``tmp``."""
+def survey_env(tmp: Path, port: int, database_url: str | None = None) -> dict[str, str]:
+    """Return the environment of a production-like survey app in ``tmp``.
+
+    The database is a SQLite file in ``tmp`` unless ``database_url`` is given.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SURVEY_")}
     env.update(
         SURVEY_SECRET_KEY=secrets.token_hex(32),
         SURVEY_INSTANCE_PATH=str(tmp),
-        SURVEY_DATABASE_URL=f"sqlite:///{tmp / 'bench.sqlite3'}",
+        SURVEY_DATABASE_URL=database_url or f"sqlite:///{tmp / 'bench.sqlite3'}",
         SURVEY_BASE_URL=f"http://127.0.0.1:{port}",
     )
     return env

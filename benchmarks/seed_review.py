@@ -54,10 +54,8 @@ import base64
 import bisect
 import json
 import math
-import os
 import random
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -82,7 +80,9 @@ from sqlalchemy.engine import Engine, make_url
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import bench_survey  # noqa: E402  (the benchmarks' shared set-up)
 
 BATCH = 20_000  # rows per executemany / per generated chunk
 
@@ -819,31 +819,13 @@ class Writer:
                         copy.write_row(row)
 
 
-def tool(name: str) -> str:
-    local = BIN / name
-    return str(local) if local.exists() else name
-
-
 def migrate(url: str) -> None:
     """Create the schema with the project's own command (Alembic migrations)."""
     with tempfile.TemporaryDirectory(prefix="seed-review-") as instance:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SURVEY_")}
-        env.update(
-            SURVEY_DATABASE_URL=url,
-            SURVEY_INSTANCE_PATH=instance,
-            SURVEY_SECRET_KEY=secrets.token_hex(32),
-            SURVEY_BASE_URL=BASE,
-        )
-        done = subprocess.run(
-            [tool("flask"), "--app", "survey", "db", "upgrade"],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if done.returncode != 0:
-        raise SeedError(f"flask db upgrade failed:\n{done.stdout}{done.stderr}")
+        try:
+            bench_survey.migrate(bench_survey.survey_env(Path(instance), 0, url))
+        except bench_survey.BenchError as exc:
+            raise SeedError(str(exc)) from None
 
 
 class SeedError(RuntimeError):

@@ -59,6 +59,17 @@ Str200 = Annotated[str, mapped_column(String(200))]
 Str320 = Annotated[str, mapped_column(String(320))]
 
 
+def parse_id(text: str | None) -> int | None:
+    """Return the integer key written in ``text``, or None if it is not one.
+
+    Digits only (``int`` would also take "²", " 7" or "1_0"), and small
+    enough for an INTEGER column on every database.
+    """
+    if text and text.isascii() and text.isdecimal() and len(text) <= 9:
+        return int(text)
+    return None
+
+
 def new_public_id() -> str:
     """Return a random, unguessable id (96 bits) for use in links."""
     return secrets.token_urlsafe(12)

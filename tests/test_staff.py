@@ -380,3 +380,17 @@ def test_an_admin_gives_a_user_a_new_password_shown_once(app, client):
     assert signed_in.get("/account").status_code == 302  # old sessions end
     assert login(app.test_client(), forgetful.email, password).status_code == 302
     assert login(app.test_client(), forgetful.email).status_code == 200  # old one
+
+
+def test_an_unknown_role_is_refused_clearly(app, client, session):
+    admin = make_user(app, "admin")
+    csm = make_user(app, "csm")
+    login(client, admin.email)
+    page = client.get("/admin/users").get_data(as_text=True)
+    refused = client.post(
+        f"/admin/users/{csm.id}",
+        data={"csrf_token": csrf_token(page), "action": "role", "role": "root"},
+    )
+    assert refused.status_code == 422
+    assert "Choose a role" in refused.get_data(as_text=True)
+    assert user_named(session, csm.email).role == "csm"

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
 from sqlalchemy import (
@@ -19,7 +19,6 @@ from sqlalchemy import (
     false,
     insert,
     literal,
-    null,
     or_,
     select,
     tuple_,
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from survey import audit, clock
+from survey.db import parse_id
 from survey.departures.models import Departure
 from survey.errors import InvalidInput, SurveyError
 from survey.public.models import Response
@@ -71,7 +71,29 @@ def check_transition(current: str, new: str) -> None:
 
 # --- entering the queue ----------------------------------------------------------
 
-_COLUMNS = [
+
+def _new_items(origin: str, reason: str | None) -> Select[Any]:
+    """Return the departures as new queue items (their facts copied), to insert.
+
+    The caller narrows it with ``.where``; ``ITEM_COLUMNS`` names its columns.
+    """
+    now = clock.now()
+    items = select(
+        Departure.id,
+        literal("new"),
+        literal(now, ReviewItem.queued_at.type),
+        literal(now, ReviewItem.updated_at.type),
+        literal(origin),
+        Departure.mrr_cents,
+        literal(reason, ReviewItem.reason.type),
+        Departure.segment,
+        Departure.plan,
+        Departure.cancelled_at,
+    )
+    return cast(Select[Any], items)
+
+
+ITEM_COLUMNS = [
     "departure_id",
     "status",
     "queued_at",
@@ -91,23 +113,11 @@ def queue_answer(session: Session, departure_id: int, reason: str) -> None:
     One upsert on the unique ``review_items.departure_id``, in the caller's
     transaction (the answer's own).
     """
-    now = clock.now()
     dialect = session.get_bind().dialect.name
     upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = upsert(ReviewItem).from_select(
-        _COLUMNS,
-        select(
-            Departure.id,
-            literal("new"),
-            literal(now, ReviewItem.queued_at.type),
-            literal(now, ReviewItem.updated_at.type),
-            literal("answered"),
-            Departure.mrr_cents,
-            literal(reason),
-            Departure.segment,
-            Departure.plan,
-            Departure.cancelled_at,
-        ).where(Departure.id == departure_id),
+        ITEM_COLUMNS,
+        _new_items("answered", reason).where(Departure.id == departure_id),
     )
     statement = statement.on_conflict_do_update(
         index_elements=[ReviewItem.departure_id],
@@ -123,20 +133,8 @@ def queue_unanswered(session: Session) -> int:
     MRR is at least ``SURVEY_REVIEW_MIN_MRR_CENTS``.
     """
     config = current_app.config
-    now = clock.now()
-    due = now - timedelta(days=config["REVIEW_UNANSWERED_AFTER_DAYS"])
-    candidates = select(
-        Departure.id,
-        literal("new"),
-        literal(now, ReviewItem.queued_at.type),
-        literal(now, ReviewItem.updated_at.type),
-        literal("unanswered"),
-        Departure.mrr_cents,
-        null(),
-        Departure.segment,
-        Departure.plan,
-        Departure.cancelled_at,
-    ).where(
+    due = clock.now() - timedelta(days=config["REVIEW_UNANSWERED_AFTER_DAYS"])
+    candidates = _new_items("unanswered", None).where(
         Departure.invited_at <= due,
         Departure.mrr_cents >= config["REVIEW_MIN_MRR_CENTS"],
         # Explicit subqueries: a bare exists() would pull review_items, the
@@ -146,7 +144,9 @@ def queue_unanswered(session: Session) -> int:
     )
     # Counted from RETURNING: drivers disagree on an INSERT ... SELECT's rowcount.
     queued = session.scalars(
-        insert(ReviewItem).from_select(_COLUMNS, candidates).returning(ReviewItem.id)
+        insert(ReviewItem)
+        .from_select(ITEM_COLUMNS, candidates)
+        .returning(ReviewItem.id)
     ).all()
     count = len(queued)
     if count:
@@ -175,7 +175,6 @@ class QueueFilter:
     text: str | None = None
     sort: str = "mrr"
     viewer_id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,8 +199,8 @@ def _conditions(wanted: QueueFilter) -> list[ColumnElement[bool]]:
         )
     elif wanted.assignee == "unassigned":
         conditions.append(ReviewItem.assignee_id.is_(None))
-    elif wanted.assignee and wanted.assignee.isdecimal() and len(wanted.assignee) < 10:
-        conditions.append(ReviewItem.assignee_id == int(wanted.assignee))
+    elif (assignee := parse_id(wanted.assignee)) is not None:
+        conditions.append(ReviewItem.assignee_id == assignee)
     if wanted.reason == "none":
         conditions.append(ReviewItem.reason.is_(None))
     elif wanted.reason:

@@ -141,14 +141,14 @@ def _queue_url(query: dict[str, str]) -> str:
 def bulk() -> WerkzeugResponse:
     """Assign, or change the status of, the selected items."""
     form = BulkForm()
-    form.assignee.choices = _assignee_choices(_reviewers(), filters=False)
+    reviewers = _reviewers()
+    form.assignee.choices = _assignee_choices(reviewers, filters=False)
     back = safe_next(form.back.data) or url_for(".queue")
     if not form.validate_on_submit() or not form.items.data:
         flash("Select at least one item.", "error")
         return redirect(back)
-    raw = form.assignee.data or ""
-    assignee = int(raw) if raw.isdecimal() and len(raw) <= 9 else None
-    reviewer_ids = {None} | {user.id for user in _reviewers()}
+    assignee = db.parse_id(form.assignee.data)
+    reviewer_ids = {None} | {user.id for user in reviewers}
     session = db.session()
     public_ids = list(dict.fromkeys(form.items.data))[: queue.PAGE_SIZE * 4]
     changed, refused = 0, []
@@ -213,11 +213,7 @@ def _postmortem_form(
                         "done": action.done,
                     }
                 )
-    default_team = ROOT_CAUSES.get(form.primary_cause.data or "", ("", ""))[1]
-    room = form.action_items.max_entries - len(form.action_items)
-    for _ in range(min(BLANK_ACTION_ROWS, room)):
-        form.action_items.append_entry({"team": default_team})
-    return form
+    return _with_blank_rows(form)
 
 
 def _render_item(
@@ -286,7 +282,7 @@ def assign(public_id: str) -> WerkzeugResponse:
     form = AssignForm()
     if form.validate_on_submit():
         raw = str(current_user.id) if request.form.get("to_me") else form.assignee.data
-        assignee = int(raw) if raw and raw.isdecimal() and len(raw) <= 9 else None
+        assignee = db.parse_id(raw)
         if assignee is not None and assignee not in {u.id for u in _reviewers()}:
             flash("Choose someone who reviews.", "error")
         else:
@@ -368,9 +364,7 @@ def _postmortem_input(form: PostmortemForm) -> postmortems.PostmortemInput:
             continue  # a blank row; an emptied one removes its action item
         rows.append(
             postmortems.ActionItemInput(
-                id=int(row.id.data)
-                if (row.id.data or "").isdecimal() and len(row.id.data) <= 9
-                else None,
+                id=db.parse_id(row.id.data),
                 text=text,
                 team=row.team.data or "",
                 owner=row.owner.data,
@@ -403,15 +397,12 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
             review_item, postmortem_form=_with_blank_rows(form), status=422
         )
     session = db.session()
-    version = form.version.data
     try:
         postmortems.save_postmortem(
             session,
             review_item,
             _postmortem_input(form),
-            base_version=int(version)
-            if version and version.isdecimal() and len(version) <= 9
-            else None,
+            base_version=db.parse_id(form.version.data),
             actor_id=current_user.id,
             finish=finish,
         )
@@ -438,7 +429,10 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
 
 
 def _with_blank_rows(form: PostmortemForm) -> PostmortemForm:
-    """Offer blank action item rows again under the posted ones (errors kept)."""
+    """Offer blank action item rows under the others (posted rows keep errors).
+
+    New rows start with the team of the primary root cause, if one is chosen.
+    """
     blanks = sum(
         1
         for entry in form.action_items.entries

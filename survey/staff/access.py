@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import abort, url_for
+from flask import abort, current_app, url_for
 from flask_login import current_user
 
 from survey.staff.models import ADMIN, CSM, MARKETING
@@ -55,9 +55,8 @@ def requires(permission: str) -> Callable[[F], F]:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not current_user.is_authenticated:
-                from survey.staff.views import login_manager
-
-                return login_manager.unauthorized()
+                # Flask-Login's answer: the sign-in page, with next=.
+                return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
             if not can(current_user, permission):
                 abort(403)
             return view(*args, **kwargs)
@@ -70,8 +69,6 @@ def requires(permission: str) -> Callable[[F], F]:
 
 def home_for(user: Any) -> str:
     """Return the first page ``user`` may see: the queue, the win-back list..."""
-    from flask import current_app
-
     for permission, endpoint in _HOMES:
         if can(user, permission) and endpoint in current_app.view_functions:
             return url_for(endpoint)

@@ -50,7 +50,8 @@ class UserActionForm(FlaskForm):  # type: ignore[misc]
     """A button on the users page: deactivate, activate, or change the role."""
 
     action = HiddenField(validators=[InputRequired()])
-    role = SelectField("Role", choices=ROLE_CHOICES)
+    # Checked by set_role, and only for the "role" action.
+    role = SelectField("Role", choices=ROLE_CHOICES, validate_choice=False)
 
 
 class ContactForm(FlaskForm):  # type: ignore[misc]

@@ -299,19 +299,7 @@ def csv_lines(
         on_done(count, finished)
 
 
-def audit_export(**details: Any) -> None:
-    """Write an export's audit entry in a short writing transaction of its own.
-
-    The export itself is a read; on SQLite a read cannot turn into a write
-    once another writer has committed meanwhile.
-    """
-    with db.write_session() as writer:
-        record_export(writer, **details)
-        writer.commit()
-
-
-def record_export(
-    session: Session,
+def audit_export(
     *,
     actor_id: int | None,
     token_name: str | None,
@@ -320,17 +308,21 @@ def record_export(
     finished: bool,
     format: str,
 ) -> None:
-    """Write the audit entry of an export: who, filters, how many rows."""
-    audit.record(
-        session,
-        "winback.export",
-        actor_id=actor_id,
-        token=token_name,
-        filters=wanted.as_audit(),
-        rows=rows,
-        finished=finished,
-        format=format,
-    )
+    """Audit an export (who, filters, how many rows) in a writing transaction
+    of its own: the export is a read, and on SQLite a read cannot turn into a
+    write once another writer has committed meanwhile."""
+    with db.write_session() as writer:
+        audit.record(
+            writer,
+            "winback.export",
+            actor_id=actor_id,
+            token=token_name,
+            filters=wanted.as_audit(),
+            rows=rows,
+            finished=finished,
+            format=format,
+        )
+        writer.commit()
     log.info("win-back export (%s): %d rows, finished=%s", format, rows, finished)
 
 
