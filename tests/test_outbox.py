@@ -52,6 +52,23 @@ def deliver(app) -> outbox.DeliveryReport:
         return outbox.deliver_due()
 
 
+WORKER = [sys.executable, "-m", "flask", "--app", "survey", "outbox", "send"]
+
+
+def worker_env(database_url: str, tmp_path: Path, sink: SmtpSink, **extra: str):
+    """The environment of an outbox worker run as its own process."""
+    return {
+        **os.environ,
+        "SURVEY_DATABASE_URL": database_url,
+        "SURVEY_SECRET_KEY": SECRET,
+        "SURVEY_BASE_URL": "http://survey.test",
+        "SURVEY_INSTANCE_PATH": str(tmp_path / "worker"),
+        "SURVEY_MAIL_SERVER": sink.host,
+        "SURVEY_MAIL_PORT": str(sink.port),
+        **{f"SURVEY_{name}": value for name, value in extra.items()},
+    }
+
+
 def messages(session) -> list[OutboxMessage]:
     session.rollback()
     return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
@@ -238,18 +255,9 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
         app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
         for _ in range(8):
             make_departure(app)
-        env = {
-            **os.environ,
-            "SURVEY_DATABASE_URL": database_url,
-            "SURVEY_SECRET_KEY": SECRET,
-            "SURVEY_BASE_URL": "http://survey.test",
-            "SURVEY_INSTANCE_PATH": str(tmp_path / "worker"),
-            "SURVEY_MAIL_SERVER": sink.host,
-            "SURVEY_MAIL_PORT": str(sink.port),
-            "SURVEY_MAIL_TIMEOUT_SECONDS": "60",
-        }
+        env = worker_env(database_url, tmp_path, sink, MAIL_TIMEOUT_SECONDS="60")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "survey", "outbox", "send"],
+            WORKER,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -293,16 +301,8 @@ def test_a_worker_stopped_with_sigterm_finishes_its_message_and_hands_back_the_r
         for _ in range(10):
             make_departure(app)
         worker = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "survey", "outbox", "send"],
-            env={
-                **os.environ,
-                "SURVEY_DATABASE_URL": database_url,
-                "SURVEY_SECRET_KEY": SECRET,
-                "SURVEY_BASE_URL": "http://survey.test",
-                "SURVEY_INSTANCE_PATH": str(tmp_path / "worker"),
-                "SURVEY_MAIL_SERVER": sink.host,
-                "SURVEY_MAIL_PORT": str(sink.port),
-            },
+            WORKER,
+            env=worker_env(database_url, tmp_path, sink),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -453,18 +453,9 @@ def test_the_worker_sends_only_to_a_mail_server_whose_certificate_it_trusts(
 def test_the_worker_outlives_a_database_that_is_not_there_yet(make_app, smtp, tmp_path):
     """The worker starts before the database is ready, and carries on once it is."""
     url = f"sqlite:///{tmp_path / 'late.sqlite3'}"
-    env = {
-        **os.environ,
-        "SURVEY_DATABASE_URL": url,
-        "SURVEY_SECRET_KEY": SECRET,
-        "SURVEY_BASE_URL": "http://survey.test",
-        "SURVEY_INSTANCE_PATH": str(tmp_path / "worker"),
-        "SURVEY_MAIL_SERVER": smtp.host,
-        "SURVEY_MAIL_PORT": str(smtp.port),
-        "SURVEY_OUTBOX_POLL_SECONDS": "0.1",
-    }
+    env = worker_env(url, tmp_path, smtp, OUTBOX_POLL_SECONDS="0.1")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "survey", "outbox", "send"],
+        WORKER,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
