@@ -53,14 +53,13 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_survey.py
 
 ## Review queue at scale: seed 1M departures (SQLite; and BENCH_PG if set), time pages.
-BENCH_DIR ?= $(shell mktemp -d)
 bench-review: $(BIN)/.installed
-	$(BIN)/python benchmarks/seed_review.py --database-url sqlite:///$(BENCH_DIR)/review.sqlite3
-	$(BIN)/python benchmarks/bench_review.py --database-url sqlite:///$(BENCH_DIR)/review.sqlite3
+	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && \
+	$(BIN)/python benchmarks/seed_review.py --database-url "sqlite:///$$dir/review.sqlite3" && \
+	$(BIN)/python benchmarks/bench_review.py --database-url "sqlite:///$$dir/review.sqlite3"
 	@if [ -n "$(BENCH_PG)" ]; then \
 	  $(BIN)/python benchmarks/seed_review.py --database-url $(BENCH_PG) && \
 	  $(BIN)/python benchmarks/bench_review.py --database-url $(BENCH_PG); fi
-	rm -rf $(BENCH_DIR)
 
 ## Win-back CSV export of 1M contacts through gunicorn (and on BENCH_PG if set).
 bench-export: $(BIN)/.installed
