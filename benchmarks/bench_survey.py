@@ -8,7 +8,8 @@ What it measures, in one run, on loopback with ``wrk``:
   every seeded departure: token check, database reads, template, CSRF token.
   The first open of each departure also stamps its first-opened time.
 * **page-1 POST**: the answer to page 1 (``POST /s/<token>``, reason
-  ``too_expensive``) with a valid CSRF token and session cookie, rotating over
+  ``too_expensive``) with the page's CSRF token (bound to the link; the survey
+  uses no cookie), rotating over
   the departures: a writing transaction per request. It must answer 303;
   anything else counts as an error. Answering the same departure again is an
   edit, which is fine.
@@ -39,7 +40,6 @@ import argparse
 import contextlib
 import http.client
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -53,7 +53,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlencode, urlsplit
@@ -71,8 +70,6 @@ WRK_TIMEOUT = "5s"
 SURVEY_GET_TARGET = 0.5
 POST_TARGET = 0.3
 LOCKED = "database is locked"
-
-CSRF_RE = re.compile(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"')
 
 
 class BenchError(RuntimeError):
@@ -172,17 +169,19 @@ def migrate(env: dict[str, str]) -> None:
         raise BenchError(f"flask db upgrade failed:\n{done.stdout}{done.stderr}")
 
 
-def seed(count: int) -> tuple[list[str], str]:
-    """Record ``count`` departures in-process; return survey paths, cookie name.
+def seed(count: int) -> tuple[list[str], list[str]]:
+    """Record ``count`` departures in-process; return their survey paths and
+    the page-1 answers (form bodies with each link's CSRF token) to post.
 
     Reads the ``SURVEY_*`` variables of this process (set by ``main``).
     """
-    from survey import create_app, db, links
+    from survey import create_app, db, links, tokens
     from survey.departures.schemas import DepartureIn
     from survey.departures.service import record_departure
 
     app = create_app()
     paths: list[str] = []
+    answers: list[str] = []
     with app.app_context():
         with db.write_session() as session:
             for number in range(1, count + 1):
@@ -197,9 +196,14 @@ def seed(count: int) -> tuple[list[str], str]:
                 )
                 departure, _ = record_departure(session, data, source="api")
                 paths.append(urlsplit(links.survey_url(departure.public_id)).path)
+                # What the page's hidden csrf_token field holds for this link.
+                form_token = tokens.form_token(departure.public_id)
+                answers.append(
+                    urlencode({"csrf_token": form_token, "reason": "too_expensive"})
+                )
             session.commit()
         db.engine().dispose()
-    return paths, str(app.config["SESSION_COOKIE_NAME"])
+    return paths, answers
 
 
 def opened_counter(database: Path) -> Callable[[], int]:
@@ -280,33 +284,7 @@ def wait_until_up(server: Server, path: str, timeout: float = 30) -> None:
     raise BenchError(f"{url} did not answer 200 within {timeout:.0f}s")
 
 
-def csrf_credentials(base_url: str, path: str, cookie_name: str) -> tuple[str, str]:
-    """GET one survey page; return its CSRF token and the session cookie value.
-
-    The token is bound to the session, so the pair is valid on every survey page.
-    """
-    host, _, port = urlsplit(base_url).netloc.partition(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        connection.request("GET", path)
-        answer = connection.getresponse()
-        html = answer.read().decode()
-        if answer.status != 200:
-            raise BenchError(f"GET {path} answered {answer.status}")
-        cookies: SimpleCookie = SimpleCookie()
-        for header in answer.headers.get_all("Set-Cookie") or []:
-            cookies.load(header)
-    finally:
-        connection.close()
-    match = CSRF_RE.search(html)
-    if match is None:
-        raise BenchError(f"no csrf_token field in the page at {path}")
-    if cookie_name not in cookies:
-        raise BenchError(f"GET {path} set no {cookie_name!r} cookie")
-    return match.group(1), cookies[cookie_name].value
-
-
-def check_post(base_url: str, path: str, body: str, cookie: str) -> None:
+def check_post(base_url: str, path: str, body: str) -> None:
     """POST page 1 once, as wrk will, and insist on the 303 it should get."""
     host, _, port = urlsplit(base_url).netloc.partition(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
@@ -315,10 +293,7 @@ def check_post(base_url: str, path: str, body: str, cookie: str) -> None:
             "POST",
             path,
             body=body,
-            headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                "Cookie": cookie,
-            },
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         answer = connection.getresponse()
         answer.read()
@@ -337,8 +312,6 @@ def run_wrk(
     connections: int,
     paths_file: Path,
     method: str = "GET",
-    body: str = "",
-    cookie: str = "",
 ) -> dict[str, str]:
     """Run wrk with ``rotate.lua``; return the fields of its ``BENCH`` line."""
     command = [
@@ -354,8 +327,6 @@ def run_wrk(
         "--",
         str(paths_file),
         method,
-        body,
-        cookie,
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     line = next(
@@ -373,23 +344,26 @@ def measure(
     expected_class: int,
     args: argparse.Namespace,
     tmp: Path,
-    method: str = "GET",
-    body: str = "",
-    cookie: str = "",
+    bodies: Sequence[str] = (),
     opened: Callable[[], int] | None = None,
 ) -> Result:
     """Warm up, then load ``url`` + rotating ``paths`` for the set duration.
 
+    With ``bodies`` (one per path, form-encoded), the requests are POSTs.
     ``opened``, if given, counts first opens before and after the measured run.
     """
     paths_file = tmp / f"paths-{name.replace(' ', '-')}.txt"
-    paths_file.write_text("\n".join(paths) + "\n")
-    load = {"method": method, "body": body, "cookie": cookie}
+    if bodies:
+        lines = [f"{path}\t{body}" for path, body in zip(paths, bodies, strict=True)]
+    else:
+        lines = list(paths)
+    paths_file.write_text("\n".join(lines) + "\n")
+    method = "POST" if bodies else "GET"
     print(f"  {name}: warm-up {args.warmup} ...", flush=True)
-    run_wrk(url, args.warmup, args.connections, paths_file, **load)
+    run_wrk(url, args.warmup, args.connections, paths_file, method)
     print(f"  {name}: measuring {args.duration} ...", flush=True)
     opened_before = opened() if opened else 0
-    fields = run_wrk(url, args.duration, args.connections, paths_file, **load)
+    fields = run_wrk(url, args.duration, args.connections, paths_file, method)
     first_opens = opened() - opened_before if opened else None
     statuses = {
         int(code): int(count)
@@ -526,7 +500,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     print(f"Instance folder {tmp}; migrating and seeding {args.departures:,} ...")
     started = time.monotonic()
     migrate(env)
-    paths, cookie_name = seed(args.departures)
+    paths, answers = seed(args.departures)
     print(f"  seeded in {time.monotonic() - started:.1f}s")
 
     servers: list[Server] = []
@@ -543,10 +517,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     wait_until_up(survey, "/healthz")
     wait_until_up(bare, "/")
 
-    token, session = csrf_credentials(survey.base_url, paths[0], cookie_name)
-    body = urlencode({"csrf_token": token, "reason": "too_expensive"})
-    cookie = f"{cookie_name}={session}"
-    check_post(survey.base_url, paths[0], body, cookie)
+    check_post(survey.base_url, paths[0], answers[0])
 
     print(
         f"Loading: wrk -t{min(WRK_THREADS, args.connections)} "
@@ -571,9 +542,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         3,
         args,
         tmp,
-        method="POST",
-        body=body,
-        cookie=cookie,
+        bodies=answers,
     )
     stop_all()  # flush what the workers still had to say
 

@@ -6,10 +6,10 @@
 --         connect=... read=... write=... timeout=... statuses=200:123,303:4
 --
 -- Arguments, after `--` on wrk's command line:
---   paths_file  one request path per line (e.g. /s/<token>), rotated over
+--   paths_file  one request per line, rotated over: a path (e.g. /s/<token>),
+--               optionally followed by a tab and the request's body, sent as
+--               application/x-www-form-urlencoded
 --   method      GET or POST
---   body        optional; sent as application/x-www-form-urlencoded
---   cookie      optional; sent as the Cookie header
 --
 -- Every scenario (the bare baseline too) runs this same script, so the cost of
 -- the Lua hooks is the same on every side of a ratio.
@@ -28,20 +28,15 @@ local position = 0
 statuses = {}
 
 function init(args)
-   local paths_file, method, body, cookie = args[1], args[2], args[3], args[4]
-   local headers = {}
-   if body == nil or body == "" then
-      body = nil
-   else
-      headers["Content-Type"] = "application/x-www-form-urlencoded"
-   end
-   if cookie ~= nil and cookie ~= "" then
-      headers["Cookie"] = cookie
-   end
+   local paths_file, method = args[1], args[2]
+   local form = {["Content-Type"] = "application/x-www-form-urlencoded"}
    local file = assert(io.open(paths_file, "r"))
-   for path in file:lines() do
-      if path ~= "" then
-         table.insert(prepared, wrk.format(method, path, headers, body))
+   for line in file:lines() do
+      local path, body = line:match("^([^\t]+)\t(.*)$")
+      if path then
+         table.insert(prepared, wrk.format(method, path, form, body))
+      elseif line ~= "" then
+         table.insert(prepared, wrk.format(method, line, {}, nil))
       end
    end
    file:close()

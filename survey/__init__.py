@@ -82,5 +82,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # token-authenticated; no cookies involved
+    csrf.exempt(public.bp)  # no cookies either: its forms are bound to the link
     cli.init_app(app)
     return app

@@ -6,13 +6,24 @@ import fcntl
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from flask import Flask, current_app, g, has_request_context, request
-from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Executable,
+    MetaData,
+    Row,
+    String,
+    create_engine,
+    event,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -29,6 +40,11 @@ NAMING_CONVENTION = {
 }
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+T = TypeVar("T")
+
+#: Execution option: the connection runs one statement, no transaction needed.
+_ONE_STATEMENT = "survey_one_statement"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -70,6 +86,14 @@ def parse_id(text: str | None) -> int | None:
     return None
 
 
+def per_dialect(build: Callable[[Any], T]) -> dict[str, T]:
+    """Build a statement once for each database we run on, given its ``insert``.
+
+    For upserts: ``on_conflict_do_update`` lives on each dialect's own insert.
+    """
+    return {"postgresql": build(postgresql.insert), "sqlite": build(sqlite.insert)}
+
+
 def new_public_id() -> str:
     """Return a random, unguessable id (96 bits) for use in links."""
     return secrets.token_urlsafe(12)
@@ -106,13 +130,17 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
     def _begin(connection: Any) -> None:
         # A transaction that will write takes the write lock up front: a
         # deferred one that read first could not wait for it (SQLITE_BUSY).
-        if not connection.get_execution_options().get("sqlite_write"):
-            connection.exec_driver_sql("BEGIN")
-            return
+        # BEGIN goes straight to the driver: it is on every request's path.
+        options = connection.get_execution_options()
+        if options.get(_ONE_STATEMENT):
+            return  # SQLite runs a lone statement in a transaction of its own
         dbapi_connection = connection.connection.dbapi_connection
+        if not options.get("sqlite_write"):
+            dbapi_connection.execute("BEGIN")
+            return
         gate.acquire(dbapi_connection)
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            dbapi_connection.execute("BEGIN IMMEDIATE")
         except BaseException:
             gate.release(dbapi_connection)
             raise
@@ -201,6 +229,10 @@ def init_app(app: Flask) -> None:
         busy_timeout=app.config["SQLITE_BUSY_TIMEOUT_SECONDS"],
     )
     app.extensions["survey.db"] = sessionmaker(engine, expire_on_commit=False)
+    app.extensions["survey.db.read_once"] = engine.execution_options(
+        **{_ONE_STATEMENT: True}
+    )
+    app.extensions["survey.db.writing"] = engine.execution_options(sqlite_write=True)
     # A request's session ends with the request, also when the request runs
     # inside an app context pushed before it (tests, commands), which would
     # otherwise carry the session, and its snapshot, into the next request.
@@ -238,6 +270,31 @@ def begin_write(db_session: Session) -> None:
     Call it with no transaction open (fresh, or just committed).
     """
     db_session.connection(execution_options={"sqlite_write": True})
+
+
+def read_row(statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
+    """Run one SELECT on its own and return its first row (None if no row).
+
+    For the busiest read-only pages: no ORM session and no BEGIN/ROLLBACK
+    around it. A single statement sees one consistent snapshot by itself, on
+    SQLite and on PostgreSQL alike.
+    """
+    engine: Engine = current_app.extensions["survey.db.read_once"]
+    with engine.connect() as connection:
+        return connection.execute(statement, params).first()
+
+
+@contextmanager
+def writing() -> Iterator[Connection]:
+    """Yield a connection in a writing transaction, committed at the end.
+
+    For the busiest writes: plain statements without an ORM session, so the
+    SQLite write lock (held from the first statement to the commit) is
+    held as briefly as possible. Rolled back if the block raises.
+    """
+    engine: Engine = current_app.extensions["survey.db.writing"]
+    with engine.begin() as connection:
+        yield connection
 
 
 def new_session() -> Session:

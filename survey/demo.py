@@ -121,8 +121,8 @@ def _fill(session: Session, rng: random.Random) -> None:
             continue
         reason = rng.choice(reasons)
         submit_reason(
-            session,
-            departure.id,
+            session.connection(),
+            departure.public_id,
             reason,
             "We are consolidating vendors" if reason == "other" else None,
         )

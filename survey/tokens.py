@@ -20,6 +20,7 @@ from flask import current_app
 from itsdangerous import (
     BadData,
     SignatureExpired,
+    Signer,
     TimestampSigner,
     URLSafeTimedSerializer,
 )
@@ -30,6 +31,7 @@ from survey import clock
 SURVEY = "survey"
 WITHDRAW_CONSENT = "consent-withdrawal"
 _SALTS = {SURVEY: "exit-survey.survey", WITHDRAW_CONSENT: "exit-survey.withdraw"}
+_FORM_SALT = "exit-survey.form"
 
 
 class TokenError(Exception):
@@ -48,15 +50,11 @@ class TokenExpired(TokenError):
         self.public_id = public_id
 
 
-class _ClockSigner(TimestampSigner):
-    """A signer that reads the app's (injectable) clock instead of ``time``.
+class _KeyCachingSigner(Signer):
+    """A signer that remembers each key it derives (an HMAC of the salt).
 
-    It also remembers each key it derives (an HMAC of the salt), which
-    itsdangerous recomputes for every token: an export signs one per row.
+    itsdangerous derives it again for every token: an export signs one per row.
     """
-
-    def get_timestamp(self) -> int:
-        return int(clock.now().timestamp())
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
         derived: dict[str | bytes | None, bytes] = self.__dict__.setdefault(
@@ -67,11 +65,21 @@ class _ClockSigner(TimestampSigner):
         return derived[secret_key]
 
 
-def _serializer(purpose: str) -> URLSafeTimedSerializer:
+class _ClockSigner(_KeyCachingSigner, TimestampSigner):
+    """A timestamp signer that reads the app's (injectable) clock, not ``time``."""
+
+    def get_timestamp(self) -> int:
+        return int(clock.now().timestamp())
+
+
+def _keys() -> tuple[str, ...]:
     config = current_app.config
     # itsdangerous signs with the last key and verifies with all of them.
-    keys = (*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"])
-    return _cached_serializer(keys, _SALTS[purpose])
+    return (*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"])
+
+
+def _serializer(purpose: str) -> URLSafeTimedSerializer:
+    return _cached_serializer(_keys(), _SALTS[purpose])
 
 
 @lru_cache(maxsize=64)
@@ -79,6 +87,28 @@ def _cached_serializer(keys: tuple[str, ...], salt: str) -> URLSafeTimedSerializ
     # Building one costs more than checking a token: reuse it while the keys
     # stay the same. It keeps no state between calls; the clock is read on use.
     return URLSafeTimedSerializer(list(keys), salt=salt, signer=_ClockSigner)
+
+
+@lru_cache(maxsize=16)
+def _form_signer(keys: tuple[str, ...]) -> Signer:
+    return _KeyCachingSigner(list(keys), salt=_FORM_SALT)
+
+
+def form_token(public_id: str) -> str:
+    """Return the CSRF token of the forms behind ``public_id``'s links.
+
+    The customer's pages use no cookie: their forms are bound to the link
+    (itself the credential) by this signature of its departure, under a salt
+    of its own, so a link token never serves as a form token or the reverse.
+    """
+    return _form_signer(_keys()).get_signature(public_id).decode()
+
+
+def is_form_token(public_id: str, token: str | None) -> bool:
+    """Return whether ``token`` is the form token of ``public_id`` (any key)."""
+    if not token:
+        return False
+    return _form_signer(_keys()).verify_signature(public_id, token)
 
 
 #: URL-safe base64 without padding, as itsdangerous's base64_encode, in C calls.

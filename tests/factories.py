@@ -132,7 +132,7 @@ def make_consenting(app: Flask, reason: str = "switched", **fields: Any) -> Depa
     departure = make_departure(app, **fields)
     with app.app_context(), db.write_session() as session:
         departure = session.merge(departure)
-        submit_reason(session, departure.id, reason, None)
+        submit_reason(session.connection(), departure.public_id, reason, None)
         record_consent(
             session,
             departure,

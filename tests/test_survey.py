@@ -240,11 +240,9 @@ def test_twenty_simultaneous_first_answers_make_one_response(app, page1, session
     token = csrf_token(client.get(page1).get_data(as_text=True))
     statuses: list[int] = []
     barrier = threading.Barrier(20)
-    cookie = client.get_cookie("session")
 
     def post(reason: str) -> None:
-        own = app.test_client()
-        own.set_cookie("session", cookie.value)
+        own = app.test_client()  # no cookie: the form token is the link's
         barrier.wait()
         statuses.append(
             own.post(page1, data={"csrf_token": token, "reason": reason}).status_code
@@ -266,6 +264,65 @@ def test_a_post_without_the_csrf_token_is_refused(client, page1, session):
     assert response.status_code == 400
     assert "expired" in response.get_data(as_text=True).lower()
     assert responses(session) == []
+
+
+def test_survey_pages_set_no_cookie(app, client, page1, departure):
+    assert "Set-Cookie" not in client.get(page1).headers
+    answered = submit(client, page1, {"reason": "too_expensive"})
+    assert answered.status_code == 303
+    assert "Set-Cookie" not in answered.headers
+    for path in (page1 + "/more", page1 + "/thanks", withdraw_path(app, departure)):
+        assert "Set-Cookie" not in client.get(path).headers, path
+
+
+def test_a_form_token_works_only_for_its_own_link(app, page1, session):
+    other = survey_path(app, make_departure(app))
+    fresh = app.test_client()  # no cookie, as from an email client
+    token = csrf_token(fresh.get(other).get_data(as_text=True))
+    refused = fresh.post(page1, data={"csrf_token": token, "reason": "switched"})
+    assert refused.status_code == 400
+    assert responses(session) == []
+    own = csrf_token(fresh.get(page1).get_data(as_text=True))
+    saved = fresh.post(page1, data={"csrf_token": own, "reason": "switched"})
+    assert saved.status_code == 303
+    assert [r.reason for r in responses(session)] == ["switched"]
+
+
+def test_each_link_gets_its_own_page_though_pages_are_rendered_once(app, client):
+    first, second = (make_departure(app) for _ in range(2))
+    pages = {}
+    for departure in (first, second, first):
+        path = survey_path(app, departure)
+        submit(client, path, {"reason": "switched"})
+        pages[path] = client.get(path).get_data(as_text=True)
+    first_page, second_page = pages.values()
+    first_path, second_path = pages
+    assert csrf_token(first_page) != csrf_token(second_page)
+    assert f'href="{first_path}/more"' in first_page
+    assert f'href="{second_path}/more"' in second_page
+    assert second_path not in first_page and first_path not in second_page
+    # Each page's form token is its own link's: posting it works.
+    answer = {"csrf_token": csrf_token(second_page), "reason": "switched"}
+    assert client.post(second_path, data=answer).status_code == 303
+
+
+def test_an_answer_to_an_erased_departure_keeps_nothing(
+    app, client, departure, page1, session
+):
+    from survey.review.models import ReviewItem
+
+    token = csrf_token(client.get(page1).get_data(as_text=True))
+    with app.app_context():
+        from survey import db
+        from survey.contacts import erase_person
+
+        with db.write_session() as writer:
+            erase_person(writer, departure.contact_email, actor_id=None, via="cli")
+            writer.commit()
+    answered = client.post(page1, data={"csrf_token": token, "reason": "switched"})
+    assert client.get(answered.headers["Location"]).status_code == 410
+    assert responses(session) == []
+    assert session.scalar(select(func.count()).select_from(ReviewItem)) == 0
 
 
 def test_a_filled_honeypot_saves_nothing(client, page1, session):
@@ -373,13 +430,11 @@ def test_twenty_simultaneous_requests_for_a_fresh_link_send_one(
     clock.advance(days=31)
     client = app.test_client()
     token = csrf_token(client.get(page1).get_data(as_text=True))
-    cookie = client.get_cookie("session")
     barrier = threading.Barrier(20)
     statuses: list[int] = []
 
     def renew() -> None:
         own = app.test_client()
-        own.set_cookie("session", cookie.value)
         barrier.wait()
         statuses.append(
             own.post(page1 + "/renew", data={"csrf_token": token}).status_code

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 def find_by_external_id(db: Session, external_id: str) -> Departure | None:
     """Return the departure recorded for ``external_id``, if any."""
     return db.scalar(select(Departure).where(Departure.external_id == external_id))
+
+
+#: In a statement: the departure named by the bound ``public_id``, unless its
+#: data has been erased (nothing may be written about it any more).
+LINKED_AND_KEPT = and_(
+    Departure.public_id == bindparam("public_id"), Departure.erased_at.is_(None)
+)
 
 
 def find_by_public_id(db: Session, public_id: str) -> Departure | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFError
 from wtforms import (
     BooleanField,
     HiddenField,
@@ -15,8 +16,10 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms.csrf.core import CSRF
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
+from survey import tokens
 from survey.consent import WORDING_VERSION
 from survey.i18n import lazy_gettext as _l
 from survey.vocabulary import DESTINATIONS, REASONS
@@ -29,11 +32,45 @@ def _choices(labels: Mapping[str, Any], leave_out: str = "") -> list[SelectChoic
     ]
 
 
+class LinkCSRF(CSRF):  # type: ignore[misc]
+    """CSRF protection bound to the survey link instead of a cookie session.
+
+    The customer's pages set no cookie: the link is their only credential, so
+    a form proves it comes from one of our pages for that link by carrying the
+    link's form token (``tokens.form_token``). WTForms' documented hook for a
+    CSRF scheme of one's own; the form's ``meta.csrf_context`` is the
+    departure's public id. A missing or wrong token refuses the whole request
+    (``CSRFError``, 400), as Flask-WTF's ``CSRFProtect`` does on staff pages.
+    """
+
+    def setup_form(self, form: Any) -> Any:
+        self.public_id: str = form.meta.csrf_context
+        return super().setup_form(form)
+
+    def generate_csrf_token(self, _field: Any) -> str:
+        return tokens.form_token(self.public_id)
+
+    def validate_csrf_token(self, _form: Any, field: Any) -> None:
+        if not tokens.is_form_token(self.public_id, field.data):
+            raise CSRFError("The form token is missing or does not match the link.")
+
+
 class PublicForm(FlaskForm):  # type: ignore[misc]
-    """A customer-facing form with a honeypot field that people never see."""
+    """A customer-facing form with a honeypot field that people never see.
+
+    Build it with ``for_link``: its CSRF token is bound to the link.
+    """
+
+    class Meta:
+        csrf_class = LinkCSRF
 
     #: Hidden from people by CSS and from screen readers; bots fill it in.
     website = StringField(_l("Leave this field empty"))
+
+    @classmethod
+    def for_link(cls, public_id: str, **kwargs: Any) -> Self:
+        """Return the form as shown (or posted) behind ``public_id``'s link."""
+        return cls(meta={"csrf_context": public_id}, **kwargs)
 
     def is_bot(self) -> bool:
         """Return whether the honeypot was filled in."""

@@ -7,14 +7,22 @@ from datetime import timedelta
 from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import CursorResult, Row, bindparam, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Row,
+    bindparam,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from survey import clock, links, outbox, tokens
 from survey.consent import ConsentEvent, record_consent
+from survey.db import per_dialect, read_row
 from survey.departures.models import Departure
-from survey.departures.service import find_by_public_id
+from survey.departures.service import LINKED_AND_KEPT, find_by_public_id
 from survey.public.models import Response
 from survey.review import queue
 from survey.vocabulary import FOLLOW_UPS
@@ -69,9 +77,17 @@ _SURVEY_STATE = (
 )
 
 
-def survey_state(db: Session, public_id: str) -> Row[Any]:
-    """Return page 1's view of a departure; raise TokenInvalid if there is none."""
-    state = db.connection().execute(_SURVEY_STATE, {"public_id": public_id}).first()
+def survey_state(public_id: str, db: Session | None = None) -> Row[Any]:
+    """Return page 1's view of a departure; raise TokenInvalid if there is none.
+
+    Read in ``db``'s transaction when given (the caller writes next), else
+    as one statement on its own.
+    """
+    params = {"public_id": public_id}
+    if db is None:
+        state = read_row(_SURVEY_STATE, params)
+    else:
+        state = db.connection().execute(_SURVEY_STATE, params).first()
     if state is None:
         raise tokens.TokenInvalid
     if state.erased_at is not None:
@@ -79,17 +95,42 @@ def survey_state(db: Session, public_id: str) -> Row[Any]:
     return state
 
 
-def mark_opened(db: Session, departure_id: int) -> None:
-    """Note the first time the link was opened (later opens change nothing)."""
-    db.execute(
-        update(Departure)
-        .where(Departure.id == departure_id, Departure.first_opened_at.is_(None))
-        .values(first_opened_at=clock.now())
+#: Stamp the first open; later opens change nothing (built once, compiled once).
+_MARK_OPENED = (
+    update(Departure)
+    .where(
+        Departure.id == bindparam("departure_id"),
+        Departure.first_opened_at.is_(None),
     )
+    .values(first_opened_at=bindparam("now"))
+)
+
+
+def mark_opened(connection: Connection, departure_id: int) -> None:
+    """Note the first time the link was opened (later opens change nothing)."""
+    connection.execute(_MARK_OPENED, {"departure_id": departure_id, "now": clock.now()})
 
 
 def _upsert_reason(insert: Any) -> Any:
-    statement = insert(Response.__table__)
+    column = Response.__table__.c
+    statement = insert(Response.__table__).from_select(
+        [
+            "departure_id",
+            "reason",
+            "reason_other",
+            "factors",
+            "answered_at",
+            "updated_at",
+        ],
+        select(
+            Departure.id,
+            bindparam("reason", type_=column.reason.type),
+            bindparam("reason_other", type_=column.reason_other.type),
+            bindparam("factors", type_=column.factors.type),
+            bindparam("now", type_=column.answered_at.type),
+            bindparam("now", type_=column.updated_at.type),
+        ).where(LINKED_AND_KEPT),
+    )
     return statement.on_conflict_do_update(
         index_elements=[Response.departure_id],
         set_={
@@ -101,34 +142,32 @@ def _upsert_reason(insert: Any) -> Any:
 
 
 #: Insert the response, or update the one there (built once per dialect).
-_UPSERT_REASON = {
-    "postgresql": _upsert_reason(postgresql.insert),
-    "sqlite": _upsert_reason(sqlite.insert),
-}
+_UPSERT_REASON = per_dialect(_upsert_reason)
 
 
 def submit_reason(
-    db: Session, departure_id: int, reason: str, reason_other: str | None
+    connection: Connection, public_id: str, reason: str, reason_other: str | None
 ) -> None:
     """Save the main reason at once, creating the one response or updating it.
 
     One upsert on the unique ``responses.departure_id``: simultaneous first
-    answers cannot make a second response, and the last one wins.
+    answers cannot make a second response, and the last one wins. Plain
+    statements that find the departure themselves, as the busiest write: the
+    SQLite write lock is held meanwhile. An erased or unknown departure gets
+    nothing (the next page says why).
     """
-    now = clock.now()
     other = ((reason_other or "").strip() or None) if reason == "other" else None
-    db.connection().execute(
-        _UPSERT_REASON[db.get_bind().dialect.name],
+    connection.execute(
+        _UPSERT_REASON[connection.dialect.name],
         {
-            "departure_id": departure_id,
+            "public_id": public_id,
             "reason": reason,
             "reason_other": other,
             "factors": [],
-            "answered_at": now,
-            "updated_at": now,
+            "now": clock.now(),
         },
     )
-    queue.queue_answer(db, departure_id, reason)
+    queue.queue_answer(connection, public_id, reason)
 
 
 def submit_details(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 from typing import Any
 
 from flask import (
@@ -17,10 +18,11 @@ from flask import (
 from flask import (
     Response as HttpResponse,
 )
-from markupsafe import Markup
+from markupsafe import escape
+from sqlalchemy import Row
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from survey import db, tokens
+from survey import db, i18n, tokens
 from survey.consent import (
     WORDING_VERSION,
     consent_wording,
@@ -57,8 +59,9 @@ def _erased(_error: service.LinkGone) -> tuple[str, int]:
 
 
 @bp.errorhandler(tokens.TokenExpired)
-def _expired_link(_error: tokens.TokenExpired) -> tuple[str, int]:
-    return render_template("public/link_expired.html", form=PublicForm()), 410
+def _expired_link(error: tokens.TokenExpired) -> tuple[str, int]:
+    form = PublicForm.for_link(error.public_id)
+    return render_template("public/link_expired.html", form=form), 410
 
 
 def _load(token: str, purpose: str = tokens.SURVEY) -> Departure:
@@ -77,19 +80,72 @@ def _render(template: str, departure: Departure, **context: Any) -> str:
     )
 
 
-@functools.lru_cache(maxsize=512)
-def _reason_choices(locale: str | None, selected: str | None) -> Markup:
-    """Render the ten answers of page 1 once per language and selection.
+#: Stand-ins for a link's own values in a page rendered once for many links.
+_LINK_SLOT = f"link{secrets.token_hex(8)}"
+_FORM_SLOT = f"form{secrets.token_hex(8)}"
 
-    They make up most of the busiest page, and they change only with a deploy.
+
+def _render_page_one(**context: Any) -> str:
+    return render_template(
+        "public/reason.html",
+        reasons=[(code, str(label)) for code, label in REASONS.items()],
+        **context,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_page_one(
+    locale: str | None,
+    selected: str | None,
+    answered_on: str | None,
+    consent_state: str | None,
+    reason_other: str,
+) -> str:
+    """Render page 1 once per language and answers, with slots for the link.
+
+    Everyone opening the survey in one language sees the same page but for
+    their link and its form token; rendering it anew each time would cost
+    more than all the rest of the busiest request.
     """
-    # Jinja's own output, already escaped by its autoescaping.
-    return Markup(  # noqa: S704
-        render_template(
-            "public/_reason_choices.html",
-            reasons=[(code, str(label)) for code, label in REASONS.items()],
+    with i18n.force_locale(locale):
+        return _render_page_one(
             selected=selected,
+            answered_on=answered_on,
+            consent_state=consent_state,
+            reason_other=reason_other,
+            errors={},
+            token=_LINK_SLOT,
+            form_token=_FORM_SLOT,
         )
+
+
+def _page_one(
+    token: str,
+    public_id: str,
+    state: Row[Any],
+    selected: str | None,
+    reason_other: str | None,
+    errors: dict[str, list[str]],
+) -> str:
+    """Return page 1 for this link: the cached page unless there are errors."""
+    answers = {
+        "selected": selected if selected in REASONS else None,
+        "answered_on": state.answered_at.strftime("%Y-%m-%d")
+        if state.answered_at
+        else None,
+        "consent_state": state.consent_state,
+        "reason_other": reason_other or "",
+    }
+    form_token = tokens.form_token(public_id)
+    if errors:  # a refused answer, shown once: not worth a cache entry
+        return _render_page_one(
+            **answers, errors=errors, token=token, form_token=form_token
+        )
+    # load_token accepted the token, so it is URL-safe base64; escaped anyway.
+    return (
+        _cached_page_one(state.locale, **answers)
+        .replace(_LINK_SLOT, str(escape(token)))
+        .replace(_FORM_SLOT, form_token)
     )
 
 
@@ -97,48 +153,41 @@ def _reason_choices(locale: str | None, selected: str | None) -> Markup:
 def survey(token: str) -> str | WerkzeugResponse:
     """Page 1: the one question. A GET records only the first-opened time.
 
-    The busiest page: it reads everything it shows in one query and builds no
-    ORM objects (see ``service.survey_state``).
+    The busiest page: one query (``service.survey_state``), no ORM objects,
+    and a page rendered once for many links (``_cached_page_one``).
     """
     public_id = tokens.load_token(tokens.SURVEY, token)
-    if request.method == "POST":
-        form = ReasonForm()
-        valid = form.validate_on_submit()  # before touching the database: a
-        # POST's transaction holds SQLite's write lock, so keep it short
-    session = db.session()
-    state = service.survey_state(session, public_id)
-    g.locale = state.locale
-    errors: dict[str, list[str]] = {}
-    if request.method == "POST":
-        if valid:
-            if form.is_bot():
-                log.info("honeypot filled on %s; answer dropped", state.public_id)
-                return redirect(url_for(".thanks", token=token), 303)
-            service.submit_reason(
-                session, state.departure_id, form.reason.data, form.reason_other.data
-            )
-            session.commit()
-            return redirect(url_for(".details", token=token), 303)
-        selected, other, errors = form.reason.data, form.reason_other.data, form.errors
-    else:
+    if request.method == "GET":
+        state = service.survey_state(public_id)
         if state.first_opened_at is None:
-            session.commit()  # end the read; stamp in a short writing transaction
-            db.begin_write(session)
-            service.mark_opened(session, state.departure_id)
-            session.commit()
+            with db.writing() as connection:
+                service.mark_opened(connection, state.departure_id)
         preselect = request.args.get("reason")
         selected = preselect if preselect in REASONS else state.reason
-        other = state.reason_other
-    return render_template(
-        "public/reason.html",
-        state=state,
-        reason_choices=_reason_choices(
-            state.locale, selected if selected in REASONS else None
-        ),
-        reason_other=other or "",
-        errors=errors,
-        token=token,
-    )
+        return _page_one(token, public_id, state, selected, state.reason_other, {})
+
+    form = ReasonForm.for_link(public_id)
+    if not form.validate_on_submit():
+        state = service.survey_state(public_id)
+        g.locale = state.locale
+        return _page_one(
+            token,
+            public_id,
+            state,
+            form.reason.data,
+            form.reason_other.data,
+            form.errors,
+        )
+    if form.is_bot():
+        log.info("honeypot filled on %s; answer dropped", public_id)
+        return redirect(url_for(".thanks", token=token), 303)
+    # The statements find the departure themselves: the write lock is held
+    # for the write alone. The next page reports an erased departure.
+    with db.writing() as connection:
+        service.submit_reason(
+            connection, public_id, form.reason.data, form.reason_other.data
+        )
+    return redirect(url_for(".details", token=token), 303)
 
 
 @bp.route("/s/<token>/more", methods=["GET", "POST"])
@@ -150,7 +199,8 @@ def details(token: str) -> str | WerkzeugResponse:
     if response is None:
         return redirect(url_for(".survey", token=token), 303)
     consent = current_consent(session, departure.id)
-    form = DetailsForm(
+    form = DetailsForm.for_link(
+        departure.public_id,
         obj=response,
         # An answer to the follow-up of an earlier main reason is not shown
         # under this reason's question.
@@ -214,13 +264,14 @@ def _public_id_of_any_link(token: str) -> str | None:
 @bp.route("/s/<token>/renew", methods=["POST"])
 def renew(token: str) -> str:
     """Send a fresh link for an expired one; the answer never tells what happened."""
-    form = PublicForm()
+    public_id = _public_id_of_any_link(token)
+    if public_id is None:  # a made-up link: nothing to do, and no telling
+        return render_template("public/link_renewed.html")
+    form = PublicForm.for_link(public_id)
     if form.validate_on_submit() and not form.is_bot():
-        public_id = _public_id_of_any_link(token)
-        if public_id is not None:
-            session = db.session()
-            service.request_fresh_link(session, public_id)
-            session.commit()
+        session = db.session()
+        service.request_fresh_link(session, public_id)
+        session.commit()
     return render_template("public/link_renewed.html")
 
 
@@ -229,7 +280,7 @@ def withdraw(token: str) -> str:
     """Withdraw win-back consent: GET asks for confirmation, POST records it."""
     session = db.session()
     departure = _load(token, tokens.WITHDRAW_CONSENT)
-    form = PublicForm()
+    form = PublicForm.for_link(departure.public_id)
     wording = withdrawal_wording()
     done = False
     if form.validate_on_submit() and not form.is_bot():

@@ -14,8 +14,10 @@ from typing import Any, cast
 from flask import current_app
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Select,
     and_,
+    bindparam,
     false,
     insert,
     literal,
@@ -24,13 +26,13 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from survey import audit, clock
-from survey.db import parse_id
+from survey.db import parse_id, per_dialect
 from survey.departures.models import Departure
+from survey.departures.service import LINKED_AND_KEPT
 from survey.errors import InvalidInput, SurveyError
 from survey.public.models import Response
 from survey.review.models import ReviewItem
@@ -72,20 +74,21 @@ def check_transition(current: str, new: str) -> None:
 # --- entering the queue ----------------------------------------------------------
 
 
-def _new_items(origin: str, reason: str | None) -> Select[Any]:
+def _new_items(origin: str) -> Select[Any]:
     """Return the departures as new queue items (their facts copied), to insert.
 
-    The caller narrows it with ``.where``; ``ITEM_COLUMNS`` names its columns.
+    The caller narrows it with ``.where`` and binds ``now`` and ``reason`` (the
+    stated reason, or None); ``ITEM_COLUMNS`` names its columns.
     """
-    now = clock.now()
+    now = bindparam("now", type_=ReviewItem.queued_at.type)
     items = select(
         Departure.id,
         literal("new"),
-        literal(now, ReviewItem.queued_at.type),
-        literal(now, ReviewItem.updated_at.type),
+        now,
+        now,
         literal(origin),
         Departure.mrr_cents,
-        literal(reason, ReviewItem.reason.type),
+        bindparam("reason", type_=ReviewItem.reason.type),
         Departure.segment,
         Departure.plan,
         Departure.cancelled_at,
@@ -107,23 +110,30 @@ ITEM_COLUMNS = [
 ]
 
 
-def queue_answer(session: Session, departure_id: int, reason: str) -> None:
-    """Put an answered departure in the queue, or note its new stated reason.
-
-    One upsert on the unique ``review_items.departure_id``, in the caller's
-    transaction (the answer's own).
-    """
-    dialect = session.get_bind().dialect.name
-    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = upsert(ReviewItem).from_select(
-        ITEM_COLUMNS,
-        _new_items("answered", reason).where(Departure.id == departure_id),
+def _answer_upsert(insert: Any) -> Any:
+    statement = insert(ReviewItem).from_select(
+        ITEM_COLUMNS, _new_items("answered").where(LINKED_AND_KEPT)
     )
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=[ReviewItem.departure_id],
         set_={"reason": statement.excluded.reason},
     )
-    session.execute(statement)
+
+
+#: Queue an answered departure or update its reason (built once per dialect).
+_QUEUE_ANSWER = per_dialect(_answer_upsert)
+
+
+def queue_answer(connection: Connection, public_id: str, reason: str) -> None:
+    """Put an answered departure in the queue, or note its new stated reason.
+
+    One upsert on the unique ``review_items.departure_id``, in the caller's
+    transaction (the answer's own). An erased departure is not queued.
+    """
+    connection.execute(
+        _QUEUE_ANSWER[connection.dialect.name],
+        {"public_id": public_id, "reason": reason, "now": clock.now()},
+    )
 
 
 def queue_unanswered(session: Session) -> int:
@@ -134,7 +144,7 @@ def queue_unanswered(session: Session) -> int:
     """
     config = current_app.config
     due = clock.now() - timedelta(days=config["REVIEW_UNANSWERED_AFTER_DAYS"])
-    candidates = _new_items("unanswered", None).where(
+    candidates = _new_items("unanswered").where(
         Departure.invited_at <= due,
         Departure.mrr_cents >= config["REVIEW_MIN_MRR_CENTS"],
         # Explicit subqueries: a bare exists() would pull review_items, the
@@ -143,11 +153,17 @@ def queue_unanswered(session: Session) -> int:
         ~select(Response.id).where(Response.departure_id == Departure.id).exists(),
     )
     # Counted from RETURNING: drivers disagree on an INSERT ... SELECT's rowcount.
-    queued = session.scalars(
-        insert(ReviewItem)
-        .from_select(ITEM_COLUMNS, candidates)
-        .returning(ReviewItem.id)
-    ).all()
+    queued = (
+        session.connection()
+        .execute(
+            insert(ReviewItem)
+            .from_select(ITEM_COLUMNS, candidates)
+            .returning(ReviewItem.id),
+            {"now": clock.now(), "reason": None},
+        )
+        .scalars()
+        .all()
+    )
     count = len(queued)
     if count:
         log.info("%d unanswered departures queued for review", count)

@@ -148,7 +148,10 @@ def account() -> str | WerkzeugResponse:
 
 def init_app(app: Flask) -> None:
     """Set up Flask-Login and the templates' access helper."""
-    login_manager.init_app(app)
+    # The proxy as a global, not Flask-Login's context processor, which would
+    # look the staff session up for every page rendered, the customer's too.
+    login_manager.init_app(app, add_context_processor=False)
+    app.jinja_env.globals["current_user"] = current_user
     app.jinja_env.globals["can"] = access.can
     app.jinja_env.globals["perm"] = access
     app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions
