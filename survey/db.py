@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, NamedTuple, TypeVar
 
 from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy import (
@@ -42,9 +42,6 @@ NAMING_CONVENTION = {
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 T = TypeVar("T")
-
-#: Execution option: the connection runs one statement, no transaction needed.
-_ONE_STATEMENT = "survey_one_statement"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -107,15 +104,29 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
 
 
-def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
-    """Create an engine; on SQLite: WAL, a busy timeout and real transactions."""
+class Engines(NamedTuple):
+    """The app's ways into one connection pool."""
+
+    #: For sessions: on SQLite every transaction begins for real, and writing
+    #: ones (``sqlite_write``) queue for the write lock first.
+    engine: Engine
+    #: The same pool without transaction events, which SQLAlchemy would
+    #: otherwise dispatch around every statement: for the busiest paths.
+    plain: Engine
+    #: Start a writing transaction on a plain connection (see ``writing``).
+    begin_writing: Callable[[Connection], None]
+
+
+def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
+    """Create the engines; on SQLite: WAL, a busy timeout and real transactions."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        plain = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return Engines(plain, plain, lambda _connection: None)
 
-    engine = create_engine(url, connect_args={"timeout": busy_timeout})
-    gate = _WriteGate(engine.url.database, busy_timeout)
+    plain = create_engine(url, connect_args={"timeout": busy_timeout})
+    gate = _WriteGate(plain.url.database, busy_timeout)
 
-    @event.listens_for(engine, "connect")
+    @event.listens_for(plain, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         # pysqlite's own transaction handling starts transactions late and
         # never for SELECT; we emit BEGIN ourselves (SQLAlchemy's recipe).
@@ -126,24 +137,27 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
+    def _begin_writing(dbapi_connection: Any) -> None:
         # A transaction that will write takes the write lock up front: a
         # deferred one that read first could not wait for it (SQLITE_BUSY).
-        # BEGIN goes straight to the driver: it is on every request's path.
-        options = connection.get_execution_options()
-        if options.get(_ONE_STATEMENT):
-            return  # SQLite runs a lone statement in a transaction of its own
-        dbapi_connection = connection.connection.dbapi_connection
-        if not options.get("sqlite_write"):
-            dbapi_connection.execute("BEGIN")
-            return
         gate.acquire(dbapi_connection)
         try:
             dbapi_connection.execute("BEGIN IMMEDIATE")
         except BaseException:
             gate.release(dbapi_connection)
             raise
+
+    # Listeners of an engine made by execution_options() stay its own.
+    engine = plain.execution_options()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # BEGIN goes straight to the driver: it is on every request's path.
+        dbapi_connection = connection.connection.dbapi_connection
+        if connection.get_execution_options().get("sqlite_write"):
+            _begin_writing(dbapi_connection)
+        else:
+            dbapi_connection.execute("BEGIN")
 
     # The gate opens only once COMMIT or ROLLBACK is done (the engine's events
     # fire before them), also for the pool's rollback of a returned connection.
@@ -164,7 +178,11 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
 
     dialect.do_commit = _commit_then_open  # type: ignore[method-assign]
     dialect.do_rollback = _rollback_then_open  # type: ignore[method-assign]
-    return engine
+    return Engines(
+        engine,
+        plain,
+        lambda connection: _begin_writing(connection.connection.dbapi_connection),
+    )
 
 
 class _WriteGate:
@@ -224,15 +242,12 @@ class _WriteGate:
 
 def init_app(app: Flask) -> None:
     """Create the app's engine and session factory; close sessions per request."""
-    engine = make_engine(
+    engines = make_engines(
         app.config["DATABASE_URL"],
         busy_timeout=app.config["SQLITE_BUSY_TIMEOUT_SECONDS"],
     )
-    app.extensions["survey.db"] = sessionmaker(engine, expire_on_commit=False)
-    app.extensions["survey.db.read_once"] = engine.execution_options(
-        **{_ONE_STATEMENT: True}
-    )
-    app.extensions["survey.db.writing"] = engine.execution_options(sqlite_write=True)
+    app.extensions["survey.db"] = sessionmaker(engines.engine, expire_on_commit=False)
+    app.extensions["survey.db.engines"] = engines
     # A request's session ends with the request, also when the request runs
     # inside an app context pushed before it (tests, commands), which would
     # otherwise carry the session, and its snapshot, into the next request.
@@ -275,12 +290,12 @@ def begin_write(db_session: Session) -> None:
 def read_row(statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
     """Run one SELECT on its own and return its first row (None if no row).
 
-    For the busiest read-only pages: no ORM session and no BEGIN/ROLLBACK
-    around it. A single statement sees one consistent snapshot by itself, on
-    SQLite and on PostgreSQL alike.
+    For the busiest read-only pages: no ORM session, no BEGIN. A single
+    statement sees one consistent snapshot by itself, on SQLite and on
+    PostgreSQL alike.
     """
-    engine: Engine = current_app.extensions["survey.db.read_once"]
-    with engine.connect() as connection:
+    engines: Engines = current_app.extensions["survey.db.engines"]
+    with engines.plain.connect() as connection:
         return connection.execute(statement, params).first()
 
 
@@ -288,12 +303,14 @@ def read_row(statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
 def writing() -> Iterator[Connection]:
     """Yield a connection in a writing transaction, committed at the end.
 
-    For the busiest writes: plain statements without an ORM session, so the
-    SQLite write lock (held from the first statement to the commit) is
-    held as briefly as possible. Rolled back if the block raises.
+    For the busiest writes: plain statements without an ORM session or
+    transaction events, so the SQLite write lock (taken at the start, let go
+    at the commit) is held as briefly as possible. Rolled back if the block
+    raises.
     """
-    engine: Engine = current_app.extensions["survey.db.writing"]
-    with engine.begin() as connection:
+    engines: Engines = current_app.extensions["survey.db.engines"]
+    with engines.plain.begin() as connection:
+        engines.begin_writing(connection)
         yield connection
 
 
