@@ -3,7 +3,9 @@
 What it measures, in one run, on loopback with ``wrk``:
 
 * **bare GET**: ``benchmarks/bare_app.py`` (one route answering ``ok``) under
-  gunicorn. This is the ceiling of server + Flask + wrk on this machine.
+  gunicorn. This is the ceiling of server + Flask + wrk on this machine. It
+  is measured first and again last; the faster run is the baseline, so a
+  slow spell of a shared machine during one of them cannot flatter a ratio.
 * **survey GET**: page 1 of the survey (``GET /s/<token>``), rotating over
   every seeded departure: token check, database reads, template, CSRF token.
   The first open of each departure also stamps its first-opened time.
@@ -437,9 +439,11 @@ def stderr_report(server: Server, max_lines: int = 80) -> int:
 
 
 def judge(
-    bare: Result, get: Result, post: Result, locked: int
+    bare_runs: Sequence[Result], get: Result, post: Result, locked: int
 ) -> list[tuple[str, bool]]:
-    """Return each target with whether it is met."""
+    """Return each target with whether it is met; the faster bare run counts."""
+    bare = max(bare_runs, key=lambda result: result.rps)
+    bare_errors = sum(result.errors for result in bare_runs)
     get_ratio = get.rps / bare.rps if bare.rps else 0.0
     post_ratio = post.rps / bare.rps if bare.rps else 0.0
     return [
@@ -453,8 +457,8 @@ def judge(
         ),
         (f"page-1 POST errors = {post.errors:,}  (target 0)", post.errors == 0),
         (
-            f"GET errors = bare {bare.errors:,}, survey {get.errors:,}  (target 0)",
-            bare.errors == 0 and get.errors == 0,
+            f"GET errors = bare {bare_errors:,}, survey {get.errors:,}  (target 0)",
+            bare_errors == 0 and get.errors == 0,
         ),
         (f'"{LOCKED}" in gunicorn stderr = {locked:,}  (target 0)', locked == 0),
     ]
@@ -525,7 +529,10 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         f"gunicorn gthread {WORKERS} workers x {THREADS} threads; "
         f"{os.cpu_count()} CPUs"
     )
-    bare_get = measure("bare GET", bare.base_url, ["/"], 2, args, tmp)
+    # The baseline is measured before and after the survey, and the faster
+    # run counts: a slow spell of the machine during one of them (seen on
+    # shared virtual machines) must not flatter the survey's ratios.
+    bare_before = measure("bare GET", bare.base_url, ["/"], 2, args, tmp)
     survey_get = measure(
         "survey GET",
         survey.base_url,
@@ -544,15 +551,16 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         tmp,
         bodies=answers,
     )
+    bare_after = measure("bare GET again", bare.base_url, ["/"], 2, args, tmp)
     stop_all()  # flush what the workers still had to say
 
     print()
-    print_table([bare_get, survey_get, post])
+    print_table([bare_before, survey_get, post, bare_after])
     locked = stderr_report(survey)
     stderr_report(bare, max_lines=20)
 
     print()
-    verdicts = judge(bare_get, survey_get, post, locked)
+    verdicts = judge([bare_before, bare_after], survey_get, post, locked)
     for label, ok in verdicts:
         print(f"{'PASS' if ok else 'FAIL'}  {label}")
     passed = all(ok for _, ok in verdicts)

@@ -6,7 +6,8 @@ import fcntl
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, NamedTuple, TypeVar
@@ -16,9 +17,8 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
-    Executable,
     MetaData,
-    Row,
+    Select,
     String,
     create_engine,
     event,
@@ -287,16 +287,77 @@ def begin_write(db_session: Session) -> None:
     db_session.connection(execution_options={"sqlite_write": True})
 
 
-def read_row(statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
-    """Run one SELECT on its own and return its first row (None if no row).
+class _Plan(NamedTuple):
+    """A statement as one dialect runs it, with its values' processors."""
 
-    For the busiest read-only pages: no ORM session, no BEGIN. A single
-    statement sees one consistent snapshot by itself, on SQLite and on
-    PostgreSQL alike.
+    sql: str
+    defaults: dict[str, Any]  # every bound name, with its built-in value
+    order: Sequence[str] | None  # bound names in order, for positional styles
+    processors: Mapping[str, Callable[[Any], Any]]
+    row: Callable[[Sequence[Any]], Any]  # DB-API row -> named, processed row
+
+
+class FastSelect:
+    """A SELECT for the busiest page, run on a pooled DB-API cursor.
+
+    SQLAlchemy compiles it once per dialect; values go in and come out
+    through the column types' own processors (public API), so a row holds
+    what Core would give. It skips what a Core execution builds each time
+    (execution context, result object): on the busiest page that was a
+    fifth of the request. Use Core everywhere else.
     """
-    engines: Engines = current_app.extensions["survey.db.engines"]
-    with engines.plain.connect() as connection:
-        return connection.execute(statement, params).first()
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self._plans: dict[str, _Plan] = {}
+
+    def _plan(self, dialect: Dialect) -> _Plan:
+        plan = self._plans.get(dialect.name)
+        if plan is None:
+            compiled = self.statement.compile(dialect=dialect)
+            # Every bound name, with its built-in value (None if it has none).
+            state = compiled.construct_expanded_state(compiled.params)
+            columns = self.statement.selected_columns
+            readers = [
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in columns
+            ]
+            shape = namedtuple("Row", list(columns.keys()))  # type: ignore[misc]
+
+            def row(values: Sequence[Any]) -> Any:
+                return shape._make(
+                    read(value) if read else value
+                    for read, value in zip(readers, values, strict=True)
+                )
+
+            plan = self._plans[dialect.name] = _Plan(
+                state.statement,
+                dict(state.parameters),
+                state.positiontup,
+                {k: f for k, f in state.processors.items() if f is not None},
+                row,
+            )
+        return plan
+
+    def first(self, params: Mapping[str, Any]) -> Any:
+        """Return the first row (attributes named as the columns), or None."""
+        engines: Engines = current_app.extensions["survey.db.engines"]
+        plan = self._plan(engines.plain.dialect)
+        values = plan.defaults | dict(params)
+        for name, process in plan.processors.items():
+            values[name] = process(values[name])
+        arguments = values if plan.order is None else [values[n] for n in plan.order]
+        connection = engines.plain.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(plan.sql, arguments)
+                found = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            connection.close()  # back to the pool, which ends the transaction
+        return None if found is None else plan.row(found)
 
 
 @contextmanager

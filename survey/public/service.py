@@ -10,7 +10,6 @@ from flask import current_app
 from sqlalchemy import (
     Connection,
     CursorResult,
-    Row,
     bindparam,
     or_,
     select,
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from survey import clock, links, outbox, tokens
 from survey.consent import ConsentEvent, record_consent
-from survey.db import per_dialect, read_row
+from survey.db import FastSelect, per_dialect
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, find_by_public_id
 from survey.public.models import Response
@@ -59,8 +58,8 @@ def _latest_consent(column: Any) -> Any:
     )
 
 
-#: Everything page 1 shows, in one statement (built once, cached compiled).
-_SURVEY_STATE = (
+#: Everything page 1 shows, in one statement (built and compiled once).
+SURVEY_STATE = FastSelect(
     select(
         Departure.id.label("departure_id"),
         Departure.public_id,
@@ -77,17 +76,9 @@ _SURVEY_STATE = (
 )
 
 
-def survey_state(public_id: str, db: Session | None = None) -> Row[Any]:
-    """Return page 1's view of a departure; raise TokenInvalid if there is none.
-
-    Read in ``db``'s transaction when given (the caller writes next), else
-    as one statement on its own.
-    """
-    params = {"public_id": public_id}
-    if db is None:
-        state = read_row(_SURVEY_STATE, params)
-    else:
-        state = db.connection().execute(_SURVEY_STATE, params).first()
+def survey_state(public_id: str) -> Any:
+    """Return page 1's view of a departure; raise TokenInvalid if there is none."""
+    state = SURVEY_STATE.first({"public_id": public_id})
     if state is None:
         raise tokens.TokenInvalid
     if state.erased_at is not None:

@@ -19,7 +19,6 @@ from flask import (
     Response as HttpResponse,
 )
 from markupsafe import escape
-from sqlalchemy import Row
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import db, i18n, tokens
@@ -122,7 +121,7 @@ def _cached_page_one(
 def _page_one(
     token: str,
     public_id: str,
-    state: Row[Any],
+    state: Any,
     selected: str | None,
     reason_other: str | None,
     errors: dict[str, list[str]],

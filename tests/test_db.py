@@ -1,0 +1,41 @@
+"""The database helpers the busiest page relies on."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from survey import db
+from survey.departures.models import Departure
+from survey.public import service
+from tests.factories import make_consenting, make_departure, survey_path
+
+
+def test_a_fast_select_gives_what_core_gives(app, client):
+    answered = make_consenting(app)
+    client.get(survey_path(app, answered))  # a first-opened time too
+    fresh = make_departure(app)  # NULLs where the other has values
+    statement = service.SURVEY_STATE.statement
+    with app.app_context():
+        for departure in (answered, fresh):
+            params = {"public_id": departure.public_id}
+            fast = service.SURVEY_STATE.first(params)
+            with db.engine().connect() as connection:
+                core = connection.execute(statement, params).one()
+            assert fast._fields == tuple(core._fields)
+            assert tuple(fast) == tuple(core)
+        assert fast.first_opened_at is None and fast.answered_at is None
+        assert service.SURVEY_STATE.first({"public_id": "nobody"}) is None
+
+
+def test_a_fast_select_reads_timezone_aware_times(app, client, clock):
+    departure = make_consenting(app)
+    client.get(survey_path(app, departure))
+    with app.app_context():
+        state = service.SURVEY_STATE.first({"public_id": departure.public_id})
+        with db.new_session() as session:
+            stored = session.scalar(
+                select(Departure.first_opened_at).where(Departure.id == departure.id)
+            )
+    assert state.first_opened_at == stored == clock()
+    assert state.first_opened_at.tzinfo is not None
+    assert state.consent_state == "granted"
