@@ -33,7 +33,7 @@ run (no ``wrk``: ``apt-get install wrk``; a server that would not start).
 Usage::
 
     .venv/bin/python benchmarks/bench_survey.py [--duration 10s]
-        [--connections 16] [--departures 2000]
+        [--connections 64] [--departures 2000]
 """
 
 from __future__ import annotations
@@ -478,7 +478,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup", default="2s", help="wrk warm-up before each scenario (2s)"
     )
     parser.add_argument(
-        "--connections", type=int, default=16, help="open connections (16)"
+        "--connections",
+        type=int,
+        default=64,
+        help="open connections (64): gunicorn's workers share them out as they "
+        "accept them, unevenly; with too few, one worker may get most of them "
+        "and the other idle, which made runs differ by up to 3x",
     )
     parser.add_argument(
         "--departures", type=int, default=2000, help="departures to seed (2000)"

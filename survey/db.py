@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeDecorator
 
 from survey.errors import DatabaseBusy
@@ -297,67 +299,97 @@ class _Plan(NamedTuple):
     row: Callable[[Sequence[Any]], Any]  # DB-API row -> named, processed row
 
 
-class FastSelect:
-    """A SELECT for the busiest page, run on a pooled DB-API cursor.
+class Prepared:
+    """A statement of the busiest page, run straight on a DB-API cursor.
 
     SQLAlchemy compiles it once per dialect; values go in and come out
-    through the column types' own processors (public API), so a row holds
-    what Core would give. It skips what a Core execution builds each time
-    (execution context, result object): on the busiest page that was a
-    fifth of the request. Use Core everywhere else.
+    through the column types' own processors (public API), so the database
+    sees, and a row holds, what a Core execution would send and give. What
+    Core builds around each execution (context, result object) is skipped:
+    on page 1 that was a fifth of the request. Use Core everywhere else.
     """
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: ClauseElement | Mapping[str, ClauseElement]) -> None:
+        #: One statement, or one per dialect name (see ``per_dialect``).
         self.statement = statement
         self._plans: dict[str, _Plan] = {}
+
+    def _statement(self, dialect: Dialect) -> ClauseElement:
+        if isinstance(self.statement, Mapping):
+            return self.statement[dialect.name]
+        return self.statement
 
     def _plan(self, dialect: Dialect) -> _Plan:
         plan = self._plans.get(dialect.name)
         if plan is None:
-            compiled = self.statement.compile(dialect=dialect)
+            compiled = self._statement(dialect).compile(dialect=dialect)
+            assert isinstance(compiled, SQLCompiler)
             # Every bound name, with its built-in value (None if it has none).
             state = compiled.construct_expanded_state(compiled.params)
-            columns = self.statement.selected_columns
-            readers = [
-                column.type.dialect_impl(dialect).result_processor(dialect, None)
-                for column in columns
-            ]
-            shape = namedtuple("Row", list(columns.keys()))  # type: ignore[misc]
-
-            def row(values: Sequence[Any]) -> Any:
-                return shape._make(
-                    read(value) if read else value
-                    for read, value in zip(readers, values, strict=True)
-                )
-
+            processors = {
+                name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                for name, bind in compiled.binds.items()
+            }
             plan = self._plans[dialect.name] = _Plan(
                 state.statement,
                 dict(state.parameters),
                 state.positiontup,
-                {k: f for k, f in state.processors.items() if f is not None},
-                row,
+                {name: f for name, f in processors.items() if f is not None},
+                self._row_maker(dialect),
             )
         return plan
 
-    def first(self, params: Mapping[str, Any]) -> Any:
-        """Return the first row (attributes named as the columns), or None."""
-        engines: Engines = current_app.extensions["survey.db.engines"]
-        plan = self._plan(engines.plain.dialect)
+    def _row_maker(self, dialect: Dialect) -> Callable[[Sequence[Any]], Any]:
+        statement = self._statement(dialect)
+        if not isinstance(statement, Select):
+            return tuple
+        columns = statement.selected_columns
+        readers = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in columns
+        ]
+        shape = namedtuple("Row", list(columns.keys()))  # type: ignore[misc]
+
+        def row(values: Sequence[Any]) -> Any:
+            return shape._make(
+                read(value) if read else value
+                for read, value in zip(readers, values, strict=True)
+            )
+
+        return row
+
+    def _run(self, dbapi_connection: Any, params: Mapping[str, Any]) -> Any:
+        plan = self._plan(current_app.extensions["survey.db.engines"].plain.dialect)
         values = plan.defaults | dict(params)
         for name, process in plan.processors.items():
             values[name] = process(values[name])
         arguments = values if plan.order is None else [values[n] for n in plan.order]
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(plan.sql, arguments)
+            if cursor.description is None:
+                return None
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if found is None else plan.row(found)
+
+    def first(self, params: Mapping[str, Any]) -> Any:
+        """Return the first row (attributes named as the columns), or None.
+
+        On a connection of its own, outside any transaction: a lone statement
+        sees one consistent snapshot by itself.
+        """
+        engines: Engines = current_app.extensions["survey.db.engines"]
         connection = engines.plain.raw_connection()
         try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(plan.sql, arguments)
-                found = cursor.fetchone()
-            finally:
-                cursor.close()
+            return self._run(connection, params)
         finally:
             connection.close()  # back to the pool, which ends the transaction
-        return None if found is None else plan.row(found)
+
+    def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
+        """Run the statement in ``connection``'s transaction (see ``writing``)."""
+        self._run(connection.connection, params)
 
 
 @contextmanager

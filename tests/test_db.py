@@ -7,6 +7,8 @@ from sqlalchemy import select
 from survey import db
 from survey.departures.models import Departure
 from survey.public import service
+from survey.public.models import Response
+from survey.review.models import ReviewItem
 from tests.factories import make_consenting, make_departure, survey_path
 
 
@@ -39,3 +41,24 @@ def test_a_fast_select_reads_timezone_aware_times(app, client, clock):
     assert state.first_opened_at == stored == clock()
     assert state.first_opened_at.tzinfo is not None
     assert state.consent_state == "granted"
+
+
+def test_prepared_writes_store_what_the_orm_reads_back(app, clock, session):
+    departure = make_departure(app, mrr_cents=12_345)
+    with app.app_context(), db.writing() as connection:
+        service.submit_reason(connection, departure.public_id, "other", "  Paper  ")
+    session.rollback()  # end the read snapshot (SQLite WAL keeps it)
+    response = session.scalar(select(Response))
+    assert (response.reason, response.reason_other, response.factors) == (
+        "other",
+        "Paper",
+        [],
+    )
+    assert response.answered_at == response.updated_at == clock()
+    item = session.scalar(select(ReviewItem))
+    assert (item.departure_id, item.reason, item.mrr_cents, item.queued_at) == (
+        departure.id,
+        "other",
+        12_345,
+        clock(),
+    )

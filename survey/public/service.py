@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from survey import clock, links, outbox, tokens
 from survey.consent import ConsentEvent, record_consent
-from survey.db import FastSelect, per_dialect
+from survey.db import Prepared, per_dialect
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, find_by_public_id
 from survey.public.models import Response
@@ -59,7 +59,7 @@ def _latest_consent(column: Any) -> Any:
 
 
 #: Everything page 1 shows, in one statement (built and compiled once).
-SURVEY_STATE = FastSelect(
+SURVEY_STATE = Prepared(
     select(
         Departure.id.label("departure_id"),
         Departure.public_id,
@@ -87,7 +87,7 @@ def survey_state(public_id: str) -> Any:
 
 
 #: Stamp the first open; later opens change nothing (built once, compiled once).
-_MARK_OPENED = (
+_MARK_OPENED = Prepared(
     update(Departure)
     .where(
         Departure.id == bindparam("departure_id"),
@@ -99,7 +99,7 @@ _MARK_OPENED = (
 
 def mark_opened(connection: Connection, departure_id: int) -> None:
     """Note the first time the link was opened (later opens change nothing)."""
-    connection.execute(_MARK_OPENED, {"departure_id": departure_id, "now": clock.now()})
+    _MARK_OPENED.execute(connection, {"departure_id": departure_id, "now": clock.now()})
 
 
 def _upsert_reason(insert: Any) -> Any:
@@ -133,7 +133,7 @@ def _upsert_reason(insert: Any) -> Any:
 
 
 #: Insert the response, or update the one there (built once per dialect).
-_UPSERT_REASON = per_dialect(_upsert_reason)
+_UPSERT_REASON = Prepared(per_dialect(_upsert_reason))
 
 
 def submit_reason(
@@ -148,8 +148,8 @@ def submit_reason(
     nothing (the next page says why).
     """
     other = ((reason_other or "").strip() or None) if reason == "other" else None
-    connection.execute(
-        _UPSERT_REASON[connection.dialect.name],
+    _UPSERT_REASON.execute(
+        connection,
         {
             "public_id": public_id,
             "reason": reason,

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from survey import audit, clock
-from survey.db import parse_id, per_dialect
+from survey.db import Prepared, parse_id, per_dialect
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT
 from survey.errors import InvalidInput, SurveyError
@@ -121,7 +121,7 @@ def _answer_upsert(insert: Any) -> Any:
 
 
 #: Queue an answered departure or update its reason (built once per dialect).
-_QUEUE_ANSWER = per_dialect(_answer_upsert)
+_QUEUE_ANSWER = Prepared(per_dialect(_answer_upsert))
 
 
 def queue_answer(connection: Connection, public_id: str, reason: str) -> None:
@@ -130,9 +130,8 @@ def queue_answer(connection: Connection, public_id: str, reason: str) -> None:
     One upsert on the unique ``review_items.departure_id``, in the caller's
     transaction (the answer's own). An erased departure is not queued.
     """
-    connection.execute(
-        _QUEUE_ANSWER[connection.dialect.name],
-        {"public_id": public_id, "reason": reason, "now": clock.now()},
+    _QUEUE_ANSWER.execute(
+        connection, {"public_id": public_id, "reason": reason, "now": clock.now()}
     )
 
 
