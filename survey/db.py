@@ -115,15 +115,15 @@ class Engines(NamedTuple):
     #: The same pool without transaction events, which SQLAlchemy would
     #: otherwise dispatch around every statement: for the busiest paths.
     plain: Engine
-    #: Start a writing transaction on a plain connection (see ``writing``).
-    begin_writing: Callable[[Connection], None]
+    #: SQLite's queue of writers (None on PostgreSQL).
+    gate: _WriteGate | None
 
 
 def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
     """Create the engines; on SQLite: WAL, a busy timeout and real transactions."""
     if not url.startswith("sqlite"):
         plain = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-        return Engines(plain, plain, lambda _connection: None)
+        return Engines(plain, plain, None)
 
     plain = create_engine(url, connect_args={"timeout": busy_timeout})
     gate = _WriteGate(plain.url.database, busy_timeout)
@@ -139,16 +139,6 @@ def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    def _begin_writing(dbapi_connection: Any) -> None:
-        # A transaction that will write takes the write lock up front: a
-        # deferred one that read first could not wait for it (SQLITE_BUSY).
-        gate.acquire(dbapi_connection)
-        try:
-            dbapi_connection.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            gate.release(dbapi_connection)
-            raise
-
     # Listeners of an engine made by execution_options() stay its own.
     engine = plain.execution_options()
 
@@ -157,7 +147,7 @@ def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
         # BEGIN goes straight to the driver: it is on every request's path.
         dbapi_connection = connection.connection.dbapi_connection
         if connection.get_execution_options().get("sqlite_write"):
-            _begin_writing(dbapi_connection)
+            _begin_writing(gate, dbapi_connection)
         else:
             dbapi_connection.execute("BEGIN")
 
@@ -180,11 +170,18 @@ def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
 
     dialect.do_commit = _commit_then_open  # type: ignore[method-assign]
     dialect.do_rollback = _rollback_then_open  # type: ignore[method-assign]
-    return Engines(
-        engine,
-        plain,
-        lambda connection: _begin_writing(connection.connection.dbapi_connection),
-    )
+    return Engines(engine, plain, gate)
+
+
+def _begin_writing(gate: _WriteGate, dbapi_connection: Any) -> None:
+    # A transaction that will write takes the write lock up front: a
+    # deferred one that read first could not wait for it (SQLITE_BUSY).
+    gate.acquire(dbapi_connection)
+    try:
+        dbapi_connection.execute("BEGIN IMMEDIATE")
+    except BaseException:
+        gate.release(dbapi_connection)
+        raise
 
 
 class _WriteGate:
@@ -391,6 +388,28 @@ class Prepared:
         """Run the statement in ``connection``'s transaction (see ``writing``)."""
         self._run(connection.connection, params)
 
+    def execute_alone(self, params: Mapping[str, Any]) -> None:
+        """Run a writing statement as a transaction of its own, and commit it.
+
+        On SQLite a lone statement commits by itself: the write lock is held
+        for one call into SQLite, not for BEGIN, the statement and COMMIT,
+        each of which lets another thread take the interpreter meanwhile.
+        """
+        engines: Engines = current_app.extensions["survey.db.engines"]
+        connection = engines.plain.raw_connection()
+        gate = engines.gate
+        try:
+            if gate is not None:
+                gate.acquire(connection.dbapi_connection)
+            try:
+                self._run(connection, params)
+                connection.commit()  # PostgreSQL's; SQLite's has nothing to do
+            finally:
+                if gate is not None:
+                    gate.release(connection.dbapi_connection)
+        finally:
+            connection.close()
+
 
 @contextmanager
 def writing() -> Iterator[Connection]:
@@ -403,7 +422,8 @@ def writing() -> Iterator[Connection]:
     """
     engines: Engines = current_app.extensions["survey.db.engines"]
     with engines.plain.begin() as connection:
-        engines.begin_writing(connection)
+        if engines.gate is not None:
+            _begin_writing(engines.gate, connection.connection.dbapi_connection)
         yield connection
 
 

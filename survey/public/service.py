@@ -97,9 +97,9 @@ _MARK_OPENED = Prepared(
 )
 
 
-def mark_opened(connection: Connection, departure_id: int) -> None:
+def mark_opened(departure_id: int) -> None:
     """Note the first time the link was opened (later opens change nothing)."""
-    _MARK_OPENED.execute(connection, {"departure_id": departure_id, "now": clock.now()})
+    _MARK_OPENED.execute_alone({"departure_id": departure_id, "now": clock.now()})
 
 
 def _upsert_reason(insert: Any) -> Any:

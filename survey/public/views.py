@@ -159,8 +159,7 @@ def survey(token: str) -> str | WerkzeugResponse:
     if request.method == "GET":
         state = service.survey_state(public_id)
         if state.first_opened_at is None:
-            with db.writing() as connection:
-                service.mark_opened(connection, state.departure_id)
+            service.mark_opened(state.departure_id)
         preselect = request.args.get("reason")
         selected = preselect if preselect in REASONS else state.reason
         return _page_one(token, public_id, state, selected, state.reason_other, {})
