@@ -98,20 +98,20 @@ def _cached_page_one(
     selected: str | None,
     answered_on: str | None,
     consent_state: str | None,
-    reason_other: str,
 ) -> str:
     """Render page 1 once per language and answers, with slots for the link.
 
     Everyone opening the survey in one language sees the same page but for
     their link and its form token; rendering it anew each time would cost
-    more than all the rest of the busiest request.
+    more than all the rest of the busiest request. Pages showing what a
+    customer wrote are never cached: no one's words stay in memory.
     """
     with i18n.force_locale(locale):
         return _render_page_one(
             selected=selected,
             answered_on=answered_on,
             consent_state=consent_state,
-            reason_other=reason_other,
+            reason_other="",
             errors={},
             token=_LINK_SLOT,
             form_token=_FORM_SLOT,
@@ -133,12 +133,15 @@ def _page_one(
         if state.answered_at
         else None,
         "consent_state": state.consent_state,
-        "reason_other": reason_other or "",
     }
     form_token = tokens.form_token(public_id)
-    if errors:  # a refused answer, shown once: not worth a cache entry
+    if errors or reason_other:  # a refusal, or the customer's own words
         return _render_page_one(
-            **answers, errors=errors, token=token, form_token=form_token
+            **answers,
+            reason_other=reason_other or "",
+            errors=errors,
+            token=token,
+            form_token=form_token,
         )
     # load_token accepted the token, so it is URL-safe base64; escaped anyway.
     return (
