@@ -247,6 +247,7 @@ def init_app(app: Flask) -> None:
     )
     app.extensions["survey.db"] = sessionmaker(engines.engine, expire_on_commit=False)
     app.extensions["survey.db.engines"] = engines
+    app.extensions["survey.db.batches"] = _Batches()
     # A request's session ends with the request, also when the request runs
     # inside an app context pushed before it (tests, commands), which would
     # otherwise carry the session, and its snapshot, into the next request.
@@ -425,6 +426,91 @@ def writing() -> Iterator[Connection]:
         if engines.gate is not None:
             _begin_writing(engines.gate, connection.connection.dbapi_connection)
         yield connection
+
+
+class _Job:
+    """One thread's write, waiting to run in a batch."""
+
+    def __init__(self, work: Callable[[Connection], None]) -> None:
+        self.work = work
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class _Batches:
+    """Runs the writes of a worker's threads together, one transaction a batch.
+
+    SQLite takes one writer at a time across every process, and each call
+    into it lets other threads take the interpreter while the lock is held:
+    BEGIN and COMMIT cost as much lock time as the writes themselves. A
+    thread queues its write, then waits its turn to lead; the leader runs
+    every write queued by then in one transaction and commits once. If one
+    write fails, the batch is rolled back and each of its writes runs again
+    in a transaction of its own, so only the failing one fails.
+    """
+
+    def __init__(self) -> None:
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Job] = []
+        self._leading = threading.Lock()
+
+    def run(self, work: Callable[[Connection], None]) -> None:
+        job = _Job(work)
+        with self._queue_lock:
+            self._queue.append(job)
+        with self._leading:
+            if not job.done:  # else an earlier leader wrote it
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._write(batch)
+        if job.error is not None:
+            raise job.error
+
+    @staticmethod
+    def _write(batch: list[_Job]) -> None:
+        try:
+            try:
+                with writing() as connection:
+                    for job in batch:
+                        job.work(connection)
+            except DatabaseBusy as busy:
+                for job in batch:
+                    job.error = busy
+            except Exception as error:
+                if len(batch) == 1:
+                    batch[0].error = error
+                else:  # again one by one, so that only the failing one fails
+                    for job in batch:
+                        try:
+                            with writing() as connection:
+                                job.work(connection)
+                        except Exception as own:
+                            job.error = own
+                        job.done = True
+        except BaseException:  # the leader itself is being stopped
+            for job in batch:
+                if not job.done and job.error is None:
+                    job.error = DatabaseBusy("The write was interrupted; try again.")
+            raise
+        finally:
+            for job in batch:
+                job.done = True
+
+
+def write_together(work: Callable[[Connection], None]) -> None:
+    """Run ``work`` in a writing transaction, possibly shared with other threads'.
+
+    For the busiest write (an answer to page 1); returns once it is
+    committed, raises what ``work`` raised. ``work`` must only write, through
+    its connection, and may run on another thread of this process (under
+    the same app). On PostgreSQL, writers do not queue: it is ``writing``.
+    """
+    engines: Engines = current_app.extensions["survey.db.engines"]
+    if engines.gate is None:
+        with writing() as connection:
+            work(connection)
+        return
+    current_app.extensions["survey.db.batches"].run(work)
 
 
 def new_session() -> Session:

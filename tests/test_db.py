@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from sqlalchemy import select
 
 from survey import db
@@ -62,3 +65,46 @@ def test_prepared_writes_store_what_the_orm_reads_back(app, clock, session):
         12_345,
         clock(),
     )
+
+
+def test_writes_of_many_threads_share_a_transaction_and_fail_alone(app, session):
+    departures = [make_departure(app) for _ in range(6)]
+    errors: dict[int, Exception] = {}
+    batches = app.extensions["survey.db.batches"]
+    queue_one_batch = app.extensions["survey.db.engines"].gate is not None
+
+    def answer(index: int) -> None:
+        def work(connection) -> None:
+            service.submit_reason(
+                connection, departures[index].public_id, "switched", None
+            )
+            if index == 3:
+                raise ValueError("this one fails")
+
+        with app.app_context():
+            try:
+                db.write_together(work)
+            except ValueError as error:
+                errors[index] = error
+
+    threads = [threading.Thread(target=answer, args=(i,)) for i in range(6)]
+    if queue_one_batch:  # SQLite: hold the lead until all six are queued
+        with batches._leading:
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 10
+            while len(batches._queue) < 6 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(batches._queue) == 6
+    else:
+        for thread in threads:
+            thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert list(errors) == [3]
+    session.rollback()  # end the read snapshot (SQLite WAL keeps it)
+    answered = set(session.scalars(select(Response.departure_id)))
+    assert answered == {d.id for i, d in enumerate(departures) if i != 3}
+    queued = set(session.scalars(select(ReviewItem.departure_id)))
+    assert queued == answered

@@ -184,10 +184,10 @@ def survey(token: str) -> str | WerkzeugResponse:
         return redirect(url_for(".thanks", token=token), 303)
     # The statements find the departure themselves: the write lock is held
     # for the write alone. The next page reports an erased departure.
-    with db.writing() as connection:
-        service.submit_reason(
-            connection, public_id, form.reason.data, form.reason_other.data
-        )
+    reason, other = form.reason.data, form.reason_other.data
+    db.write_together(
+        lambda connection: service.submit_reason(connection, public_id, reason, other)
+    )
     return redirect(url_for(".details", token=token), 303)
 
 
