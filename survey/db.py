@@ -356,8 +356,10 @@ class Prepared:
 
         return row
 
-    def _run(self, dbapi_connection: Any, params: Mapping[str, Any]) -> Any:
-        plan = self._plan(current_app.extensions["survey.db.engines"].plain.dialect)
+    def _run(
+        self, dbapi_connection: Any, dialect: Dialect, params: Mapping[str, Any]
+    ) -> Any:
+        plan = self._plan(dialect)
         values = plan.defaults | dict(params)
         for name, process in plan.processors.items():
             values[name] = process(values[name])
@@ -381,13 +383,13 @@ class Prepared:
         engines: Engines = current_app.extensions["survey.db.engines"]
         connection = engines.plain.raw_connection()
         try:
-            return self._run(connection, params)
+            return self._run(connection, engines.plain.dialect, params)
         finally:
             connection.close()  # back to the pool, which ends the transaction
 
     def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
         """Run the statement in ``connection``'s transaction (see ``writing``)."""
-        self._run(connection.connection, params)
+        self._run(connection.connection, connection.dialect, params)
 
     def execute_alone(self, params: Mapping[str, Any]) -> None:
         """Run a writing statement as a transaction of its own, and commit it.
@@ -403,7 +405,7 @@ class Prepared:
             if gate is not None:
                 gate.acquire(connection.dbapi_connection)
             try:
-                self._run(connection, params)
+                self._run(connection, engines.plain.dialect, params)
                 connection.commit()  # PostgreSQL's; SQLite's has nothing to do
             finally:
                 if gate is not None:
@@ -433,7 +435,8 @@ class _Job:
 
     def __init__(self, work: Callable[[Connection], None]) -> None:
         self.work = work
-        self.done = False
+        self.done = False  # a leader has dealt with it
+        self.written = False  # committed
         self.error: BaseException | None = None
 
 
@@ -469,32 +472,29 @@ class _Batches:
     @staticmethod
     def _write(batch: list[_Job]) -> None:
         try:
-            try:
-                with writing() as connection:
-                    for job in batch:
-                        job.work(connection)
-            except DatabaseBusy as busy:
-                for job in batch:
-                    job.error = busy
-            except Exception as error:
-                if len(batch) == 1:
-                    batch[0].error = error
-                else:  # again one by one, so that only the failing one fails
-                    for job in batch:
-                        try:
-                            with writing() as connection:
-                                job.work(connection)
-                        except Exception as own:
-                            job.error = own
-                        job.done = True
-        except BaseException:  # the leader itself is being stopped
+            _write_jobs(batch)
+        except DatabaseBusy as busy:
             for job in batch:
-                if not job.done and job.error is None:
+                job.error = busy
+        except Exception:  # one took the batch down: again alone, so only it fails
+            for job in batch:
+                try:
+                    _write_jobs([job])
+                except Exception as error:
+                    job.error = error
+        finally:  # also when the leader itself is stopped midway
+            for job in batch:
+                if not job.written and job.error is None:
                     job.error = DatabaseBusy("The write was interrupted; try again.")
-            raise
-        finally:
-            for job in batch:
                 job.done = True
+
+
+def _write_jobs(jobs: list[_Job]) -> None:
+    with writing() as connection:
+        for job in jobs:
+            job.work(connection)
+    for job in jobs:
+        job.written = True
 
 
 def write_together(work: Callable[[Connection], None]) -> None:

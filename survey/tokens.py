@@ -104,6 +104,10 @@ def _cached_signer(keys: tuple[str, ...], salt: str) -> TimestampSigner:
     return signer
 
 
+def _signer(purpose: str) -> TimestampSigner:
+    return _cached_signer(_keys(), _SALTS[purpose])
+
+
 @lru_cache(maxsize=16)
 def _form_signer(keys: tuple[str, ...]) -> Signer:
     return _KeyCachingSigner(list(keys), salt=_FORM_SALT)
@@ -142,8 +146,7 @@ def token_maker(purpose: str) -> Callable[[str], str]:
     never shortens a payload as small as a public id.
     """
     serializer = _serializer(purpose)
-    signer = serializer.make_signer(_SALTS[purpose])
-    assert isinstance(signer, TimestampSigner)
+    signer = _signer(purpose)
     stamped = signer.sep + base64_encode(int_to_bytes(signer.get_timestamp()))
     # Signer.get_signature with its default HMAC-SHA1, in one C call.
     key, digest = signer.derive_key(), signer.digest_method().name
@@ -202,7 +205,7 @@ def load_token(purpose: str, token: str) -> str:
     if not _is_canonical(token):
         raise TokenInvalid
     serializer = _serializer(purpose)
-    signer = _cached_signer(_keys(), _SALTS[purpose])
+    signer = _signer(purpose)
     try:
         # What serializer.loads() does, with the signer built once.
         signed = signer.unsign(token, max_age=int(max_age(purpose).total_seconds()))
