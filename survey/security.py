@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 #: Only our own scripts, styles and images; no inline code of any kind.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -18,16 +24,42 @@ CONTENT_SECURITY_POLICY = "; ".join(
     )
 )
 
+#: Sent unless the response sets its own (survey pages send no Referer at all).
+DEFAULT_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
+)
 
-def _add_headers(response: Response) -> Response:
-    headers = response.headers
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "same-origin")
-    return response
+
+class DefaultHeaders:
+    """WSGI middleware adding ``headers`` to every response that lacks them.
+
+    At the WSGI edge the headers are a plain list, checked in one pass; an
+    ``after_request`` hook setting them one by one on Werkzeug's ``Headers``
+    cost a tenth of the busiest request.
+    """
+
+    def __init__(
+        self, app: WSGIApplication, headers: Iterable[tuple[str, str]]
+    ) -> None:
+        self.app = app
+        self.headers = [(name.lower(), (name, value)) for name, value in headers]
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            present = {name.lower() for name, _value in headers}
+            missing = [pair for key, pair in self.headers if key not in present]
+            return start_response(status, headers + missing, *exc_info)
+
+        return self.app(environ, start)
 
 
 def init_app(app: Flask) -> None:
     """Add the security headers to every response."""
-    app.after_request(_add_headers)
+    app.wsgi_app = DefaultHeaders(  # type: ignore[method-assign]
+        app.wsgi_app, DEFAULT_HEADERS
+    )
