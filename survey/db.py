@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import secrets
+import sqlite3
 import threading
+import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,6 +34,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeDecorator
 
 from survey.errors import DatabaseBusy
+
+log = logging.getLogger(__name__)
 
 #: Constraint names Alembic can refer to on every database.
 NAMING_CONVENTION = {
@@ -137,6 +142,8 @@ def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # The write gate checkpoints instead, once it is open again (below).
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     # Listeners of an engine made by execution_options() stay its own.
@@ -192,7 +199,17 @@ class _WriteGate:
     writers wait their turn instead: the threads of a process on a lock, the
     processes (gunicorn workers, the outbox worker) on an ``flock`` of a file
     beside the database. The kernel drops the ``flock`` if a process dies.
+
+    The gate also checkpoints the WAL (copies it into the database), every
+    ``CHECKPOINT_EVERY`` writes of this process or ``CHECKPOINT_SECONDS``
+    after its last checkpoint, right after a writer has let the gate go.
+    SQLite's own checkpoint runs inside a COMMIT, fsync included, so it would
+    hold every other writer of every process at the gate meanwhile; a
+    passive checkpoint outside it lets them write on.
     """
+
+    CHECKPOINT_EVERY = 100
+    CHECKPOINT_SECONDS = 10.0
 
     def __init__(self, database: str | None, timeout: float) -> None:
         self.path = (
@@ -204,6 +221,8 @@ class _WriteGate:
         self.pid = 0
         #: The DB-API connection whose transaction holds the gate, if any.
         self.holder: Any = None
+        self.writes = 0  # since this process's last checkpoint
+        self.checkpointed_at = time.monotonic()
 
     def acquire(self, holder: Any) -> None:
         """Wait for the gate (at most the busy timeout), then hold it for ``holder``.
@@ -229,14 +248,34 @@ class _WriteGate:
             raise
 
     def release(self, holder: Any) -> None:
-        """Open the gate if ``holder``'s transaction holds it."""
+        """Open the gate if ``holder``'s transaction holds it; checkpoint if due."""
         # SQLAlchemy passes either the DB-API connection or the pool's proxy.
-        if self.holder is not getattr(holder, "dbapi_connection", holder):
+        connection = getattr(holder, "dbapi_connection", holder)
+        if self.holder is not connection:
             return
         self.holder = None
+        self.writes += 1
+        now = time.monotonic()
+        due = self.path is not None and (
+            self.writes >= self.CHECKPOINT_EVERY
+            or now - self.checkpointed_at >= self.CHECKPOINT_SECONDS
+        )
+        if due:
+            self.writes, self.checkpointed_at = 0, now
         if self.path is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)  # type: ignore[arg-type]
         self.lock.release()
+        if due:
+            _checkpoint(connection)
+
+
+def _checkpoint(dbapi_connection: Any) -> None:
+    # PASSIVE: copies what no reader still needs, waits for no one; a writer
+    # may commit meanwhile. Its failure loses nothing: the WAL keeps it all.
+    try:
+        dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+    except sqlite3.Error:
+        log.warning("WAL checkpoint failed; the next one will try again", exc_info=True)
 
 
 def init_app(app: Flask) -> None:
@@ -446,26 +485,36 @@ class _Batches:
     SQLite takes one writer at a time across every process, and each call
     into it lets other threads take the interpreter while the lock is held:
     BEGIN and COMMIT cost as much lock time as the writes themselves. A
-    thread queues its write, then waits its turn to lead; the leader runs
-    every write queued by then in one transaction and commits once. If one
-    write fails, the batch is rolled back and each of its writes runs again
-    in a transaction of its own, so only the failing one fails.
+    thread queues its write; if no one is writing, it leads: it runs every
+    write queued by then in one transaction, commits once and wakes the
+    others, whose writes are then done (they return at once) or queued for
+    the next leader. If one write fails, the batch is rolled back and each
+    of its writes runs again in a transaction of its own, so only the
+    failing one fails.
     """
 
     def __init__(self) -> None:
-        self._queue_lock = threading.Lock()
+        self._changed = threading.Condition()
         self._queue: list[_Job] = []
-        self._leading = threading.Lock()
+        self._leading = False  # a thread is writing a batch
 
     def run(self, work: Callable[[Connection], None]) -> None:
         job = _Job(work)
-        with self._queue_lock:
+        with self._changed:
             self._queue.append(job)
-        with self._leading:
-            if not job.done:  # else an earlier leader wrote it
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
+            while self._leading and not job.done:
+                self._changed.wait()
+            lead = not job.done
+            if lead:
+                self._leading = True
+                batch, self._queue = self._queue, []
+        if lead:
+            try:
                 self._write(batch)
+            finally:
+                with self._changed:
+                    self._leading = False
+                    self._changed.notify_all()
         if job.error is not None:
             raise job.error
 

@@ -89,13 +89,17 @@ def test_writes_of_many_threads_share_a_transaction_and_fail_alone(app, session)
 
     threads = [threading.Thread(target=answer, args=(i,)) for i in range(6)]
     if queue_one_batch:  # SQLite: hold the lead until all six are queued
-        with batches._leading:
-            for thread in threads:
-                thread.start()
-            deadline = time.monotonic() + 10
-            while len(batches._queue) < 6 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert len(batches._queue) == 6
+        with batches._changed:
+            batches._leading = True
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(batches._queue) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(batches._queue) == 6
+        with batches._changed:
+            batches._leading = False
+            batches._changed.notify_all()
     else:
         for thread in threads:
             thread.start()
