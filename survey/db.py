@@ -381,17 +381,18 @@ class Prepared:
         if not isinstance(statement, Select):
             return tuple
         columns = statement.selected_columns
-        readers = [
+        processors = [
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in columns
         ]
+        readers = [(index, read) for index, read in enumerate(processors) if read]
         shape = namedtuple("Row", list(columns.keys()))  # type: ignore[misc]
 
         def row(values: Sequence[Any]) -> Any:
-            return shape._make(
-                read(value) if read else value
-                for read, value in zip(readers, values, strict=True)
-            )
+            values = list(values)
+            for index, read in readers:
+                values[index] = read(values[index])
+            return shape._make(values)
 
         return row
 
@@ -399,16 +400,14 @@ class Prepared:
         self, dbapi_connection: Any, dialect: Dialect, params: Mapping[str, Any]
     ) -> Any:
         plan = self._plan(dialect)
-        values = plan.defaults | dict(params)
+        values = {**plan.defaults, **params}
         for name, process in plan.processors.items():
             values[name] = process(values[name])
         arguments = values if plan.order is None else [values[n] for n in plan.order]
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(plan.sql, arguments)
-            if cursor.description is None:
-                return None
-            found = cursor.fetchone()
+            found = None if cursor.description is None else cursor.fetchone()
         finally:
             cursor.close()
         return None if found is None else plan.row(found)
@@ -422,13 +421,13 @@ class Prepared:
         engines: Engines = current_app.extensions["survey.db.engines"]
         connection = engines.plain.raw_connection()
         try:
-            return self._run(connection, engines.plain.dialect, params)
+            return self._run(connection.dbapi_connection, engines.plain.dialect, params)
         finally:
             connection.close()  # back to the pool, which ends the transaction
 
     def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
         """Run the statement in ``connection``'s transaction (see ``writing``)."""
-        self._run(connection.connection, connection.dialect, params)
+        self._run(connection.connection.dbapi_connection, connection.dialect, params)
 
     def execute_alone(self, params: Mapping[str, Any]) -> None:
         """Run a writing statement as a transaction of its own, and commit it.
@@ -444,7 +443,7 @@ class Prepared:
             if gate is not None:
                 gate.acquire(connection.dbapi_connection)
             try:
-                self._run(connection, engines.plain.dialect, params)
+                self._run(connection.dbapi_connection, engines.plain.dialect, params)
                 connection.commit()  # PostgreSQL's; SQLite's has nothing to do
             finally:
                 if gate is not None:
