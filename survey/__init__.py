@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,27 @@ def _configure_logging() -> None:
         logger.addHandler(handler)
 
 
+class SurveyFlask(Flask):
+    """Flask, telling once per function (not per request) whether it is async.
+
+    Flask asks ``inspect`` about every hook and view on every request; the
+    answer never changes, and asking cost more than some hooks themselves.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync_functions: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        sync = self._sync_functions.get(func)
+        if sync is None:
+            sync = self._sync_functions[func] = super().ensure_sync(func)
+        return sync
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Create the app: defaults, instance settings, SURVEY_*, then ``config``."""
-    app = Flask(
+    app = SurveyFlask(
         __name__,
         instance_path=(config or {}).get("INSTANCE_PATH")
         or os.environ.get("SURVEY_INSTANCE_PATH"),
