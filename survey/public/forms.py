@@ -16,7 +16,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.csrf.core import CSRF
+from wtforms.csrf.core import CSRF, CSRFTokenField
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
 from survey import tokens
@@ -32,6 +32,16 @@ def _choices(labels: Mapping[str, Any], leave_out: str = "") -> list[SelectChoic
     ]
 
 
+class _LinkTokenField(CSRFTokenField):  # type: ignore[misc]
+    """The hidden form token, signed when the form is drawn, not on every post."""
+
+    def process(self, *args: Any, **kwargs: Any) -> None:
+        HiddenField.process(self, *args, **kwargs)  # not the token: see _value
+
+    def _value(self) -> str:
+        return str(self.csrf_impl.generate_csrf_token(self))
+
+
 class LinkCSRF(CSRF):  # type: ignore[misc]
     """CSRF protection bound to the survey link instead of a cookie session.
 
@@ -42,6 +52,8 @@ class LinkCSRF(CSRF):  # type: ignore[misc]
     departure's public id. A missing or wrong token refuses the whole request
     (``CSRFError``, 400), as Flask-WTF's ``CSRFProtect`` does on staff pages.
     """
+
+    field_class = _LinkTokenField
 
     def setup_form(self, form: Any) -> Any:
         self.public_id: str = form.meta.csrf_context
