@@ -484,12 +484,13 @@ class _Batches:
     SQLite takes one writer at a time across every process, and each call
     into it lets other threads take the interpreter while the lock is held:
     BEGIN and COMMIT cost as much lock time as the writes themselves. A
-    thread queues its write; if no one is writing, it leads: it runs every
-    write queued by then in one transaction, commits once and wakes the
-    others, whose writes are then done (they return at once) or queued for
-    the next leader. If one write fails, the batch is rolled back and each
-    of its writes runs again in a transaction of its own, so only the
-    failing one fails.
+    thread queues its write; if no one is writing, it leads: once through
+    the write gate it takes every write queued by then (also those queued
+    while it waited there), runs them in one transaction, commits once and
+    wakes the others, whose writes are then done (they return at once) or
+    queued for the next leader. If one write fails, the batch is rolled back
+    and each of its writes runs again in a transaction of its own, so only
+    the failing one fails.
     """
 
     def __init__(self) -> None:
@@ -506,10 +507,9 @@ class _Batches:
             lead = not job.done
             if lead:
                 self._leading = True
-                batch, self._queue = self._queue, []
-        if lead:
+        if lead:  # its own job is still queued: no one else leads
             try:
-                self._write(batch)
+                self._lead()
             finally:
                 with self._changed:
                     self._leading = False
@@ -517,32 +517,39 @@ class _Batches:
         if job.error is not None:
             raise job.error
 
-    @staticmethod
-    def _write(batch: list[_Job]) -> None:
+    def _take(self) -> list[_Job]:
+        with self._changed:
+            batch, self._queue = self._queue, []
+        return batch
+
+    def _lead(self) -> None:
+        batch: list[_Job] = []
         try:
-            _write_jobs(batch)
+            with writing() as connection:  # through the gate first
+                batch = self._take()
+                for job in batch:
+                    job.work(connection)
+            for job in batch:
+                job.written = True
         except DatabaseBusy as busy:
+            batch = batch or self._take()
             for job in batch:
                 job.error = busy
         except Exception:  # one took the batch down: again alone, so only it fails
+            batch = batch or self._take()
             for job in batch:
                 try:
-                    _write_jobs([job])
+                    with writing() as connection:
+                        job.work(connection)
+                    job.written = True
                 except Exception as error:
                     job.error = error
         finally:  # also when the leader itself is stopped midway
+            batch = batch or self._take()
             for job in batch:
                 if not job.written and job.error is None:
                     job.error = DatabaseBusy("The write was interrupted; try again.")
                 job.done = True
-
-
-def _write_jobs(jobs: list[_Job]) -> None:
-    with writing() as connection:
-        for job in jobs:
-            job.work(connection)
-    for job in jobs:
-        job.written = True
 
 
 def write_together(work: Callable[[Connection], None]) -> None:
