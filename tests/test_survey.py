@@ -107,6 +107,12 @@ def test_page_1_explains_what_is_wrong_and_saves_nothing(
     assert responses(session) == []
 
 
+def test_a_missing_answer_gets_one_message_not_two(client, page1):
+    html = submit(client, page1, {}).get_data(as_text=True)
+    assert "Please choose one answer." in html
+    assert "Not a valid choice" not in html
+
+
 def test_other_keeps_its_text(client, page1, session):
     submit(client, page1, {"reason": "other", "reason_other": "We were acquired"})
     assert responses(session)[0].reason_other == "We were acquired"

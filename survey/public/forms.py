@@ -17,7 +17,13 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.csrf.core import CSRF, CSRFTokenField
-from wtforms.validators import InputRequired, Length, Optional, ValidationError
+from wtforms.validators import (
+    AnyOf,
+    InputRequired,
+    Length,
+    Optional,
+    ValidationError,
+)
 
 from survey import tokens
 from survey.consent import WORDING_VERSION
@@ -95,7 +101,13 @@ class ReasonForm(PublicForm):
     reason = RadioField(
         _l("What is the main reason you are leaving?"),
         choices=_choices(REASONS),
-        validators=[InputRequired(message=_l("Please choose one answer."))],
+        # AnyOf instead of WTForms' own choice check, which builds every
+        # choice anew for each answer: same verdicts, same messages.
+        validate_choice=False,
+        validators=[
+            InputRequired(message=_l("Please choose one answer.")),
+            AnyOf(list(REASONS), message=_l("Not a valid choice.")),
+        ],
     )
     reason_other = StringField(_l("Please tell us more"), validators=[Length(max=1000)])
 
