@@ -11,7 +11,7 @@ import threading
 import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, NamedTuple, TypeVar
 
@@ -200,21 +200,22 @@ class _WriteGate:
     processes (gunicorn workers, the outbox worker) on an ``flock`` of a file
     beside the database. The kernel drops the ``flock`` if a process dies.
 
-    The gate also checkpoints the WAL (copies it into the database), every
+    The gate also has the WAL checkpointed (copied into the database), every
     ``CHECKPOINT_EVERY`` writes of this process or ``CHECKPOINT_SECONDS``
-    after its last checkpoint, right after a writer has let the gate go.
-    SQLite's own checkpoint runs inside a COMMIT, fsync included, so it would
-    hold every other writer of every process at the gate meanwhile; a
-    passive checkpoint outside it lets them write on.
+    after its last checkpoint, on a thread of its own. SQLite's own
+    checkpoint runs inside a COMMIT, fsync included, so it would hold every
+    writer of every process at the gate while it copies the whole log; run
+    by a writer after the gate, it would still hold up the threads whose
+    batch that writer leads. Here the gate is held only for the last few
+    pages (see ``_checkpoint``).
     """
 
     CHECKPOINT_EVERY = 100
     CHECKPOINT_SECONDS = 10.0
 
     def __init__(self, database: str | None, timeout: float) -> None:
-        self.path = (
-            f"{database}.writelock" if database and database != ":memory:" else None
-        )
+        self.database = database if database and database != ":memory:" else None
+        self.path = f"{self.database}.writelock" if self.database else None
         self.timeout = timeout
         self.lock = threading.Lock()
         self.fd: int | None = None
@@ -223,6 +224,7 @@ class _WriteGate:
         self.holder: Any = None
         self.writes = 0  # since this process's last checkpoint
         self.checkpointed_at = time.monotonic()
+        self.checkpointing = threading.Lock()  # held while one runs
 
     def acquire(self, holder: Any) -> None:
         """Wait for the gate (at most the busy timeout), then hold it for ``holder``.
@@ -250,32 +252,47 @@ class _WriteGate:
     def release(self, holder: Any) -> None:
         """Open the gate if ``holder``'s transaction holds it; checkpoint if due."""
         # SQLAlchemy passes either the DB-API connection or the pool's proxy.
-        connection = getattr(holder, "dbapi_connection", holder)
-        if self.holder is not connection:
+        if self.holder is not getattr(holder, "dbapi_connection", holder):
             return
-        self.holder = None
         self.writes += 1
         now = time.monotonic()
-        due = self.path is not None and (
+        due = self.database is not None and (
             self.writes >= self.CHECKPOINT_EVERY
             or now - self.checkpointed_at >= self.CHECKPOINT_SECONDS
         )
         if due:
             self.writes, self.checkpointed_at = 0, now
+        self._open()
+        if due and self.checkpointing.acquire(blocking=False):
+            threading.Thread(
+                target=self._checkpoint, name="wal-checkpoint", daemon=True
+            ).start()
+
+    def _open(self) -> None:
+        self.holder = None
         if self.path is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)  # type: ignore[arg-type]
         self.lock.release()
-        if due:
-            _checkpoint(connection)
 
-
-def _checkpoint(dbapi_connection: Any) -> None:
-    # PASSIVE: copies what no reader still needs, waits for no one; a writer
-    # may commit meanwhile. Its failure loses nothing: the WAL keeps it all.
-    try:
-        dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
-    except sqlite3.Error:
-        log.warning("WAL checkpoint failed; the next one will try again", exc_info=True)
+    def _checkpoint(self) -> None:
+        # PASSIVE copies what no reader still needs and waits for no one. The
+        # bulk is copied (and synced) while writers write on; what they wrote
+        # meanwhile, a few pages, with the gate held, so the log is then all
+        # copied and the next writer starts it over instead of growing it.
+        # A failure loses nothing: the WAL keeps it all until the next try.
+        assert self.database is not None
+        try:
+            with closing(sqlite3.connect(self.database, timeout=self.timeout)) as db:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+                self.acquire(db)
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+                finally:
+                    self._open()
+        except (sqlite3.Error, DatabaseBusy):
+            log.warning("WAL checkpoint failed", exc_info=True)
+        finally:
+            self.checkpointing.release()
 
 
 def init_app(app: Flask) -> None:
