@@ -446,28 +446,6 @@ class Prepared:
         """Run the statement in ``connection``'s transaction (see ``writing``)."""
         self._run(connection.connection.dbapi_connection, connection.dialect, params)
 
-    def execute_alone(self, params: Mapping[str, Any]) -> None:
-        """Run a writing statement as a transaction of its own, and commit it.
-
-        On SQLite a lone statement commits by itself: the write lock is held
-        for one call into SQLite, not for BEGIN, the statement and COMMIT,
-        each of which lets another thread take the interpreter meanwhile.
-        """
-        engines: Engines = current_app.extensions["survey.db.engines"]
-        connection = engines.plain.raw_connection()
-        gate = engines.gate
-        try:
-            if gate is not None:
-                gate.acquire(connection.dbapi_connection)
-            try:
-                self._run(connection.dbapi_connection, engines.plain.dialect, params)
-                connection.commit()  # PostgreSQL's; SQLite's has nothing to do
-            finally:
-                if gate is not None:
-                    gate.release(connection.dbapi_connection)
-        finally:
-            connection.close()
-
 
 @contextmanager
 def writing() -> Iterator[Connection]:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from survey import clock, links, outbox, tokens
 from survey.consent import ConsentEvent, record_consent
-from survey.db import Prepared, per_dialect
+from survey.db import Prepared, per_dialect, write_together
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, find_by_public_id
 from survey.public.models import Response
@@ -98,8 +98,13 @@ _MARK_OPENED = Prepared(
 
 
 def mark_opened(departure_id: int) -> None:
-    """Note the first time the link was opened (later opens change nothing)."""
-    _MARK_OPENED.execute_alone({"departure_id": departure_id, "now": clock.now()})
+    """Note the first time the link was opened (later opens change nothing).
+
+    Written with the other threads' answers and first opens on SQLite
+    (``write_together``): a first open is a write on the busiest page.
+    """
+    params = {"departure_id": departure_id, "now": clock.now()}
+    write_together(lambda connection: _MARK_OPENED.execute(connection, params))
 
 
 def _upsert_reason(insert: Any) -> Any:
