@@ -13,6 +13,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, NamedTuple, TypeVar
 
 from flask import Flask, current_app, g, has_request_context, request
@@ -282,7 +283,9 @@ class _WriteGate:
         # A failure loses nothing: the WAL keeps it all until the next try.
         assert self.database is not None
         try:
-            with closing(sqlite3.connect(self.database, timeout=self.timeout)) as db:
+            # mode=rw: never create a database that has gone meanwhile.
+            uri = f"{Path(self.database).resolve().as_uri()}?mode=rw"
+            with closing(sqlite3.connect(uri, uri=True, timeout=self.timeout)) as db:
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
                 self.acquire(db)
                 try:
