@@ -85,27 +85,26 @@ def _keys() -> tuple[str, ...]:
 
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
-    return _cached_serializer(_keys(), _SALTS[purpose])
+    return _codec(purpose)[0]
+
+
+def _codec(purpose: str) -> tuple[URLSafeTimedSerializer, TimestampSigner]:
+    """Return ``purpose``'s serializer and its signer under the current keys."""
+    return _cached_codec(_keys(), _SALTS[purpose])
 
 
 @lru_cache(maxsize=64)
-def _cached_serializer(keys: tuple[str, ...], salt: str) -> URLSafeTimedSerializer:
-    # Building one costs more than checking a token: reuse it while the keys
-    # stay the same. It keeps no state between calls; the clock is read on use.
-    return URLSafeTimedSerializer(list(keys), salt=salt, signer=_ClockSigner)
-
-
-@lru_cache(maxsize=64)
-def _cached_signer(keys: tuple[str, ...], salt: str) -> TimestampSigner:
-    # The serializer's loads() builds a new signer, and derives its keys
-    # again, for every token; this is that signer, built once per key set.
-    signer = _cached_serializer(keys, salt).make_signer(salt)
+def _cached_codec(
+    keys: tuple[str, ...], salt: str
+) -> tuple[URLSafeTimedSerializer, TimestampSigner]:
+    # Building a serializer costs more than checking a token: reuse it while
+    # the keys stay the same. It keeps no state between calls; the clock is
+    # read on use. Its loads() builds a new signer, and derives its keys
+    # again, for every token: the signer is built once here too.
+    serializer = URLSafeTimedSerializer(list(keys), salt=salt, signer=_ClockSigner)
+    signer = serializer.make_signer(salt)
     assert isinstance(signer, TimestampSigner)
-    return signer
-
-
-def _signer(purpose: str) -> TimestampSigner:
-    return _cached_signer(_keys(), _SALTS[purpose])
+    return serializer, signer
 
 
 @lru_cache(maxsize=16)
@@ -145,8 +144,7 @@ def token_maker(purpose: str) -> Callable[[str], str]:
     per row): one signer, one timestamp, and no compression attempt, which
     never shortens a payload as small as a public id.
     """
-    serializer = _serializer(purpose)
-    signer = _signer(purpose)
+    serializer, signer = _codec(purpose)
     stamped = signer.sep + base64_encode(int_to_bytes(signer.get_timestamp()))
     # Signer.get_signature with its default HMAC-SHA1, in one C call.
     key, digest = signer.derive_key(), signer.digest_method().name
@@ -213,8 +211,7 @@ def load_token(purpose: str, token: str) -> str:
     """Return the departure's public id from a token, or raise a TokenError."""
     if not _is_canonical(token):
         raise TokenInvalid
-    serializer = _serializer(purpose)
-    signer = _signer(purpose)
+    serializer, signer = _codec(purpose)
     try:
         # What serializer.loads() does, with the signer built once.
         signed = signer.unsign(token, max_age=int(max_age(purpose).total_seconds()))
