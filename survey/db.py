@@ -143,7 +143,7 @@ def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        # The write gate checkpoints instead, once it is open again (below).
+        # The write gate has the WAL checkpointed instead (see _WriteGate).
         cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
