@@ -57,6 +57,17 @@ def test_page_1_asks_only_the_one_question(client, page1):
     assert "factors" not in page
 
 
+def test_page_1_is_in_the_customers_language_also_with_their_own_words(app, client):
+    departure = make_departure(app, locale="fr")
+    page1 = survey_path(app, departure)
+    lang = '<html lang="fr">'
+    assert lang in client.get(page1).get_data(as_text=True)  # the shared page
+    submit(client, page1, {"reason": "other", "reason_other": "Trop cher"})
+    assert lang in client.get(page1).get_data(as_text=True)  # their words shown
+    refused = submit(client, page1, {"reason": "bogus"}).get_data(as_text=True)
+    assert lang in refused
+
+
 def test_get_records_only_the_first_opened_time(
     client, page1, session, departure, clock
 ):

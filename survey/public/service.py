@@ -62,7 +62,6 @@ def _latest_consent(column: Any) -> Any:
 SURVEY_STATE = Prepared(
     select(
         Departure.id.label("departure_id"),
-        Departure.public_id,
         Departure.locale,
         Departure.first_opened_at,
         Departure.erased_at,

@@ -84,12 +84,13 @@ _LINK_SLOT = f"link{secrets.token_hex(8)}"
 _FORM_SLOT = f"form{secrets.token_hex(8)}"
 
 
-def _render_page_one(**context: Any) -> str:
-    return render_template(
-        "public/reason.html",
-        reasons=[(code, str(label)) for code, label in REASONS.items()],
-        **context,
-    )
+def _render_page_one(locale: str | None, **context: Any) -> str:
+    with i18n.force_locale(locale):
+        return render_template(
+            "public/reason.html",
+            reasons=[(code, str(label)) for code, label in REASONS.items()],
+            **context,
+        )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -106,16 +107,16 @@ def _cached_page_one(
     more than all the rest of the busiest request. Pages showing what a
     customer wrote are never cached: no one's words stay in memory.
     """
-    with i18n.force_locale(locale):
-        return _render_page_one(
-            selected=selected,
-            answered_on=answered_on,
-            consent_state=consent_state,
-            reason_other="",
-            errors={},
-            token=_LINK_SLOT,
-            form_token=_FORM_SLOT,
-        )
+    return _render_page_one(
+        locale,
+        selected=selected,
+        answered_on=answered_on,
+        consent_state=consent_state,
+        reason_other="",
+        errors={},
+        token=_LINK_SLOT,
+        form_token=_FORM_SLOT,
+    )
 
 
 def _page_one(
@@ -137,6 +138,7 @@ def _page_one(
     form_token = tokens.form_token(public_id)
     if errors or reason_other:  # a refusal, or the customer's own words
         return _render_page_one(
+            state.locale,
             **answers,
             reason_other=reason_other or "",
             errors=errors,
@@ -170,7 +172,6 @@ def survey(token: str) -> str | WerkzeugResponse:
     form = ReasonForm.for_link(public_id)
     if not form.validate_on_submit():
         state = service.survey_state(public_id)
-        g.locale = state.locale
         return _page_one(
             token,
             public_id,
