@@ -123,13 +123,15 @@ class Engines(NamedTuple):
     plain: Engine
     #: SQLite's queue of writers (None on PostgreSQL).
     gate: _WriteGate | None
+    #: SQLite's batches of the busiest writes (None on PostgreSQL).
+    batches: _Batches | None
 
 
 def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
     """Create the engines; on SQLite: WAL, a busy timeout and real transactions."""
     if not url.startswith("sqlite"):
         plain = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-        return Engines(plain, plain, None)
+        return Engines(plain, plain, None, None)
 
     plain = create_engine(url, connect_args={"timeout": busy_timeout})
     gate = _WriteGate(plain.url.database, busy_timeout)
@@ -178,7 +180,7 @@ def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
 
     dialect.do_commit = _commit_then_open  # type: ignore[method-assign]
     dialect.do_rollback = _rollback_then_open  # type: ignore[method-assign]
-    return Engines(engine, plain, gate)
+    return Engines(engine, plain, gate, _Batches())
 
 
 def _begin_writing(gate: _WriteGate, dbapi_connection: Any) -> None:
@@ -256,15 +258,14 @@ class _WriteGate:
         if self.holder is not getattr(holder, "dbapi_connection", holder):
             return
         self.writes += 1
-        now = time.monotonic()
         due = self.database is not None and (
             self.writes >= self.CHECKPOINT_EVERY
-            or now - self.checkpointed_at >= self.CHECKPOINT_SECONDS
+            or time.monotonic() - self.checkpointed_at >= self.CHECKPOINT_SECONDS
         )
-        if due:
-            self.writes, self.checkpointed_at = 0, now
         self._open()
+        # One at a time; while one runs, the writes count on towards the next.
         if due and self.checkpointing.acquire(blocking=False):
+            self.writes, self.checkpointed_at = 0, time.monotonic()
             threading.Thread(
                 target=self._checkpoint, name="wal-checkpoint", daemon=True
             ).start()
@@ -306,7 +307,6 @@ def init_app(app: Flask) -> None:
     )
     app.extensions["survey.db"] = sessionmaker(engines.engine, expire_on_commit=False)
     app.extensions["survey.db.engines"] = engines
-    app.extensions["survey.db.batches"] = _Batches()
     # A request's session ends with the request, also when the request runs
     # inside an app context pushed before it (tests, commands), which would
     # otherwise carry the session, and its snapshot, into the next request.
@@ -314,12 +314,14 @@ def init_app(app: Flask) -> None:
     app.teardown_appcontext(_close_session)
 
 
+def _engines() -> Engines:
+    engines: Engines = current_app.extensions["survey.db.engines"]
+    return engines
+
+
 def engine() -> Engine:
     """Return the current app's engine."""
-    factory: sessionmaker[Session] = current_app.extensions["survey.db"]
-    bind = factory.kw["bind"]
-    assert isinstance(bind, Engine)
-    return bind
+    return _engines().engine
 
 
 def session() -> Session:
@@ -351,6 +353,7 @@ class _Plan(NamedTuple):
 
     sql: str
     defaults: dict[str, Any]  # every bound name, with its built-in value
+    required: frozenset[str]  # bound names without one: the caller's to give
     order: Sequence[str] | None  # bound names in order, for positional styles
     processors: Mapping[str, Callable[[Any], Any]]
     row: Callable[[Sequence[Any]], Any]  # DB-API row -> named, processed row
@@ -390,6 +393,7 @@ class Prepared:
             plan = self._plans[dialect.name] = _Plan(
                 state.statement,
                 dict(state.parameters),
+                frozenset(n for n, bind in compiled.binds.items() if bind.required),
                 state.positiontup,
                 {name: f for name, f in processors.items() if f is not None},
                 self._row_maker(dialect),
@@ -420,6 +424,9 @@ class Prepared:
         self, dbapi_connection: Any, dialect: Dialect, params: Mapping[str, Any]
     ) -> Any:
         plan = self._plan(dialect)
+        if missing := plan.required.difference(params):
+            # As Core would: a forgotten value must not be written as NULL.
+            raise ValueError(f"no value given for {', '.join(sorted(missing))}")
         values = {**plan.defaults, **params}
         for name, process in plan.processors.items():
             values[name] = process(values[name])
@@ -438,7 +445,7 @@ class Prepared:
         On a connection of its own, outside any transaction: a lone statement
         sees one consistent snapshot by itself.
         """
-        engines: Engines = current_app.extensions["survey.db.engines"]
+        engines = _engines()
         connection = engines.plain.raw_connection()
         try:
             return self._run(connection.dbapi_connection, engines.plain.dialect, params)
@@ -459,7 +466,7 @@ def writing() -> Iterator[Connection]:
     at the commit) is held as briefly as possible. Rolled back if the block
     raises.
     """
-    engines: Engines = current_app.extensions["survey.db.engines"]
+    engines = _engines()
     with engines.plain.begin() as connection:
         if engines.gate is not None:
             _begin_writing(engines.gate, connection.connection.dbapi_connection)
@@ -471,9 +478,13 @@ class _Job:
 
     def __init__(self, work: Callable[[Connection], None]) -> None:
         self.work = work
-        self.done = False  # a leader has dealt with it
         self.written = False  # committed
         self.error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether a leader has dealt with it: written, or failed."""
+        return self.written or self.error is not None
 
 
 class _Batches:
@@ -531,8 +542,8 @@ class _Batches:
                 job.written = True
         except DatabaseBusy as busy:
             batch = batch or self._take()
-            for job in batch:
-                job.error = busy
+            for job in batch:  # an error of its own: each thread raises it
+                job.error = DatabaseBusy(*busy.args)
         except Exception:  # one took the batch down: again alone, so only it fails
             batch = batch or self._take()
             for job in batch:
@@ -545,9 +556,8 @@ class _Batches:
         finally:  # also when the leader itself is stopped midway
             batch = batch or self._take()
             for job in batch:
-                if not job.written and job.error is None:
+                if not job.done:
                     job.error = DatabaseBusy("The write was interrupted; try again.")
-                job.done = True
 
 
 def write_together(work: Callable[[Connection], None]) -> None:
@@ -558,12 +568,12 @@ def write_together(work: Callable[[Connection], None]) -> None:
     its connection, and may run on another thread of this process (under
     the same app). On PostgreSQL, writers do not queue: it is ``writing``.
     """
-    engines: Engines = current_app.extensions["survey.db.engines"]
-    if engines.gate is None:
+    batches = _engines().batches
+    if batches is None:
         with writing() as connection:
             work(connection)
         return
-    current_app.extensions["survey.db.batches"].run(work)
+    batches.run(work)
 
 
 def new_session() -> Session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from sqlalchemy import select
 
 from survey import db
@@ -46,6 +47,16 @@ def test_a_fast_select_reads_timezone_aware_times(app, client, clock):
     assert state.consent_state == "granted"
 
 
+def test_a_prepared_statement_refuses_to_write_null_for_a_forgotten_value(app):
+    departure = make_departure(app)
+    with app.app_context(), pytest.raises(ValueError, match="now"):
+        db.write_together(
+            lambda connection: service._MARK_OPENED.execute(
+                connection, {"departure_id": departure.id}
+            )
+        )
+
+
 def test_prepared_writes_store_what_the_orm_reads_back(app, clock, session):
     departure = make_departure(app, mrr_cents=12_345)
     with app.app_context(), db.writing() as connection:
@@ -70,8 +81,8 @@ def test_prepared_writes_store_what_the_orm_reads_back(app, clock, session):
 def test_writes_of_many_threads_share_a_transaction_and_fail_alone(app, session):
     departures = [make_departure(app) for _ in range(6)]
     errors: dict[int, Exception] = {}
-    batches = app.extensions["survey.db.batches"]
-    queue_one_batch = app.extensions["survey.db.engines"].gate is not None
+    batches = app.extensions["survey.db.engines"].batches
+    queue_one_batch = batches is not None
 
     def answer(index: int) -> None:
         def work(connection) -> None:

@@ -113,7 +113,13 @@ def test_the_wal_is_checkpointed_as_the_writers_go(app):
     from survey.public import service
 
     engines = app.extensions["survey.db.engines"]
-    engines.gate.CHECKPOINT_EVERY = 5  # this app's gate only
+    gate = engines.gate
+    gate.CHECKPOINT_EVERY = 5  # this app's gate only
+
+    def checkpoint_done() -> None:  # they run on a thread of their own
+        assert gate.checkpointing.acquire(timeout=10)
+        gate.checkpointing.release()
+
     departures = [make_departure(app) for _ in range(10)]
     with app.app_context():
         for round_ in range(10):
@@ -124,9 +130,7 @@ def test_the_wal_is_checkpointed_as_the_writers_go(app):
                         c, d.public_id, r, None
                     )
                 )
-    # Checkpoints run on a thread of their own: let the last one finish.
-    assert engines.gate.checkpointing.acquire(timeout=10)
-    engines.gate.checkpointing.release()
+                checkpoint_done()
     database = engines.plain.url.database
     with contextlib.closing(sqlite3.connect(database)) as connection:
         _busy, frames, _copied = connection.execute(
