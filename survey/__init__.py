@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,16 @@ class SurveyFlask(Flask):
 
     Flask asks ``inspect`` about every hook and view on every request; the
     answer never changes, and asking cost more than some hooks themselves.
+    Bounded: a function made anew per request (``after_this_request``) only
+    takes a place for a while.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._sync_functions: dict[Callable[..., Any], Callable[..., Any]] = {}
+        self._ensure_sync = lru_cache(maxsize=256)(super().ensure_sync)
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        sync = self._sync_functions.get(func)
-        if sync is None:
-            sync = self._sync_functions[func] = super().ensure_sync(func)
-        return sync
+        return self._ensure_sync(func)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
