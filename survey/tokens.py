@@ -84,10 +84,6 @@ def _keys() -> tuple[str, ...]:
     return (*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"])
 
 
-def _serializer(purpose: str) -> URLSafeTimedSerializer:
-    return _codec(purpose)[0]
-
-
 def _codec(purpose: str) -> tuple[URLSafeTimedSerializer, TimestampSigner]:
     """Return ``purpose``'s serializer and its signer under the current keys."""
     return _cached_codec(_keys(), _SALTS[purpose])
@@ -178,7 +174,7 @@ def max_age(purpose: str) -> timedelta:
 
 def make_token(purpose: str, public_id: str) -> str:
     """Return a signed, timestamped token naming a departure for ``purpose``."""
-    return _serializer(purpose).dumps(public_id)
+    return _codec(purpose)[0].dumps(public_id)
 
 
 _FROM_URL_SAFE = bytes.maketrans(b"-_", b"+/")

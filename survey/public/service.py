@@ -108,6 +108,7 @@ def mark_opened(departure_id: int) -> None:
 
 def _upsert_reason(insert: Any) -> Any:
     column = Response.__table__.c
+    now = bindparam("now", type_=column.answered_at.type)
     statement = insert(Response.__table__).from_select(
         [
             "departure_id",
@@ -122,8 +123,8 @@ def _upsert_reason(insert: Any) -> Any:
             bindparam("reason", type_=column.reason.type),
             bindparam("reason_other", type_=column.reason_other.type),
             bindparam("factors", type_=column.factors.type),
-            bindparam("now", type_=column.answered_at.type),
-            bindparam("now", type_=column.updated_at.type),
+            now,
+            now,
         ).where(LINKED_AND_KEPT),
     )
     return statement.on_conflict_do_update(

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import (
     Blueprint,
+    current_app,
     g,
     redirect,
     render_template,
@@ -18,6 +19,7 @@ from flask import (
 from flask import (
     Response as HttpResponse,
 )
+from flask.blueprints import BlueprintSetupState
 from markupsafe import escape
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -79,6 +81,17 @@ def _render(template: str, departure: Departure, **context: Any) -> str:
     )
 
 
+#: Where each app keeps its rendered page 1s (see ``_shared_page_one``).
+_PAGE_ONE = "survey.public.page_one"
+
+
+@bp.record_once
+def _keep_page_one(state: BlueprintSetupState) -> None:
+    state.app.extensions[_PAGE_ONE] = functools.lru_cache(maxsize=1024)(
+        _shared_page_one
+    )
+
+
 #: Stand-ins for a link's own values in a page rendered once for many links.
 _LINK_SLOT = f"link{secrets.token_hex(8)}"
 _FORM_SLOT = f"form{secrets.token_hex(8)}"
@@ -93,19 +106,19 @@ def _render_page_one(locale: str | None, **context: Any) -> str:
         )
 
 
-@functools.lru_cache(maxsize=1024)
-def _cached_page_one(
+def _shared_page_one(
     locale: str | None,
     selected: str | None,
     answered_on: str | None,
     consent_state: str | None,
 ) -> str:
-    """Render page 1 once per language and answers, with slots for the link.
+    """Render page 1 for a language and answers, with slots for the link.
 
     Everyone opening the survey in one language sees the same page but for
     their link and its form token; rendering it anew each time would cost
-    more than all the rest of the busiest request. Pages showing what a
-    customer wrote are never cached: no one's words stay in memory.
+    more than all the rest of the busiest request, so each app keeps these
+    (``_PAGE_ONE``). Pages showing what a customer wrote are never kept: no
+    one's words stay in memory.
     """
     return _render_page_one(
         locale,
@@ -145,11 +158,10 @@ def _page_one(
             token=token,
             form_token=form_token,
         )
+    shared: str = current_app.extensions[_PAGE_ONE](state.locale, **answers)
     # load_token accepted the token, so it is URL-safe base64; escaped anyway.
-    return (
-        _cached_page_one(state.locale, **answers)
-        .replace(_LINK_SLOT, str(escape(token)))
-        .replace(_FORM_SLOT, form_token)
+    return shared.replace(_LINK_SLOT, str(escape(token))).replace(
+        _FORM_SLOT, form_token
     )
 
 
@@ -158,7 +170,7 @@ def survey(token: str) -> str | WerkzeugResponse:
     """Page 1: the one question. A GET records only the first-opened time.
 
     The busiest page: one query (``service.survey_state``), no ORM objects,
-    and a page rendered once for many links (``_cached_page_one``).
+    and a page rendered once for many links (``_shared_page_one``).
     """
     public_id = tokens.load_token(tokens.SURVEY, token)
     if request.method == "GET":
