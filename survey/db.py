@@ -352,8 +352,10 @@ class _Plan(NamedTuple):
     """A statement as one dialect runs it, with its values' processors."""
 
     sql: str
-    defaults: dict[str, Any]  # every bound name, with its built-in value
-    required: frozenset[str]  # bound names without one: the caller's to give
+    #: Every bound name, with its built-in value as the database takes it
+    #: (processed once, here), or None where the caller must give one.
+    defaults: dict[str, Any]
+    required: frozenset[str]  # bound names without a built-in value
     order: Sequence[str] | None  # bound names in order, for positional styles
     processors: Mapping[str, Callable[[Any], Any]]
     row: Callable[[Sequence[Any]], Any]  # DB-API row -> named, processed row
@@ -386,16 +388,24 @@ class Prepared:
             assert isinstance(compiled, SQLCompiler)
             # Every bound name, with its built-in value (None if it has none).
             state = compiled.construct_expanded_state(compiled.params)
+            required = frozenset(n for n, b in compiled.binds.items() if b.required)
             processors = {
-                name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                name: process
                 for name, bind in compiled.binds.items()
+                if (process := bind.type.dialect_impl(dialect).bind_processor(dialect))
+            }
+            defaults = {
+                name: value
+                if name in required or name not in processors
+                else processors[name](value)
+                for name, value in state.parameters.items()
             }
             plan = self._plans[dialect.name] = _Plan(
                 state.statement,
-                dict(state.parameters),
-                frozenset(n for n, bind in compiled.binds.items() if bind.required),
+                defaults,
+                required,
                 state.positiontup,
-                {name: f for name, f in processors.items() if f is not None},
+                processors,
                 self._row_maker(dialect),
             )
         return plan
@@ -427,9 +437,10 @@ class Prepared:
         if missing := plan.required.difference(params):
             # As Core would: a forgotten value must not be written as NULL.
             raise ValueError(f"no value given for {', '.join(sorted(missing))}")
-        values = {**plan.defaults, **params}
-        for name, process in plan.processors.items():
-            values[name] = process(values[name])
+        values = dict(plan.defaults)
+        for name, value in params.items():
+            process = plan.processors.get(name)
+            values[name] = value if process is None else process(value)
         arguments = values if plan.order is None else [values[n] for n in plan.order]
         cursor = dbapi_connection.cursor()
         try:
@@ -452,31 +463,56 @@ class Prepared:
         finally:
             connection.close()  # back to the pool, which ends the transaction
 
-    def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
-        """Run the statement in ``connection``'s transaction (see ``writing``)."""
-        self._run(connection.connection.dbapi_connection, connection.dialect, params)
+    def execute(self, writer: Writer, params: Mapping[str, Any]) -> None:
+        """Run the statement in ``writer``'s transaction (see ``writing``)."""
+        self._run(writer.dbapi_connection, writer.dialect, params)
+
+
+class Writer(NamedTuple):
+    """A DB-API connection in a writing transaction, with its dialect.
+
+    What ``Prepared`` statements run on in ``writing`` and ``write_together``.
+    """
+
+    dbapi_connection: Any
+    dialect: Dialect
+
+    @classmethod
+    def joining(cls, connection: Connection) -> Writer:
+        """Return a writer in ``connection``'s transaction (a session's, say)."""
+        return cls(connection.connection.dbapi_connection, connection.dialect)
 
 
 @contextmanager
-def writing() -> Iterator[Connection]:
-    """Yield a connection in a writing transaction, committed at the end.
+def writing() -> Iterator[Writer]:
+    """Yield a writer: a connection in a writing transaction, committed at the end.
 
-    For the busiest writes: plain statements without an ORM session or
-    transaction events, so the SQLite write lock (taken at the start, let go
-    at the commit) is held as briefly as possible. Rolled back if the block
-    raises.
+    For the busiest writes (``Prepared`` statements): the pool's DB-API
+    connection itself, without SQLAlchemy's connection and transaction
+    objects, so the SQLite write lock (taken at the start, let go at the
+    commit) is held as briefly as possible. Rolled back if the block raises.
     """
     engines = _engines()
-    with engines.plain.begin() as connection:
+    dialect = engines.plain.dialect
+    pooled = engines.plain.raw_connection()
+    try:
+        dbapi_connection = pooled.dbapi_connection
         if engines.gate is not None:
-            _begin_writing(engines.gate, connection.connection.dbapi_connection)
-        yield connection
+            _begin_writing(engines.gate, dbapi_connection)
+        try:
+            yield Writer(dbapi_connection, dialect)
+        except BaseException:
+            dialect.do_rollback(pooled)
+            raise
+        dialect.do_commit(pooled)
+    finally:
+        pooled.close()  # back to the pool
 
 
 class _Job:
     """One thread's write, waiting to run in a batch."""
 
-    def __init__(self, work: Callable[[Connection], None]) -> None:
+    def __init__(self, work: Callable[[Writer], None]) -> None:
         self.work = work
         self.written = False  # committed
         self.error: BaseException | None = None
@@ -507,7 +543,7 @@ class _Batches:
         self._queue: list[_Job] = []
         self._leading = False  # a thread is writing a batch
 
-    def run(self, work: Callable[[Connection], None]) -> None:
+    def run(self, work: Callable[[Writer], None]) -> None:
         job = _Job(work)
         with self._changed:
             self._queue.append(job)
@@ -560,7 +596,7 @@ class _Batches:
                     job.error = DatabaseBusy("The write was interrupted; try again.")
 
 
-def write_together(work: Callable[[Connection], None]) -> None:
+def write_together(work: Callable[[Writer], None]) -> None:
     """Run ``work`` in a writing transaction, possibly shared with other threads'.
 
     For the busiest write (an answer to page 1); returns once it is

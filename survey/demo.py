@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from survey import clock, links
 from survey.consent import consent_wording, record_consent
+from survey.db import Writer
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
@@ -121,7 +122,7 @@ def _fill(session: Session, rng: random.Random) -> None:
             continue
         reason = rng.choice(reasons)
         submit_reason(
-            session.connection(),
+            Writer.joining(session.connection()),
             departure.public_id,
             reason,
             "We are consolidating vendors" if reason == "other" else None,

@@ -132,7 +132,8 @@ def make_consenting(app: Flask, reason: str = "switched", **fields: Any) -> Depa
     departure = make_departure(app, **fields)
     with app.app_context(), db.write_session() as session:
         departure = session.merge(departure)
-        submit_reason(session.connection(), departure.public_id, reason, None)
+        writer = db.Writer.joining(session.connection())
+        submit_reason(writer, departure.public_id, reason, None)
         record_consent(
             session,
             departure,

@@ -8,7 +8,6 @@ from typing import Any, cast
 
 from flask import current_app
 from sqlalchemy import (
-    Connection,
     CursorResult,
     bindparam,
     or_,
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from survey import clock, links, outbox, tokens
 from survey.consent import ConsentEvent, record_consent
-from survey.db import Prepared, per_dialect, write_together
+from survey.db import Prepared, Writer, per_dialect, write_together
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, find_by_public_id
 from survey.public.models import Response
@@ -103,7 +102,7 @@ def mark_opened(departure_id: int) -> None:
     (``write_together``): a first open is a write on the busiest page.
     """
     params = {"departure_id": departure_id, "now": clock.now()}
-    write_together(lambda connection: _MARK_OPENED.execute(connection, params))
+    write_together(lambda writer: _MARK_OPENED.execute(writer, params))
 
 
 def _upsert_reason(insert: Any) -> Any:
@@ -122,7 +121,7 @@ def _upsert_reason(insert: Any) -> Any:
             Departure.id,
             bindparam("reason", type_=column.reason.type),
             bindparam("reason_other", type_=column.reason_other.type),
-            bindparam("factors", type_=column.factors.type),
+            bindparam("factors", [], type_=column.factors.type),
             now,
             now,
         ).where(LINKED_AND_KEPT),
@@ -142,7 +141,7 @@ _UPSERT_REASON = Prepared(per_dialect(_upsert_reason))
 
 
 def submit_reason(
-    connection: Connection, public_id: str, reason: str, reason_other: str | None
+    writer: Writer, public_id: str, reason: str, reason_other: str | None
 ) -> None:
     """Save the main reason at once, creating the one response or updating it.
 
@@ -153,17 +152,12 @@ def submit_reason(
     nothing (the next page says why).
     """
     other = ((reason_other or "").strip() or None) if reason == "other" else None
+    now = clock.now()
     _UPSERT_REASON.execute(
-        connection,
-        {
-            "public_id": public_id,
-            "reason": reason,
-            "reason_other": other,
-            "factors": [],
-            "now": clock.now(),
-        },
+        writer,
+        {"public_id": public_id, "reason": reason, "reason_other": other, "now": now},
     )
-    queue.queue_answer(connection, public_id, reason)
+    queue.queue_answer(writer, public_id, reason, now)
 
 
 def submit_details(

@@ -199,7 +199,7 @@ def survey(token: str) -> str | WerkzeugResponse:
     # for the write alone. The next page reports an erased departure.
     reason, other = form.reason.data, form.reason_other.data
     db.write_together(
-        lambda connection: service.submit_reason(connection, public_id, reason, other)
+        lambda writer: service.submit_reason(writer, public_id, reason, other)
     )
     return redirect(url_for(".details", token=token), 303)
 

@@ -14,7 +14,6 @@ from typing import Any, cast
 from flask import current_app
 from sqlalchemy import (
     ColumnElement,
-    Connection,
     Select,
     and_,
     bindparam,
@@ -30,7 +29,7 @@ from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from survey import audit, clock
-from survey.db import Prepared, parse_id, per_dialect
+from survey.db import Prepared, Writer, parse_id, per_dialect
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT
 from survey.errors import InvalidInput, SurveyError
@@ -124,14 +123,16 @@ def _answer_upsert(insert: Any) -> Any:
 _QUEUE_ANSWER = Prepared(per_dialect(_answer_upsert))
 
 
-def queue_answer(connection: Connection, public_id: str, reason: str) -> None:
+def queue_answer(writer: Writer, public_id: str, reason: str, now: datetime) -> None:
     """Put an answered departure in the queue, or note its new stated reason.
 
     One upsert on the unique ``review_items.departure_id``, in the caller's
-    transaction (the answer's own). An erased departure is not queued.
+    transaction (the answer's own), at ``now`` (the answer's time). An erased
+    departure is not queued.
     """
     _QUEUE_ANSWER.execute(
-        connection, {"public_id": public_id, "reason": reason, "now": clock.now()}
+        writer,
+        {"public_id": public_id, "reason": reason, "now": now},
     )
 
 
