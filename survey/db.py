@@ -353,7 +353,7 @@ class _Plan(NamedTuple):
 
     sql: str
     #: Every bound name, with its built-in value as the database takes it
-    #: (processed once, here), or None where the caller must give one.
+    #: (processed once, here); unused where the caller must give one.
     defaults: dict[str, Any]
     required: frozenset[str]  # bound names without a built-in value
     order: Sequence[str] | None  # bound names in order, for positional styles
@@ -479,7 +479,12 @@ class Writer(NamedTuple):
 
     @classmethod
     def joining(cls, connection: Connection) -> Writer:
-        """Return a writer in ``connection``'s transaction (a session's, say)."""
+        """Return a writer in ``connection``'s transaction (a session's, say).
+
+        The transaction must be a writing one (``begin_write``,
+        ``write_session``): on SQLite, a deferred one that has read may be
+        refused the write lock.
+        """
         return cls(connection.connection.dbapi_connection, connection.dialect)
 
 
@@ -490,7 +495,10 @@ def writing() -> Iterator[Writer]:
     For the busiest writes (``Prepared`` statements): the pool's DB-API
     connection itself, without SQLAlchemy's connection and transaction
     objects, so the SQLite write lock (taken at the start, let go at the
-    commit) is held as briefly as possible. Rolled back if the block raises.
+    commit) is held as briefly as possible. On PostgreSQL there is no such
+    lock; the transaction begins with the first statement. Rolled back if the
+    block raises. Errors come as the driver raises them (``sqlite3.Error``,
+    ``psycopg.Error``), not wrapped by SQLAlchemy.
     """
     engines = _engines()
     dialect = engines.plain.dialect
@@ -570,10 +578,10 @@ class _Batches:
     def _lead(self) -> None:
         batch: list[_Job] = []
         try:
-            with writing() as connection:  # through the gate first
+            with writing() as writer:  # through the gate first
                 batch = self._take()
                 for job in batch:
-                    job.work(connection)
+                    job.work(writer)
             for job in batch:
                 job.written = True
         except DatabaseBusy as busy:
@@ -584,8 +592,8 @@ class _Batches:
             batch = batch or self._take()
             for job in batch:
                 try:
-                    with writing() as connection:
-                        job.work(connection)
+                    with writing() as writer:
+                        job.work(writer)
                     job.written = True
                 except Exception as error:
                     job.error = error
@@ -601,13 +609,13 @@ def write_together(work: Callable[[Writer], None]) -> None:
 
     For the busiest write (an answer to page 1); returns once it is
     committed, raises what ``work`` raised. ``work`` must only write, through
-    its connection, and may run on another thread of this process (under
-    the same app). On PostgreSQL, writers do not queue: it is ``writing``.
+    the ``Writer`` it is given, and may run on another thread of this process
+    (under the same app). On PostgreSQL, writers do not queue: it is ``writing``.
     """
     batches = _engines().batches
     if batches is None:
-        with writing() as connection:
-            work(connection)
+        with writing() as writer:
+            work(writer)
         return
     batches.run(work)
 

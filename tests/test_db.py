@@ -51,16 +51,16 @@ def test_a_prepared_statement_refuses_to_write_null_for_a_forgotten_value(app):
     departure = make_departure(app)
     with app.app_context(), pytest.raises(ValueError, match="now"):
         db.write_together(
-            lambda connection: service._MARK_OPENED.execute(
-                connection, {"departure_id": departure.id}
+            lambda writer: service._MARK_OPENED.execute(
+                writer, {"departure_id": departure.id}
             )
         )
 
 
 def test_prepared_writes_store_what_the_orm_reads_back(app, clock, session):
     departure = make_departure(app, mrr_cents=12_345)
-    with app.app_context(), db.writing() as connection:
-        service.submit_reason(connection, departure.public_id, "other", "  Paper  ")
+    with app.app_context(), db.writing() as writer:
+        service.submit_reason(writer, departure.public_id, "other", "  Paper  ")
     session.rollback()  # end the read snapshot (SQLite WAL keeps it)
     response = session.scalar(select(Response))
     assert (response.reason, response.reason_other, response.factors) == (
@@ -85,10 +85,8 @@ def test_writes_of_many_threads_share_a_transaction_and_fail_alone(app, session)
     queue_one_batch = batches is not None
 
     def answer(index: int) -> None:
-        def work(connection) -> None:
-            service.submit_reason(
-                connection, departures[index].public_id, "switched", None
-            )
+        def work(writer) -> None:
+            service.submit_reason(writer, departures[index].public_id, "switched", None)
             if index == 3:
                 raise ValueError("this one fails")
 

@@ -126,8 +126,8 @@ def test_the_wal_is_checkpointed_as_the_writers_go(app):
             for departure in departures:  # 100 commits, each a frame or more
                 reason = "switched" if round_ % 2 else "too_expensive"
                 db.write_together(
-                    lambda c, d=departure, r=reason: service.submit_reason(
-                        c, d.public_id, r, None
+                    lambda w, d=departure, r=reason: service.submit_reason(
+                        w, d.public_id, r, None
                     )
                 )
                 checkpoint_done()
