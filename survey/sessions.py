@@ -13,6 +13,18 @@ from flask.sessions import (
 from itsdangerous import URLSafeTimedSerializer
 
 
+def _vary_on_cookie(response: Response) -> None:
+    """Add ``Cookie`` to the response's ``Vary``, as Flask does when it is read.
+
+    ``Response.vary`` parses the header into a set and writes it back; most
+    responses have no ``Vary`` yet, and then it is simply set.
+    """
+    if "Vary" in response.headers:
+        response.vary.add("Cookie")
+    else:
+        response.headers["Vary"] = "Cookie"
+
+
 class CachedSecureCookieSessionInterface(SecureCookieSessionInterface):
     """Flask's default session, minus the work it does when there is none.
 
@@ -37,7 +49,7 @@ class CachedSecureCookieSessionInterface(SecureCookieSessionInterface):
     ) -> None:
         if not session and not session.modified:
             if session.accessed:
-                response.vary.add("Cookie")
+                _vary_on_cookie(response)
             return
         super().save_session(app, session, response)
 

@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 
+import flask
 import pytest
+from flask.sessions import SecureCookieSessionInterface
 
 from survey import create_app
 from survey.config import ConfigError
@@ -144,3 +146,31 @@ def test_an_unknown_page_is_a_friendly_404(client):
     response = client.get("/no-such-page")
     assert response.status_code == 404
     assert "<h1>Not Found</h1>" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("vary", [None, "Accept-Language", "Cookie"])
+def test_an_untouched_session_is_saved_as_flask_saves_it(app, vary):
+    stock = SecureCookieSessionInterface()
+    saved = []
+    for interface in (app.session_interface, stock):
+        with app.test_request_context("/"):
+            session = interface.open_session(app, flask.request)
+            session.accessed = True  # read, as Flask-Login reads it on every page
+            response = app.response_class("ok")
+            if vary:
+                response.headers["Vary"] = vary
+            interface.save_session(app, session, response)
+            saved.append(
+                (response.headers.getlist("Vary"), response.headers.get("Set-Cookie"))
+            )
+    assert saved[0] == saved[1]
+    assert "Cookie" in saved[0][0][0]
+
+
+def test_a_survey_page_varies_on_cookie_and_sets_none(app, client):
+    from tests.factories import make_departure, survey_path
+
+    response = client.get(survey_path(app, make_departure(app)))
+    assert response.status_code == 200
+    assert response.headers.getlist("Vary") == ["Cookie"]
+    assert "Set-Cookie" not in response.headers
