@@ -11,7 +11,7 @@ import threading
 import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, NamedTuple, TypeVar
@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeDecorator
@@ -125,13 +126,24 @@ class Engines(NamedTuple):
     gate: _WriteGate | None
     #: SQLite's batches of the busiest writes (None on PostgreSQL).
     batches: _Batches | None
+    #: SQLite: each thread's own connection for ``Prepared`` statements
+    #: (None on PostgreSQL, where they come from the pool).
+    own: _ThreadConnections | None
+
+    def connection(self) -> tuple[PoolProxiedConnection, bool]:
+        """Return a connection for ``Prepared`` statements, and whether it is
+        borrowed from the pool (then the caller gives it back with ``close``).
+        """
+        if self.own is None:
+            return self.plain.raw_connection(), True
+        return self.own.get(self.plain), False
 
 
 def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
     """Create the engines; on SQLite: WAL, a busy timeout and real transactions."""
     if not url.startswith("sqlite"):
         plain = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-        return Engines(plain, plain, None, None)
+        return Engines(plain, plain, None, None, None)
 
     plain = create_engine(url, connect_args={"timeout": busy_timeout})
     gate = _WriteGate(plain.url.database, busy_timeout)
@@ -169,6 +181,12 @@ def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
     def _commit_then_open(dbapi_connection: Any) -> None:
         try:
             do_commit(dbapi_connection)
+        except BaseException:
+            # A failed COMMIT may leave the transaction, and SQLite's write
+            # lock, in place: end it before the next writer goes in.
+            with suppress(Exception):
+                do_rollback(dbapi_connection)
+            raise
         finally:
             gate.release(dbapi_connection)
 
@@ -180,7 +198,40 @@ def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
 
     dialect.do_commit = _commit_then_open  # type: ignore[method-assign]
     dialect.do_rollback = _rollback_then_open  # type: ignore[method-assign]
-    return Engines(engine, plain, gate, _Batches())
+    return Engines(engine, plain, gate, _Batches(), _ThreadConnections())
+
+
+class _ThreadConnections(threading.local):
+    """Each thread's own SQLite connection, taken out of the pool for good.
+
+    For the busiest statements (``Prepared``): checking a connection out of
+    SQLAlchemy's pool and back in costs about as much as page 1's whole
+    query. A thread keeps its connection for as long as it lives, as Django
+    keeps one per thread; it is closed with the thread. Its statements leave
+    no transaction open: a read is a lone statement, a write is committed or
+    rolled back (see ``writing``).
+    """
+
+    pooled: PoolProxiedConnection | None = None
+
+    def get(self, engine: Engine) -> PoolProxiedConnection:
+        """Return this thread's connection, made by ``engine``'s pool at first use."""
+        if self.pooled is None:
+            pooled = engine.raw_connection()  # set up as every pool connection is
+            pooled.detach()  # then this thread's alone
+            self.pooled = pooled
+        return self.pooled
+
+    def check(self) -> None:
+        """Close this thread's connection if a transaction was left open on it.
+
+        Only a failed rollback leaves one; the next use gets a new connection.
+        """
+        pooled = self.pooled
+        if pooled is not None and pooled.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+            self.pooled = None
+            with suppress(Exception):
+                pooled.close()  # detached: the connection itself is closed
 
 
 def _begin_writing(gate: _WriteGate, dbapi_connection: Any) -> None:
@@ -457,11 +508,12 @@ class Prepared:
         sees one consistent snapshot by itself.
         """
         engines = _engines()
-        connection = engines.plain.raw_connection()
+        connection, borrowed = engines.connection()
         try:
             return self._run(connection.dbapi_connection, engines.plain.dialect, params)
         finally:
-            connection.close()  # back to the pool, which ends the transaction
+            if borrowed:
+                connection.close()  # back to the pool, which ends the transaction
 
     def execute(self, writer: Writer, params: Mapping[str, Any]) -> None:
         """Run the statement in ``writer``'s transaction (see ``writing``)."""
@@ -492,29 +544,33 @@ class Writer(NamedTuple):
 def writing() -> Iterator[Writer]:
     """Yield a writer: a connection in a writing transaction, committed at the end.
 
-    For the busiest writes (``Prepared`` statements): the pool's DB-API
-    connection itself, without SQLAlchemy's connection and transaction
-    objects, so the SQLite write lock (taken at the start, let go at the
-    commit) is held as briefly as possible. On PostgreSQL there is no such
-    lock; the transaction begins with the first statement. Rolled back if the
-    block raises. Errors come as the driver raises them (``sqlite3.Error``,
-    ``psycopg.Error``), not wrapped by SQLAlchemy.
+    For the busiest writes (``Prepared`` statements): a DB-API connection
+    (on SQLite, this thread's own; see ``_ThreadConnections``) without
+    SQLAlchemy's connection and transaction objects, so the SQLite write
+    lock (taken at the start, let go at the commit) is held as briefly as
+    possible. On PostgreSQL there is no such lock; the transaction begins
+    with the first statement. Rolled back if the block raises. Errors come
+    as the driver raises them (``sqlite3.Error``, ``psycopg.Error``), not
+    wrapped by SQLAlchemy.
     """
     engines = _engines()
     dialect = engines.plain.dialect
-    pooled = engines.plain.raw_connection()
+    connection, borrowed = engines.connection()
     try:
-        dbapi_connection = pooled.dbapi_connection
+        dbapi_connection = connection.dbapi_connection
         if engines.gate is not None:
             _begin_writing(engines.gate, dbapi_connection)
         try:
             yield Writer(dbapi_connection, dialect)
         except BaseException:
-            dialect.do_rollback(pooled)
+            dialect.do_rollback(connection)
             raise
-        dialect.do_commit(pooled)
+        dialect.do_commit(connection)
     finally:
-        pooled.close()  # back to the pool
+        if borrowed:
+            connection.close()  # back to the pool
+        elif engines.own is not None:
+            engines.own.check()
 
 
 class _Job:

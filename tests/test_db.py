@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 
@@ -121,3 +123,53 @@ def test_writes_of_many_threads_share_a_transaction_and_fail_alone(app, session)
     assert answered == {d.id for i, d in enumerate(departures) if i != 3}
     queued = set(session.scalars(select(ReviewItem.departure_id)))
     assert queued == answered
+
+
+def test_a_fast_read_sees_every_commit_made_since(app, client):
+    # On SQLite a thread keeps its connection: no read may leave a snapshot.
+    departure = make_departure(app)
+    path = survey_path(app, departure)
+    params = {"public_id": departure.public_id}
+    with app.app_context():
+        for reason in ("switched", "too_expensive", "missing_features"):
+            assert service.SURVEY_STATE.first(params).reason != reason
+            with db.new_session() as other:  # another connection writes
+                db.begin_write(other)
+                service.submit_reason(
+                    db.Writer.joining(other.connection()),
+                    departure.public_id,
+                    reason,
+                    None,
+                )
+                other.commit()
+            assert service.SURVEY_STATE.first(params).reason == reason
+    assert 'value="missing_features" checked' in client.get(path).get_data(as_text=True)
+
+
+def test_a_failed_commit_leaves_nothing_in_the_way(app):
+    engines = app.extensions["survey.db.engines"]
+    if engines.gate is None:
+        pytest.skip("the write gate exists on SQLite only")
+    departure = make_departure(app)
+    with app.app_context():
+        with pytest.raises(sqlite3.IntegrityError), db.writing() as writer:
+            # A foreign key checked at COMMIT: the commit itself fails.
+            writer.dbapi_connection.execute("PRAGMA defer_foreign_keys=ON")
+            writer.dbapi_connection.execute(
+                "INSERT INTO responses (departure_id, reason, factors, answered_at,"
+                " updated_at) VALUES (999999, 'other', '[]', '2026-01-01',"
+                " '2026-01-01')"
+            )
+        # Another process writes at once: no transaction is left holding the lock.
+        with contextlib.closing(sqlite3.connect(engines.plain.url.database)) as other:
+            other.execute("PRAGMA busy_timeout=0")
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+        # And this thread writes again.
+        db.write_together(
+            lambda writer: service.submit_reason(
+                writer, departure.public_id, "switched", None
+            )
+        )
+        state = service.SURVEY_STATE.first({"public_id": departure.public_id})
+        assert state.reason == "switched"
