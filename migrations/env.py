@@ -54,6 +54,10 @@ def _check_foreign_keys(connection: Connection) -> None:
 def run_migrations_online() -> None:
     """Run the migrations on a live connection."""
     with _engine().connect() as connection, _sqlite_foreign_keys_deferred(connection):
+        # A migration writes: on SQLite it queues for the write lock and takes
+        # it up front. Begun as a reader, it would fail ("database is locked")
+        # whenever another process, say an outbox worker, wrote meanwhile.
+        connection.execution_options(sqlite_write=True)
         context.configure(
             connection=connection,
             target_metadata=Base.metadata,

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from alembic import command
@@ -116,3 +122,35 @@ def test_queued_items_get_their_departures_facts_when_the_columns_arrive(app, se
     item = session.scalar(select(ReviewItem))
     assert (item.segment, item.plan) == ("enterprise", "scale")
     assert item.cancelled_at == departure.cancelled_at
+
+
+def test_an_upgrade_waits_for_another_writer_instead_of_failing(tmp_path):
+    # SQLite: a migration begun as a reader fails ("database is locked") when
+    # another process commits a write meanwhile, e.g. an outbox worker.
+    database = tmp_path / "busy.sqlite3"
+    with contextlib.closing(sqlite3.connect(database)) as other:
+        other.execute("PRAGMA journal_mode=WAL")
+        other.execute("CREATE TABLE elsewhere (x INTEGER)")
+        other.commit()
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO elsewhere VALUES (1)")
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SURVEY_")},
+            "SURVEY_ENV": "development",
+            "SURVEY_DATABASE_URL": f"sqlite:///{database}",
+            "SURVEY_INSTANCE_PATH": str(tmp_path / "instance"),
+        }
+        upgrade = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "survey", "db", "upgrade"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(3)  # the upgrade has started and is waiting for the lock
+        other.commit()
+        output, _ = upgrade.communicate(timeout=120)
+    assert upgrade.returncode == 0, output[-2000:]
+    with contextlib.closing(sqlite3.connect(database)) as check:
+        tables = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
+    assert {"departures", "alembic_version", "elsewhere"} <= tables
