@@ -130,13 +130,21 @@ class Engines(NamedTuple):
     #: (None on PostgreSQL, where they come from the pool).
     own: _ThreadConnections | None
 
-    def connection(self) -> tuple[PoolProxiedConnection, bool]:
-        """Return a connection for ``Prepared`` statements, and whether it is
-        borrowed from the pool (then the caller gives it back with ``close``).
+    @contextmanager
+    def connection(self) -> Iterator[PoolProxiedConnection]:
+        """Yield a connection for ``Prepared`` statements.
+
+        On SQLite this thread's own (see ``_ThreadConnections``), else one
+        borrowed from the pool and given back, which ends its transaction.
         """
         if self.own is None:
-            return self.plain.raw_connection(), True
-        return self.own.get(self.plain), False
+            with closing(self.plain.raw_connection()) as borrowed:
+                yield borrowed
+            return
+        try:
+            yield self.own.get(self.plain)
+        finally:
+            self.own.check()
 
 
 def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
@@ -508,12 +516,8 @@ class Prepared:
         sees one consistent snapshot by itself.
         """
         engines = _engines()
-        connection, borrowed = engines.connection()
-        try:
+        with engines.connection() as connection:
             return self._run(connection.dbapi_connection, engines.plain.dialect, params)
-        finally:
-            if borrowed:
-                connection.close()  # back to the pool, which ends the transaction
 
     def execute(self, writer: Writer, params: Mapping[str, Any]) -> None:
         """Run the statement in ``writer``'s transaction (see ``writing``)."""
@@ -555,8 +559,7 @@ def writing() -> Iterator[Writer]:
     """
     engines = _engines()
     dialect = engines.plain.dialect
-    connection, borrowed = engines.connection()
-    try:
+    with engines.connection() as connection:
         dbapi_connection = connection.dbapi_connection
         if engines.gate is not None:
             _begin_writing(engines.gate, dbapi_connection)
@@ -566,11 +569,6 @@ def writing() -> Iterator[Writer]:
             dialect.do_rollback(connection)
             raise
         dialect.do_commit(connection)
-    finally:
-        if borrowed:
-            connection.close()  # back to the pool
-        elif engines.own is not None:
-            engines.own.check()
 
 
 class _Job:

@@ -133,8 +133,7 @@ def test_a_fast_read_sees_every_commit_made_since(app, client):
     with app.app_context():
         for reason in ("switched", "too_expensive", "missing_features"):
             assert service.SURVEY_STATE.first(params).reason != reason
-            with db.new_session() as other:  # another connection writes
-                db.begin_write(other)
+            with db.write_session() as other:  # another connection writes
                 service.submit_reason(
                     db.Writer.joining(other.connection()),
                     departure.public_id,
