@@ -114,7 +114,11 @@ class Base(DeclarativeBase):
 
 
 class Engines(NamedTuple):
-    """The app's ways into one connection pool."""
+    """The app's ways into one database.
+
+    All through one connection pool, but for ``own``: connections that
+    threads took out of it for good.
+    """
 
     #: For sessions: on SQLite every transaction begins for real, and writing
     #: ones (``sqlite_write``) queue for the write lock first.
@@ -142,7 +146,7 @@ class Engines(NamedTuple):
                 yield borrowed
             return
         try:
-            yield self.own.get(self.plain)
+            yield self.own.get()
         finally:
             self.own.check()
 
@@ -206,7 +210,7 @@ def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
 
     dialect.do_commit = _commit_then_open  # type: ignore[method-assign]
     dialect.do_rollback = _rollback_then_open  # type: ignore[method-assign]
-    return Engines(engine, plain, gate, _Batches(), _ThreadConnections())
+    return Engines(engine, plain, gate, _Batches(), _ThreadConnections(plain))
 
 
 class _ThreadConnections(threading.local):
@@ -215,17 +219,21 @@ class _ThreadConnections(threading.local):
     For the busiest statements (``Prepared``): checking a connection out of
     SQLAlchemy's pool and back in costs about as much as page 1's whole
     query. A thread keeps its connection for as long as it lives, as Django
-    keeps one per thread; it is closed with the thread. Its statements leave
-    no transaction open: a read is a lone statement, a write is committed or
-    rolled back (see ``writing``).
+    keeps one per thread: SQLite closes it when the thread ends and drops
+    it. ``Engine.dispose()`` does not reach these. Their statements leave
+    no transaction open: a read is a lone statement, a write is committed
+    or rolled back (see ``writing``).
     """
 
     pooled: PoolProxiedConnection | None = None
 
-    def get(self, engine: Engine) -> PoolProxiedConnection:
-        """Return this thread's connection, made by ``engine``'s pool at first use."""
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def get(self) -> PoolProxiedConnection:
+        """Return this thread's connection, made by the engine's pool at first use."""
         if self.pooled is None:
-            pooled = engine.raw_connection()  # set up as every pool connection is
+            pooled = self.engine.raw_connection()  # set up as all pool connections
             pooled.detach()  # then this thread's alone
             self.pooled = pooled
         return self.pooled
@@ -263,7 +271,7 @@ class _WriteGate:
     beside the database. The kernel drops the ``flock`` if a process dies.
 
     The gate also has the WAL checkpointed (copied into the database), every
-    ``CHECKPOINT_EVERY`` writes of this process or ``CHECKPOINT_SECONDS``
+    ``CHECKPOINT_EVERY`` writing transactions of this process or ``CHECKPOINT_SECONDS``
     after its last checkpoint, on a thread of its own. SQLite's own
     checkpoint runs inside a COMMIT, fsync included, so it would hold every
     writer of every process at the gate while it copies the whole log; run
@@ -284,7 +292,7 @@ class _WriteGate:
         self.pid = 0
         #: The DB-API connection whose transaction holds the gate, if any.
         self.holder: Any = None
-        self.writes = 0  # since this process's last checkpoint
+        self.writes = 0  # transactions through the gate since the last checkpoint
         self.checkpointed_at = time.monotonic()
         self.checkpointing = threading.Lock()  # held while one runs
 
@@ -493,9 +501,10 @@ class Prepared:
         self, dbapi_connection: Any, dialect: Dialect, params: Mapping[str, Any]
     ) -> Any:
         plan = self._plan(dialect)
-        if missing := plan.required.difference(params):
+        if not plan.required <= params.keys():
             # As Core would: a forgotten value must not be written as NULL.
-            raise ValueError(f"no value given for {', '.join(sorted(missing))}")
+            missing = ", ".join(sorted(plan.required - params.keys()))
+            raise ValueError(f"no value given for {missing}")
         values = dict(plan.defaults)
         for name, value in params.items():
             process = plan.processors.get(name)
@@ -638,30 +647,35 @@ class _Batches:
                     job.work(writer)
             for job in batch:
                 job.written = True
-        except DatabaseBusy as busy:
-            batch = batch or self._take()
-            for job in batch:  # an error of its own: each thread raises it
-                job.error = DatabaseBusy(*busy.args)
-        except Exception:  # one took the batch down: again alone, so only it fails
-            batch = batch or self._take()
-            for job in batch:
-                try:
-                    with writing() as writer:
-                        job.work(writer)
-                    job.written = True
-                except Exception as error:
-                    job.error = error
+        except BaseException as error:
+            batch = batch or self._take()  # refused at the gate: none taken yet
+            if isinstance(error, DatabaseBusy):
+                for job in batch:  # an error of its own: each thread raises it
+                    job.error = DatabaseBusy(*error.args)
+            elif isinstance(error, Exception):
+                self._write_each_alone(batch)  # so only the failing one fails
+            else:
+                raise
         finally:  # also when the leader itself is stopped midway
-            batch = batch or self._take()
             for job in batch:
                 if not job.done:
                     job.error = DatabaseBusy("The write was interrupted; try again.")
+
+    @staticmethod
+    def _write_each_alone(batch: list[_Job]) -> None:
+        for job in batch:
+            try:
+                with writing() as writer:
+                    job.work(writer)
+                job.written = True
+            except Exception as error:
+                job.error = error
 
 
 def write_together(work: Callable[[Writer], None]) -> None:
     """Run ``work`` in a writing transaction, possibly shared with other threads'.
 
-    For the busiest write (an answer to page 1); returns once it is
+    For the busiest writes (answers to page 1, first opens); returns once it is
     committed, raises what ``work`` raised. ``work`` must only write, through
     the ``Writer`` it is given, and may run on another thread of this process
     (under the same app). On PostgreSQL, writers do not queue: it is ``writing``.
