@@ -16,7 +16,7 @@ from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
 from survey.public.models import Response
-from survey.public.service import find_response, submit_details, submit_reason
+from survey.public.service import find_response, reason_write, submit_details
 from survey.staff import passwords
 from survey.staff import service as staff_service
 from survey.staff.models import ADMIN
@@ -121,12 +121,11 @@ def _fill(session: Session, rng: random.Random) -> None:
         if index < 4 or rng.random() < 0.25:
             continue
         reason = rng.choice(reasons)
-        submit_reason(
-            Writer.joining(session.connection()),
+        reason_write(
             departure.public_id,
             reason,
             "We are consolidating vendors" if reason == "other" else None,
-        )
+        )(Writer.joining(session.connection()))
         response = find_response(session, departure)
         assert response is not None
         if rng.random() < 0.7:

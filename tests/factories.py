@@ -127,13 +127,13 @@ def login(
 def make_consenting(app: Flask, reason: str = "switched", **fields: Any) -> Departure:
     """Record a departure whose contact answered and said yes to being won back."""
     from survey.consent import consent_wording, record_consent
-    from survey.public.service import submit_reason
+    from survey.public.service import reason_write
 
     departure = make_departure(app, **fields)
     with app.app_context(), db.write_session() as session:
         departure = session.merge(departure)
         writer = db.Writer.joining(session.connection())
-        submit_reason(writer, departure.public_id, reason, None)
+        reason_write(departure.public_id, reason, None)(writer)
         record_consent(
             session,
             departure,

@@ -126,9 +126,7 @@ def test_the_wal_is_checkpointed_as_the_writers_go(app):
             for departure in departures:  # 100 commits, each a frame or more
                 reason = "switched" if round_ % 2 else "too_expensive"
                 db.write_together(
-                    lambda w, d=departure, r=reason: service.submit_reason(
-                        w, d.public_id, r, None
-                    )
+                    service.reason_write(departure.public_id, reason, None)
                 )
                 checkpoint_done()
     database = engines.plain.url.database

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 
@@ -140,24 +141,34 @@ def _upsert_reason(insert: Any) -> Any:
 _UPSERT_REASON = Prepared(per_dialect(_upsert_reason))
 
 
-def submit_reason(
-    writer: Writer, public_id: str, reason: str, reason_other: str | None
-) -> None:
-    """Save the main reason at once, creating the one response or updating it.
+def reason_write(
+    public_id: str, reason: str, reason_other: str | None
+) -> Callable[[Writer], None]:
+    """Return the write that saves page 1's answer, for ``db.write_together``.
 
-    One upsert on the unique ``responses.departure_id``: simultaneous first
-    answers cannot make a second response, and the last one wins. Plain
-    statements that find the departure themselves, as the busiest write: the
-    SQLite write lock is held meanwhile. An erased or unknown departure gets
-    nothing (the next page says why).
+    The answer's values (its time too) are fixed here, on the request's own
+    thread; the write runs the two statements alone, while the SQLite write
+    lock is held. One upsert on the unique ``responses.departure_id``:
+    simultaneous first answers cannot make a second response, and the last
+    one wins; then the answer is queued for review. Both find the departure
+    themselves: an erased or unknown one gets nothing (the next page says
+    why).
     """
-    other = ((reason_other or "").strip() or None) if reason == "other" else None
     now = clock.now()
-    _UPSERT_REASON.execute(
-        writer,
-        {"public_id": public_id, "reason": reason, "reason_other": other, "now": now},
-    )
-    queue.queue_answer(writer, public_id, reason, now)
+    params = {
+        "public_id": public_id,
+        "reason": reason,
+        "reason_other": ((reason_other or "").strip() or None)
+        if reason == "other"
+        else None,
+        "now": now,
+    }
+
+    def write(writer: Writer) -> None:
+        _UPSERT_REASON.execute(writer, params)
+        queue.queue_answer(writer, public_id, reason, now)
+
+    return write
 
 
 def submit_details(

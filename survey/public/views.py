@@ -140,7 +140,9 @@ def _page_one(
     reason_other: str | None,
     errors: dict[str, list[str]],
 ) -> str:
-    """Return page 1 for this link: the cached page unless there are errors."""
+    """Return page 1 for this link: the app's shared page, with the link's values
+    in its slots, unless it shows errors or the customer's own words.
+    """
     answers = {
         "selected": selected if selected in REASONS else None,
         "answered_on": state.answered_at.strftime("%Y-%m-%d")
@@ -198,9 +200,7 @@ def survey(token: str) -> str | WerkzeugResponse:
     # The statements find the departure themselves: the write lock is held
     # for the write alone. The next page reports an erased departure.
     reason, other = form.reason.data, form.reason_other.data
-    db.write_together(
-        lambda writer: service.submit_reason(writer, public_id, reason, other)
-    )
+    db.write_together(service.reason_write(public_id, reason, other))
     return redirect(url_for(".details", token=token), 303)
 
 
