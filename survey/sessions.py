@@ -31,17 +31,14 @@ class CachedSecureCookieSessionInterface(SecureCookieSessionInterface):
     Flask builds a new ``URLSafeTimedSerializer`` twice a request (to read and
     to write the cookie); building one costs more than signing. The cookie's
     format, salt, keys and key rotation stay Flask's own: the serializer is
-    built with the very arguments Flask 3 uses. A request without the cookie
+    built with the very arguments Flask 3 uses. A request without cookies
     (every customer's) gets an empty session at once, and an empty, untouched
     session is saved as Flask saves it: no cookie, ``Vary: Cookie`` if read.
     """
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if app.secret_key and (
-            "HTTP_COOKIE" not in request.environ  # nothing to parse
-            or not request.cookies.get(self.get_cookie_name(app))
-        ):
-            return self.session_class()
+        if app.secret_key and "HTTP_COOKIE" not in request.environ:
+            return self.session_class()  # no cookies at all: nothing to parse
         return super().open_session(app, request)
 
     def save_session(
