@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import sqlite3
@@ -124,6 +125,21 @@ def test_queued_items_get_their_departures_facts_when_the_columns_arrive(app, se
     assert item.cancelled_at == departure.cancelled_at
 
 
+def _held_within(lock_path: Path, seconds: float) -> bool:
+    """Return whether another process holds ``lock_path``'s flock within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if lock_path.exists():
+            with lock_path.open("rb") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        time.sleep(0.05)
+    return False
+
+
 def test_an_upgrade_waits_for_another_writer_instead_of_failing(tmp_path):
     # SQLite: a migration begun as a reader fails ("database is locked") when
     # another process commits a write meanwhile, e.g. an outbox worker.
@@ -147,10 +163,13 @@ def test_an_upgrade_waits_for_another_writer_instead_of_failing(tmp_path):
             stderr=subprocess.STDOUT,
             text=True,
         )
-        time.sleep(3)  # the upgrade has started and is waiting for the lock
+        # Wait until the upgrade queues at the write gate (it holds the gate's
+        # flock while SQLite makes it wait for ours), then commit.
+        waited = _held_within(Path(f"{database}.writelock"), seconds=10)
         other.commit()
         output, _ = upgrade.communicate(timeout=120)
     assert upgrade.returncode == 0, output[-2000:]
+    assert waited, "the upgrade never queued for the write lock"
     with contextlib.closing(sqlite3.connect(database)) as check:
         tables = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
     assert {"departures", "alembic_version", "elsewhere"} <= tables
