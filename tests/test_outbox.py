@@ -465,13 +465,14 @@ def test_the_worker_outlives_a_database_that_is_not_there_yet(make_app, smtp, tm
         time.sleep(1.5)  # several failed passes: no tables yet
         assert worker.poll() is None, "the worker died on a database error"
         app = make_app(DATABASE_URL=url)
-        subprocess.run(
+        upgrade = subprocess.run(
             [sys.executable, "-m", "flask", "--app", "survey", "db", "upgrade"],
             env=env,
-            check=True,
             capture_output=True,
+            text=True,
             timeout=60,
         )
+        assert upgrade.returncode == 0, upgrade.stderr[-2000:]
         make_departure(app)
         deadline = time.monotonic() + 30
         while not smtp.messages:
