@@ -17,8 +17,9 @@ What it measures, in one run, on loopback with ``wrk``:
   edit, which is fine.
 
 Both apps run under the same gunicorn settings (gthread, 2 workers x 4
-threads) against a fresh SQLite database (WAL) in a temporary instance folder,
-configured as in production (random ``SURVEY_SECRET_KEY``, no ``SURVEY_ENV``).
+threads, ``--reuse-port`` as the README advises for production) against a
+fresh SQLite database (WAL) in a temporary instance folder, configured as in
+production (random ``SURVEY_SECRET_KEY``, no ``SURVEY_ENV``).
 
 Targets, as ratios to the bare baseline so they hold on any hardware:
 
@@ -239,6 +240,12 @@ def start_gunicorn(
                 str(WORKERS),
                 "--threads",
                 str(THREADS),
+                # Each worker listens on a socket of its own, and the kernel
+                # shares the connections out between them. On one shared
+                # socket they race to accept wrk's 64 keep-alive connections
+                # at once: a worker whose threads hold its GIL loses, and the
+                # other may take all 64 and serve them on one core.
+                "--reuse-port",
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--log-level",
@@ -481,9 +488,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--connections",
         type=int,
         default=64,
-        help="open connections (64): gunicorn's workers share them out as they "
-        "accept them, unevenly; with too few, one worker may get most of them "
-        "and the other idle, which made runs differ by up to 3x",
+        help="open connections (64): the kernel shares them out between "
+        "gunicorn's workers (--reuse-port) by a hash, unevenly; with too few, one "
+        "worker may get most of them and the other idle",
     )
     parser.add_argument(
         "--departures", type=int, default=2000, help="departures to seed (2000)"
@@ -531,7 +538,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     print(
         f"Loading: wrk -t{min(WRK_THREADS, args.connections)} "
         f"-c{args.connections} -d{args.duration} (warm-up {args.warmup}); "
-        f"gunicorn gthread {WORKERS} workers x {THREADS} threads; "
+        f"gunicorn gthread {WORKERS} workers x {THREADS} threads, --reuse-port; "
         f"{os.cpu_count()} CPUs"
     )
     # The baseline is measured before and after the survey, and the faster
