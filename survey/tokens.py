@@ -15,12 +15,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from json.encoder import encode_basestring
-from typing import Any
+from typing import NamedTuple
 
 from flask import current_app
 from itsdangerous import (
     BadData,
-    SignatureExpired,
+    BadPayload,
+    BadSignature,
     Signer,
     TimestampSigner,
     URLSafeTimedSerializer,
@@ -84,15 +85,33 @@ def _keys() -> tuple[str, ...]:
     return (*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"])
 
 
-def _codec(purpose: str) -> tuple[URLSafeTimedSerializer, TimestampSigner]:
-    """Return ``purpose``'s serializer and its signer under the current keys."""
+#: Genuine link tokens remembered, per key set and purpose (see ``_Codec.verified``).
+VERIFIED_LINKS = 4096
+
+
+class _Codec(NamedTuple):
+    """One purpose's way to make and read tokens under one set of keys."""
+
+    serializer: URLSafeTimedSerializer
+    signer: TimestampSigner
+    #: A genuine token's (public id, signing time), from the signature and
+    #: the payload; raises ``BadData`` for any other token. Remembered
+    #: (``VERIFIED_LINKS``): a customer's link comes back some five times in
+    #: a few minutes (page 1, its answer, page 2, its answer, the thanks),
+    #: and checking it costs more than the rest of a page-1 request. Only
+    #: genuine tokens are remembered, and the age is not: ``load_token``
+    #: checks it every time. A new key set makes a new codec, so a token
+    #: signed with a key since dropped is checked again, and refused.
+    verified: Callable[[str], tuple[str, int]]
+
+
+def _codec(purpose: str) -> _Codec:
+    """Return ``purpose``'s codec under the current keys."""
     return _cached_codec(_keys(), _SALTS[purpose])
 
 
 @lru_cache(maxsize=64)
-def _cached_codec(
-    keys: tuple[str, ...], salt: str
-) -> tuple[URLSafeTimedSerializer, TimestampSigner]:
+def _cached_codec(keys: tuple[str, ...], salt: str) -> _Codec:
     # Building a serializer costs more than checking a token: reuse it while
     # the keys stay the same. It keeps no state between calls; the clock is
     # read on use. Its loads() builds a new signer, and derives its keys
@@ -100,7 +119,20 @@ def _cached_codec(
     serializer = URLSafeTimedSerializer(list(keys), salt=salt, signer=_ClockSigner)
     signer = serializer.make_signer(salt)
     assert isinstance(signer, TimestampSigner)
-    return serializer, signer
+
+    @lru_cache(maxsize=VERIFIED_LINKS)
+    def verified(token: str) -> tuple[str, int]:
+        # An exception is never cached: a bad token is checked every time.
+        if not _is_canonical(token):
+            raise BadSignature("token is not in canonical base64")
+        # What serializer.loads() does, but the age check (see load_token).
+        signed, signed_at = signer.unsign(token, return_timestamp=True)
+        public_id = serializer.load_payload(signed)
+        if not isinstance(public_id, str):
+            raise BadPayload("payload is not a public id")
+        return public_id, int(signed_at.timestamp())
+
+    return _Codec(serializer, signer, verified)
 
 
 @lru_cache(maxsize=16)
@@ -140,7 +172,7 @@ def token_maker(purpose: str) -> Callable[[str], str]:
     per row): one signer, one timestamp, and no compression attempt, which
     never shortens a payload as small as a public id.
     """
-    serializer, signer = _codec(purpose)
+    serializer, signer, _verified = _codec(purpose)
     stamped = signer.sep + base64_encode(int_to_bytes(signer.get_timestamp()))
     # Signer.get_signature with its default HMAC-SHA1, in one C call.
     key, digest = signer.derive_key(), signer.digest_method().name
@@ -174,7 +206,7 @@ def max_age(purpose: str) -> timedelta:
 
 def make_token(purpose: str, public_id: str) -> str:
     """Return a signed, timestamped token naming a departure for ``purpose``."""
-    return _codec(purpose)[0].dumps(public_id)
+    return _codec(purpose).serializer.dumps(public_id)
 
 
 _FROM_URL_SAFE = bytes.maketrans(b"-_", b"+/")
@@ -205,24 +237,12 @@ def _is_canonical(token: str) -> bool:
 
 def load_token(purpose: str, token: str) -> str:
     """Return the departure's public id from a token, or raise a TokenError."""
-    if not _is_canonical(token):
-        raise TokenInvalid
-    serializer, signer = _codec(purpose)
     try:
-        # What serializer.loads() does, with the signer built once.
-        signed = signer.unsign(token, max_age=int(max_age(purpose).total_seconds()))
-        public_id: Any = serializer.load_payload(signed)
-    except SignatureExpired as exc:
-        # The signature was good, so the payload is ours; only its age is wrong.
-        try:
-            expired_id = serializer.load_payload(exc.payload or b"")
-        except BadData:
-            raise TokenInvalid from exc
-        if not isinstance(expired_id, str):
-            raise TokenInvalid from exc
-        raise TokenExpired(expired_id) from exc
+        public_id, signed_at = _codec(purpose).verified(token)
     except BadData as exc:
         raise TokenInvalid from exc
-    if not isinstance(public_id, str):
-        raise TokenInvalid
+    # As TimestampSigner.unsign(max_age=...) judges it, from the app's clock.
+    age = int(clock.now().timestamp()) - signed_at
+    if not 0 <= age <= int(max_age(purpose).total_seconds()):
+        raise TokenExpired(public_id)
     return public_id

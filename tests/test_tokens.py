@@ -116,6 +116,27 @@ def test_rotation_keeps_old_links_working_while_the_key_is_a_fallback(make_app):
     assert dropped.test_client().get(path).status_code == 404
 
 
+def test_a_link_read_before_is_judged_again_each_time(make_app, clock):
+    # Genuine tokens are remembered once checked (tokens.VERIFIED_LINKS):
+    # their age and their key must still count on every read.
+    old = make_app(SECRET_KEY="old-key")
+    departure = make_departure(old)
+    path = survey_path(old, departure)
+    rotated = make_app(SECRET_KEY="new-key", SECRET_KEY_FALLBACKS=["old-key"])
+    client = rotated.test_client()
+    for _ in range(3):
+        assert client.get(path).status_code == 200
+    clock.advance(days=rotated.config["LINK_MAX_AGE_DAYS"], seconds=1)
+    assert client.get(path).status_code == 410
+    clock.advance(days=-1)
+    assert client.get(path).status_code == 200
+    clock.advance(days=-rotated.config["LINK_MAX_AGE_DAYS"])  # signed "tomorrow"
+    assert client.get(path).status_code == 410
+    clock.advance(days=1)
+    assert make_app(SECRET_KEY="new-key").test_client().get(path).status_code == 404
+    assert client.get(path).status_code == 200
+
+
 def test_the_whole_survey_url_fits_in_100_characters(make_app):
     base = "https://survey.example-co.com/"
     assert len(base) == 30
