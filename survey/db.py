@@ -497,10 +497,7 @@ class Prepared:
 
         return row
 
-    def _run(
-        self, dbapi_connection: Any, dialect: Dialect, params: Mapping[str, Any]
-    ) -> Any:
-        plan = self._plan(dialect)
+    def _arguments(self, plan: _Plan, params: Mapping[str, Any]) -> Any:
         if not plan.required <= params.keys():
             # As Core would: a forgotten value must not be written as NULL.
             missing = ", ".join(sorted(plan.required - params.keys()))
@@ -509,14 +506,7 @@ class Prepared:
         for name, value in params.items():
             process = plan.processors.get(name)
             values[name] = value if process is None else process(value)
-        arguments = values if plan.order is None else [values[n] for n in plan.order]
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(plan.sql, arguments)
-            found = None if cursor.description is None else cursor.fetchone()
-        finally:
-            cursor.close()
-        return None if found is None else plan.row(found)
+        return values if plan.order is None else [values[n] for n in plan.order]
 
     def first(self, params: Mapping[str, Any]) -> Any:
         """Return the first row (attributes named as the columns), or None.
@@ -525,12 +515,41 @@ class Prepared:
         sees one consistent snapshot by itself.
         """
         engines = _engines()
+        plan = self._plan(engines.plain.dialect)
+        arguments = self._arguments(plan, params)
         with engines.connection() as connection:
-            return self._run(connection.dbapi_connection, engines.plain.dialect, params)
+            found = _execute(connection.dbapi_connection, plan.sql, arguments)
+        return None if found is None else plan.row(found)
 
-    def execute(self, writer: Writer, params: Mapping[str, Any]) -> None:
+    def bind(self, params: Mapping[str, Any]) -> Bound:
+        """Return the statement with ``params``, processed for the app's database.
+
+        For writes: the values are processed before the write lock is taken,
+        and ``Bound.execute`` only runs the statement.
+        """
+        plan = self._plan(_engines().plain.dialect)
+        return Bound(plan.sql, self._arguments(plan, params))
+
+
+def _execute(dbapi_connection: Any, sql: str, arguments: Any) -> Any:
+    """Run ``sql`` on a DB-API cursor; return its first row, if it gives rows."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(sql, arguments)
+        return None if cursor.description is None else cursor.fetchone()
+    finally:
+        cursor.close()
+
+
+class Bound(NamedTuple):
+    """A ``Prepared`` statement with its values, ready for a ``Writer``."""
+
+    sql: str
+    arguments: Any  # as the driver takes them: a dict, or a list in order
+
+    def execute(self, writer: Writer) -> None:
         """Run the statement in ``writer``'s transaction (see ``writing``)."""
-        self._run(writer.dbapi_connection, writer.dialect, params)
+        _execute(writer.dbapi_connection, self.sql, self.arguments)
 
 
 class Writer(NamedTuple):

@@ -52,11 +52,7 @@ def test_a_fast_select_reads_timezone_aware_times(app, client, clock):
 def test_a_prepared_statement_refuses_to_write_null_for_a_forgotten_value(app):
     departure = make_departure(app)
     with app.app_context(), pytest.raises(ValueError, match="now"):
-        db.write_together(
-            lambda writer: service._MARK_OPENED.execute(
-                writer, {"departure_id": departure.id}
-            )
-        )
+        service._MARK_OPENED.bind({"departure_id": departure.id})
 
 
 def test_prepared_writes_store_what_the_orm_reads_back(app, clock, session):

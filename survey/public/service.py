@@ -102,8 +102,9 @@ def mark_opened(departure_id: int) -> None:
     Written with the other threads' answers and first opens on SQLite
     (``write_together``): a first open is a write on the busiest page.
     """
-    params = {"departure_id": departure_id, "now": clock.now()}
-    write_together(lambda writer: _MARK_OPENED.execute(writer, params))
+    write_together(
+        _MARK_OPENED.bind({"departure_id": departure_id, "now": clock.now()}).execute
+    )
 
 
 def _upsert_reason(insert: Any) -> Any:
@@ -146,27 +147,31 @@ def reason_write(
 ) -> Callable[[Writer], None]:
     """Return the write that saves page 1's answer, for ``db.write_together``.
 
-    The answer's values (its time too) are fixed here, on the request's own
-    thread; the write runs the two statements alone, while the SQLite write
-    lock is held. One upsert on the unique ``responses.departure_id``:
-    simultaneous first answers cannot make a second response, and the last
-    one wins; then the answer is queued for review. Both find the departure
+    The answer's values (its time too) are fixed and processed for the
+    database here, on the request's own thread; the write runs the two
+    statements alone, while the SQLite write lock is held. One upsert on the
+    unique ``responses.departure_id``: simultaneous first answers cannot make
+    a second response, and the last one wins; then the answer is queued for
+    review. Both find the departure
     themselves: an erased or unknown one gets nothing (the next page says
     why).
     """
     now = clock.now()
-    params = {
-        "public_id": public_id,
-        "reason": reason,
-        "reason_other": ((reason_other or "").strip() or None)
-        if reason == "other"
-        else None,
-        "now": now,
-    }
+    answer = _UPSERT_REASON.bind(
+        {
+            "public_id": public_id,
+            "reason": reason,
+            "reason_other": ((reason_other or "").strip() or None)
+            if reason == "other"
+            else None,
+            "now": now,
+        }
+    )
+    queued = queue.answer_queueing(public_id, reason, now)
 
     def write(writer: Writer) -> None:
-        _UPSERT_REASON.execute(writer, params)
-        queue.queue_answer(writer, public_id, reason, now)
+        answer.execute(writer)
+        queued.execute(writer)
 
     return write
 

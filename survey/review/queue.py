@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from survey import audit, clock
-from survey.db import Prepared, Writer, parse_id, per_dialect
+from survey.db import Bound, Prepared, parse_id, per_dialect
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT
 from survey.errors import InvalidInput, SurveyError
@@ -123,17 +123,15 @@ def _answer_upsert(insert: Any) -> Any:
 _QUEUE_ANSWER = Prepared(per_dialect(_answer_upsert))
 
 
-def queue_answer(writer: Writer, public_id: str, reason: str, now: datetime) -> None:
-    """Put an answered departure in the queue, or note its new stated reason.
+def answer_queueing(public_id: str, reason: str, now: datetime) -> Bound:
+    """Return the write that puts an answered departure in the queue, or notes
+    its new stated reason.
 
-    One upsert on the unique ``review_items.departure_id``, in the caller's
-    transaction (the answer's own), at ``now`` (the answer's time). An erased
+    One upsert on the unique ``review_items.departure_id``, to run in the
+    answer's own transaction, at ``now`` (the answer's time). An erased
     departure is not queued.
     """
-    _QUEUE_ANSWER.execute(
-        writer,
-        {"public_id": public_id, "reason": reason, "now": now},
-    )
+    return _QUEUE_ANSWER.bind({"public_id": public_id, "reason": reason, "now": now})
 
 
 def queue_unanswered(session: Session) -> int:
