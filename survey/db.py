@@ -553,13 +553,12 @@ class Bound(NamedTuple):
 
 
 class Writer(NamedTuple):
-    """A DB-API connection in a writing transaction, with its dialect.
+    """A DB-API connection in a writing transaction.
 
-    What ``Prepared`` statements run on in ``writing`` and ``write_together``.
+    What ``Bound`` statements run on in ``writing`` and ``write_together``.
     """
 
     dbapi_connection: Any
-    dialect: Dialect
 
     @classmethod
     def joining(cls, connection: Connection) -> Writer:
@@ -569,14 +568,14 @@ class Writer(NamedTuple):
         ``write_session``): on SQLite, a deferred one that has read may be
         refused the write lock.
         """
-        return cls(connection.connection.dbapi_connection, connection.dialect)
+        return cls(connection.connection.dbapi_connection)
 
 
 @contextmanager
 def writing() -> Iterator[Writer]:
     """Yield a writer: a connection in a writing transaction, committed at the end.
 
-    For the busiest writes (``Prepared`` statements): a DB-API connection
+    For the busiest writes (``Bound`` statements): a DB-API connection
     (on SQLite, this thread's own; see ``_ThreadConnections``) without
     SQLAlchemy's connection and transaction objects, so the SQLite write
     lock (taken at the start, let go at the commit) is held as briefly as
@@ -592,7 +591,7 @@ def writing() -> Iterator[Writer]:
         if engines.gate is not None:
             _begin_writing(engines.gate, dbapi_connection)
         try:
-            yield Writer(dbapi_connection, dialect)
+            yield Writer(dbapi_connection)
         except BaseException:
             dialect.do_rollback(connection)
             raise

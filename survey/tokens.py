@@ -101,7 +101,8 @@ class _Codec(NamedTuple):
     #: and checking it costs more than the rest of a page-1 request. Only
     #: genuine tokens are remembered, and the age is not: ``load_token``
     #: checks it every time. A new key set makes a new codec, so a token
-    #: signed with a key since dropped is checked again, and refused.
+    #: signed with a key since dropped is checked again, and refused. The
+    #: tokens stay in this process's memory (a few hundred kB), never on disk.
     verified: Callable[[str], tuple[str, int]]
 
 
@@ -113,8 +114,9 @@ def _codec(purpose: str) -> _Codec:
 @lru_cache(maxsize=64)
 def _cached_codec(keys: tuple[str, ...], salt: str) -> _Codec:
     # Building a serializer costs more than checking a token: reuse it while
-    # the keys stay the same. It keeps no state between calls; the clock is
-    # read on use. Its loads() builds a new signer, and derives its keys
+    # the keys stay the same. The serializer and signer keep no state between
+    # calls (the clock is read on use); the codec remembers genuine tokens.
+    # The serializer's loads() builds a new signer, and derives its keys
     # again, for every token: the signer is built once here too.
     serializer = URLSafeTimedSerializer(list(keys), salt=salt, signer=_ClockSigner)
     signer = serializer.make_signer(salt)
@@ -172,7 +174,8 @@ def token_maker(purpose: str) -> Callable[[str], str]:
     per row): one signer, one timestamp, and no compression attempt, which
     never shortens a payload as small as a public id.
     """
-    serializer, signer, _verified = _codec(purpose)
+    codec = _codec(purpose)
+    serializer, signer = codec.serializer, codec.signer
     stamped = signer.sep + base64_encode(int_to_bytes(signer.get_timestamp()))
     # Signer.get_signature with its default HMAC-SHA1, in one C call.
     key, digest = signer.derive_key(), signer.digest_method().name

@@ -152,9 +152,8 @@ def reason_write(
     statements alone, while the SQLite write lock is held. One upsert on the
     unique ``responses.departure_id``: simultaneous first answers cannot make
     a second response, and the last one wins; then the answer is queued for
-    review. Both find the departure
-    themselves: an erased or unknown one gets nothing (the next page says
-    why).
+    review. Both statements find the departure themselves: an erased or
+    unknown one gets nothing (the next page says why).
     """
     now = clock.now()
     answer = _UPSERT_REASON.bind(
@@ -167,7 +166,7 @@ def reason_write(
             "now": now,
         }
     )
-    queued = queue.answer_queueing(public_id, reason, now)
+    queued = queue.queue_answer_statement(public_id, reason, now)
 
     def write(writer: Writer) -> None:
         answer.execute(writer)

@@ -123,9 +123,8 @@ def _answer_upsert(insert: Any) -> Any:
 _QUEUE_ANSWER = Prepared(per_dialect(_answer_upsert))
 
 
-def answer_queueing(public_id: str, reason: str, now: datetime) -> Bound:
-    """Return the write that puts an answered departure in the queue, or notes
-    its new stated reason.
+def queue_answer_statement(public_id: str, reason: str, now: datetime) -> Bound:
+    """Return the statement that queues an answered departure, or updates its reason.
 
     One upsert on the unique ``review_items.departure_id``, to run in the
     answer's own transaction, at ``now`` (the answer's time). An erased
