@@ -21,7 +21,7 @@ run: $(BIN)/.installed
 	$(FLASK) db upgrade
 	$(FLASK) demo
 	@echo "Serving on http://$(HOST):$(PORT) (emails land in instance/mail/). Ctrl-C stops."
-	@trap 'kill 0' INT TERM EXIT; \
+	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	$(FLASK) outbox send & \
 	$(FLASK) run --host $(HOST) --port $(PORT)
 

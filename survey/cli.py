@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import select
 import signal
 import sys
-import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import click
@@ -233,9 +235,58 @@ def outbox_send(once: bool) -> None:
     """Deliver queued emails, retrying failures with back-off."""
     require_mail_server(current_app)
     poll = current_app.config["OUTBOX_POLL_SECONDS"]
-    stopping = threading.Event()
     # SIGTERM (a deploy, docker stop): finish the message in hand, then exit.
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    with _StopOnSigterm() as stopping:
+        _deliver_until_stopped(once, poll, stopping)
+
+
+class _StopOnSigterm:
+    """SIGTERM asks for a stop; ``wait`` ends at once when it comes.
+
+    The handler only sets a flag. ``threading.Event.set`` takes a lock: run
+    by a handler, it deadlocks when the signal lands while the main thread
+    holds that lock, or lands again inside the handler (a shell's
+    ``trap 'kill 0' TERM`` sends a burst). The wake-up comes through
+    ``signal.set_wakeup_fd``: Python writes to a pipe from C, which ends the
+    ``select`` in ``wait``. Main thread only; both are put back on exit.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> _StopOnSigterm:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._old_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._old_handler = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        # Once asked to stop, the process is on its way out: more SIGTERMs
+        # (a burst) must not kill it before it exits cleanly.
+        handler = signal.SIG_IGN if self.requested else self._old_handler
+        signal.signal(signal.SIGTERM, handler)
+        signal.set_wakeup_fd(self._old_fd)
+        os.close(self._read)
+        os.close(self._write)
+
+    def _handle(self, _signum: int, _frame: object) -> None:
+        self.requested = True
+
+    def is_set(self) -> bool:
+        """Return whether a stop was asked for."""
+        return self.requested
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a signal comes."""
+        if not self.requested:
+            select.select([self._read], [], [], seconds)
+            with suppress(BlockingIOError):
+                os.read(self._read, 4096)
+
+
+def _deliver_until_stopped(once: bool, poll: float, stopping: _StopOnSigterm) -> None:
     failures = 0
     next_review_sync = next_purge = 0.0
     while not stopping.is_set():

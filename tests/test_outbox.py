@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from email.message import Message
 from pathlib import Path
 
@@ -320,6 +321,36 @@ def test_a_worker_stopped_with_sigterm_finishes_its_message_and_hands_back_the_r
         controller.stop()
     assert len(sink.messages) == 10
     assert len({m["To"] for m in sink.messages}) == 10
+
+
+def test_a_burst_of_sigterms_stops_an_idle_worker(make_app, database_url, tmp_path):
+    # A second SIGTERM landing inside the first one's handler (as a shell's
+    # `trap 'kill 0' TERM` sends them) used to deadlock the worker on the
+    # lock inside threading.Event.set: it never exited.
+    sink = SmtpSink("127.0.0.1", free_port())
+    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller.start()
+    make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)  # migrated, no mail
+    worker = subprocess.Popen(
+        WORKER,
+        env=worker_env(database_url, tmp_path, sink),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(3)  # started, and idle: waiting for mail to send
+        assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+        with suppress(ProcessLookupError):
+            for _ in range(2000):
+                worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=10) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        if worker.stderr:
+            worker.stderr.close()
+        controller.stop()
 
 
 def test_two_workers_draining_500_messages_deliver_each_exactly_once(
