@@ -252,7 +252,7 @@ class _StopOnSigterm:
     """
 
     def __init__(self) -> None:
-        self.requested = False
+        self._requested = False
 
     def __enter__(self) -> _StopOnSigterm:
         self._read, self._write = os.pipe()
@@ -265,22 +265,22 @@ class _StopOnSigterm:
     def __exit__(self, *_exc: object) -> None:
         # Once asked to stop, the process is on its way out: more SIGTERMs
         # (a burst) must not kill it before it exits cleanly.
-        handler = signal.SIG_IGN if self.requested else self._old_handler
+        handler = signal.SIG_IGN if self._requested else self._old_handler
         signal.signal(signal.SIGTERM, handler)
         signal.set_wakeup_fd(self._old_fd)
         os.close(self._read)
         os.close(self._write)
 
     def _handle(self, _signum: int, _frame: object) -> None:
-        self.requested = True
+        self._requested = True
 
     def is_set(self) -> bool:
         """Return whether a stop was asked for."""
-        return self.requested
+        return self._requested
 
     def wait(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if a signal comes."""
-        if not self.requested:
+        if not self._requested:
             select.select([self._read], [], [], seconds)
             with suppress(BlockingIOError):
                 os.read(self._read, 4096)
