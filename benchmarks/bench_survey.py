@@ -80,6 +80,7 @@ WRK_TIMEOUT = "5s"
 SURVEY_GET_TARGET = 0.5
 POST_TARGET = 0.3
 LOCKED = "database is locked"
+NAME_WIDTH = len("page-1 POST #10")  # of the report's scenario column
 
 
 class BenchError(RuntimeError):
@@ -128,11 +129,23 @@ class Round:
 
     @property
     def get_ratio(self) -> float:
-        return self.get.rps / self.bare.rps if self.bare.rps else 0.0
+        return _ratio(self.get.rps, self.bare.rps)
 
     @property
     def post_ratio(self) -> float:
-        return self.post.rps / self.bare.rps if self.bare.rps else 0.0
+        return _ratio(self.post.rps, self.bare.rps)
+
+
+def _ratio(rps: float, bare_rps: float) -> float:
+    return rps / bare_rps if bare_rps else 0.0
+
+
+def median_ratios(rounds: Sequence[Round]) -> tuple[float, float]:
+    """Return the median round's GET / bare and POST / bare: what is judged."""
+    return (
+        statistics.median(r.get_ratio for r in rounds),
+        statistics.median(r.post_ratio for r in rounds),
+    )
 
 
 @dataclass(frozen=True)
@@ -431,25 +444,25 @@ def measure(
 
 def print_table(results: Sequence[Result]) -> None:
     header = (
-        f"{'scenario':<17}{'requests':>10}{'req/s':>10}{'p50 ms':>9}"
+        f"{'scenario':<{NAME_WIDTH}}{'requests':>10}{'req/s':>10}{'p50 ms':>9}"
         f"{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.name:<17}{r.requests:>10,}{r.rps:>10,.0f}{r.p50_ms:>9.1f}"
+            f"{r.name:<{NAME_WIDTH}}{r.requests:>10,}{r.rps:>10,.0f}{r.p50_ms:>9.1f}"
             f"{r.p95_ms:>9.1f}{r.p99_ms:>9.1f}{r.errors:>8,}"
         )
         if r.errors:
             detail = ", ".join(f"{s}: {n:,}" for s, n in r.bad_statuses.items())
             print(
-                f"{'':<17}  unexpected statuses: {detail or 'none'}; "
+                f"{'':<{NAME_WIDTH}}  unexpected statuses: {detail or 'none'}; "
                 f"socket errors: {r.socket_errors:,}"
             )
         if r.first_opens is not None:
             print(
-                f"{'':<17}  of which first opens (a write each): "
+                f"{'':<{NAME_WIDTH}}  of which first opens (a write each): "
                 f"{r.first_opens:,} of {r.requests:,}"
             )
 
@@ -477,24 +490,19 @@ def print_ratios(rounds: Sequence[Round]) -> None:
         print(
             f"{number:<8}{r.bare.rps:>12,.0f}{r.get_ratio:>11.2f}x{r.post_ratio:>12.2f}x"
         )
+    get_ratio, post_ratio = median_ratios(rounds)
+    print(f"{'median':<8}{'':>12}{get_ratio:>11.2f}x{post_ratio:>12.2f}x")
+    severe_get = _ratio(statistics.median(r.get.rps for r in rounds), fastest)
+    severe_post = _ratio(statistics.median(r.post.rps for r in rounds), fastest)
     print(
-        f"{'median':<8}{'':>12}"
-        f"{statistics.median(r.get_ratio for r in rounds):>11.2f}x"
-        f"{statistics.median(r.post_ratio for r in rounds):>12.2f}x"
+        f"{'severe':<8}{fastest:>12,.0f}{severe_get:>11.2f}x{severe_post:>12.2f}x"
+        "   (median survey run / fastest bare run; not judged)"
     )
-    if fastest:
-        print(
-            f"{'severe':<8}{fastest:>12,.0f}"
-            f"{statistics.median(r.get.rps for r in rounds) / fastest:>11.2f}x"
-            f"{statistics.median(r.post.rps for r in rounds) / fastest:>12.2f}x"
-            "   (median survey run / fastest bare run; not judged)"
-        )
 
 
 def judge(rounds: Sequence[Round], locked: int) -> list[tuple[str, bool]]:
     """Return each target with whether it is met; ratios are medians of rounds."""
-    get_ratio = statistics.median(r.get_ratio for r in rounds)
-    post_ratio = statistics.median(r.post_ratio for r in rounds)
+    get_ratio, post_ratio = median_ratios(rounds)
     post_errors = sum(r.post.errors for r in rounds)
     bare_errors = sum(r.bare.errors for r in rounds)
     get_errors = sum(r.get.errors for r in rounds)
@@ -591,6 +599,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     print(
         f"Loading: wrk -t{min(WRK_THREADS, args.connections)} "
         f"-c{args.connections} -d{args.duration} (warm-up {args.warmup}); "
+        f"{args.rounds} rounds; "
         f"gunicorn gthread {WORKERS} workers x {THREADS} threads, --reuse-port; "
         f"{os.cpu_count()} CPUs"
     )
