@@ -21,9 +21,12 @@ run: $(BIN)/.installed
 	$(FLASK) db upgrade
 	$(FLASK) demo
 	@echo "Serving on http://$(HOST):$(PORT) (emails land in instance/mail/). Ctrl-C stops."
+	@# The server runs in the background too: the shell runs its trap (stop
+	@# both) as soon as a signal comes, not once a foreground child has exited.
 	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	$(FLASK) outbox send & \
-	$(FLASK) run --host $(HOST) --port $(PORT)
+	$(FLASK) run --host $(HOST) --port $(PORT) & \
+	wait $$!
 
 ## Set up and run the whole suite (SQLite; PostgreSQL too when
 ## SURVEY_TEST_DATABASE_URL is set; browser tests when Chromium is installed).
