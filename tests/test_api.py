@@ -48,8 +48,7 @@ def test_create_returns_201_then_200_with_the_same_departure(client, writer, ses
     assert body["locale"] == "fr_CA"
     assert body["cancelled_at"] == "2026-11-20T10:00:00Z"
     assert body["survey_url"].startswith("http://survey.test/s/")
-    assert body["response"] is None
-    assert body["consent"] == {"state": "none", "since": None}
+    assert "response" not in body and "consent" not in body  # no responses:read
     assert first.headers["Location"] == f"/api/v1/departures/{body['id']}"
 
     again = client.post("/api/v1/departures", json=VALID, headers=writer)
@@ -57,6 +56,26 @@ def test_create_returns_201_then_200_with_the_same_departure(client, writer, ses
     assert again.get_json()["id"] == body["id"]
     assert count(session, Departure) == 1
     assert count(session, OutboxMessage) == 1
+
+
+def test_a_known_external_id_shows_answers_only_to_a_token_that_may_read_them(
+    app, client, writer
+):
+    created = client.post("/api/v1/departures", json=VALID, headers=writer)
+    survey = path_of(created.get_json()["survey_url"])
+    submit(client, survey, {"reason": "other", "reason_other": "Your CEO was rude"})
+    submit(client, survey + "/more", {"details": "private", "winback_consent": "y"})
+
+    again = client.post("/api/v1/departures", json=VALID, headers=writer)
+    assert again.status_code == 200
+    assert "response" not in again.get_json()
+    assert "consent" not in again.get_json()
+    assert "Your CEO" not in again.get_data(as_text=True)
+
+    reader = auth(make_token(app, "departures:write", "responses:read"))
+    body = client.post("/api/v1/departures", json=VALID, headers=reader).get_json()
+    assert body["response"]["reason_other"] == "Your CEO was rude"
+    assert body["consent"]["state"] == "granted"
 
 
 def test_the_public_id_is_random_not_the_integer_key(client, writer, session):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, jsonify, request, url_for
+from flask import current_app, g, jsonify, request, url_for
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,16 +22,20 @@ from survey.errors import InvalidInput, NotFound
 from survey.public.service import find_response
 from survey.review.models import ReviewItem
 
+#: The scope that may read what customers answered (response and consent).
+READ_ANSWERS = "responses:read"
 
-def departure_json(session: Session, departure: Departure) -> dict[str, Any]:
-    """Return the API's view of a departure with its response and consent.
+
+def departure_json(
+    session: Session, departure: Departure, *, with_answers: bool = True
+) -> dict[str, Any]:
+    """Return the API's view of a departure, with its response and consent
+    unless ``with_answers`` is false.
 
     Without the survey link: it lets whoever holds it answer as the customer,
-    so only the caller that recorded the departure gets it (see the POST).
+    so only callers that record departures get it (see the POST).
     """
-    response = find_response(session, departure)
-    consent = current_consent(session, departure.id)
-    return {
+    facts: dict[str, Any] = {
         "id": departure.public_id,
         "external_id": departure.external_id,
         "company": departure.company,
@@ -49,6 +53,16 @@ def departure_json(session: Session, departure: Departure) -> dict[str, Any]:
         "created_at": clock.iso(departure.created_at),
         "invited_at": clock.iso(departure.invited_at),
         "first_opened_at": clock.iso(departure.first_opened_at),
+        # None until the departure enters the review queue.
+        "review_status": session.scalar(
+            select(ReviewItem.status).where(ReviewItem.departure_id == departure.id)
+        ),
+    }
+    if not with_answers:
+        return facts
+    response = find_response(session, departure)
+    consent = current_consent(session, departure.id)
+    return facts | {
         "response": None
         if response is None
         else {
@@ -64,10 +78,6 @@ def departure_json(session: Session, departure: Departure) -> dict[str, Any]:
             "updated_at": clock.iso(response.updated_at),
         },
         "consent": {"state": consent.state, "since": clock.iso(consent.since)},
-        # None until the departure enters the review queue.
-        "review_status": session.scalar(
-            select(ReviewItem.status).where(ReviewItem.departure_id == departure.id)
-        ),
     }
 
 
@@ -86,7 +96,12 @@ def _read_body() -> bytes:
 @bp.post("/departures")
 @require_scope("departures:write")
 def create_departure() -> tuple[WerkzeugResponse, int, dict[str, str]]:
-    """Record a departure (idempotent on external_id) and queue its invitation."""
+    """Record a departure (idempotent on external_id) and queue its invitation.
+
+    The customer's answers and consent come back only to a token that may
+    read them (``responses:read``): a known ``external_id`` must not let a
+    billing system read what the customer wrote.
+    """
     try:
         data = DepartureIn.model_validate_json(_read_body(), strict=True)
     except ValidationError as exc:
@@ -95,7 +110,9 @@ def create_departure() -> tuple[WerkzeugResponse, int, dict[str, str]]:
     departure, created = record_departure(session, data, source="api")
     session.commit()
     location = url_for("api.get_departure", public_id=departure.public_id)
-    body = departure_json(session, departure)
+    body = departure_json(
+        session, departure, with_answers=READ_ANSWERS in g.api_token.scopes
+    )
     body["survey_url"] = links.survey_url(departure.public_id)
     return (
         jsonify(body),
@@ -105,7 +122,7 @@ def create_departure() -> tuple[WerkzeugResponse, int, dict[str, str]]:
 
 
 @bp.get("/departures/<public_id>")
-@require_scope("responses:read")
+@require_scope(READ_ANSWERS)
 def get_departure(public_id: str) -> WerkzeugResponse:
     """Return a departure, its response (if any) and consent state.
 
