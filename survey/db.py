@@ -152,12 +152,24 @@ class Engines(NamedTuple):
 
 
 def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
-    """Create the engines; on SQLite: WAL, a busy timeout and real transactions."""
+    """Create the engines; on SQLite: WAL, a busy timeout and real transactions.
+
+    Errors never show the values of a statement (``hide_parameters``): they
+    are customers' data, and errors end up in logs.
+    """
     if not url.startswith("sqlite"):
-        plain = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        plain = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            hide_parameters=True,
+        )
         return Engines(plain, plain, None, None, None)
 
-    plain = create_engine(url, connect_args={"timeout": busy_timeout})
+    plain = create_engine(
+        url, connect_args={"timeout": busy_timeout}, hide_parameters=True
+    )
     gate = _WriteGate(plain.url.database, busy_timeout)
 
     @event.listens_for(plain, "connect")

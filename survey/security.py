@@ -1,11 +1,13 @@
-"""Headers that every response carries."""
+"""What every request and response must satisfy: no NUL in, safe headers out."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from flask import Flask, request
+
+from survey.errors import InvalidInput
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -58,8 +60,26 @@ class DefaultHeaders:
         return self.app(environ, start)
 
 
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def refuse_nul_characters() -> None:
+    """Refuse a request whose path, query or form fields hold a NUL character.
+
+    No field of ours may hold one, and PostgreSQL can neither store nor
+    compare text with one: it would end in an error instead of an answer.
+    """
+    if "\x00" in request.path or b"%00" in request.query_string:
+        raise InvalidInput("The address holds a character that is not allowed (NUL).")
+    if request.mimetype in _FORM_TYPES and any(
+        "\x00" in value for _name, values in request.form.lists() for value in values
+    ):
+        raise InvalidInput("The form holds a character that is not allowed (NUL).")
+
+
 def init_app(app: Flask) -> None:
-    """Add the security headers to every response."""
+    """Refuse NUL characters in requests; add the security headers to responses."""
+    app.before_request(refuse_nul_characters)
     app.wsgi_app = DefaultHeaders(  # type: ignore[method-assign]
         app.wsgi_app, DEFAULT_HEADERS
     )

@@ -197,6 +197,11 @@ def test_wrong_scope_is_403_and_records_nothing(client, app, session):
         ({"company": "x" * 201}, "company"),
         ({"locale": "not a locale"}, "locale"),
         ({"csm_email": "csm@"}, "csm_email"),
+        # PostgreSQL cannot store a NUL: it must be refused, not a 500.
+        ({"company": "Acme\x00 Inc."}, "company"),
+        ({"external_id": "sub\x00123"}, "external_id"),
+        ({"billing_reason": "too\x00expensive"}, "billing_reason"),
+        ({"segment": "smb\x1b[31m"}, "segment"),
     ],
 )
 def test_bad_input_is_422_with_field_messages(client, writer, session, change, field):
@@ -207,6 +212,18 @@ def test_bad_input_is_422_with_field_messages(client, writer, session, change, f
     assert list(body["fields"]) == [field]
     assert all(isinstance(m, str) and m for m in body["fields"][field])
     assert count(session, Departure) == 0
+
+
+def test_a_nul_in_the_address_is_refused_as_json(client, app):
+    reader = auth(make_token(app, "responses:read", "winback:read"))
+    for path in (
+        "/api/v1/departures/abc%00def",
+        "/api/v1/winback/contacts?segment=a%00b",
+        "/api/v1/winback/contacts.csv?plan=%00",
+    ):
+        response = client.get(path, headers=reader)
+        assert response.status_code == 422, path
+        assert response.get_json()["error"] == "invalid"
 
 
 def test_missing_fields_are_each_reported(client, writer):

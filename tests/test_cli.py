@@ -79,6 +79,19 @@ def test_line_numbers_count_blank_lines_and_unknown_columns_are_reported(
     assert errors[1].startswith(f"{path}:6: cancelled_at: Must be between")
 
 
+def test_a_cell_holding_a_nul_rejects_its_row_alone(runner, tmp_path, session):
+    path = write_csv(
+        tmp_path,
+        "n1,Null\x00Co,Ada,ada@acme.example,growth,100,USD,smb,\n"
+        "n2,Fine,Bob,bob@acme.example,growth,100,USD,smb,\n",
+    )
+    result = runner.invoke(args=["departures", "import", str(path)])
+    assert result.exit_code == 1
+    assert "1 imported, 0 already known, 1 rejected." in result.stdout
+    assert result.stderr.startswith(f"{path}:2: company: Must not contain control")
+    assert session.scalars(select(Departure.external_id)).all() == ["n2"]
+
+
 def test_a_header_naming_a_column_twice_is_refused(runner, tmp_path, session):
     path = write_csv(
         tmp_path,

@@ -8,7 +8,8 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from survey import db
 from survey.departures.models import Departure
@@ -160,3 +161,14 @@ def test_a_failed_commit_leaves_nothing_in_the_way(app):
         db.write_together(service.reason_write(departure.public_id, "switched", None))
         state = service.SURVEY_STATE.first({"public_id": departure.public_id})
         assert state.reason == "switched"
+
+
+def test_database_errors_never_show_the_values_of_a_statement(app):
+    query = text("SELECT no_such_column FROM departures WHERE company = :company")
+    with (
+        app.app_context(),
+        db.engine().connect() as connection,
+        pytest.raises(DBAPIError) as error,
+    ):
+        connection.execute(query, {"company": "Customer Secret Ltd"})
+    assert "Customer Secret" not in str(error.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Any
@@ -95,6 +96,9 @@ def parse_timestamp(value: Any) -> datetime | None:
     return parsed
 
 
+#: Control characters no text may hold; tab and line breaks are allowed.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
 Text200 = Annotated[str | None, Field(default=None, max_length=200)]
 Text80 = Annotated[str | None, Field(default=None, max_length=80)]
 
@@ -116,6 +120,14 @@ class DepartureIn(BaseModel):
     locale: str | None = Field(default=None, max_length=35)
     csm_email: str | None = Field(default=None, max_length=320)
     billing_reason: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("*")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        # PostgreSQL refuses text with NUL; the others only garble pages and files.
+        if isinstance(value, str) and _CONTROL_CHARACTERS.search(value):
+            raise ValueError("Must not contain control characters (such as NUL).")
+        return value
 
     @field_validator("contact_email")
     @classmethod
