@@ -92,6 +92,23 @@ def test_a_cell_holding_a_nul_rejects_its_row_alone(runner, tmp_path, session):
     assert session.scalars(select(Departure.external_id)).all() == ["n2"]
 
 
+def test_a_quote_left_open_stops_the_import_and_says_so(runner, tmp_path, session):
+    path = write_csv(
+        tmp_path,
+        "q1,Fine,Ada,ada@acme.example,,,,,\n"
+        'q2,"Open quote,Bob,bob@acme.example,,,,,\n'
+        "q3,Never read,Cy,cy@acme.example,,,,,\n",
+    )
+    result = runner.invoke(args=["departures", "import", str(path)])
+    assert result.exit_code == 1
+    assert "1 imported, 0 already known, 1 rejected." in result.stdout
+    assert result.stderr.startswith(
+        f"{path}:3: unreadable row (unexpected end of data)"
+    )
+    assert "nothing from here on was imported" in result.stderr
+    assert session.scalars(select(Departure.company)).all() == ["Fine"]
+
+
 def test_a_header_naming_a_column_twice_is_refused(runner, tmp_path, session):
     path = write_csv(
         tmp_path,

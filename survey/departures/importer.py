@@ -67,7 +67,9 @@ def import_departures(
     transaction (the caller commits the last chunk).
     """
     counter = _LineCounter(lines)
-    reader = csv.reader(counter)
+    # strict: a quote left open is an error, not a cell that swallows the
+    # rest of the file.
+    reader = csv.reader(counter, strict=True)
     header = [name.strip() for name in next(reader, [])]
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
     if missing:
@@ -88,7 +90,10 @@ def import_departures(
         except StopIteration:
             break
         except csv.Error as exc:
-            report.errors.append((start, f"unreadable row: {exc}"))
+            # Where this row ends, and so where the next begins, is unknown.
+            report.errors.append(
+                (start, f"unreadable row ({exc}); nothing from here on was imported")
+            )
             break
         if not any(cell.strip() for cell in cells):
             continue  # a blank line
