@@ -426,11 +426,21 @@ def _purge_expired() -> int:
 @click.command("demo")
 @with_appcontext
 def demo_command() -> None:
-    """Fill an empty database with demo data and print two survey links."""
-    from survey.demo import demo_admin, load_demo
+    """Fill an empty database with demo data and print two survey links.
+
+    A database holding real departures is left alone: no demo data, no demo
+    admin, no one's link printed.
+    """
+    from survey.demo import demo_admin, holds_other_data, load_demo
 
     logging.getLogger("survey").setLevel(logging.WARNING)  # keep the links visible
     with db.write_session() as session:
+        if holds_other_data(session):
+            click.echo(
+                "This database holds departures that are not demo data: "
+                "no demo data loaded, no demo admin created."
+            )
+            return
         links = load_demo(session)
         email, password = demo_admin(session)
         session.commit()

@@ -79,14 +79,30 @@ def demo_admin(session: Session) -> tuple[str, str]:
     return DEMO_ADMIN_EMAIL, password
 
 
+#: What every demo departure's external id starts with.
+DEMO_PREFIX = "demo-"
+
+
+def holds_other_data(session: Session) -> bool:
+    """Return whether the database holds departures that are not demo data."""
+    others = select(Departure.id).where(
+        ~Departure.external_id.startswith(DEMO_PREFIX, autoescape=True)
+    )
+    return session.scalar(others.limit(1)) is not None
+
+
 def load_demo(session: Session, *, seed: int = 7) -> list[str]:
-    """Fill an empty database with departures and answers; return two survey links."""
+    """Fill an empty database with departures and answers; return two survey links.
+
+    The links are demo customers' only: never a real customer's.
+    """
+    demo = Departure.external_id.startswith(DEMO_PREFIX, autoescape=True)
     if session.scalar(select(func.count()).select_from(Departure)) == 0:
         _fill(session, random.Random(seed))
     unanswered = session.scalars(
         select(Departure.public_id)
         .outerjoin(Response)
-        .where(Response.id.is_(None))
+        .where(demo, Response.id.is_(None))
         .order_by(Departure.id)
         .limit(2)
     ).all()
@@ -103,7 +119,7 @@ def _fill(session: Session, rng: random.Random) -> None:
         departure, _ = record_departure(
             session,
             DepartureIn(
-                external_id=f"demo-{index + 1:03d}",
+                external_id=f"{DEMO_PREFIX}{index + 1:03d}",
                 company=company,
                 contact_name=contact,
                 contact_email=f"{first}@{slug}.example",

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 from survey.api.auth import ApiToken
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
-from tests.factories import auth, login
+from survey.staff.models import StaffUser
+from tests.factories import auth, login, make_departure
 
 HEADER = (
     "external_id,company,contact_name,contact_email,plan,mrr_cents,currency,segment,"
@@ -190,6 +191,17 @@ def test_demo_fills_an_empty_database_once_and_prints_two_links(runner, session)
     second = runner.invoke(args=["demo"])
     assert second.exit_code == 0
     assert count(session, Departure) == filled
+
+
+def test_demo_leaves_a_database_with_real_departures_alone(app, runner, session):
+    make_departure(app, external_id="real-customer-1")
+    result = runner.invoke(args=["demo"])
+    assert result.exit_code == 0
+    assert "not demo data" in result.stdout
+    assert "/s/" not in result.stdout  # no real customer's link
+    assert "password" not in result.stdout
+    assert count(session, Departure) == 1
+    assert count(session, StaffUser) == 0
 
 
 def test_demo_prints_an_admin_who_can_sign_in_and_finds_a_queue(runner, client):
