@@ -244,6 +244,33 @@ def test_reopening_shows_the_answers_and_lets_them_change(client, page1, session
     ]
 
 
+def test_a_page_2_left_open_does_not_undo_a_withdrawal_made_since(
+    app, client, departure, page1, session
+):
+    submit(client, page1, {"reason": "too_expensive"})
+    submit(client, page1 + "/more", {"winback_consent": "y"})
+    page2 = client.get(page1 + "/more").get_data(as_text=True)  # a tab left open
+    withdrawal = withdraw_path(app, departure)
+    submit(client, withdrawal, {})  # "don't contact me", from the email
+
+    saved = client.post(
+        page1 + "/more",
+        data=hidden_fields(page2) | {"winback_consent": "y", "details": "Later note"},
+    )
+    assert saved.status_code == 303
+    assert [e.action for e in consent_events(session)] == ["granted", "withdrawn"]
+    assert responses(session)[0].details == "Later note"
+
+
+def test_a_page_2_left_open_does_not_undo_a_grant_made_since(client, page1, session):
+    submit(client, page1, {"reason": "too_expensive"})
+    page2 = client.get(page1 + "/more").get_data(as_text=True)  # box unticked
+    submit(client, page1 + "/more", {"winback_consent": "y"})  # in another tab
+
+    client.post(page1 + "/more", data=hidden_fields(page2) | {"details": "Note"})
+    assert [e.action for e in consent_events(session)] == ["granted"]
+
+
 def test_thanks_page_shows_what_was_kept(client, page1):
     submit(client, page1, {"reason": "other", "reason_other": "Moved to paper"})
     page = client.get(page1 + "/thanks").get_data(as_text=True)

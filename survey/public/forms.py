@@ -139,6 +139,8 @@ class DetailsForm(PublicForm):
     winback_consent = BooleanField()
     #: Which consent wording the page showed; a yes to older wording is asked again.
     consent_version = HiddenField()
+    #: Whether the page showed the box ticked ("y") or not (see ``consent_choice``).
+    consent_shown = HiddenField()
 
     def validate_winback_consent(self, field: BooleanField) -> None:
         if field.data and self.consent_version.data != WORDING_VERSION:
@@ -153,6 +155,16 @@ class DetailsForm(PublicForm):
     def validate_destination(self, field: RadioField) -> None:
         if field.data and field.data not in DESTINATIONS:
             raise ValidationError(_l("Please choose one of the answers."))
+
+    def consent_choice(self) -> bool | None:
+        """Return the consent chosen on this page, or None if the box was left
+        as the page showed it.
+
+        A page left open in another tab must not undo a withdrawal (or a
+        grant) made since it was drawn: only touching the box decides.
+        """
+        ticked = bool(self.winback_consent.data)
+        return None if ticked == (self.consent_shown.data == "y") else ticked
 
     def answers(self) -> dict[str, Any]:
         """Return the cleaned answers (without consent)."""

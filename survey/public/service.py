@@ -181,10 +181,11 @@ def submit_details(
     response: Response,
     answers: dict[str, Any],
     *,
-    winback_consent: bool,
+    winback_consent: bool | None,
     consent_wording: str,
 ) -> None:
-    """Save the second page and the consent choice (as a ledger event if changed)."""
+    """Save the second page, and the consent choice as a ledger event if it
+    changes the state (None: no choice made, the consent stays as it is)."""
     now = clock.now()
     follow_up_reason = response.reason if response.reason in FOLLOW_UPS else None
     for name, value in answers.items():
@@ -193,13 +194,14 @@ def submit_details(
     if follow_up_reason is None:
         response.follow_up_answer = None
     response.details_saved_at = response.updated_at = now
-    record_consent(
-        db,
-        departure,
-        granted=winback_consent,
-        channel="survey",
-        wording=consent_wording,
-    )
+    if winback_consent is not None:
+        record_consent(
+            db,
+            departure,
+            granted=winback_consent,
+            channel="survey",
+            wording=consent_wording,
+        )
     db.flush()
 
 

@@ -222,6 +222,7 @@ def details(token: str) -> str | WerkzeugResponse:
         if response.follow_up_reason == response.reason
         else None,
         winback_consent=consent.granted,
+        consent_shown="y" if consent.granted else "",
     )
     wording = consent_wording()
     if form.validate_on_submit():
@@ -232,7 +233,7 @@ def details(token: str) -> str | WerkzeugResponse:
             departure,
             response,
             form.answers(),
-            winback_consent=form.winback_consent.data,
+            winback_consent=form.consent_choice(),
             consent_wording=wording,
         )
         session.commit()
