@@ -164,6 +164,7 @@ def _fill(session: Session, rng: random.Random) -> None:
                     if reason in FOLLOW_UPS
                     else None,
                 },
+                follow_up_for=reason,
                 winback_consent=rng.random() < 0.5,
                 consent_wording=consent_wording(),
             )

@@ -271,6 +271,43 @@ def test_a_page_2_left_open_does_not_undo_a_grant_made_since(client, page1, sess
     assert [e.action for e in consent_events(session)] == ["granted"]
 
 
+def test_a_follow_up_answer_stays_with_the_question_it_answers(client, page1, session):
+    submit(client, page1, {"reason": "missing_features"})
+    page2 = client.get(page1 + "/more").get_data(as_text=True)  # a tab left open
+    assert "Which feature were you missing most?" in page2
+    submit(client, page1, {"reason": "switched"})  # changed in another tab
+
+    client.post(
+        page1 + "/more", data=hidden_fields(page2) | {"follow_up": "SAML sign-on"}
+    )
+    [saved] = responses(session)
+    assert saved.reason == "switched"
+    assert (saved.follow_up_reason, saved.follow_up_answer) == (
+        "missing_features",
+        "SAML sign-on",
+    )
+    now = client.get(page1 + "/more").get_data(as_text=True)
+    assert "Which alternative did you choose" in now
+    assert "SAML sign-on" not in now  # not offered as the answer to another question
+
+
+def test_a_stale_page_2_without_a_follow_up_keeps_the_stored_one(
+    client, page1, session
+):
+    submit(client, page1, {"reason": "missing_features"})
+    page2 = client.get(page1 + "/more").get_data(as_text=True)  # a tab left open
+    submit(client, page1, {"reason": "switched"})  # in another tab...
+    submit(client, page1 + "/more", {"follow_up": "Globex, cheaper"})  # ...answered
+
+    client.post(page1 + "/more", data=hidden_fields(page2) | {"details": "Later"})
+    [saved] = responses(session)
+    assert (saved.follow_up_reason, saved.follow_up_answer) == (
+        "switched",
+        "Globex, cheaper",
+    )
+    assert saved.details == "Later"
+
+
 def test_thanks_page_shows_what_was_kept(client, page1):
     submit(client, page1, {"reason": "other", "reason_other": "Moved to paper"})
     page = client.get(page1 + "/thanks").get_data(as_text=True)

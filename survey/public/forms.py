@@ -141,6 +141,8 @@ class DetailsForm(PublicForm):
     consent_version = HiddenField()
     #: Whether the page showed the box ticked ("y") or not (see ``consent_choice``).
     consent_shown = HiddenField()
+    #: The main reason whose follow-up question the page asked ("" for none).
+    follow_up_for = HiddenField()
 
     def validate_winback_consent(self, field: BooleanField) -> None:
         if field.data and self.consent_version.data != WORDING_VERSION:
@@ -173,5 +175,9 @@ class DetailsForm(PublicForm):
             "details": (self.details.data or "").strip() or None,
             "destination": self.destination.data or None,
             "destination_name": (self.destination_name.data or "").strip() or None,
-            "follow_up_answer": (self.follow_up.data or "").strip() or None,
+            # Only what was posted: without the field, the data is the page's
+            # prefill, which may answer another reason's question.
+            "follow_up_answer": (self.follow_up.data or "").strip() or None
+            if self.follow_up.raw_data
+            else None,
         }

@@ -181,18 +181,28 @@ def submit_details(
     response: Response,
     answers: dict[str, Any],
     *,
+    follow_up_for: str | None,
     winback_consent: bool | None,
     consent_wording: str,
 ) -> None:
     """Save the second page, and the consent choice as a ledger event if it
-    changes the state (None: no choice made, the consent stays as it is)."""
+    changes the state (None: no choice made, the consent stays as it is).
+
+    ``follow_up_for`` is the main reason whose follow-up question the page
+    asked. When the main reason has changed since (in another tab), an answer
+    is kept with the question it answers, and no answer leaves the stored
+    one alone.
+    """
     now = clock.now()
-    follow_up_reason = response.reason if response.reason in FOLLOW_UPS else None
+    asked = follow_up_for if follow_up_for in FOLLOW_UPS else None
+    current = response.reason if response.reason in FOLLOW_UPS else None
+    answer = answers.get("follow_up_answer")
     for name, value in answers.items():
-        setattr(response, name, value)
-    response.follow_up_reason = follow_up_reason
-    if follow_up_reason is None:
-        response.follow_up_answer = None
+        if name != "follow_up_answer":
+            setattr(response, name, value)
+    if asked == current or answer:
+        response.follow_up_reason = asked
+        response.follow_up_answer = answer if asked else None
     response.details_saved_at = response.updated_at = now
     if winback_consent is not None:
         record_consent(

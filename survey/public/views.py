@@ -223,6 +223,7 @@ def details(token: str) -> str | WerkzeugResponse:
         else None,
         winback_consent=consent.granted,
         consent_shown="y" if consent.granted else "",
+        follow_up_for=response.reason if response.reason in FOLLOW_UPS else "",
     )
     wording = consent_wording()
     if form.validate_on_submit():
@@ -233,6 +234,7 @@ def details(token: str) -> str | WerkzeugResponse:
             departure,
             response,
             form.answers(),
+            follow_up_for=form.follow_up_for.data,
             winback_consent=form.consent_choice(),
             consent_wording=wording,
         )
@@ -243,7 +245,7 @@ def details(token: str) -> str | WerkzeugResponse:
         departure,
         form=form,
         response=response,
-        follow_up_question=FOLLOW_UPS.get(response.reason),
+        follow_up_question=FOLLOW_UPS.get(form.follow_up_for.data or ""),
         consent_wording=wording,
         consent_version=WORDING_VERSION,
         token=token,
