@@ -71,7 +71,8 @@ DEFAULTS: dict[str, Any] = {
     #: when they lost at least this much MRR (minor units).
     "REVIEW_UNANSWERED_AFTER_DAYS": 7,
     "REVIEW_MIN_MRR_CENTS": 0,
-    #: Erase people whose departures are all older than this (None: keep).
+    #: Erase departures cancelled longer ago than this (None: keep); a person's
+    #: newer departure keeps theirs.
     "RETENTION_DAYS": None,
     #: Proxies in front of the service that set X-Forwarded-For/-Proto (0: none).
     "PROXY_COUNT": 0,

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from survey import audit, clock, outbox
 from survey.audit import AuditEvent
-from survey.consent import ConsentEvent
+from survey.consent import ConsentEvent, record_consent
 from survey.departures.models import Departure
 from survey.departures.schemas import normalize_email
 from survey.errors import InvalidInput
@@ -421,6 +421,52 @@ def _erase_departure(
     return files
 
 
+#: Why a retention purge withdrew consent on a departure.
+CARRIED_WITHDRAWAL = (
+    "Withdrawn through an earlier departure of this person, erased at the end "
+    "of the retention period."
+)
+
+
+def _latest_consent_event(session: Session, departure_id: int) -> ConsentEvent | None:
+    return session.scalar(
+        select(ConsentEvent)
+        .where(ConsentEvent.departure_id == departure_id)
+        .order_by(ConsentEvent.id.desc())
+        .limit(1)
+    )
+
+
+def _carry_withdrawal(session: Session, departure: Departure) -> None:
+    """Withdraw on the person's other departures what they withdrew through this one.
+
+    A withdrawal covers every departure with the same address (see
+    ``winback.eligible``); once ``departure`` is erased it no longer has that
+    address, and a grant on a newer departure would count again.
+    """
+    latest = _latest_consent_event(session, departure.id)
+    if latest is None or latest.action != "withdrawn":
+        return
+    others = session.scalars(
+        select(Departure).where(
+            Departure.contact_email == departure.contact_email,
+            Departure.id != departure.id,
+            Departure.erased_at.is_(None),
+        )
+    )
+    for other in others:
+        theirs = _latest_consent_event(session, other.id)
+        if theirs is not None and theirs.action == "granted" and theirs.id < latest.id:
+            record_consent(
+                session,
+                other,
+                granted=False,
+                channel=latest.channel,
+                wording=latest.wording,
+                note=CARRIED_WITHDRAWAL,
+            )
+
+
 def purge_expired(
     session: Session, *, actor_id: int | None = None
 ) -> tuple[int, Erasure]:
@@ -446,6 +492,7 @@ def purge_expired(
         emails = {departure.contact_email}
         names = {departure.contact_name.strip()} if departure.contact_name else set()
         names.discard("")
+        _carry_withdrawal(session, departure)
         files += _erase_departure(session, departure, now, names)
         session.flush()
         _sweep(session, emails, names, [departure.id], everywhere=False)

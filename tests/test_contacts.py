@@ -203,6 +203,30 @@ def test_retention_erases_departures_older_than_the_period(make_app, clock, sess
     assert "0 departure(s)" in runner.invoke(args=["contacts", "purge-expired"]).stdout
 
 
+def test_a_withdrawal_outlives_the_erasure_of_the_departure_it_came_through(
+    make_app, clock
+):
+    app = make_app(RETENTION_DAYS=30)
+    client = app.test_client()
+    reader = auth(make_token(app, "winback:read"))
+
+    def listed() -> list[str]:
+        body = client.get("/api/v1/winback/contacts", headers=reader).get_json()
+        return [contact["contact_email"] for contact in body["contacts"]]
+
+    old = make_departure(
+        app, contact_email="pat@x.example", cancelled_at=clock() - timedelta(days=40)
+    )
+    make_consenting(app, contact_email="pat@x.example")  # a newer departure
+    assert listed() == ["pat@x.example"]
+    submit(client, withdraw_path(app, old), {})  # the link in the old email
+    assert listed() == []
+
+    result = app.test_cli_runner().invoke(args=["contacts", "purge-expired"])
+    assert "1 departure(s) erased" in result.stdout
+    assert listed() == []
+
+
 def test_without_retention_nothing_is_purged(runner):
     result = runner.invoke(args=["contacts", "purge-expired"])
     assert "everything is kept" in result.stdout
