@@ -412,11 +412,15 @@ def retry_failed(session: Session, message_ids: list[int] | None) -> int:
     """Queue failed messages again (all of them when ``message_ids`` is None).
 
     Only failed ones: a pending message is queued already, and a sent one must
-    never go out twice. Return how many were queued.
+    never go out twice. Never an erased person's: erasure failed them for
+    good. Return how many were queued.
     """
     query = (
         update(OutboxMessage)
-        .where(OutboxMessage.status == FAILED)
+        .where(
+            OutboxMessage.status == FAILED,
+            ~OutboxMessage.recipient.endswith(ERASED_DOMAIN, autoescape=True),
+        )
         .values(
             status=PENDING,
             attempts=0,

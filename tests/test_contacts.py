@@ -227,6 +227,15 @@ def test_a_withdrawal_outlives_the_erasure_of_the_departure_it_came_through(
     assert listed() == []
 
 
+def test_retrying_failed_mail_never_sends_an_erased_persons(app, runner, session):
+    make_departure(app, contact_email="gone@x.example")  # its invitation is pending
+    assert runner.invoke(args=["contacts", "erase", "gone@x.example"]).exit_code == 0
+    result = runner.invoke(args=["outbox", "retry", "--all-failed"])
+    assert "0 message(s) queued again." in result.stdout
+    session.rollback()
+    assert session.scalars(select(outbox.OutboxMessage.status)).all() == [outbox.FAILED]
+
+
 def test_without_retention_nothing_is_purged(runner):
     result = runner.invoke(args=["contacts", "purge-expired"])
     assert "everything is kept" in result.stdout
