@@ -86,6 +86,16 @@ def test_every_answer_becomes_one_new_item_and_keeps_the_latest_reason(app, sess
     assert item.reason == "switched"
 
 
+def test_an_erased_departure_is_not_queued_as_unanswered(make_app, clock, session):
+    app = make_app(REVIEW_UNANSWERED_AFTER_DAYS=7)
+    make_departure(app, contact_email="gone@x.example")
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["contacts", "erase", "gone@x.example"]).exit_code == 0
+    clock.advance(days=8)
+    assert "0 unanswered" in runner.invoke(args=["review", "sync"]).stdout
+    assert items(session) == []
+
+
 def test_an_unanswered_departure_is_queued_after_the_days_when_it_is_worth_it(
     make_app, clock, session
 ):

@@ -137,11 +137,12 @@ def queue_unanswered(session: Session) -> int:
     """Queue departures unanswered for long enough and worth enough; return how many.
 
     ``SURVEY_REVIEW_UNANSWERED_AFTER_DAYS`` after the invitation, when the lost
-    MRR is at least ``SURVEY_REVIEW_MIN_MRR_CENTS``.
+    MRR is at least ``SURVEY_REVIEW_MIN_MRR_CENTS``; never an erased one.
     """
     config = current_app.config
     due = clock.now() - timedelta(days=config["REVIEW_UNANSWERED_AFTER_DAYS"])
     candidates = _new_items("unanswered").where(
+        Departure.erased_at.is_(None),  # as answers: no one erased is queued
         Departure.invited_at <= due,
         Departure.mrr_cents >= config["REVIEW_MIN_MRR_CENTS"],
         # Explicit subqueries: a bare exists() would pull review_items, the
