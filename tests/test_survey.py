@@ -465,6 +465,19 @@ def test_no_link_in_the_email_records_anything_when_opened(
     assert consent_events(session) == []
 
 
+def test_an_expired_link_of_an_erased_person_offers_no_fresh_link(
+    app, client, departure, page1, clock
+):
+    runner = app.test_cli_runner()
+    erased = runner.invoke(args=["contacts", "erase", departure.contact_email])
+    assert erased.exit_code == 0
+    clock.advance(days=31)
+    page = client.get(page1)
+    assert page.status_code == 410
+    assert "/renew" not in page.get_data(as_text=True)
+    assert "no longer works" in page.get_data(as_text=True)
+
+
 def test_an_expired_link_can_send_a_fresh_one_once_an_hour(
     app, client, departure, page1, clock, session
 ):

@@ -32,6 +32,7 @@ from survey.consent import (
     withdrawal_wording,
 )
 from survey.departures.models import Departure
+from survey.departures.service import find_by_public_id
 from survey.public import service
 from survey.public.forms import DetailsForm, PublicForm, ReasonForm
 from survey.vocabulary import DESTINATIONS, FOLLOW_UPS, REASONS
@@ -61,6 +62,9 @@ def _erased(_error: service.LinkGone) -> tuple[str, int]:
 
 @bp.errorhandler(tokens.TokenExpired)
 def _expired_link(error: tokens.TokenExpired) -> tuple[str, int]:
+    departure = find_by_public_id(db.session(), error.public_id)
+    if departure is not None and departure.erased_at is not None:
+        return _erased(service.LinkGone())  # no address left to send a link to
     form = PublicForm.for_link(error.public_id)
     return render_template("public/link_expired.html", form=form), 410
 
