@@ -181,6 +181,15 @@ def test_tokens_create_refuses_unknown_scopes(runner, session):
     assert count(session, ApiToken) == 0
 
 
+def test_tokens_create_refuses_a_name_too_long_to_store(runner, session):
+    result = runner.invoke(
+        args=["tokens", "create", "--name", "x" * 201, "--scope", "winback:read"]
+    )
+    assert result.exit_code == 2
+    assert "at most 200 characters" in result.output
+    assert count(session, ApiToken) == 0
+
+
 def test_demo_fills_an_empty_database_once_and_prints_two_links(runner, session):
     first = runner.invoke(args=["demo"])
     assert first.exit_code == 0

@@ -19,6 +19,7 @@ from survey.db import Base
 from survey.errors import Forbidden, InvalidInput, Unauthorized
 
 SCOPES = ("departures:write", "responses:read", "winback:read", "contacts:erase")
+NAME_MAX_LENGTH = 200
 TOKEN_PREFIX = "es_"  # noqa: S105  (a visible marker, not a secret)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,7 +31,7 @@ class ApiToken(Base):
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
     #: SHA-256 of the whole token. Tokens are 256 random bits, so a fast hash
     #: is enough: there is nothing to guess from it.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -58,6 +59,8 @@ def create_token(
         )
     if not name.strip():
         raise InvalidInput("Give the token a name.")
+    if len(name.strip()) > NAME_MAX_LENGTH:
+        raise InvalidInput(f"The name must be at most {NAME_MAX_LENGTH} characters.")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
         name=name.strip(),
