@@ -286,6 +286,16 @@ class _StopOnSigterm:
                 os.read(self._read, 4096)
 
 
+#: The longest wait between tries while the database is down.
+MAX_RETRY_SECONDS = 60
+
+
+def retry_delay(poll: float, failures: int) -> float:
+    """Return the wait after ``failures`` failed passes in a row: doubling from
+    ``poll``, at most ``MAX_RETRY_SECONDS``, however long the outage."""
+    return min(poll * 2.0 ** min(failures, 32), MAX_RETRY_SECONDS)
+
+
 def _deliver_until_stopped(once: bool, poll: float, stopping: _StopOnSigterm) -> None:
     failures = 0
     next_review_sync = next_purge = 0.0
@@ -303,7 +313,7 @@ def _deliver_until_stopped(once: bool, poll: float, stopping: _StopOnSigterm) ->
                 raise
             # The database is down or restarting: keep the worker, try again.
             failures += 1
-            delay = min(poll * 2**failures, 60)
+            delay = retry_delay(poll, failures)
             log.exception("outbox pass failed; next try in %.0f s", delay)
             stopping.wait(delay)
             continue

@@ -160,6 +160,9 @@ def _check(app: Flask) -> None:
     retention = config["RETENTION_DAYS"]
     if retention is not None and (not isinstance(retention, int) or retention <= 0):
         raise ConfigError("SURVEY_RETENTION_DAYS must be a positive whole number.")
+    poll = config["OUTBOX_POLL_SECONDS"]
+    if isinstance(poll, bool) or not isinstance(poll, int | float) or not poll > 0:
+        raise ConfigError("SURVEY_OUTBOX_POLL_SECONDS must be a positive number.")
     for key in ("PROXY_COUNT", "REVIEW_MIN_MRR_CENTS"):
         if not isinstance(config[key], int) or config[key] < 0:
             raise ConfigError(f"SURVEY_{key} must be 0 or more.")

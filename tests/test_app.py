@@ -120,6 +120,22 @@ def test_a_bad_number_is_refused_clearly(tmp_path, monkeypatch, bad):
         create_app(PRODUCTION | {"INSTANCE_PATH": str(tmp_path)})
 
 
+@pytest.mark.parametrize("bad", ["0", "-1", "true", '"often"'])
+def test_a_bad_outbox_poll_interval_is_refused_clearly(tmp_path, monkeypatch, bad):
+    monkeypatch.setenv("SURVEY_OUTBOX_POLL_SECONDS", bad)
+    with pytest.raises(ConfigError, match="SURVEY_OUTBOX_POLL_SECONDS must be"):
+        create_app(PRODUCTION | {"INSTANCE_PATH": str(tmp_path)})
+
+
+def test_the_workers_wait_while_the_database_is_down_stays_bounded():
+    from survey.cli import MAX_RETRY_SECONDS, retry_delay
+
+    assert retry_delay(5, 1) == 10
+    assert retry_delay(0.5, 3) == 4
+    # A fractional interval after days of outage: no OverflowError.
+    assert retry_delay(0.5, 5000) == MAX_RETRY_SECONDS
+
+
 def test_healthz_answers_when_the_database_does(client):
     response = client.get("/healthz")
     assert response.status_code == 200
