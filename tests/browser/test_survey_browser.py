@@ -98,3 +98,23 @@ def test_survey_on_a_small_phone(
             select(ConsentEvent.action).where(ConsentEvent.departure_id == departure.id)
         ).all()
         assert actions == ["granted"]
+
+
+def test_a_long_word_in_an_answer_does_not_widen_the_thanks_page(
+    live_app: tuple[Flask, str], live_server: str, browser_page: Page
+) -> None:
+    app, _ = live_app
+    page = browser_page
+    page.set_default_timeout(10_000)
+    departure = make_departure(app)
+    long_word = "https://globex.example/" + "enterprisesinglesignon" * 4
+
+    page.goto(live_server + survey_path(app, departure))
+    page.locator("label", has_text="Something else").click()
+    page.get_by_label("Please tell us more").fill(long_word)
+    page.get_by_role("button", name="Send my answer").click()
+    page.get_by_role("link", name="Skip these questions").click()
+
+    expect(page.get_by_role("heading", name="Thank you")).to_be_visible()
+    expect(page.get_by_text(long_word)).to_be_visible()
+    assert_no_horizontal_scroll(page)
