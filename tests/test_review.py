@@ -145,6 +145,14 @@ def test_the_queue_shows_the_columns_lost_mrr_first(app, staff):
         assert shown in html
 
 
+def test_lost_mrr_is_shown_in_the_currencys_own_minor_units(app, staff):
+    answered(app, company="Yen Co", mrr_cents=500_000, currency="JPY")
+    answered(app, company="Dinar Co", mrr_cents=12_345, currency="KWD")
+    html = page_of(staff, "/review")
+    assert "¥500,000" in html
+    assert "KWD12.345" in html
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [

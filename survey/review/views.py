@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from babel.numbers import format_currency
+from babel.numbers import format_currency, get_currency_precision
 from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
@@ -484,11 +484,13 @@ def action_done(action_id: int) -> WerkzeugResponse:
     return redirect(safe_next(request.form.get("back")) or url_for(".actions"))
 
 
-def money(cents: int | None, currency: str = "USD") -> str:
-    """Format minor units as money, e.g. 129900, EUR -> €1,299.00."""
-    if cents is None:
+def money(minor_units: int | None, currency: str = "USD") -> str:
+    """Format minor units as money: 129900 EUR is €1,299.00, 5000 JPY is ¥5,000."""
+    if minor_units is None:
         return ""
-    return format_currency(Decimal(cents) / 100, currency, locale="en_US")
+    # Not every currency has cents: the yen has no minor unit, the dinar three.
+    amount = Decimal(minor_units).scaleb(-get_currency_precision(currency))
+    return format_currency(amount, currency, locale="en_US")
 
 
 def age(moment: datetime | None) -> str:
