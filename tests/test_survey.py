@@ -91,6 +91,21 @@ def test_reason_in_the_query_is_preselected_but_not_saved(client, page1, session
     assert " checked" not in client.get(page1 + "?reason=evil").get_data(as_text=True)
 
 
+def test_words_given_with_any_reason_are_kept(client, page1, session):
+    submit(
+        client,
+        page1,
+        {"reason": "too_expensive", "reason_other": "We pay 3x what Globex charges"},
+    )
+    [saved] = responses(session)
+    assert (saved.reason, saved.reason_other) == (
+        "too_expensive",
+        "We pay 3x what Globex charges",
+    )
+    thanks = client.get(page1 + "/thanks").get_data(as_text=True)
+    assert "We pay 3x what Globex charges" in thanks
+
+
 def test_posting_page_1_saves_the_answer_at_once(client, page1, session):
     response = submit(client, page1, {"reason": "too_expensive"})
     assert response.status_code == 303

@@ -109,7 +109,9 @@ class ReasonForm(PublicForm):
             AnyOf(list(REASONS), message=_l("Not a valid choice.")),
         ],
     )
-    reason_other = StringField(_l("Please tell us more"), validators=[Length(max=1000)])
+    reason_other = StringField(
+        _l("In your own words (optional)"), validators=[Length(max=1000)]
+    )
 
     def validate_reason_other(self, field: StringField) -> None:
         if self.reason.data == "other" and not (field.data or "").strip():

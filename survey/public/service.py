@@ -160,9 +160,8 @@ def reason_write(
         {
             "public_id": public_id,
             "reason": reason,
-            "reason_other": ((reason_other or "").strip() or None)
-            if reason == "other"
-            else None,
+            # Kept whatever the reason: a customer's own words are never dropped.
+            "reason_other": (reason_other or "").strip() or None,
             "now": now,
         }
     )

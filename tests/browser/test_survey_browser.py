@@ -111,7 +111,7 @@ def test_a_long_word_in_an_answer_does_not_widen_the_thanks_page(
 
     page.goto(live_server + survey_path(app, departure))
     page.locator("label", has_text="Something else").click()
-    page.get_by_label("Please tell us more").fill(long_word)
+    page.get_by_label("In your own words (optional)").fill(long_word)
     page.get_by_role("button", name="Send my answer").click()
     page.get_by_role("link", name="Skip these questions").click()
 
