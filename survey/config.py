@@ -51,7 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "MAIL_PASSWORD": None,
     "MAIL_DEFAULT_SENDER": "Exit Survey <survey@localhost>",
     "MAIL_TIMEOUT_SECONDS": 10,
-    "OUTBOX_MAX_ATTEMPTS": 8,
+    #: With the base below, 12 attempts span about 14 hours: a mail server
+    #: down overnight fails no message.
+    "OUTBOX_MAX_ATTEMPTS": 12,
     "OUTBOX_RETRY_BASE_SECONDS": 30,
     "OUTBOX_BATCH_SIZE": 20,
     "OUTBOX_POLL_SECONDS": 5,
@@ -178,6 +180,7 @@ def _check(app: Flask) -> None:
         "LINK_MAX_AGE_DAYS",
         "WITHDRAW_LINK_MAX_AGE_DAYS",
         "OUTBOX_MAX_ATTEMPTS",
+        "OUTBOX_RETRY_BASE_SECONDS",
         "MAIL_PORT",
     ):
         if not isinstance(config[key], int) or config[key] <= 0:

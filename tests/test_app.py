@@ -127,6 +127,12 @@ def test_a_bad_outbox_poll_interval_is_refused_clearly(tmp_path, monkeypatch, ba
         create_app(PRODUCTION | {"INSTANCE_PATH": str(tmp_path)})
 
 
+def test_a_bad_retry_base_is_refused_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("SURVEY_OUTBOX_RETRY_BASE_SECONDS", "0.5")
+    with pytest.raises(ConfigError, match="SURVEY_OUTBOX_RETRY_BASE_SECONDS must"):
+        create_app(PRODUCTION | {"INSTANCE_PATH": str(tmp_path)})
+
+
 def test_the_workers_wait_while_the_database_is_down_stays_bounded():
     from survey.cli import MAX_RETRY_SECONDS, retry_delay
 

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from contextlib import suppress
+from datetime import timedelta
 from email.message import Message
 from pathlib import Path
 
@@ -205,6 +206,19 @@ def test_smtp_down_keeps_the_message_and_delivers_when_back(make_app, clock, ses
         assert (message.status, message.last_error) == ("sent", None)
     finally:
         controller.stop()
+
+
+def test_by_default_a_mail_server_down_overnight_fails_no_message(
+    make_app, clock, session
+):
+    app = make_app(MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port())
+    make_departure(app)
+    outage_ends = clock() + timedelta(hours=12)
+    while clock() < outage_ends:
+        deliver(app)
+        [message] = messages(session)
+        assert message.status == "pending", f"gave up after {message.attempts}"
+        clock.advance(seconds=(message.next_attempt_at - clock()).total_seconds())
 
 
 def test_it_gives_up_after_the_last_attempt_and_shows_it(make_app, clock, session):
