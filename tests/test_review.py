@@ -504,6 +504,15 @@ def test_a_second_editor_is_refused_and_keeps_their_text(app, staff, csm, sessio
     session.rollback()
     assert session.scalar(select(Postmortem.lessons)) == "Olga's view"
 
+    # Having compared, Casey saves from the conflict page: that save goes in.
+    again = staff.post(
+        f"{page}/postmortem",
+        data=hidden_fields(html) | {"lessons": "Both views", "intent": "save"},
+    )
+    assert again.status_code == 302
+    session.rollback()
+    assert session.scalar(select(Postmortem.lessons)) == "Both views"
+
 
 def test_closed_reopens_and_nothing_else_after_done(app, staff, session):
     departure = answered(app)

@@ -43,13 +43,16 @@ class PostmortemConflict(SurveyError):
     status = 409
     code = "conflict"
 
-    def __init__(self, by: str, at: datetime | None) -> None:
+    def __init__(self, by: str, at: datetime | None, version: int | None) -> None:
         when = f" at {at:%Y-%m-%d %H:%M} UTC" if at else ""
         super().__init__(
             f"Changed by {by}{when} while you were editing. Your text is kept below: "
             "compare it with theirs (reload the page in another tab), re-apply "
-            "what is still needed and save again."
+            "what is still needed and save again; that save replaces their version."
         )
+        #: The version saved meanwhile (None if it was deleted): a save from the
+        #: page showing this conflict starts from it, knowingly.
+        self.version = version
 
 
 @dataclass
@@ -195,9 +198,9 @@ def save_postmortem(
     postmortem = get_postmortem(session, item.departure_id)
     if postmortem is not None and base_version != postmortem.version:
         by = postmortem.updated_by.name if postmortem.updated_by else "someone"
-        raise PostmortemConflict(by, postmortem.updated_at)
+        raise PostmortemConflict(by, postmortem.updated_at, postmortem.version)
     if postmortem is None and base_version is not None:
-        raise PostmortemConflict("someone", None)  # it was deleted meanwhile
+        raise PostmortemConflict("someone", None, None)  # it was deleted meanwhile
     finishing = finish or (postmortem is not None and postmortem.done_at is not None)
     _validate(data, finishing=finishing)
     if finish and item.status not in ("new", "in_review", "postmortem_done"):
@@ -220,7 +223,11 @@ def save_postmortem(
         session.rollback()
         latest = get_postmortem(session, item.departure_id)
         by = latest.updated_by.name if latest and latest.updated_by else "someone"
-        raise PostmortemConflict(by, latest.updated_at if latest else None) from None
+        raise PostmortemConflict(
+            by,
+            latest.updated_at if latest else None,
+            latest.version if latest else None,
+        ) from None
     audit.record(
         session,
         "postmortem.done" if finish else "postmortem.saved",

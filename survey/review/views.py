@@ -409,6 +409,7 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     except postmortems.PostmortemConflict as conflict:
         session.rollback()
         flash(conflict.message, "error")
+        form.version.data = "" if conflict.version is None else str(conflict.version)
         return _render_item(
             review_item, postmortem_form=_with_blank_rows(form), status=409
         )
