@@ -415,7 +415,7 @@ def _erase_departure(
         files += outbox.eml_files(message.id)
         message.recipient = departure.contact_email
         message.subject = message.body_text = ERASED
-        message.body_html = None
+        message.body_html = message.unsubscribe_url = None
         if message.status == outbox.PENDING:
             message.status, message.last_error = outbox.FAILED, "recipient erased"
     return files

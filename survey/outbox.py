@@ -13,6 +13,7 @@ claim on the message, and skips it if the claim has passed to another worker
 
 from __future__ import annotations
 
+import email.policy
 import logging
 import smtplib
 import ssl
@@ -65,6 +66,9 @@ class OutboxMessage(Base):
     subject: Mapped[str] = mapped_column(String(300))
     body_text: Mapped[str] = mapped_column(Text)
     body_html: Mapped[str | None] = mapped_column(Text)
+    #: Where the recipient's mail program withdraws consent in one click
+    #: (``List-Unsubscribe``, RFC 8058); None for mail without such a link.
+    unsubscribe_url: Mapped[str | None] = mapped_column(Text)
     #: ``pending``, ``sent`` or ``failed`` (gave up after the last attempt).
     status: Mapped[str] = mapped_column(String(10), default=PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
@@ -101,7 +105,11 @@ def enqueue(
     departure_id: int | None = None,
     **context: Any,
 ) -> OutboxMessage:
-    """Add an email to the outbox in the caller's transaction."""
+    """Add an email to the outbox in the caller's transaction.
+
+    An email whose ``context`` has a consent withdrawal link (``withdraw_url``)
+    offers it to mail programs as their one-click unsubscribe too (RFC 8058).
+    """
     subject, text, html = render_email(kind, locale, **context)
     now = clock.now()
     message = OutboxMessage(
@@ -111,6 +119,7 @@ def enqueue(
         subject=subject,
         body_text=text,
         body_html=html,
+        unsubscribe_url=context.get("withdraw_url"),
         status=PENDING,
         attempts=0,
         next_attempt_at=now,
@@ -143,8 +152,21 @@ class _TimeoutConnection(flask_mail.Connection):
         return host
 
 
+class _MailMessage(flask_mail.Message):
+    """Flask-Mail's message, whose headers go out as written."""
+
+    def as_bytes(self) -> bytes:
+        # Flask-Mail encodes and folds the headers it writes itself. Refolded
+        # on the way out, a List-Unsubscribe <URL> longer than a line would
+        # become RFC 2047 encoded words, which mail programs do not read.
+        return bytes(self._message().as_bytes(policy=_AS_WRITTEN))
+
+
+_AS_WRITTEN = email.policy.SMTP.clone(refold_source="none")
+
+
 def _as_mail(message: OutboxMessage) -> flask_mail.Message:
-    mail_message = flask_mail.Message(
+    mail_message = _MailMessage(
         subject=message.subject,
         recipients=[message.recipient],
         body=message.body_text,
@@ -153,6 +175,13 @@ def _as_mail(message: OutboxMessage) -> flask_mail.Message:
     )
     domain = str(current_app.config["MAIL_DEFAULT_SENDER"]).rpartition("@")[2]
     mail_message.msgId = make_msgid(domain=domain.strip("> ") or None)
+    if message.unsubscribe_url:
+        # RFC 8058: the mail program's own "unsubscribe" button withdraws
+        # consent with one POST, no page in between.
+        mail_message.extra_headers = {
+            "List-Unsubscribe": f"<{message.unsubscribe_url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
     return mail_message
 
 

@@ -23,12 +23,14 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
 from survey import db, outbox
+from survey.consent import ConsentEvent
 from survey.outbox import OutboxMessage
 from tests.conftest import SECRET, SmtpSink, free_port
 from tests.factories import (
     auth,
     csrf_token,
     hidden_fields,
+    make_consenting,
     make_departure,
     make_token,
     path_of,
@@ -142,6 +144,29 @@ def test_the_invitation_has_text_and_html_and_every_link(mail_app, smtp):
     assert len(re.findall(r"\?reason=\w+", html)) == 10
     assert re.search(r"http://survey\.test/w/\S+", text)
     assert "Don&#39;t contact me" in html or "Don't contact me" in html
+
+
+def test_the_mail_programs_unsubscribe_button_withdraws_in_one_click(
+    mail_app, smtp, session
+):
+    make_consenting(mail_app)
+    deliver(mail_app)
+    [received] = smtp.messages
+    assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = re.fullmatch(r"<(http://survey\.test/w/\S+)>", received["List-Unsubscribe"])
+    assert url is not None
+    assert url.group(1) in text_part(received)  # the body's own withdrawal link
+
+    # As a mail provider posts it (RFC 8058): no cookie, no form token.
+    provider = mail_app.test_client()
+    done = provider.post(path_of(url.group(1)), data={"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200
+    session.rollback()
+    actions = session.scalars(select(ConsentEvent.action).order_by(ConsentEvent.id))
+    assert actions.all() == ["granted", "withdrawn"]
+    # Anything else without the form token is still refused.
+    refused = provider.post(path_of(url.group(1)), data={"List-Unsubscribe": "x"})
+    assert refused.status_code == 400
 
 
 def test_names_and_subjects_cannot_inject_headers(mail_app, smtp):

@@ -298,13 +298,19 @@ def renew(token: str) -> str:
 
 @bp.route("/w/<token>", methods=["GET", "POST"])
 def withdraw(token: str) -> str:
-    """Withdraw win-back consent: GET asks for confirmation, POST records it."""
+    """Withdraw win-back consent: GET asks for confirmation, POST records it.
+
+    A mail program's one-click unsubscribe (RFC 8058: ``List-Unsubscribe=
+    One-Click``, from the email's header) needs no form token: it comes from
+    no page of ours, and the signed link is the credential either way.
+    """
     session = db.session()
     departure = _load(token, tokens.WITHDRAW_CONSENT)
     form = PublicForm.for_link(departure.public_id)
     wording = withdrawal_wording()
     done = False
-    if form.validate_on_submit() and not form.is_bot():
+    one_click = request.form.get("List-Unsubscribe") == "One-Click"
+    if one_click or (form.validate_on_submit() and not form.is_bot()):
         record_consent(
             session,
             departure,
