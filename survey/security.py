@@ -61,6 +61,7 @@ class DefaultHeaders:
 
 
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def refuse_nul_characters() -> None:
@@ -69,9 +70,15 @@ def refuse_nul_characters() -> None:
     No field of ours may hold one, and PostgreSQL can neither store nor
     compare text with one: it would end in an error instead of an answer.
     """
-    if "\x00" in request.path or b"%00" in request.query_string:
+    # The raw WSGI values: cheaper than parsed ones, on every request.
+    environ = request.environ
+    if "\x00" in environ.get("PATH_INFO", "") or "%00" in environ.get(
+        "QUERY_STRING", ""
+    ):
         raise InvalidInput("The address holds a character that is not allowed (NUL).")
-    if request.mimetype in _FORM_TYPES and any(
+    if environ["REQUEST_METHOD"] in _BODILESS or request.mimetype not in _FORM_TYPES:
+        return
+    if any(
         "\x00" in value for _name, values in request.form.lists() for value in values
     ):
         raise InvalidInput("The form holds a character that is not allowed (NUL).")
