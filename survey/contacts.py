@@ -304,12 +304,14 @@ def _sweep(
 ) -> int:
     """Replace the person's addresses and names in the free-text columns.
 
-    In the rows tied to their departures: addresses and every name. With
-    ``everywhere``, in all other rows too, but only addresses and full names
-    (a one-word name such as "N/A" or "May" could be anybody's word). Audit
-    details hold codes: only addresses are replaced there.
+    In the rows tied to their departures: addresses, every name, and each
+    word of a name as written ("Called Pat", "Ms Smith"). With ``everywhere``,
+    in all other rows too, but only addresses and full names (a one-word name
+    such as "N/A" or "May" could be anybody's word). Audit details hold codes:
+    only addresses are replaced there.
     """
-    mine = _pattern(emails, names)
+    name_words = {word for name in names for word in name.split() if len(word) > 1}
+    mine = _pattern(emails, names | name_words)
     anyones = _pattern(emails, {n for n in names if len(n.split()) > 1})
     addresses = _pattern(emails, set())
     changed = 0

@@ -13,6 +13,7 @@ from survey.audit import AuditEvent
 from survey.departures.models import Departure
 from survey.models import Base
 from survey.public.models import Response
+from survey.review.models import Note
 from tests.factories import (
     auth,
     hidden_fields,
@@ -167,6 +168,28 @@ def test_erasure_through_the_api_needs_its_scope(app, client, session, person):
         select(AuditEvent.detail).where(AuditEvent.kind == "contact.erased")
     ).all()
     assert {detail["via"] for detail in vias} == {"api:test"}
+
+
+def test_erasure_also_takes_a_first_or_last_name_alone_from_their_own_notes(
+    app, runner, session
+):
+    departure = make_consenting(
+        app, contact_email="pat.smith@x.example", contact_name="Pat Smith"
+    )
+    staff = app.test_client()
+    login(staff, make_user(app, "csm").email)
+    page = f"/review/{departure.public_id}"
+    note = "Called Pat on Monday; Ms Smith said the team hated the UI."
+    staff.post(
+        f"{page}/notes",
+        data=hidden_fields(staff.get(page).get_data(as_text=True)) | {"body": note},
+    )
+    assert (
+        runner.invoke(args=["contacts", "erase", "pat.smith@x.example"]).exit_code == 0
+    )
+    session.rollback()
+    body = session.scalar(select(Note.body))
+    assert body == "Called [erased] on Monday; Ms [erased] said the team hated the UI."
 
 
 def test_retention_erases_departures_older_than_the_period(make_app, clock, session):
