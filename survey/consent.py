@@ -130,22 +130,42 @@ def record_consent(
 
 def staff_withdrawal(
     db: Session, departure: Departure, *, note: str, actor_id: int
-) -> ConsentEvent | None:
-    """Withdraw consent for a customer who asked in writing; the note says where."""
-    event = record_consent(
-        db,
-        departure,
-        granted=False,
-        channel="staff",
-        wording="Withdrawn by staff at the customer's written request.",
-        note=note.strip(),
-    )
-    if event is not None:
-        audit.record(
-            db,
-            "consent.withdrawn_by_staff",
-            actor_id=actor_id,
-            departure_id=departure.id,
-            consent_event_id=event.id,
+) -> int:
+    """Withdraw consent for a customer who asked in writing; the note says where.
+
+    On this departure, and on every other departure of the person (the same
+    address) that holds a grant: the request is theirs, whichever departure
+    the page shows. Return how many departures changed.
+    """
+    from survey.departures.models import Departure
+
+    theirs = db.scalars(
+        select(Departure)
+        .where(
+            Departure.contact_email == departure.contact_email,
+            Departure.erased_at.is_(None),
+            Departure.id != departure.id,
         )
-    return event
+        .order_by(Departure.id)
+    )
+    granted = [other for other in theirs if current_consent(db, other.id).granted]
+    changed = 0
+    for each in [departure, *granted]:
+        event = record_consent(
+            db,
+            each,
+            granted=False,
+            channel="staff",
+            wording="Withdrawn by staff at the customer's written request.",
+            note=note.strip(),
+        )
+        if event is not None:
+            changed += 1
+            audit.record(
+                db,
+                "consent.withdrawn_by_staff",
+                actor_id=actor_id,
+                departure_id=each.id,
+                consent_event_id=event.id,
+            )
+    return changed

@@ -173,6 +173,26 @@ def test_staff_withdraw_on_written_request_with_a_note(app, client, reader, sess
     assert status["state"] == "withdrawn" and status["since"]
 
 
+def test_staff_withdraw_from_any_departure_of_the_person(app, client, reader):
+    make_consenting(app, contact_email="two@x.example", company="First Co")
+    later = make_departure(app, contact_email="two@x.example", company="Second Co")
+    submit(app.test_client(), survey_path(app, later), {"reason": "switched"})
+    staff = app.test_client()
+    login(staff, make_user(app, "csm").email)
+    page = f"/review/{later.public_id}"
+    html = staff.get(page).get_data(as_text=True)
+    assert "On the win-back list: <strong>yes</strong>" in html
+    assert "Withdraw consent for them" in html
+    staff.post(
+        f"{page}/consent",
+        data=hidden_fields(html) | {"note": "Phone call of 3 March: stop"},
+    )
+    assert listed(client, reader) == []
+    html = staff.get(page).get_data(as_text=True)
+    assert "On the win-back list: <strong>no</strong>" in html
+    assert "Withdraw consent for them" not in html
+
+
 def test_marketing_sees_the_list_and_downloads_it(app):
     make_consenting(app, contact_email="m@x.example", company="=SUM(A1)")
     marketing = app.test_client()

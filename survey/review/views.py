@@ -17,7 +17,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms import SelectChoice
 
-from survey import clock, db
+from survey import clock, db, winback
 from survey.consent import ConsentEvent, current_consent, staff_withdrawal
 from survey.errors import InvalidInput, NotFound
 from survey.public.service import find_response
@@ -253,6 +253,7 @@ def _render_item(
             if response
             else None,
             consent=current_consent(session, departure.id),
+            on_winback_list=winback.is_listed(session, departure.contact_email),
             consent_history=consent_history,
             postmortem=postmortem,
             form=postmortem_form or _postmortem_form(postmortem),
@@ -341,13 +342,13 @@ def withdraw_consent(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     if not form.validate_on_submit():
         return _render_item(review_item, consent_form=form, status=422)
     session = db.session()
-    recorded = staff_withdrawal(
+    changed = staff_withdrawal(
         session, review_item.departure, note=form.note.data, actor_id=current_user.id
     )
     session.commit()
     flash(
-        "Win-back consent withdrawn."
-        if recorded
+        f"Win-back consent withdrawn ({changed} of their departures)."
+        if changed
         else "Consent was already withdrawn: nothing changed.",
         "info",
     )

@@ -176,6 +176,12 @@ def eligible(wanted: WinbackFilter, after: int | None = None) -> Select[Any]:
     return query.order_by(cursor_column)
 
 
+def is_listed(session: Session, contact_email: str) -> bool:
+    """Return whether the address is on the win-back list, through any departure."""
+    listed = eligible(WinbackFilter()).where(Departure.contact_email == contact_email)
+    return session.execute(listed.limit(1)).first() is not None
+
+
 def row_values(row: Any, unsubscribe_url: Callable[[str], str]) -> list[Any]:
     """Return one listed contact's values, in ``COLUMNS`` order.
 
