@@ -70,6 +70,7 @@ def test_a_known_external_id_shows_answers_only_to_a_token_that_may_read_them(
     assert again.status_code == 200
     assert "response" not in again.get_json()
     assert "consent" not in again.get_json()
+    assert "survey_url" not in again.get_json()  # it would show them, editable
     assert "Your CEO" not in again.get_data(as_text=True)
 
     reader = auth(make_token(app, "departures:write", "responses:read"))
@@ -224,6 +225,11 @@ def test_a_nul_in_the_address_is_refused_as_json(client, app):
         response = client.get(path, headers=reader)
         assert response.status_code == 422, path
         assert response.get_json()["error"] == "invalid"
+
+
+def test_a_form_body_is_not_read_before_the_token_is_checked(client):
+    response = client.post("/api/v1/departures", data={"company": "a\x00b"})
+    assert response.status_code == 401
 
 
 def test_missing_fields_are_each_reported(client, writer):

@@ -33,7 +33,7 @@ def departure_json(
     unless ``with_answers`` is false.
 
     Without the survey link: it lets whoever holds it answer as the customer,
-    so only callers that record departures get it (see the POST).
+    so only the request that records the departure gets it (see the POST).
     """
     facts: dict[str, Any] = {
         "id": departure.public_id,
@@ -99,8 +99,9 @@ def create_departure() -> tuple[WerkzeugResponse, int, dict[str, str]]:
     """Record a departure (idempotent on external_id) and queue its invitation.
 
     The customer's answers and consent come back only to a token that may
-    read them (``responses:read``): a known ``external_id`` must not let a
-    billing system read what the customer wrote.
+    read them (``responses:read``), and the survey link only to the request
+    that recorded the departure (201): a known ``external_id`` must not let a
+    billing system read, or answer, what the customer wrote.
     """
     try:
         data = DepartureIn.model_validate_json(_read_body(), strict=True)
@@ -113,7 +114,8 @@ def create_departure() -> tuple[WerkzeugResponse, int, dict[str, str]]:
     body = departure_json(
         session, departure, with_answers=READ_ANSWERS in g.api_token.scopes
     )
-    body["survey_url"] = links.survey_url(departure.public_id)
+    if created:
+        body["survey_url"] = links.survey_url(departure.public_id)
     return (
         jsonify(body),
         201 if created else 200,
