@@ -314,13 +314,31 @@ def test_a_stale_page_2_without_a_follow_up_keeps_the_stored_one(
     submit(client, page1, {"reason": "switched"})  # in another tab...
     submit(client, page1 + "/more", {"follow_up": "Globex, cheaper"})  # ...answered
 
-    client.post(page1 + "/more", data=hidden_fields(page2) | {"details": "Later"})
+    # As a browser sends it: the follow-up box, left empty.
+    client.post(
+        page1 + "/more",
+        data=hidden_fields(page2) | {"details": "Later", "follow_up": ""},
+    )
     [saved] = responses(session)
     assert (saved.follow_up_reason, saved.follow_up_answer) == (
         "switched",
         "Globex, cheaper",
     )
     assert saved.details == "Later"
+
+
+def test_a_stale_page_2_does_not_replace_an_answer_to_the_new_question(
+    client, page1, session
+):
+    submit(client, page1, {"reason": "missing_features"})
+    submit(client, page1 + "/more", {"follow_up": "SAML"})
+    page2 = client.get(page1 + "/more").get_data(as_text=True)  # "SAML" shown
+    submit(client, page1, {"reason": "switched"})  # in another tab...
+    submit(client, page1 + "/more", {"follow_up": "Globex"})  # ...answered
+
+    client.post(page1 + "/more", data=hidden_fields(page2) | {"follow_up": "SAML"})
+    [saved] = responses(session)
+    assert (saved.follow_up_reason, saved.follow_up_answer) == ("switched", "Globex")
 
 
 def test_thanks_page_shows_what_was_kept(client, page1):

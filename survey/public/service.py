@@ -189,8 +189,8 @@ def submit_details(
 
     ``follow_up_for`` is the main reason whose follow-up question the page
     asked. When the main reason has changed since (in another tab), an answer
-    is kept with the question it answers, and no answer leaves the stored
-    one alone.
+    is kept with the question it answers, unless the new reason's question
+    has been answered since; no answer leaves the stored one alone.
     """
     now = clock.now()
     asked = follow_up_for if follow_up_for in FOLLOW_UPS else None
@@ -199,9 +199,12 @@ def submit_details(
     for name, value in answers.items():
         if name != "follow_up_answer":
             setattr(response, name, value)
-    if asked == current or answer:
+    answered_since = response.follow_up_reason == current and response.follow_up_answer
+    if asked == current:
         response.follow_up_reason = asked
         response.follow_up_answer = answer if asked else None
+    elif answer and not answered_since:
+        response.follow_up_reason, response.follow_up_answer = asked, answer
     response.details_saved_at = response.updated_at = now
     if winback_consent is not None:
         record_consent(
