@@ -294,6 +294,28 @@ def _scrub_rows(
     return changed
 
 
+#: Words of names that are everyday words in other languages' text.
+_NAME_PARTICLES = frozenset(
+    {"al", "bin", "da", "das", "de", "del", "della", "der", "di", "do", "dos", "du"}
+    | {"el", "la", "le", "les", "van", "von", "y", "zu"}
+)
+
+
+def _name_words(names: set[str]) -> set[str]:
+    """Return the words of names that stand for the person alone ("Pat", "Smith").
+
+    Capitalized and three letters or more, particles left out: "de" or "la"
+    in "Ana de la Cruz" are anybody's words. Matched as written, in the
+    person's own rows only.
+    """
+    return {
+        word
+        for name in names
+        for word in name.split()
+        if len(word) >= 3 and word[0].isupper() and word.lower() not in _NAME_PARTICLES
+    }
+
+
 def _sweep(
     session: Session,
     emails: set[str],
@@ -305,13 +327,13 @@ def _sweep(
     """Replace the person's addresses and names in the free-text columns.
 
     In the rows tied to their departures: addresses, every name, and each
-    word of a name as written ("Called Pat", "Ms Smith"). With ``everywhere``,
+    word of a name that reads as a name ("Called Pat", "Ms Smith"; see
+    ``_name_words``). With ``everywhere``,
     in all other rows too, but only addresses and full names (a one-word name
     such as "N/A" or "May" could be anybody's word). Audit details hold codes:
     only addresses are replaced there.
     """
-    name_words = {word for name in names for word in name.split() if len(word) > 1}
-    mine = _pattern(emails, names | name_words)
+    mine = _pattern(emails, names | _name_words(names))
     anyones = _pattern(emails, {n for n in names if len(n.split()) > 1})
     addresses = _pattern(emails, set())
     changed = 0

@@ -174,12 +174,12 @@ def test_erasure_also_takes_a_first_or_last_name_alone_from_their_own_notes(
     app, runner, session
 ):
     departure = make_consenting(
-        app, contact_email="pat.smith@x.example", contact_name="Pat Smith"
+        app, contact_email="pat.smith@x.example", contact_name="Pat de la Smith"
     )
     staff = app.test_client()
     login(staff, make_user(app, "csm").email)
     page = f"/review/{departure.public_id}"
-    note = "Called Pat on Monday; Ms Smith said the team hated the UI."
+    note = "Called Pat on Monday; Ms Smith said la facture de mars was late."
     staff.post(
         f"{page}/notes",
         data=hidden_fields(staff.get(page).get_data(as_text=True)) | {"body": note},
@@ -189,7 +189,9 @@ def test_erasure_also_takes_a_first_or_last_name_alone_from_their_own_notes(
     )
     session.rollback()
     body = session.scalar(select(Note.body))
-    assert body == "Called [erased] on Monday; Ms [erased] said the team hated the UI."
+    assert body == (
+        "Called [erased] on Monday; Ms [erased] said la facture de mars was late."
+    )
 
 
 def test_retention_erases_departures_older_than_the_period(make_app, clock, session):
