@@ -110,6 +110,19 @@ def test_a_quote_left_open_stops_the_import_and_says_so(runner, tmp_path, sessio
     assert session.scalars(select(Departure.company)).all() == ["Fine"]
 
 
+def test_a_stray_quote_rejects_its_row_alone(runner, tmp_path, session):
+    path = write_csv(
+        tmp_path,
+        'r1,"Acme" Inc,Ada,ada@acme.example,,,,,\nr2,Fine,Bob,bob@acme.example,,,,,\n',
+    )
+    result = runner.invoke(args=["departures", "import", str(path)])
+    assert result.exit_code == 1
+    assert "1 imported, 0 already known, 1 rejected." in result.stdout
+    assert result.stderr.startswith(f"{path}:2: unreadable row (")
+    assert "nothing from here on" not in result.stderr
+    assert session.scalars(select(Departure.external_id)).all() == ["r2"]
+
+
 def test_a_header_naming_a_column_twice_is_refused(runner, tmp_path, session):
     path = write_csv(
         tmp_path,

@@ -90,7 +90,11 @@ def import_departures(
         except StopIteration:
             break
         except csv.Error as exc:
-            # Where this row ends, and so where the next begins, is unknown.
+            if counter.taken == start:  # one line: the next row starts after it
+                report.errors.append((start, f"unreadable row ({exc})"))
+                continue
+            # A quote left open took the lines after it: where rows begin again
+            # is unknown.
             report.errors.append(
                 (start, f"unreadable row ({exc}); nothing from here on was imported")
             )
