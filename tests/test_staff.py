@@ -77,6 +77,10 @@ def test_users_create_reads_the_password_from_stdin(runner, client):
             ["--email", "x@staff.example", "--name", "X", "--role", "root"],
             "Invalid value",
         ),
+        (
+            ["--email", "x@staff.example", "--name", "X" * 201, "--role", "csm"],
+            "at most 200 characters",
+        ),
     ],
 )
 def test_users_create_refuses_bad_input(runner, args, message):

@@ -13,7 +13,7 @@ from wtforms import (
 )
 from wtforms.validators import InputRequired, Length
 
-from survey.staff.models import ROLES
+from survey.staff.models import NAME_MAX_LENGTH, ROLES
 from survey.staff.passwords import MIN_LENGTH
 
 ROLE_CHOICES = [SelectChoice(role, role) for role in ROLES]
@@ -42,7 +42,9 @@ class NewUserForm(FlaskForm):  # type: ignore[misc]
     """An admin adds a staff user; the password is generated and shown once."""
 
     email = EmailField("Email address", validators=[InputRequired(), Length(max=320)])
-    name = StringField("Name", validators=[InputRequired(), Length(max=200)])
+    name = StringField(
+        "Name", validators=[InputRequired(), Length(max=NAME_MAX_LENGTH)]
+    )
     role = SelectField("Role", choices=ROLE_CHOICES)
 
 

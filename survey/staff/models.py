@@ -8,10 +8,14 @@ from typing import cast
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from survey.db import Base, Str200, Str320
+from survey.db import Base, Str320
 
 ADMIN, CSM, MARKETING = "admin", "csm", "marketing"
 ROLES = (ADMIN, CSM, MARKETING)
+
+
+#: The longest staff name the database keeps.
+NAME_MAX_LENGTH = 200
 
 
 class StaffUser(Base):
@@ -28,7 +32,7 @@ class StaffUser(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     #: Normalized and lower-cased: the login name, where case does not matter.
     email: Mapped[Str320] = mapped_column(unique=True)
-    name: Mapped[Str200]
+    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
     role: Mapped[str] = mapped_column(String(20))
     #: argon2id, in the PHC string format (parameters included).
     password_hash: Mapped[str] = mapped_column(String(200))

@@ -20,7 +20,13 @@ from survey import audit, clock
 from survey.departures.schemas import normalize_email
 from survey.errors import InvalidInput, NotFound, TooManyRequests
 from survey.staff import passwords
-from survey.staff.models import ROLES, LoginFailure, StaffSession, StaffUser
+from survey.staff.models import (
+    NAME_MAX_LENGTH,
+    ROLES,
+    LoginFailure,
+    StaffSession,
+    StaffUser,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +99,9 @@ def create_user(
     normalized = _normalized(email)
     if not name.strip():
         raise InvalidInput("Give a name.", {"name": ["Give a name."]})
+    if len(name.strip()) > NAME_MAX_LENGTH:
+        message = f"The name must be at most {NAME_MAX_LENGTH} characters."
+        raise InvalidInput(message, {"name": [message]})
     if role not in ROLES:
         message = f"Choose a role: {', '.join(ROLES)}."
         raise InvalidInput(message, {"role": [message]})
