@@ -55,7 +55,8 @@ class ConsentEvent(Base):
     #: The exact words the person saw when they acted, and their version.
     wording: Mapped[str] = mapped_column(Text)
     wording_version: Mapped[str] = mapped_column(String(40))
-    #: A staff member's note (a customer's written request) when channel is staff.
+    #: Why: a staff member's note (a customer's written request), or that the
+    #: withdrawal was carried over from an erased departure of the person.
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
 
@@ -74,6 +75,8 @@ class ConsentState:
 
     state: str
     since: datetime | None
+    #: The event that set it (None when there is none).
+    event_id: int | None = None
 
     @property
     def granted(self) -> bool:
@@ -83,14 +86,14 @@ class ConsentState:
 def current_consent(db: Session, departure_id: int) -> ConsentState:
     """Return the state set by the latest consent event of a departure."""
     latest = db.execute(
-        select(ConsentEvent.action, ConsentEvent.created_at)
+        select(ConsentEvent.action, ConsentEvent.created_at, ConsentEvent.id)
         .where(ConsentEvent.departure_id == departure_id)
         .order_by(ConsentEvent.id.desc())
         .limit(1)
     ).first()
     if latest is None:
         return ConsentState("none", None)
-    return ConsentState(latest.action, latest.created_at)
+    return ConsentState(latest.action, latest.created_at, latest.id)
 
 
 def record_consent(
@@ -128,14 +131,11 @@ def record_consent(
     return consent_event
 
 
-def staff_withdrawal(
-    db: Session, departure: Departure, *, note: str, actor_id: int
-) -> int:
-    """Withdraw consent for a customer who asked in writing; the note says where.
-
-    On this departure, and on every other departure of the person (the same
-    address) that holds a grant: the request is theirs, whichever departure
-    the page shows. Return how many departures changed.
+def granted_elsewhere(
+    db: Session, departure: Departure, *, before: int | None = None
+) -> list[Departure]:
+    """Return the person's other departures (same address, not erased) whose
+    consent stands granted: by an event older than ``before``, if given.
     """
     from survey.departures.models import Departure
 
@@ -148,9 +148,25 @@ def staff_withdrawal(
         )
         .order_by(Departure.id)
     )
-    granted = [other for other in theirs if current_consent(db, other.id).granted]
+    found = []
+    for other in theirs:
+        state = current_consent(db, other.id)
+        if state.granted and (before is None or (state.event_id or 0) < before):
+            found.append(other)
+    return found
+
+
+def staff_withdrawal(
+    db: Session, departure: Departure, *, note: str, actor_id: int
+) -> int:
+    """Withdraw consent for a customer who asked in writing; the note says where.
+
+    On this departure, and on every other departure of the person that holds
+    a grant (``granted_elsewhere``): the request is theirs, whichever
+    departure the page shows. Return how many departures changed.
+    """
     changed = 0
-    for each in [departure, *granted]:
+    for each in [departure, *granted_elsewhere(db, departure)]:
         event = record_consent(
             db,
             each,

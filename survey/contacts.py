@@ -26,7 +26,12 @@ from sqlalchemy.orm import Session
 
 from survey import audit, clock, outbox
 from survey.audit import AuditEvent
-from survey.consent import ConsentEvent, record_consent
+from survey.consent import (
+    ConsentEvent,
+    current_consent,
+    granted_elsewhere,
+    record_consent,
+)
 from survey.departures.models import Departure
 from survey.departures.schemas import normalize_email
 from survey.errors import InvalidInput
@@ -452,15 +457,6 @@ CARRIED_WITHDRAWAL = (
 )
 
 
-def _latest_consent_event(session: Session, departure_id: int) -> ConsentEvent | None:
-    return session.scalar(
-        select(ConsentEvent)
-        .where(ConsentEvent.departure_id == departure_id)
-        .order_by(ConsentEvent.id.desc())
-        .limit(1)
-    )
-
-
 def _carry_withdrawal(session: Session, departure: Departure) -> None:
     """Withdraw on the person's other departures what they withdrew through this one.
 
@@ -468,27 +464,20 @@ def _carry_withdrawal(session: Session, departure: Departure) -> None:
     ``winback.eligible``); once ``departure`` is erased it no longer has that
     address, and a grant on a newer departure would count again.
     """
-    latest = _latest_consent_event(session, departure.id)
-    if latest is None or latest.action != "withdrawn":
+    state = current_consent(session, departure.id)
+    if state.state != "withdrawn" or state.event_id is None:
         return
-    others = session.scalars(
-        select(Departure).where(
-            Departure.contact_email == departure.contact_email,
-            Departure.id != departure.id,
-            Departure.erased_at.is_(None),
+    withdrawal = session.get(ConsentEvent, state.event_id)
+    assert withdrawal is not None
+    for other in granted_elsewhere(session, departure, before=withdrawal.id):
+        record_consent(
+            session,
+            other,
+            granted=False,
+            channel=withdrawal.channel,
+            wording=withdrawal.wording,
+            note=CARRIED_WITHDRAWAL,
         )
-    )
-    for other in others:
-        theirs = _latest_consent_event(session, other.id)
-        if theirs is not None and theirs.action == "granted" and theirs.id < latest.id:
-            record_consent(
-                session,
-                other,
-                granted=False,
-                channel=latest.channel,
-                wording=latest.wording,
-                note=CARRIED_WITHDRAWAL,
-            )
 
 
 def purge_expired(
