@@ -154,8 +154,9 @@ class Engines(NamedTuple):
 def make_engines(url: str, *, busy_timeout: float = 30) -> Engines:
     """Create the engines; on SQLite: WAL, a busy timeout and real transactions.
 
-    Errors never show the values of a statement (``hide_parameters``): they
-    are customers' data, and errors end up in logs.
+    Errors leave out the values bound to a statement (``hide_parameters``):
+    they are customers' data, and errors end up in logs. (The database's own
+    message may still quote a value, e.g. the key of a unique violation.)
     """
     if not url.startswith("sqlite"):
         plain = create_engine(
