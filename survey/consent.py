@@ -5,17 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, String, Text, event, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from survey import audit, clock
 from survey.db import Base
+from survey.departures.models import Departure
 from survey.i18n import gettext
-
-if TYPE_CHECKING:
-    from survey.departures.models import Departure
 
 log = logging.getLogger(__name__)
 
@@ -75,25 +73,40 @@ class ConsentState:
 
     state: str
     since: datetime | None
-    #: The event that set it (None when there is none).
-    event_id: int | None = None
 
     @property
     def granted(self) -> bool:
         return self.state == "granted"
 
 
-def current_consent(db: Session, departure_id: int) -> ConsentState:
-    """Return the state set by the latest consent event of a departure."""
-    latest = db.execute(
-        select(ConsentEvent.action, ConsentEvent.created_at, ConsentEvent.id)
+def latest_consent(column: Any) -> Any:
+    """Return ``column`` of a departure's latest consent event, as a subquery
+    correlated to ``Departure`` (NULL when it has none)."""
+    return (
+        select(column)
+        .where(ConsentEvent.departure_id == Departure.id)
+        .order_by(ConsentEvent.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def latest_consent_event(db: Session, departure_id: int) -> ConsentEvent | None:
+    """Return the latest consent event of a departure, if any."""
+    return db.scalar(
+        select(ConsentEvent)
         .where(ConsentEvent.departure_id == departure_id)
         .order_by(ConsentEvent.id.desc())
         .limit(1)
-    ).first()
+    )
+
+
+def current_consent(db: Session, departure_id: int) -> ConsentState:
+    """Return the state set by the latest consent event of a departure."""
+    latest = latest_consent_event(db, departure_id)
     if latest is None:
         return ConsentState("none", None)
-    return ConsentState(latest.action, latest.created_at, latest.id)
+    return ConsentState(latest.action, latest.created_at)
 
 
 def record_consent(
@@ -137,23 +150,15 @@ def granted_elsewhere(
     """Return the person's other departures (same address, not erased) whose
     consent stands granted: by an event older than ``before``, if given.
     """
-    from survey.departures.models import Departure
-
-    theirs = db.scalars(
-        select(Departure)
-        .where(
-            Departure.contact_email == departure.contact_email,
-            Departure.erased_at.is_(None),
-            Departure.id != departure.id,
-        )
-        .order_by(Departure.id)
+    query = select(Departure).where(
+        Departure.contact_email == departure.contact_email,
+        Departure.erased_at.is_(None),
+        Departure.id != departure.id,
+        latest_consent(ConsentEvent.action) == "granted",
     )
-    found = []
-    for other in theirs:
-        state = current_consent(db, other.id)
-        if state.granted and (before is None or (state.event_id or 0) < before):
-            found.append(other)
-    return found
+    if before is not None:
+        query = query.where(latest_consent(ConsentEvent.id) < before)
+    return list(db.scalars(query.order_by(Departure.id)))
 
 
 def staff_withdrawal(

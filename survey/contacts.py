@@ -28,8 +28,8 @@ from survey import audit, clock, outbox
 from survey.audit import AuditEvent
 from survey.consent import (
     ConsentEvent,
-    current_consent,
     granted_elsewhere,
+    latest_consent_event,
     record_consent,
 )
 from survey.departures.models import Departure
@@ -464,11 +464,9 @@ def _carry_withdrawal(session: Session, departure: Departure) -> None:
     ``winback.eligible``); once ``departure`` is erased it no longer has that
     address, and a grant on a newer departure would count again.
     """
-    state = current_consent(session, departure.id)
-    if state.state != "withdrawn" or state.event_id is None:
+    withdrawal = latest_consent_event(session, departure.id)
+    if withdrawal is None or withdrawal.action != "withdrawn":
         return
-    withdrawal = session.get(ConsentEvent, state.event_id)
-    assert withdrawal is not None
     for other in granted_elsewhere(session, departure, before=withdrawal.id):
         record_consent(
             session,

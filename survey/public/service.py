@@ -18,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from survey import clock, links, outbox, tokens
-from survey.consent import ConsentEvent, record_consent
+from survey.consent import ConsentEvent, latest_consent, record_consent
 from survey.db import Prepared, Writer, per_dialect, write_together
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, find_by_public_id
@@ -48,16 +48,6 @@ def find_response(db: Session, departure: Departure) -> Response | None:
     return db.scalar(select(Response).where(Response.departure_id == departure.id))
 
 
-def _latest_consent(column: Any) -> Any:
-    return (
-        select(column)
-        .where(ConsentEvent.departure_id == Departure.id)
-        .order_by(ConsentEvent.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-
-
 #: Everything page 1 shows, in one statement (built and compiled once).
 SURVEY_STATE = Prepared(
     select(
@@ -68,7 +58,7 @@ SURVEY_STATE = Prepared(
         Response.reason,
         Response.reason_other,
         Response.answered_at,
-        _latest_consent(ConsentEvent.action).label("consent_state"),
+        latest_consent(ConsentEvent.action).label("consent_state"),
     )
     .outerjoin(Response, Response.departure_id == Departure.id)
     .where(Departure.public_id == bindparam("public_id"))
