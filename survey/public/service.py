@@ -164,6 +164,11 @@ def reason_write(
     return write
 
 
+def follow_up_reason(reason: str | None) -> str | None:
+    """Return ``reason`` if page 2 asks a follow-up question for it, else None."""
+    return reason if reason in FOLLOW_UPS else None
+
+
 def submit_details(
     db: Session,
     departure: Departure,
@@ -183,17 +188,18 @@ def submit_details(
     has been answered since; no answer leaves the stored one alone.
     """
     now = clock.now()
-    asked = follow_up_for if follow_up_for in FOLLOW_UPS else None
-    current = response.reason if response.reason in FOLLOW_UPS else None
-    answer = answers.get("follow_up_answer")
+    answers = dict(answers)
+    answer = answers.pop("follow_up_answer", None)
     for name, value in answers.items():
-        if name != "follow_up_answer":
-            setattr(response, name, value)
-    answered_since = response.follow_up_reason == current and response.follow_up_answer
+        setattr(response, name, value)
+    asked = follow_up_reason(follow_up_for)
+    current = follow_up_reason(response.reason)
     if asked == current:
         response.follow_up_reason = asked
         response.follow_up_answer = answer if asked else None
-    elif answer and not answered_since:
+    elif answer and not (
+        response.follow_up_reason == current and response.follow_up_answer
+    ):
         response.follow_up_reason, response.follow_up_answer = asked, answer
     response.details_saved_at = response.updated_at = now
     if winback_consent is not None:

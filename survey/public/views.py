@@ -227,7 +227,7 @@ def details(token: str) -> str | WerkzeugResponse:
         else None,
         winback_consent=consent.granted,
         consent_shown="y" if consent.granted else "",
-        follow_up_for=response.reason if response.reason in FOLLOW_UPS else "",
+        follow_up_for=service.follow_up_reason(response.reason) or "",
     )
     wording = consent_wording()
     if form.validate_on_submit():
