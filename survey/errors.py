@@ -85,7 +85,8 @@ class TooManyRequests(Unavailable):
     code = "too_many_requests"
 
 
-def _wants_json() -> bool:
+def is_api_request() -> bool:
+    """Return whether the request is the JSON API's (its errors are JSON)."""
     return request.path.startswith("/api/")
 
 
@@ -106,7 +107,7 @@ def _page(status: int, title: str, message: str) -> tuple[str, int]:
 
 def handle_survey_error(error: SurveyError) -> Any:
     """Answer a domain error as JSON under /api, or as a page."""
-    if _wants_json():
+    if is_api_request():
         response, status = _json_error(
             error.status, error.code, error.message, error.fields
         )
@@ -122,7 +123,7 @@ def handle_survey_error(error: SurveyError) -> Any:
 def handle_http_error(error: HTTPException) -> Any:
     """Answer Werkzeug's HTTP errors (404, 405, 413, ...) the same way."""
     status = error.code or 500
-    if _wants_json():
+    if is_api_request():
         code = (error.name or "error").lower().replace(" ", "_")
         body, _ = _json_error(status, code, str(error.description or ""))
     else:
@@ -149,7 +150,7 @@ def handle_unexpected(error: Exception) -> Any:
     # The route's rule, not the path: a survey path carries the customer's token.
     rule = request.url_rule.rule if request.url_rule else "(no route)"
     log.exception("unhandled error on %s %s", request.method, rule)
-    if _wants_json():
+    if is_api_request():
         return _json_error(500, "internal_error", "Something went wrong on our side.")
     return _page(500, "Internal Server Error", "Something went wrong on our side.")
 

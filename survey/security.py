@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, request
 
-from survey.errors import InvalidInput
+from survey.errors import InvalidInput, is_api_request
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -79,7 +79,7 @@ def refuse_nul_characters() -> None:
     if (
         environ["REQUEST_METHOD"] in _BODILESS
         # The API takes JSON, read after its token is checked (and refuses NUL).
-        or environ.get("PATH_INFO", "").startswith("/api/")
+        or is_api_request()
         or request.mimetype not in _FORM_TYPES
     ):
         return
