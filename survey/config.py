@@ -57,7 +57,11 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_RETRY_BASE_SECONDS": 30,
     "OUTBOX_BATCH_SIZE": 20,
     "OUTBOX_POLL_SECONDS": 5,
+    #: Largest request bodies: the API's JSON, the customer's survey forms,
+    #: and every other form (staff pages; a postmortem has ten long texts).
     "API_MAX_BODY_BYTES": 64 * 1024,
+    "PUBLIC_MAX_BODY_BYTES": 128 * 1024,
+    "FORM_MAX_BODY_BYTES": 2 * 1024 * 1024,
     "SQLITE_BUSY_TIMEOUT_SECONDS": 30,
     #: Staff sign-in throttling: failures per address, per client address.
     "LOGIN_WINDOW_MINUTES": 15,
@@ -78,6 +82,8 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_DAYS": None,
     #: Proxies in front of the service that set X-Forwarded-For/-Proto (0: none).
     "PROXY_COUNT": 0,
+    #: Strict-Transport-Security max-age sent when BASE_URL is https (0: never).
+    "HSTS_SECONDS": 365 * 24 * 3600,
     "COMPANY_NAME": "our team",
     "STRIPE_WEBHOOK_SECRET": None,
     "WTF_CSRF_TIME_LIMIT": None,  # the CSRF token lives as long as the session
@@ -104,6 +110,16 @@ def load(app: Flask, overrides: dict[str, Any] | None) -> None:
         app.config["ENV"] = "testing"
     _derive(app)
     _check(app)
+    # Flask's own limit, for a body read anywhere: the largest of ours (each
+    # request is held to its area's by survey.security).
+    app.config["MAX_CONTENT_LENGTH"] = max(
+        app.config[key]
+        for key in (
+            "API_MAX_BODY_BYTES",
+            "PUBLIC_MAX_BODY_BYTES",
+            "FORM_MAX_BODY_BYTES",
+        )
+    )
 
 
 def _key_list(raw: str) -> list[str] | Any:
@@ -165,7 +181,7 @@ def _check(app: Flask) -> None:
     poll = config["OUTBOX_POLL_SECONDS"]
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not poll > 0:
         raise ConfigError("SURVEY_OUTBOX_POLL_SECONDS must be a positive number.")
-    for key in ("PROXY_COUNT", "REVIEW_MIN_MRR_CENTS"):
+    for key in ("PROXY_COUNT", "REVIEW_MIN_MRR_CENTS", "HSTS_SECONDS"):
         if not isinstance(config[key], int) or config[key] < 0:
             raise ConfigError(f"SURVEY_{key} must be 0 or more.")
     for key in (
@@ -182,6 +198,9 @@ def _check(app: Flask) -> None:
         "OUTBOX_MAX_ATTEMPTS",
         "OUTBOX_RETRY_BASE_SECONDS",
         "MAIL_PORT",
+        "API_MAX_BODY_BYTES",
+        "PUBLIC_MAX_BODY_BYTES",
+        "FORM_MAX_BODY_BYTES",
     ):
         if not isinstance(config[key], int) or config[key] <= 0:
             raise ConfigError(f"SURVEY_{key} must be a positive whole number.")

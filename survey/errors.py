@@ -7,10 +7,13 @@ people get a friendly HTML page. Nothing answers with a bare stack trace.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
+import psycopg
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,13 @@ class InvalidInput(SurveyError):
 
     status = 422
     code = "invalid"
+
+
+class TooLarge(SurveyError):
+    """A request body over its limit."""
+
+    status = 413
+    code = "too_large"
 
 
 class NotFound(SurveyError):
@@ -143,12 +153,30 @@ def handle_csrf_error(_error: CSRFError) -> Any:
     )
 
 
+#: What the database (or its driver, for statements run on it directly) raises
+#: when it cannot be reached or cannot serve now: a restart, a lost
+#: connection, a lock or deadlock given up on. Worth a retry, not a 500.
+DATABASE_UNAVAILABLE = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,
+)
+
+
 def handle_unexpected(error: Exception) -> Any:
-    """Log anything unexpected and answer 500 without details."""
+    """Log anything unexpected and answer 500 without details (503 and
+    ``Retry-After`` when the database cannot serve)."""
     if isinstance(error, HTTPException):
         return handle_http_error(error)
     # The route's rule, not the path: a survey path carries the customer's token.
     rule = request.url_rule.rule if request.url_rule else "(no route)"
+    if isinstance(error, DATABASE_UNAVAILABLE):
+        log.error("database unavailable on %s %s", request.method, rule, exc_info=True)
+        return handle_survey_error(
+            Unavailable("The service cannot reach its database; try again shortly.")
+        )
     log.exception("unhandled error on %s %s", request.method, rule)
     if is_api_request():
         return _json_error(500, "internal_error", "Something went wrong on our side.")

@@ -1,13 +1,16 @@
-"""What every request and response must satisfy: no NUL in, safe headers out."""
+"""What every request and response must satisfy: a bounded body, no NUL in,
+safe headers out."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, request
+from flask import Flask, current_app, request
+from werkzeug.wsgi import get_input_stream
 
-from survey.errors import InvalidInput, is_api_request
+from survey.errors import InvalidInput, TooLarge, is_api_request
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -64,6 +67,60 @@ _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-da
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def body_limit() -> int:
+    """Return the largest body this request may have, in bytes, by its area."""
+    config = current_app.config
+    if is_api_request():
+        return int(config["API_MAX_BODY_BYTES"])
+    if request.blueprint == "public":
+        return int(config["PUBLIC_MAX_BODY_BYTES"])
+    return int(config["FORM_MAX_BODY_BYTES"])
+
+
+def _too_large(limit: int) -> TooLarge:
+    message = f"The request is larger than this page accepts ({limit:,} bytes)."
+    return TooLarge(message, {"body": [message]})
+
+
+def limit_body() -> None:
+    """Hold the request's body to its area's limit (413 past it), before any read.
+
+    A body of known length is judged by its ``Content-Length`` alone. One of
+    unknown length (chunked) is read here, up to one byte past the limit, and
+    handed on as if its length had been given: Werkzeug would otherwise cut
+    it at the limit without a word, and a form or JSON cut short reads as
+    something else.
+    """
+    limit = request.max_content_length = body_limit()
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise _too_large(limit)
+        return
+    environ = request.environ
+    if environ["REQUEST_METHOD"] in _BODILESS or not environ.get(
+        "wsgi.input_terminated"
+    ):
+        return  # no body, or one Werkzeug will not read at all
+    body = get_input_stream(environ, max_content_length=limit + 1).read()
+    if len(body) > limit:
+        raise _too_large(limit)
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+
+
+def guard_request() -> None:
+    """Check a routed request's body and characters before any view or form.
+
+    A request that matched no route is left to its 404 or 405: nothing reads
+    its body.
+    """
+    if request.routing_exception is not None:
+        return
+    limit_body()
+    refuse_nul_characters()
+
+
 def refuse_nul_characters() -> None:
     """Refuse a request whose path, query or form fields hold a NUL character.
 
@@ -90,8 +147,15 @@ def refuse_nul_characters() -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Refuse NUL characters in requests; add the security headers to responses."""
-    app.before_request(refuse_nul_characters)
+    """Bound request bodies and refuse NUL characters, before any other hook;
+    add the security headers to responses."""
+    # Registered before CSRFProtect's hook, which reads staff forms.
+    app.before_request(guard_request)
+    headers = list(DEFAULT_HEADERS)
+    hsts = app.config["HSTS_SECONDS"]
+    if hsts and str(app.config["BASE_URL"]).startswith("https://"):
+        # Served over HTTPS (its public address says so): browsers keep to it.
+        headers.append(("Strict-Transport-Security", f"max-age={hsts}"))
     app.wsgi_app = DefaultHeaders(  # type: ignore[method-assign]
-        app.wsgi_app, DEFAULT_HEADERS
+        app.wsgi_app, headers
     )

@@ -258,7 +258,8 @@ def test_an_oversized_body_is_refused_with_json(client, writer, session):
     response = client.post(
         "/api/v1/departures", data=huge, headers=writer, content_type="application/json"
     )
-    assert response.status_code == 422
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "too_large"
     assert "body" in response.get_json()["fields"]
     assert count(session, Departure) == 0
 

@@ -155,6 +155,58 @@ def test_healthz_says_503_when_the_database_is_gone(make_app, tmp_path):
     assert response.get_json()["database"] == "unreachable"
 
 
+UNREACHABLE = (
+    "postgresql+psycopg://nobody@127.0.0.1:1/none",
+    "sqlite:////no-such-folder/survey.sqlite3",
+)
+
+
+@pytest.mark.parametrize("url", UNREACHABLE)
+def test_the_api_says_retry_later_when_the_database_is_gone(make_app, url):
+    app = make_app(DATABASE_URL=url)
+    response = app.test_client().post(
+        "/api/v1/departures",
+        json={"external_id": "sub_1", "contact_email": "a@example.com"},
+        headers={"Authorization": "Bearer es_whatever"},
+    )
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.get_json()["error"] == "busy"
+
+
+@pytest.mark.parametrize("url", UNREACHABLE)
+def test_pages_say_retry_later_when_the_database_is_gone(make_app, url):
+    app = make_app(DATABASE_URL=url)
+    client = app.test_client()
+    with app.test_request_context():
+        from survey import links
+
+        survey = links.survey_url("a" * 16).removeprefix("http://survey.test")
+    response = client.get(survey)
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert "try again" in response.get_data(as_text=True)
+
+
+def test_api_answers_are_never_stored_by_caches(app, client):
+    for path in ("/api/v1/departures/abc", "/api/v1/no-such-thing"):
+        response = client.get(path)
+        assert response.status_code in {401, 404}, path
+        assert response.headers["Cache-Control"] == "no-store", path
+    with client.get("/static/style.css") as static:
+        assert "no-store" not in static.headers.get("Cache-Control", "")
+
+
+def test_https_service_tells_browsers_to_keep_to_https(make_app):
+    secure = make_app(BASE_URL="https://survey.example.com").test_client()
+    header = secure.get("/healthz").headers["Strict-Transport-Security"]
+    assert header == f"max-age={365 * 24 * 3600}"
+    plain = make_app(BASE_URL="http://127.0.0.1:5000").test_client()
+    assert "Strict-Transport-Security" not in plain.get("/healthz").headers
+    off = make_app(BASE_URL="https://survey.example.com", HSTS_SECONDS=0)
+    assert "Strict-Transport-Security" not in off.test_client().get("/").headers
+
+
 def test_every_page_has_the_security_headers(client):
     for path in ("/healthz", "/no-such-page", "/static/style.css"):
         with client.get(path) as response:

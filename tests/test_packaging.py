@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_healthy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,15 +115,7 @@ def test_the_installed_wheel_migrates_and_serves_from_anywhere(installed, tmp_pa
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "gunicorn did not start"
-                time.sleep(0.2)
+        wait_until_healthy(base, server)
         with urllib.request.urlopen(f"{base}/static/style.css", timeout=5) as response:
             assert b":focus-visible" in response.read()
         try:

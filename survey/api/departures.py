@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, g, jsonify, request, url_for
+from flask import g, jsonify, request, url_for
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import clock, db, links
@@ -81,18 +80,6 @@ def departure_json(
     }
 
 
-def _read_body() -> bytes:
-    limit = current_app.config["API_MAX_BODY_BYTES"]
-    request.max_content_length = limit
-    try:
-        return request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        raise InvalidInput(
-            "The request body is too large.",
-            {"body": [f"The body must be at most {limit} bytes."]},
-        ) from None
-
-
 @bp.post("/departures")
 @require_scope("departures:write")
 def create_departure() -> tuple[WerkzeugResponse, int, dict[str, str]]:
@@ -104,7 +91,9 @@ def create_departure() -> tuple[WerkzeugResponse, int, dict[str, str]]:
     billing system read, or answer, what the customer wrote.
     """
     try:
-        data = DepartureIn.model_validate_json(_read_body(), strict=True)
+        data = DepartureIn.model_validate_json(
+            request.get_data(cache=False), strict=True
+        )
     except ValidationError as exc:
         raise InvalidInput("The departure is not valid.", field_errors(exc)) from None
     session = db.session()

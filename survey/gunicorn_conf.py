@@ -1,0 +1,29 @@
+"""gunicorn's settings for production: ``gunicorn -c python:survey.gunicorn_conf``.
+
+Flags on the command line (``--bind``, ``--workers``...) and
+``GUNICORN_CMD_ARGS`` override any of them. gunicorn is meant to sit behind
+a proxy that buffers request bodies and times out slow clients (see the
+README): a gthread worker's thread waits for as long as a client takes to
+send its body.
+"""
+
+import sys
+
+wsgi_app = "survey:create_app()"
+bind = ["127.0.0.1:8000"]
+worker_class = "gthread"
+workers = 2
+threads = 8
+#: Each worker listens on a socket of its own (Linux only; see the README).
+reuse_port = sys.platform == "linux"
+
+# What gunicorn itself reads before the app sees a request: the request line
+# and headers (bodies are held to their limits by survey.security).
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+#: A worker silent for this long is restarted; a stop waits this long.
+timeout = 30
+graceful_timeout = 30
+#: How long an idle keep-alive connection (from the proxy) stays open.
+keepalive = 5

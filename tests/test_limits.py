@@ -1,0 +1,295 @@
+"""Request bodies are held to a limit before anything reads them."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from survey.departures.models import Departure
+from survey.public.models import Response
+from tests.conftest import SECRET, free_port, wait_until_healthy
+from tests.factories import (
+    csrf_token,
+    hidden_fields,
+    login,
+    make_departure,
+    make_token,
+    make_user,
+    survey_path,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class UnreadableBody(io.RawIOBase):
+    """A request body of ``length`` bytes that fails the test if anyone reads it."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = self.length + offset if whence == 2 else offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, _buffer: Any) -> int:
+        raise AssertionError("the body was read")
+
+
+def post_unread(client, path: str, length: int, **headers: str) -> Any:
+    """POST a body of ``length`` bytes that must never be read."""
+    return client.post(
+        path,
+        input_stream=UnreadableBody(length),
+        headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+    )
+
+
+def post_chunked(
+    client, path: str, body: bytes, content_type: str, headers: Any = ()
+) -> Any:
+    """POST ``body`` without a length, as a chunked request reaches the app."""
+    return client.post(
+        path,
+        input_stream=io.BytesIO(body),
+        content_type=content_type,
+        headers={"Transfer-Encoding": "chunked", **dict(headers)},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def count(session, model) -> int:
+    session.rollback()  # a fresh snapshot
+    return session.scalar(select(func.count()).select_from(model))
+
+
+def test_a_body_too_large_for_the_survey_is_refused_unread(app, client, session):
+    path = survey_path(app, make_departure(app))
+    limit = app.config["PUBLIC_MAX_BODY_BYTES"]
+    assert limit <= 256 * 1024  # small: a few answers, never megabytes
+    refused = post_unread(client, path, limit + 1)
+    assert refused.status_code == 413
+    page = refused.get_data(as_text=True)
+    assert "larger than this page accepts" in page
+    assert "<html" in page.lower()  # our page, not a bare error
+    assert count(session, Response) == 0
+
+
+def test_a_long_field_on_the_survey_is_refused(app, client, session):
+    path = survey_path(app, make_departure(app))
+    fields = hidden_fields(client.get(path).get_data(as_text=True))
+    big = "x" * (app.config["PUBLIC_MAX_BODY_BYTES"] + 1)
+    refused = client.post(path, data={**fields, "reason": "other", "reason_other": big})
+    assert refused.status_code == 413
+    assert count(session, Response) == 0
+
+
+def test_the_survey_still_takes_its_longest_answers(app, client, session):
+    """The limit leaves room for every field at its longest, in any script."""
+    departure = make_departure(app)
+    path = survey_path(app, departure)
+    fields = hidden_fields(client.get(path).get_data(as_text=True))
+    answered = client.post(path, data={**fields, "reason": "switched"})
+    assert answered.status_code == 303
+    more = path + "/more"
+    fields = hidden_fields(client.get(more).get_data(as_text=True))
+    saved = client.post(
+        more,
+        data={
+            **fields,
+            "details": "語" * 5000,
+            "destination": "competitor",
+            "destination_name": "語" * 200,
+            "follow_up": "語" * 1000,
+        },
+    )
+    assert saved.status_code == 303
+    session.rollback()
+    assert session.scalar(select(Response.details)) == "語" * 5000
+
+
+def test_an_unknown_page_never_reads_the_body(client):
+    assert post_unread(client, "/no-such-page", 300_000_000).status_code == 404
+
+
+def test_a_staff_form_too_large_is_refused_unread(app, client):
+    limit = app.config["FORM_MAX_BODY_BYTES"]
+    refused = post_unread(client, "/login", limit + 1)
+    assert refused.status_code == 413
+    multipart = post_unread(
+        client,
+        "/login",
+        300_000_000,
+        **{"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert multipart.status_code == 413
+
+
+def test_a_postmortem_at_its_longest_fits_the_staff_limit(app):
+    """Ten texts of 20,000 characters, percent-encoded, stay under the limit."""
+    from survey.review.forms import LONG_TEXT
+    from survey.review.postmortems import TEXT_FIELDS
+
+    [longest] = [v.max for v in LONG_TEXT if hasattr(v, "max")]
+    # "é" is two bytes in UTF-8, six once percent-encoded.
+    assert len(TEXT_FIELDS) * longest * 6 < app.config["FORM_MAX_BODY_BYTES"]
+
+
+def test_a_chunked_form_over_the_limit_is_refused_not_cut(app, client, session):
+    path = survey_path(app, make_departure(app))
+    token = csrf_token(client.get(path).get_data(as_text=True))
+    limit = app.config["PUBLIC_MAX_BODY_BYTES"]
+    body = f"csrf_token={token}&reason=other&reason_other=".encode()
+    body += b"x" * (limit - len(body) + 1)
+    refused = post_chunked(client, path, body, "application/x-www-form-urlencoded")
+    assert refused.status_code == 413
+    assert count(session, Response) == 0
+    fits = post_chunked(
+        client,
+        path,
+        f"csrf_token={token}&reason=switched".encode(),
+        "application/x-www-form-urlencoded",
+    )
+    assert fits.status_code == 303
+    assert count(session, Response) == 1
+
+
+def test_a_chunked_api_body_over_the_limit_is_called_too_large(app, client, session):
+    writer = {"Authorization": f"Bearer {make_token(app, 'departures:write')}"}
+    limit = app.config["API_MAX_BODY_BYTES"]
+    body = b'{"external_id": "sub_1", "contact_email": "a@example.com", "company": "'
+    body += b"x" * limit + b'"}'
+    refused = post_chunked(
+        client, "/api/v1/departures", body, "application/json", headers=writer
+    )
+    assert refused.status_code == 413
+    answer = refused.get_json()
+    assert answer["error"] == "too_large"
+    assert "larger than" in answer["message"]
+    assert answer["fields"]["body"]
+    assert count(session, Departure) == 0
+    small = b'{"external_id": "sub_1", "contact_email": "a@example.com"}'
+    recorded = post_chunked(
+        client, "/api/v1/departures", small, "application/json", headers=writer
+    )
+    assert recorded.status_code == 201
+    assert count(session, Departure) == 1
+
+
+def test_an_api_body_too_large_is_refused_unread(app, client):
+    writer = {"Authorization": f"Bearer {make_token(app, 'departures:write')}"}
+    limit = app.config["API_MAX_BODY_BYTES"]
+    refused = post_unread(
+        client,
+        "/api/v1/departures",
+        limit + 1,
+        **writer,
+        **{"Content-Type": "application/json"},
+    )
+    assert refused.status_code == 413
+    assert refused.get_json()["error"] == "too_large"
+
+
+def test_staff_forms_under_the_limit_still_work(app, client):
+    user = make_user(app, "admin")
+    assert login(client, user.email).status_code == 302
+
+
+# --- a real gunicorn, as the README runs it ------------------------------------
+
+
+@pytest.fixture
+def gunicorn(database_url: str, tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """Serve the app with gunicorn and the shipped production settings."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SURVEY_SECRET_KEY": SECRET,
+        "SURVEY_BASE_URL": "https://survey.test",
+        "SURVEY_DATABASE_URL": database_url,
+        "SURVEY_INSTANCE_PATH": str(tmp_path / "instance"),
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:survey.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", server)
+        yield "127.0.0.1", port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _exchange(address: tuple[str, int], head: str) -> str:
+    """Send a request's head only (its body never comes); return the status line."""
+    with socket.create_connection(address, timeout=10) as connection:
+        connection.sendall(head.encode())
+        try:
+            answer = connection.recv(4096).decode(errors="replace")
+        except TimeoutError:
+            pytest.fail(f"no answer without the body: {head.splitlines()[0]}")
+    return answer.split("\r\n", 1)[0]
+
+
+def _head(method: str, path: str, **headers: str) -> str:
+    lines = [f"{method} {path} HTTP/1.1", "Host: survey.test"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
+def test_gunicorn_answers_huge_bodies_without_reading_them(app, gunicorn):
+    path = survey_path(app, make_departure(app))
+    form = "application/x-www-form-urlencoded"
+    for target, status in (
+        ("/no-such-page", "404"),
+        ("/login", "413"),
+        (path, "413"),
+        ("/api/v1/departures", "413"),
+    ):
+        head = _head(
+            "POST", target, **{"Content-Type": form, "Content-Length": "300000000"}
+        )
+        assert _exchange(gunicorn, head).split()[1] == status, target
+    assert _exchange(gunicorn, _head("GET", "/healthz")).split()[1] == "200"
+
+
+def test_gunicorn_refuses_oversized_headers(gunicorn):
+    head = _head("GET", "/healthz", **{"X-Padding": "a" * 9000})
+    assert _exchange(gunicorn, head).split()[1] in {"400", "431"}
+    many = {f"X-Header-{n}": "1" for n in range(60)}
+    assert _exchange(gunicorn, _head("GET", "/healthz", **many)).split()[1] in {
+        "400",
+        "431",
+    }
