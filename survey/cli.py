@@ -186,7 +186,10 @@ def users_deactivate(email: str) -> None:
         user = service.find_user(session, email)
         if user is None:
             raise click.ClickException(f"No staff user {email!r}.")
-        service.set_active(session, user, False, actor_id=None)
+        try:
+            service.set_active(session, user, False, actor_id=None)
+        except SurveyError as exc:
+            raise click.ClickException(exc.message) from None
         session.commit()
     click.echo(f"{user.email} is deactivated and signed out everywhere.")
 

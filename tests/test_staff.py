@@ -335,6 +335,34 @@ def test_the_last_admin_stays(app, client, session):
     assert (kept.active, kept.role) == (True, "admin")
 
 
+def test_the_command_line_keeps_the_last_admin_too(app, runner, session):
+    admin = make_user(app, "admin")
+    make_user(app, "csm")
+    refused = runner.invoke(args=["users", "deactivate", admin.email])
+    assert refused.exit_code == 1
+    assert "last active admin" in refused.output
+    assert user_named(session, admin.email).active
+    make_user(app, "admin")
+    done = runner.invoke(args=["users", "deactivate", admin.email])
+    assert done.exit_code == 0, done.output
+    assert not user_named(session, admin.email).active
+
+
+def test_the_last_admin_is_told_why_they_stay(app, client, session):
+    admin = make_user(app, "admin")
+    assert login(client, admin.email).status_code == 302
+    page = client.get("/admin/users").get_data(as_text=True)
+    refused = client.post(
+        f"/admin/users/{admin.id}",
+        data={"csrf_token": csrf_token(page), "action": "role", "role": "csm"},
+        follow_redirects=True,
+    )
+    assert "The last active admin cannot be deactivated" in refused.get_data(
+        as_text=True
+    )
+    assert user_named(session, admin.email).role == "admin"
+
+
 def test_parallel_guesses_cannot_slip_past_the_lock_out(app, session):
     user = make_user(app, "csm")
     pages = []

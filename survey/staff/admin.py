@@ -13,7 +13,6 @@ from survey import contacts as contacts_service
 from survey.errors import InvalidInput
 from survey.staff import access, passwords, service
 from survey.staff.forms import ContactForm, NewUserForm, UserActionForm
-from survey.staff.models import ADMIN
 from survey.staff.views import private_pages
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -74,33 +73,26 @@ def change_user(user_id: int) -> str | WerkzeugResponse:
         flash("That did not work; please try again.", "error")
         return redirect(url_for(".users"))
     action = form.action.data
-    leaves_admins = action == "deactivate" or (
-        action == "role" and form.role.data != ADMIN
-    )
-    if (
-        user.role == ADMIN
-        and user.active
-        and leaves_admins
-        and service.count_active_admins(db_session) <= 1
-    ):
-        flash("The last active admin cannot be deactivated or demoted.", "error")
-        return redirect(url_for(".users"))
-    if action == "deactivate":
-        service.set_active(db_session, user, False, actor_id=current_user.id)
-        message = f"{user.name} is deactivated and signed out everywhere."
-    elif action == "activate":
-        service.set_active(db_session, user, True, actor_id=current_user.id)
-        message = f"{user.name} is active again."
-    elif action == "role":
-        service.set_role(db_session, user, form.role.data, actor_id=current_user.id)
-        message = f"{user.name} is now {user.role}."
-    elif action == "reset":
+    if action == "reset":
         password = service.reset_password(db_session, user, actor_id=current_user.id)
         db_session.commit()
         # Shown on this page only, never in a redirect or the session cookie.
         return _users_page(db_session, new_password=(user.email, password))
-    else:
-        flash("Unknown action.", "error")
+    try:
+        if action == "deactivate":
+            service.set_active(db_session, user, False, actor_id=current_user.id)
+            message = f"{user.name} is deactivated and signed out everywhere."
+        elif action == "activate":
+            service.set_active(db_session, user, True, actor_id=current_user.id)
+            message = f"{user.name} is active again."
+        elif action == "role":
+            service.set_role(db_session, user, form.role.data, actor_id=current_user.id)
+            message = f"{user.name} is now {user.role}."
+        else:
+            flash("Unknown action.", "error")
+            return redirect(url_for(".users"))
+    except service.LastAdmin as refused:
+        flash(refused.message, "error")
         return redirect(url_for(".users"))
     db_session.commit()
     flash(message, "info")

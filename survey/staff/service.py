@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from survey import audit, clock
 from survey.departures.schemas import normalize_email
-from survey.errors import InvalidInput, NotFound, TooManyRequests
+from survey.errors import InvalidInput, NotFound, SurveyError, TooManyRequests
 from survey.staff import passwords
 from survey.staff.models import (
+    ADMIN,
     NAME_MAX_LENGTH,
     ROLES,
     LoginFailure,
@@ -43,6 +44,35 @@ class LoginRefused(Exception):
 
 
 WRONG_CREDENTIALS = "Wrong email address or password."
+
+
+class LastAdmin(SurveyError):
+    """The change would leave no active admin to manage users."""
+
+    status = 409
+    code = "last_admin"
+
+    def __init__(self) -> None:
+        super().__init__("The last active admin cannot be deactivated or demoted.")
+
+
+def _keep_an_admin(session: Session, user: StaffUser, *, stays_admin: bool) -> None:
+    """Raise LastAdmin if ``user`` is the last active admin and would stop being one.
+
+    The active admins' rows are locked while they are counted (PostgreSQL):
+    two admins demoting each other at once cannot both pass.
+    """
+    if stays_admin or user.role != ADMIN or not user.active:
+        return
+    admins = session.scalars(
+        select(StaffUser.id)
+        .where(StaffUser.role == ADMIN, StaffUser.active.is_(True))
+        .order_by(StaffUser.id)
+        .with_for_update()
+    ).all()
+    session.refresh(user)  # as it stands once the others' changes are in
+    if user.role == ADMIN and user.active and len(admins) <= 1:
+        raise LastAdmin
 
 
 def _normalized(email: str) -> str:
@@ -127,7 +157,11 @@ def create_user(
 def set_active(
     session: Session, user: StaffUser, active: bool, *, actor_id: int | None
 ) -> None:
-    """Activate or deactivate a user; deactivating signs them out everywhere."""
+    """Activate or deactivate a user; deactivating signs them out everywhere.
+
+    Raise LastAdmin rather than deactivate the last active admin.
+    """
+    _keep_an_admin(session, user, stays_admin=active)
     user.active = active
     if not active:
         end_all_sessions(session, user)
@@ -140,9 +174,10 @@ def set_active(
 
 
 def set_role(session: Session, user: StaffUser, role: str, *, actor_id: int) -> None:
-    """Give a user another role."""
+    """Give a user another role; raise LastAdmin rather than demote the last admin."""
     if role not in ROLES:
         raise InvalidInput(f"Choose a role: {', '.join(ROLES)}.")
+    _keep_an_admin(session, user, stays_admin=role == ADMIN)
     if role != user.role:
         audit.record(
             session,
@@ -351,15 +386,3 @@ def user_for_session(session: Session, token: str) -> StaffUser | None:
     if user is not None:
         user.session_token = token
     return user
-
-
-def count_active_admins(session: Session) -> int:
-    """Return how many active admins there are (the last one must stay)."""
-    return (
-        session.scalar(
-            select(func.count()).where(
-                StaffUser.role == "admin", StaffUser.active.is_(True)
-            )
-        )
-        or 0
-    )
