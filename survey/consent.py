@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from survey import audit, clock
 from survey.db import Base
 from survey.departures.models import Departure
+from survey.departures.service import departures_of, lock_departure
 from survey.i18n import gettext
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,11 @@ def record_consent(
 
     A withdrawal is always recorded when the state is not already withdrawn,
     so an explicit "don't contact me" stands even without an earlier grant.
+    The departure is locked first (raise Erased if its person's data is
+    gone): the state is read once the changes made meanwhile are in, so one
+    change makes one event, however many arrive at once.
     """
+    lock_departure(db, departure)
     state = current_consent(db, departure.id)
     wanted = "granted" if granted else "withdrawn"
     if state.state == wanted or (
@@ -170,6 +175,9 @@ def staff_withdrawal(
     a grant (``granted_elsewhere``): the request is theirs, whichever
     departure the page shows. Return how many departures changed.
     """
+    # Each of the person's departures is locked, in one order (as an erasure
+    # locks them), before any is changed.
+    departures_of(db, departure.contact_email, writing=True)
     changed = 0
     for each in [departure, *granted_elsewhere(db, departure)]:
         event = record_consent(

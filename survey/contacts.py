@@ -34,6 +34,7 @@ from survey.consent import (
 )
 from survey.departures.models import Departure
 from survey.departures.schemas import normalize_email
+from survey.departures.service import departures_of, for_writing
 from survey.errors import InvalidInput
 from survey.outbox import OutboxMessage
 from survey.public.models import Response
@@ -44,17 +45,6 @@ log = logging.getLogger(__name__)
 ERASED = "[erased]"
 #: Free-text answers: erased whole (the reason codes stay).
 _FREE_TEXT = ("reason_other", "details", "destination_name", "follow_up_answer")
-
-
-def departures_of(session: Session, address: str) -> list[Departure]:
-    """Return the departures of a normalized address (see ``valid_address``)."""
-    return list(
-        session.scalars(
-            select(Departure)
-            .where(Departure.contact_email == address)
-            .order_by(Departure.id)
-        )
-    )
 
 
 def email_hash(address: str) -> str:
@@ -396,7 +386,9 @@ def erase_person(
     then calls ``remove_files()``.
     """
     address = valid_address(email)
-    departures = departures_of(session, address)
+    # Locked: an answer or consent change arriving meanwhile waits, and is
+    # erased too or finds nothing left to write to (see for_writing).
+    departures = departures_of(session, address, writing=True)
     emails = {address} | {d.contact_email for d in departures}
     names = {d.contact_name.strip() for d in departures if d.contact_name}
     names.discard("")
@@ -493,8 +485,10 @@ def purge_expired(
         return 0, Erasure(0, 0)
     cutoff = clock.now() - timedelta(days=days)
     expired = session.scalars(
-        select(Departure).where(
-            Departure.cancelled_at < cutoff, Departure.erased_at.is_(None)
+        for_writing(
+            select(Departure)
+            .where(Departure.cancelled_at < cutoff, Departure.erased_at.is_(None))
+            .order_by(Departure.id)
         )
     ).all()
     now = clock.now()

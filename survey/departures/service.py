@@ -3,18 +3,47 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import Select, and_, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from survey import clock, links, outbox
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
+from survey.errors import SurveyError
 from survey.vocabulary import REASONS
 
 log = logging.getLogger(__name__)
+
+Query = TypeVar("Query", bound=Select[Any])
+
+
+class Erased(SurveyError):
+    """The person's data has been erased: nothing more is written about them."""
+
+    status = 410
+    code = "erased"
+
+    def __init__(self) -> None:
+        super().__init__("This person's data has been erased.")
+
+
+def for_writing(query: Query) -> Query:
+    """Return ``query`` locking the departure rows it finds until the transaction
+    ends, and reading them as they are once locked.
+
+    Every write about a person (an answer, a consent change, their erasure)
+    locks their departure's row first, so such writes happen one after the
+    other: an answer that waited for an erasure sees the departure erased
+    and writes nothing; an erasure that waited for an answer erases it.
+    On PostgreSQL this is ``FOR UPDATE`` (a waiting statement re-checks its
+    conditions on the row as the other transaction left it); SQLite lets
+    one transaction write at a time, and ours take that lock when they begin.
+    """
+    return query.with_for_update(of=Departure).execution_options(populate_existing=True)
 
 
 def find_by_external_id(db: Session, external_id: str) -> Departure | None:
@@ -29,9 +58,40 @@ LINKED_AND_KEPT = and_(
 )
 
 
-def find_by_public_id(db: Session, public_id: str) -> Departure | None:
-    """Return the departure with this public id, if any."""
-    return db.scalar(select(Departure).where(Departure.public_id == public_id))
+def find_by_public_id(
+    db: Session, public_id: str, *, writing: bool = False
+) -> Departure | None:
+    """Return the departure with this public id, if any.
+
+    ``writing``: locked for a write about its person (see ``for_writing``).
+    """
+    query = select(Departure).where(Departure.public_id == public_id)
+    return db.scalar(for_writing(query) if writing else query)
+
+
+def departures_of(
+    db: Session, address: str, *, writing: bool = False
+) -> list[Departure]:
+    """Return the departures of a normalized address, oldest first.
+
+    ``writing``: locked (in that order) for a write about the person.
+    """
+    query = (
+        select(Departure)
+        .where(Departure.contact_email == address)
+        .order_by(Departure.id)
+    )
+    return list(db.scalars(for_writing(query) if writing else query))
+
+
+def lock_departure(db: Session, departure: Departure) -> None:
+    """Lock ``departure`` for a write about its person (see ``for_writing``);
+    raise Erased if their data is gone by then."""
+    locked = db.scalar(
+        for_writing(select(Departure).where(Departure.id == departure.id))
+    )
+    if locked is None or locked.erased_at is not None:
+        raise Erased
 
 
 def record_departure(

@@ -21,7 +21,12 @@ from survey import clock, links, outbox, tokens
 from survey.consent import ConsentEvent, latest_consent, record_consent
 from survey.db import Prepared, Writer, per_dialect, write_together
 from survey.departures.models import Departure
-from survey.departures.service import LINKED_AND_KEPT, find_by_public_id
+from survey.departures.service import (
+    LINKED_AND_KEPT,
+    Erased,
+    find_by_public_id,
+    for_writing,
+)
 from survey.public.models import Response
 from survey.review import queue
 from survey.vocabulary import FOLLOW_UPS
@@ -29,17 +34,20 @@ from survey.vocabulary import FOLLOW_UPS
 log = logging.getLogger(__name__)
 
 
-class LinkGone(Exception):
-    """The link was genuine, but the person's data has been erased."""
+def departure_from_token(
+    db: Session, purpose: str, token: str, *, writing: bool = False
+) -> Departure:
+    """Return the departure a link names; raise TokenInvalid, TokenExpired, Erased.
 
-
-def departure_from_token(db: Session, purpose: str, token: str) -> Departure:
-    """Return the departure a link names; raise TokenInvalid, TokenExpired, LinkGone."""
-    departure = find_by_public_id(db, tokens.load_token(purpose, token))
+    ``writing``: locked for a write about its person (see ``for_writing``).
+    """
+    departure = find_by_public_id(
+        db, tokens.load_token(purpose, token), writing=writing
+    )
     if departure is None:
         raise tokens.TokenInvalid
     if departure.erased_at is not None:
-        raise LinkGone
+        raise Erased
     return departure
 
 
@@ -71,7 +79,7 @@ def survey_state(public_id: str) -> Any:
     if state is None:
         raise tokens.TokenInvalid
     if state.erased_at is not None:
-        raise LinkGone
+        raise Erased
     return state
 
 
@@ -109,14 +117,17 @@ def _upsert_reason(insert: Any) -> Any:
             "answered_at",
             "updated_at",
         ],
-        select(
-            Departure.id,
-            bindparam("reason", type_=column.reason.type),
-            bindparam("reason_other", type_=column.reason_other.type),
-            bindparam("factors", [], type_=column.factors.type),
-            now,
-            now,
-        ).where(LINKED_AND_KEPT),
+        # Locked: an erasure waited for, or waiting, sees the answer.
+        for_writing(
+            select(
+                Departure.id,
+                bindparam("reason", type_=column.reason.type),
+                bindparam("reason_other", type_=column.reason_other.type),
+                bindparam("factors", [], type_=column.factors.type),
+                now,
+                now,
+            ).where(LINKED_AND_KEPT)
+        ),
     )
     return statement.on_conflict_do_update(
         index_elements=[Response.departure_id],

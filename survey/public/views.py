@@ -32,7 +32,7 @@ from survey.consent import (
     withdrawal_wording,
 )
 from survey.departures.models import Departure
-from survey.departures.service import find_by_public_id
+from survey.departures.service import Erased, find_by_public_id
 from survey.public import service
 from survey.public.forms import DetailsForm, PublicForm, ReasonForm
 from survey.vocabulary import DESTINATIONS, FOLLOW_UPS, REASONS
@@ -55,8 +55,8 @@ def _invalid_link(_error: tokens.TokenInvalid) -> tuple[str, int]:
     return render_template("public/link_invalid.html"), 404
 
 
-@bp.errorhandler(service.LinkGone)
-def _erased(_error: service.LinkGone) -> tuple[str, int]:
+@bp.errorhandler(Erased)
+def _erased(_error: Erased) -> tuple[str, int]:
     return render_template("public/link_gone.html"), 410
 
 
@@ -64,13 +64,17 @@ def _erased(_error: service.LinkGone) -> tuple[str, int]:
 def _expired_link(error: tokens.TokenExpired) -> tuple[str, int]:
     departure = find_by_public_id(db.session(), error.public_id)
     if departure is not None and departure.erased_at is not None:
-        return _erased(service.LinkGone())  # no address left to send a link to
+        return _erased(Erased())  # no address left to send a link to
     form = PublicForm.for_link(error.public_id)
     return render_template("public/link_expired.html", form=form), 410
 
 
-def _load(token: str, purpose: str = tokens.SURVEY) -> Departure:
-    departure = service.departure_from_token(db.session(), purpose, token)
+def _load(
+    token: str, purpose: str = tokens.SURVEY, *, writing: bool = False
+) -> Departure:
+    departure = service.departure_from_token(
+        db.session(), purpose, token, writing=writing
+    )
     g.locale = departure.locale
     return departure
 
@@ -212,7 +216,9 @@ def survey(token: str) -> str | WerkzeugResponse:
 def details(token: str) -> str | WerkzeugResponse:
     """Page 2: optional follow-ups and the win-back consent."""
     session = db.session()
-    departure = _load(token)
+    # A POST locks the departure first: the answers are read, and saved, as an
+    # erasure or another tab left them (see for_writing).
+    departure = _load(token, writing=request.method == "POST")
     response = service.find_response(session, departure)
     if response is None:
         return redirect(url_for(".survey", token=token), 303)

@@ -31,7 +31,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from survey import audit, clock
 from survey.db import Bound, Prepared, parse_id, per_dialect
 from survey.departures.models import Departure
-from survey.departures.service import LINKED_AND_KEPT
+from survey.departures.service import LINKED_AND_KEPT, for_writing
 from survey.errors import InvalidInput, SurveyError
 from survey.public.models import Response
 from survey.review.models import ReviewItem
@@ -111,7 +111,7 @@ ITEM_COLUMNS = [
 
 def _answer_upsert(insert: Any) -> Any:
     statement = insert(ReviewItem).from_select(
-        ITEM_COLUMNS, _new_items("answered").where(LINKED_AND_KEPT)
+        ITEM_COLUMNS, for_writing(_new_items("answered").where(LINKED_AND_KEPT))
     )
     return statement.on_conflict_do_update(
         index_elements=[ReviewItem.departure_id],
@@ -141,14 +141,22 @@ def queue_unanswered(session: Session) -> int:
     """
     config = current_app.config
     due = clock.now() - timedelta(days=config["REVIEW_UNANSWERED_AFTER_DAYS"])
-    candidates = _new_items("unanswered").where(
-        Departure.erased_at.is_(None),  # as answers: no one erased is queued
-        Departure.invited_at <= due,
-        Departure.mrr_cents >= config["REVIEW_MIN_MRR_CENTS"],
-        # Explicit subqueries: a bare exists() would pull review_items, the
-        # insert's own table, into the outer FROM on PostgreSQL.
-        ~select(ReviewItem.id).where(ReviewItem.departure_id == Departure.id).exists(),
-        ~select(Response.id).where(Response.departure_id == Departure.id).exists(),
+    # Locked, skipping any being written now (an erasure, an answer): the
+    # next pass sees how they ended.
+    candidates = (
+        _new_items("unanswered")
+        .where(
+            Departure.erased_at.is_(None),  # as answers: no one erased is queued
+            Departure.invited_at <= due,
+            Departure.mrr_cents >= config["REVIEW_MIN_MRR_CENTS"],
+            # Explicit subqueries: a bare exists() would pull review_items, the
+            # insert's own table, into the outer FROM on PostgreSQL.
+            ~select(ReviewItem.id)
+            .where(ReviewItem.departure_id == Departure.id)
+            .exists(),
+            ~select(Response.id).where(Response.departure_id == Departure.id).exists(),
+        )
+        .with_for_update(of=Departure, skip_locked=True)
     )
     # Counted from RETURNING: drivers disagree on an INSERT ... SELECT's rowcount.
     queued = (

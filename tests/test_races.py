@@ -1,0 +1,279 @@
+"""Writes about one person, sent at once to a served app: an erasure and the
+answers racing it, and consent changes racing each other.
+
+Real concurrent HTTP requests (threads released by a barrier) against the app
+served with threads, as gunicorn's gthread workers serve it; several rounds
+each. PostgreSQL is where these races were seen: every write there runs at
+READ COMMITTED, in parallel.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from survey.consent import ConsentEvent
+from survey.departures.models import Departure
+from survey.public.models import Response
+from survey.staff.models import StaffUser
+from tests.factories import (
+    PASSWORD,
+    auth,
+    hidden_fields,
+    make_departure,
+    make_token,
+    make_user,
+    survey_path,
+    withdraw_path,
+)
+
+ROUNDS = 4
+
+
+@pytest.fixture
+def served(app: Flask) -> Iterator[tuple[str, int]]:
+    """Serve ``app`` on loopback, a thread per request."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield "127.0.0.1", server.server_port
+    server.shutdown()
+    thread.join()
+
+
+def call(
+    address: tuple[str, int],
+    method: str,
+    path: str,
+    form: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """Make one HTTP request (redirects not followed); return status and body.
+
+    A browser's ``headers`` take the session cookie the answer sets.
+    """
+    connection = http.client.HTTPConnection(*address, timeout=60)
+    try:
+        body = urlencode(form, doseq=True) if form is not None else None
+        sent = dict(headers or {})
+        if body is not None:
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        connection.request(method, path, body=body, headers=sent)
+        answer = connection.getresponse()
+        if (
+            headers is not None
+            and "Cookie" in headers
+            and answer.getheader("Set-Cookie")
+        ):
+            headers["Cookie"] = answer.getheader("Set-Cookie", "").split(";")[0]
+        return answer.status, answer.read().decode()
+    finally:
+        connection.close()
+
+
+def signed_in(address: tuple[str, int], email: str) -> dict[str, str]:
+    """Sign in through the login page; return the headers of that browser."""
+    connection = http.client.HTTPConnection(*address, timeout=60)
+    try:
+        connection.request("GET", "/login")
+        page = connection.getresponse()
+        cookie = page.getheader("Set-Cookie", "").split(";")[0]
+        fields = hidden_fields(page.read().decode())
+        body = urlencode({**fields, "email": email, "password": PASSWORD})
+        connection.request(
+            "POST",
+            "/login",
+            body=body,
+            headers={
+                "Cookie": cookie,
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+        answer = connection.getresponse()
+        answer.read()
+        assert answer.status == 302, "sign-in failed"
+        return {"Cookie": answer.getheader("Set-Cookie", "").split(";")[0]}
+    finally:
+        connection.close()
+
+
+def at_once(requests: list[Callable[[], tuple[int, str]]]) -> list[int]:
+    """Run the requests on threads released together; return their statuses."""
+    barrier = threading.Barrier(len(requests))
+    statuses: list[int] = [0] * len(requests)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        statuses[index] = requests[index]()[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return statuses
+
+
+def form_of(address: tuple[str, int], path: str) -> dict[str, str]:
+    """Open a page as a browser would; return its hidden fields."""
+    status, page = call(address, "GET", path)
+    assert status == 200, path
+    fields = hidden_fields(page)
+    assert fields["csrf_token"]
+    return fields
+
+
+def answered(
+    app: Flask, address: tuple[str, int], **fields: Any
+) -> tuple[Departure, str, dict[str, str]]:
+    """Record a departure whose customer answered page 1 (through the page);
+    return it, its survey path and page 1's form."""
+    departure = make_departure(app, **fields)
+    page1 = survey_path(app, departure)
+    first = form_of(address, page1)
+    assert call(address, "POST", page1, {**first, "reason": "switched"})[0] == 303
+    return departure, page1, first
+
+
+def events(session, departure: Departure) -> list[ConsentEvent]:
+    session.rollback()  # a fresh snapshot
+    return list(
+        session.scalars(
+            select(ConsentEvent)
+            .where(ConsentEvent.departure_id == departure.id)
+            .order_by(ConsentEvent.id)
+        )
+    )
+
+
+def test_answers_racing_an_erasure_do_not_survive_it(app, served, session):
+    eraser = auth(make_token(app, "contacts:erase"))
+    for round_ in range(ROUNDS):
+        email = f"racer{round_}@example.com"
+        departure, page1, first = answered(
+            app, served, contact_email=email, contact_name="Ada Racer"
+        )
+        page2 = page1 + "/more"
+        second = form_of(served, page2)
+        words = f"Ada Racer wrote this in round {round_}"
+        details = {**second, "details": words, "winback_consent": "y"}
+        answer = {**first, "reason": "other", "reason_other": words}
+        erase = f"/api/v1/contacts/{quote(email)}"
+        requests = [
+            *[partial(call, served, "POST", page2, details)] * 15,
+            *[partial(call, served, "POST", page1, answer)] * 15,
+            partial(call, served, "DELETE", erase, None, eraser),
+        ]
+        statuses = at_once(requests)
+        assert statuses[-1] == 200, "the erasure"
+        assert set(statuses[:-1]) <= {303, 410}, statuses
+        session.rollback()
+        erased = session.get(Departure, departure.id, populate_existing=True)
+        assert erased.erased_at is not None
+        response = session.scalar(
+            select(Response).where(Response.departure_id == departure.id)
+        )
+        kept = (
+            response.reason_other,
+            response.details,
+            response.destination_name,
+            response.follow_up_answer,
+        )
+        assert kept == (None, None, None, None), f"round {round_}"
+        # Nothing can be written about them any more, and a second erasure
+        # finds nothing left.
+        assert call(served, "POST", page2, {**second, "details": words})[0] == 410
+        again = call(served, "DELETE", f"/api/v1/contacts/{quote(email)}", None, eraser)
+        assert again == (200, '{"erased_departures":0}\n')
+
+
+def test_simultaneous_withdrawals_record_one_event(app, served, session):
+    for _round in range(ROUNDS):
+        departure, page1, _first = answered(app, served)
+        page2 = page1 + "/more"
+        granted = call(
+            served, "POST", page2, {**form_of(served, page2), "winback_consent": "y"}
+        )
+        assert granted[0] == 303
+        assert [e.action for e in events(session, departure)] == ["granted"]
+        withdraw = withdraw_path(app, departure)
+        confirm = form_of(served, withdraw)
+        one_click = {"List-Unsubscribe": "One-Click"}
+        statuses = at_once(
+            [
+                *[partial(call, served, "POST", withdraw, one_click)] * 40,
+                *[partial(call, served, "POST", withdraw, confirm)] * 20,
+            ]
+        )
+        assert statuses == [200] * 60
+        assert [e.action for e in events(session, departure)] == [
+            "granted",
+            "withdrawn",
+        ]
+
+
+def test_racing_grants_and_withdrawals_never_repeat_an_event(app, served, session):
+    for _round in range(ROUNDS):
+        departure, page1, _first = answered(app, served)
+        page2 = page1 + "/more"
+        grant = {**form_of(served, page2), "winback_consent": "y"}
+        assert grant["consent_shown"] == ""  # the page showed no consent
+        withdraw = withdraw_path(app, departure)
+        one_click = {"List-Unsubscribe": "One-Click"}
+        statuses = at_once(
+            [
+                *[partial(call, served, "POST", page2, grant)] * 20,
+                *[partial(call, served, "POST", withdraw, one_click)] * 20,
+            ]
+        )
+        assert set(statuses) <= {200, 303}, statuses
+        actions = [e.action for e in events(session, departure)]
+        assert actions, "nothing was recorded"
+        repeats = [a for a, b in itertools.pairwise(actions) if a == b]
+        assert repeats == [], actions
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one(app, served, session):
+    for round_ in range(ROUNDS):
+        session.rollback()
+        for user in session.scalars(select(StaffUser)):
+            user.role = "csm"  # the admins of earlier rounds step aside
+        session.commit()
+        admins = [make_user(app, "admin") for _ in range(2)]
+        browsers = [signed_in(served, admin.email) for admin in admins]
+        forms = []
+        for browser in browsers:
+            status, page = call(served, "GET", "/admin/users", headers=browser)
+            assert status == 200
+            forms.append(hidden_fields(page))
+        action = "deactivate" if round_ % 2 else "role"
+        requests = [
+            partial(
+                call,
+                served,
+                "POST",
+                f"/admin/users/{other.id}",
+                {**form, "action": action, "role": "csm"},
+                browser,
+            )
+            for browser, form, other in zip(
+                browsers, forms, reversed(admins), strict=True
+            )
+        ]
+        # 403: the other was quicker, and this one is no admin any more.
+        assert set(at_once(requests)) <= {302, 403}
+        session.rollback()
+        left = session.scalars(
+            select(StaffUser).where(StaffUser.role == "admin", StaffUser.active)
+        ).all()
+        assert len(left) == 1, f"round {round_}: {action}"
