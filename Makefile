@@ -33,6 +33,8 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed lint
 	@if [ -x /usr/bin/chromium ]; then echo "Chromium found: browser tests run."; \
 	else echo "NOTE: /usr/bin/chromium not found: browser tests are SKIPPED (apt-get install chromium)."; fi
+	@if [ -x /usr/sbin/nginx ]; then echo "nginx found: the README's proxy settings are tested."; \
+	else echo "NOTE: /usr/sbin/nginx not found: the proxy test is SKIPPED (apt-get install nginx)."; fi
 	@if [ -n "$$SURVEY_TEST_DATABASE_URL" ]; then echo "Databases: SQLite and $${SURVEY_TEST_DATABASE_URL%%@*}@..."; \
 	else echo "Databases: SQLite only (set SURVEY_TEST_DATABASE_URL for PostgreSQL)."; fi
 	$(BIN)/pytest

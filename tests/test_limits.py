@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -293,3 +297,96 @@ def test_gunicorn_refuses_oversized_headers(gunicorn):
         "400",
         "431",
     }
+
+
+# --- the README's proxy in front of it -------------------------------------------
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def readme_nginx_server(upstream: int, listen: int) -> str:
+    """Return the README's nginx ``server`` for the app, served on plain HTTP."""
+    readme = (REPO / "README.md").read_text()
+    [example] = re.findall(r"```nginx\n(.*?)```", readme, flags=re.DOTALL)
+    server = example.split("\nserver {")[0]  # the HTTPS one, not the redirect
+    server = re.sub(r"\n\s*(listen|ssl_\w+)\s[^;]*;", "", server)
+    server = server.replace("server {", f"server {{\n    listen 127.0.0.1:{listen};")
+    return server.replace("127.0.0.1:8000", f"127.0.0.1:{upstream}")
+
+
+@contextlib.contextmanager
+def stalled_bodies(address: tuple[str, int], count: int) -> Iterator[None]:
+    """Hold ``count`` connections that announce a body and never send it."""
+    with contextlib.ExitStack() as stack:
+        for _ in range(count):
+            connection = stack.enter_context(
+                socket.create_connection(address, timeout=10)
+            )
+            connection.sendall(
+                _head("POST", "/login", **{"Content-Length": "100000"}).encode()
+                + b"email=a"
+            )
+        time.sleep(0.5)  # the server has taken them in
+        yield
+
+
+def answers_health(address: tuple[str, int], seconds: float) -> bool:
+    """Return whether /healthz answers 200 within ``seconds``."""
+    try:
+        with socket.create_connection(address, timeout=seconds) as connection:
+            connection.sendall(_head("GET", "/healthz").encode())
+            return connection.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed")
+def test_the_readme_proxy_keeps_slow_bodies_away_from_gunicorn(gunicorn, tmp_path):
+    # Without it, a worker's threads (8 here) each wait on a stalled body.
+    with stalled_bodies(gunicorn, 10):
+        assert not answers_health(gunicorn, 3), "gunicorn alone did not freeze"
+    assert answers_health(gunicorn, 10)
+
+    port = free_port()
+    root = "user root;\n" if os.geteuid() == 0 else ""
+    (tmp_path / "nginx.conf").write_text(
+        f"""{root}daemon off;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+{readme_nginx_server(gunicorn[1], port)}
+}}
+"""
+    )
+    proxy = subprocess.Popen(
+        [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        address = ("127.0.0.1", port)
+        deadline = time.monotonic() + 10
+        while not answers_health(address, 1):
+            assert proxy.poll() is None, proxy.stderr.read().decode()
+            assert time.monotonic() < deadline, "nginx did not start"
+            time.sleep(0.1)
+        with stalled_bodies(address, 30):
+            assert answers_health(address, 3)
+            assert answers_health(gunicorn, 3)
+        head = _head(
+            "POST",
+            "/login",
+            **{"Content-Length": "3000000", "Content-Type": "text/plain"},
+        )
+        assert _exchange(address, head).split()[1] == "413"
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+        proxy.stderr.close()
