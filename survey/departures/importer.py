@@ -111,6 +111,8 @@ def _read_header(reader: Iterator[list[str]]) -> list[str]:
         header = [name.strip() for name in next(reader, [])]
     except UnicodeDecodeError as exc:
         raise BadFile(f"not a UTF-8 text file (line 1: {_not_utf8(exc)})") from None
+    except csv.Error as exc:
+        raise BadFile(f"the header row cannot be read ({exc})") from None
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
     if missing:
         raise BadFile(
