@@ -200,22 +200,17 @@ def departures_import(path: Path) -> None:
     """Import departures from a CSV file whose header names the API's fields."""
     from survey.departures.importer import BadFile, import_departures
 
-    with (
-        db.write_session() as session,
-        path.open(newline="", encoding="utf-8-sig") as f,
-    ):
-
-        def commit_chunk() -> None:
-            session.commit()
-            db.begin_write(session)
-
+    session = db.new_session()
+    with session, path.open("rb") as f:
         try:
-            report = import_departures(session, f, commit=commit_chunk)
+            report = import_departures(
+                session,
+                f,
+                begin=lambda: db.begin_write(session),
+                commit=session.commit,
+            )
         except BadFile as exc:
             raise click.ClickException(f"{path}: {exc}") from None
-        except UnicodeDecodeError:
-            raise click.ClickException(f"{path}: not a UTF-8 text file") from None
-        session.commit()
     if report.ignored_columns:
         click.echo(
             f"{path}: note: columns not imported (not departure fields): "
@@ -224,11 +219,23 @@ def departures_import(path: Path) -> None:
         )
     for line, message in report.errors:
         click.echo(f"{path}:{line}: {message}", err=True)
+    if report.stopped is not None:
+        line, why = report.stopped
+        click.echo(
+            f"{path}:{line}: import stopped: {why}; nothing from here on was imported",
+            err=True,
+        )
     click.echo(
         f"{report.created} imported, {report.existing} already known, "
         f"{len(report.errors)} rejected."
     )
-    if report.errors:
+    if report.stopped is not None:
+        click.echo(
+            f"Stopped at line {report.stopped[0]}: the {report.created} imported "
+            "before it are committed and their invitations queued; importing the "
+            "file again skips them."
+        )
+    if report.errors or report.stopped is not None:
         sys.exit(1)
 
 

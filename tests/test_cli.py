@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 
+from survey import db
 from survey.api.auth import ApiToken
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
@@ -123,15 +129,26 @@ def test_a_stray_quote_rejects_its_row_alone(runner, tmp_path, session):
     assert session.scalars(select(Departure.external_id)).all() == ["r2"]
 
 
-def test_a_header_naming_a_column_twice_is_refused(runner, tmp_path, session):
-    path = write_csv(
-        tmp_path,
-        "c1,a@b.example,x@y.example\n",
-        header=("external_id,contact_email,contact_email\n"),
-    )
+@pytest.mark.parametrize(
+    ("header", "body", "message"),
+    [
+        ("company\n", "Acme\n", "lacks external_id, contact_email"),
+        (
+            "external_id,contact_email,contact_email\n",
+            "c1,a@b.example,x@y.example\n",
+            "contact_email more than once",
+        ),
+        # A quote left open in the header: no column names at all.
+        ('"external_id,contact\n', "c1,a@b.example\n", "the header row cannot be read"),
+    ],
+)
+def test_a_header_without_the_columns_needed_is_refused(
+    runner, tmp_path, session, header, body, message
+):
+    path = write_csv(tmp_path, body, header=header)
     result = runner.invoke(args=["departures", "import", str(path)])
     assert result.exit_code == 1
-    assert "contact_email more than once" in result.stderr
+    assert message in result.stderr
     assert count(session, Departure) == 0
 
 
@@ -155,20 +172,136 @@ def test_reimporting_the_same_file_creates_nothing(runner, tmp_path, session):
     assert count(session, OutboxMessage) == 1
 
 
-def test_a_file_without_the_required_columns_is_refused(runner, tmp_path, session):
-    path = write_csv(tmp_path, "Acme\n", header="company\n")
-    result = runner.invoke(args=["departures", "import", str(path)])
-    assert result.exit_code == 1
-    assert "lacks external_id, contact_email" in result.output
-    assert count(session, Departure) == 0
-
-
 def test_a_file_that_is_not_text_is_refused(runner, tmp_path):
     path = tmp_path / "binary.csv"
     path.write_bytes(b"\xff\xfe\x00\x00garbage")
     result = runner.invoke(args=["departures", "import", str(path)])
     assert result.exit_code == 1
     assert "not a UTF-8 text file" in result.output
+
+
+def good_rows(first: int, last: int) -> str:
+    return "".join(f"r{n},Co,Na,p{n}@example.com,,,,,\n" for n in range(first, last))
+
+
+def assert_stopped(result, imported: int, where: str) -> None:
+    """The import stopped as ``where`` says, after committing ``imported`` rows."""
+    assert result.exit_code == 1, result.output
+    assert f"{imported} imported, 0 already known, 0 rejected." in result.stdout
+    assert "invitations queued" in result.stdout
+    assert result.stderr.startswith(where)
+
+
+def departures_and_invitations(session) -> tuple[int, int]:
+    return count(session, Departure), count(session, OutboxMessage)
+
+
+def test_a_byte_that_is_not_utf8_stops_the_import_on_its_line(
+    runner, tmp_path, session
+):
+    path = tmp_path / "departures.csv"
+    # Lines 2 to 601 are good, line 602 holds a Latin-1 "é", 603 is never read.
+    path.write_bytes(
+        (HEADER + good_rows(0, 600)).encode()
+        + "x1,Café,Na,x1@example.com,,,,,\n".encode("latin-1")
+        + good_rows(600, 601).encode()
+    )
+    result = runner.invoke(args=["departures", "import", str(path)])
+    assert_stopped(
+        result,
+        600,
+        f"{path}:602: import stopped: not UTF-8 text: byte 0xE9 at column 7",
+    )
+    assert "Stopped at line 602" in result.stdout
+    assert departures_and_invitations(session) == (600, 600)
+    assert session.scalar(select(func.max(OutboxMessage.kind))) == "invitation"
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(runner, tmp_path, session):
+    path = tmp_path / "departures.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (HEADER + good_rows(0, 1)).encode())
+    result = runner.invoke(args=["departures", "import", str(path)])
+    assert result.exit_code == 0, result.output
+    assert session.scalars(select(Departure.external_id)).all() == ["r0"]
+
+
+@pytest.fixture
+def refused_company(app, session) -> Iterator[str]:
+    """Have the database, not validation, refuse departures of one company."""
+    with app.app_context(), db.engine().begin() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.execute(
+                text(
+                    "CREATE TRIGGER test_refused BEFORE INSERT ON departures "
+                    "WHEN NEW.company = 'Refused' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
+            )
+            undo = "DROP TRIGGER test_refused"
+        else:
+            connection.execute(
+                text(
+                    "ALTER TABLE departures ADD CONSTRAINT test_refused "
+                    "CHECK (company <> 'Refused')"
+                )
+            )
+            undo = "ALTER TABLE departures DROP CONSTRAINT test_refused"
+    yield "Refused"
+    session.rollback()  # its reads would hold up the ALTER TABLE
+    with app.app_context(), db.engine().begin() as connection:
+        connection.execute(text(undo))
+
+
+def test_a_database_error_reports_what_was_committed_before_it(
+    runner, tmp_path, session, refused_company
+):
+    # Rows on lines 2-501 are the first chunk; line 552 fails in the second.
+    rows = good_rows(0, 550) + f"x1,{refused_company},Na,x1@example.com,,,,,\n"
+    path = write_csv(tmp_path, rows + good_rows(550, 600))
+    result = runner.invoke(args=["departures", "import", str(path)])
+    assert_stopped(
+        result, 500, f"{path}:502: import stopped: database error at line 552 ("
+    )
+    assert departures_and_invitations(session) == (500, 500)
+
+
+def test_a_busy_database_stops_the_import_between_chunks(make_app, tmp_path):
+    app = make_app(SQLITE_BUSY_TIMEOUT_SECONDS=0.2)
+    with app.app_context():
+        if db.engine().dialect.name != "sqlite":
+            pytest.skip("the write queue exists on SQLite only")
+    fifo = tmp_path / "departures.csv"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def feed() -> None:
+        """Send the first chunk; hold the write lock while the second comes."""
+        with fifo.open("w") as pipe:
+            pipe.write(HEADER + good_rows(0, 500))
+            pipe.flush()
+            with app.app_context():
+                deadline = time.monotonic() + 10
+                with db.new_session() as session:
+                    while count(session, Departure) < 500:
+                        assert time.monotonic() < deadline, "no first chunk"
+                        time.sleep(0.01)
+                # The import waits for its next line: it must not hold the
+                # lock meanwhile, so another writer can take it.
+                with db.write_session():
+                    pipe.write(good_rows(500, 600))
+                    pipe.close()
+                    done.wait(10)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    result = app.test_cli_runner().invoke(args=["departures", "import", str(fifo)])
+    done.set()
+    feeder.join(10)
+    assert_stopped(
+        result, 500, f"{fifo}:502: import stopped: database error at line 502 ("
+    )
+    with app.app_context(), db.new_session() as session:
+        assert departures_and_invitations(session) == (500, 500)
 
 
 def test_tokens_create_prints_the_secret_once_and_stores_a_hash(
