@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from survey import audit, clock
-from survey.db import Bound, Prepared, parse_id, per_dialect
+from survey.db import Bound, Prepared, parse_int, per_dialect
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT
 from survey.errors import InvalidInput, SurveyError
@@ -213,7 +213,7 @@ def _conditions(wanted: QueueFilter) -> list[ColumnElement[bool]]:
         )
     elif wanted.assignee == "unassigned":
         conditions.append(ReviewItem.assignee_id.is_(None))
-    elif (assignee := parse_id(wanted.assignee)) is not None:
+    elif (assignee := parse_int(wanted.assignee)) is not None:
         conditions.append(ReviewItem.assignee_id == assignee)
     if wanted.reason == "none":
         conditions.append(ReviewItem.reason.is_(None))
