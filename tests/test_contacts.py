@@ -13,7 +13,7 @@ from survey.audit import AuditEvent
 from survey.departures.models import Departure
 from survey.models import Base
 from survey.public.models import Response
-from survey.review.models import Note
+from survey.review.models import Note, Postmortem
 from tests.factories import (
     auth,
     hidden_fields,
@@ -52,8 +52,21 @@ def aggregates(session) -> tuple:
     return by_reason, lost, session.scalar(select(func.count()).select_from(Departure))
 
 
+def signed_in_csm(app):
+    """Return a client signed in as a new CSM."""
+    staff = app.test_client()
+    assert login(staff, make_user(app, "csm").email).status_code == 302
+    return staff
+
+
+def staff_saves(staff, page: str, action: str, data: dict) -> None:
+    """Post ``data`` from the review page ``page`` to its ``action``: it is taken."""
+    response = submit(staff, page, data, action=f"{page}/{action}")
+    assert response.status_code == 302, response.status_code
+
+
 @pytest.fixture
-def person(app):
+def person(app, session):
     """Peter, who left twice, answered, consented, and is in notes and postmortems."""
     first = make_consenting(
         app, contact_email=EMAIL, contact_name=NAME, company="Initech", external_id="p1"
@@ -62,28 +75,27 @@ def person(app):
         app, contact_email=EMAIL.lower(), contact_name=NAME, external_id="p2"
     )
     customer = app.test_client()
-    submit(
+    answered = submit(
         customer,
         survey_path(app, second),
         {"reason": "other", "reason_other": f"Ask {NAME}"},
     )
-    submit(
+    assert answered.status_code == 303
+    # "Other" has no follow-up question: page 2 takes the details alone.
+    more = submit(
         customer,
         survey_path(app, second) + "/more",
-        {"details": f"Write to {EMAIL} please", "follow_up": "Lower price"},
+        {"details": f"Write to {EMAIL} please"},
     )
-    staff = app.test_client()
-    login(staff, make_user(app, "csm").email)
+    assert more.status_code == 303
+    staff = signed_in_csm(app)
     page = f"/review/{first.public_id}"
-    html = staff.get(page).get_data(as_text=True)
-    staff.post(
-        f"{page}/notes", data=hidden_fields(html) | {"body": f"Called {NAME} today"}
-    )
-    html = staff.get(page).get_data(as_text=True)
-    staff.post(
-        f"{page}/postmortem",
-        data=hidden_fields(html)
-        | {
+    staff_saves(staff, page, "notes", {"body": f"Called {NAME} today"})
+    staff_saves(
+        staff,
+        page,
+        "postmortem",
+        {
             "what_happened": f"{NAME} ({EMAIL.lower()}) lost his stapler",
             "intent": "save",
         },
@@ -92,7 +104,21 @@ def person(app):
         app, contact_email="someone.else@x.example", contact_name="Milton W"
     )
     with app.app_context():
-        outbox.deliver_due()  # no mail server: .eml files in the instance folder
+        # No mail server: .eml files in the instance folder.
+        report = outbox.deliver_due()
+    assert (report.sent, report.handled) == (3, 3)  # the three invitations
+    session.rollback()
+    answer = session.scalar(select(Response).where(Response.departure_id == second.id))
+    assert (answer.reason, answer.reason_other, answer.details) == (
+        "other",
+        f"Ask {NAME}",
+        f"Write to {EMAIL} please",
+    )
+    assert session.scalars(select(Note.body)).all() == [f"Called {NAME} today"]
+    assert session.scalars(select(Postmortem.what_happened)).all() == [
+        f"{NAME} ({EMAIL.lower()}) lost his stapler"
+    ]
+    session.rollback()
     return first, second
 
 
