@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 
 from survey import outbox
 from survey.audit import AuditEvent
+from survey.consent import ConsentEvent
 from survey.departures.models import Departure
 from survey.models import Base
 from survey.public.models import Response
-from survey.review.models import Note, Postmortem
+from survey.review.models import ActionItem, Note, Postmortem, RootCause
 from tests.factories import (
     auth,
     hidden_fields,
@@ -240,7 +241,18 @@ def test_retention_erases_departures_older_than_the_period(make_app, clock, sess
         external_id="b2",
     )
     make_departure(app, contact_email="new@x.example", cancelled_at=clock())
+    session.rollback()
+    stored = session.execute(
+        select(Departure.contact_email, Departure.cancelled_at).order_by(Departure.id)
+    ).all()
+    assert [tuple(row) for row in stored] == [
+        ("old@x.example", long_ago),
+        ("both@x.example", long_ago),
+        ("both@x.example", clock() - timedelta(days=2)),
+        ("new@x.example", clock()),
+    ]
     result = runner.invoke(args=["contacts", "purge-expired"])
+    assert result.exit_code == 0, result.output
     assert "2 departure(s) erased" in result.stdout
     text = everything_as_text(session)
     assert "old@x.example" not in text
@@ -251,11 +263,13 @@ def test_retention_erases_departures_older_than_the_period(make_app, clock, sess
     assert (kept.contact_email, kept.contact_name) == ("both@x.example", "Bo Both")
     assert gone.erased_at is not None and gone.contact_name is None
     assert "both@x.example" not in gone.contact_email
-    assert "0 departure(s)" in runner.invoke(args=["contacts", "purge-expired"]).stdout
+    again = runner.invoke(args=["contacts", "purge-expired"])
+    assert again.exit_code == 0, again.output
+    assert "0 departure(s)" in again.stdout
 
 
 def test_a_withdrawal_outlives_the_erasure_of_the_departure_it_came_through(
-    make_app, clock
+    make_app, clock, session
 ):
     app = make_app(RETENTION_DAYS=30)
     client = app.test_client()
@@ -270,10 +284,15 @@ def test_a_withdrawal_outlives_the_erasure_of_the_departure_it_came_through(
     )
     make_consenting(app, contact_email="pat@x.example")  # a newer departure
     assert listed() == ["pat@x.example"]
-    submit(client, withdraw_path(app, old), {})  # the link in the old email
+    withdrawn = submit(client, withdraw_path(app, old), {})  # the old email's link
+    assert withdrawn.status_code == 200
+    session.rollback()
+    events = select(ConsentEvent.action).where(ConsentEvent.departure_id == old.id)
+    assert session.scalars(events).all() == ["withdrawn"]
     assert listed() == []
 
     result = app.test_cli_runner().invoke(args=["contacts", "purge-expired"])
+    assert result.exit_code == 0, result.output
     assert "1 departure(s) erased" in result.stdout
     assert listed() == []
 
@@ -453,14 +472,12 @@ def test_retention_cleans_everything_tied_to_the_expired_departure(
         company="Olga Oldfield Consulting",
         cancelled_at=clock() - timedelta(days=40),
     )
-    staff = app.test_client()
-    login(staff, make_user(app, "csm").email)
     page = f"/review/{old.public_id}"
-    html = staff.get(page).get_data(as_text=True)
-    staff.post(
-        f"{page}/postmortem",
-        data=hidden_fields(html)
-        | {
+    staff_saves(
+        signed_in_csm(app),
+        page,
+        "postmortem",
+        {
             "what_happened": "Olga Oldfield (old@x.example) wanted SSO",
             "root_causes": ["other"],
             "primary_cause": "other",
@@ -471,6 +488,16 @@ def test_retention_cleans_everything_tied_to_the_expired_departure(
             "intent": "save",
         },
     )
-    app.test_cli_runner().invoke(args=["contacts", "purge-expired"])
+    session.rollback()
+    assert session.scalars(select(Postmortem.what_happened)).all() == [
+        "Olga Oldfield (old@x.example) wanted SSO"
+    ]
+    assert session.scalars(select(RootCause.note)).all() == ["Olga Oldfield's budget"]
+    assert session.execute(select(ActionItem.text, ActionItem.owner)).all() == [
+        ("Ask Olga Oldfield again", "old@x.example")
+    ]
+    result = app.test_cli_runner().invoke(args=["contacts", "purge-expired"])
+    assert result.exit_code == 0, result.output
+    assert "1 departure(s) erased" in result.stdout
     text = everything_as_text(session)
     assert "olga oldfield" not in text and "old@x.example" not in text
