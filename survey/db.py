@@ -81,14 +81,24 @@ Str200 = Annotated[str, mapped_column(String(200))]
 Str320 = Annotated[str, mapped_column(String(320))]
 
 
-def parse_id(text: str | None) -> int | None:
-    """Return the integer key written in ``text``, or None if it is not one.
+#: The largest value of an INTEGER column (our keys) on every database we run on.
+INTEGER_MAX = 2**31 - 1
+#: The largest value of a BIGINT column (amounts in minor units).
+BIGINT_MAX = 2**63 - 1
 
-    Digits only (``int`` would also take "²", " 7" or "1_0"), and small
-    enough for an INTEGER column on every database.
+
+def parse_int(text: str | None, maximum: int = INTEGER_MAX) -> int | None:
+    """Return the whole number from 0 to ``maximum`` written in ``text``, or None.
+
+    For ids, cursors and counts from a URL or a form. ASCII digits only
+    (``int`` would also take "٣", " 7" or "1_0"), and no more than the column
+    it is compared with holds: PostgreSQL refuses a larger value (a 500), it
+    does not just find nothing.
     """
-    if text and text.isascii() and text.isdecimal() and len(text) <= 9:
-        return int(text)
+    if text and len(text) <= 20 and text.isascii() and text.isdecimal():
+        number = int(text)
+        if number <= maximum:
+            return number
     return None
 
 

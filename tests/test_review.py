@@ -264,10 +264,33 @@ def test_paging_keeps_any_status_and_a_bad_filter_drops_only_itself(
     assert "Number must be between 0" in only_closed
 
 
-def test_a_damaged_cursor_is_a_clear_error(staff):
-    response = staff.get("/review?after=abc")
+# 2147483648 is one past an INTEGER id, 9223372036854775808 one past a BIGINT
+# amount; a fullwidth 1 is a digit to str.isdecimal, but not one we ever write.
+@pytest.mark.parametrize(
+    "cursor", ["abc", "1.2147483648", "9223372036854775808.1", "\uff11.1"]
+)
+def test_a_damaged_cursor_is_a_clear_error(staff, cursor):
+    response = staff.get("/review", query_string={"after": cursor})
     assert response.status_code == 422
     assert "page link is damaged" in response.get_data(as_text=True)
+
+
+# WTForms' DecimalField takes all of these; NumberRange raises on a signalling
+# NaN, and 1e30 in cents would not fit the BIGINT column.
+@pytest.mark.parametrize(
+    "value", ["sNaN", "-sNaN", "NaN", "-NaN", "Infinity", "-Infinity", "1e30"]
+)
+@pytest.mark.parametrize("field", ["mrr_min", "mrr_max"])
+def test_an_amount_filter_that_is_no_amount_drops_only_itself(app, staff, field, value):
+    answered(app, company="Kept Co", mrr_cents=1_000)
+    answered(app, company="Other Co", reason="switched", mrr_cents=1_000)
+    response = staff.get(
+        "/review", query_string={field: value, "reason": "too_expensive"}
+    )
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert companies(html) == ["Kept Co"]
+    assert f'<ul class="errors" id="{field}-errors">' in html
 
 
 # --- changing items ---------------------------------------------------------------

@@ -14,7 +14,13 @@ from survey.consent import ConsentEvent
 from survey.db import new_public_id
 from survey.departures.models import Departure
 from survey.public.models import Response
-from tests.factories import make_departure, path_of, survey_path, withdraw_path
+from tests.factories import (
+    hidden_fields,
+    make_departure,
+    path_of,
+    survey_path,
+    withdraw_path,
+)
 
 ALPHABET = string.ascii_letters + string.digits + "-_"
 
@@ -42,11 +48,31 @@ def test_changing_any_character_of_the_token_gives_a_friendly_404(app, client):
         assert client.get(f"{prefix}/{broken}").status_code == 404
 
 
-def test_tampered_posts_are_refused_too(app, client):
+def test_tampered_posts_are_refused_too(app, client, session):
+    # Forged links that still name the departure, posted with the genuine
+    # page's form (its form token is right): only the link check refuses them.
     departure = make_departure(app)
     path = survey_path(app, departure)
-    response = client.post(path[:-2] + "xx", data={"reason": "other"})
-    assert response.status_code in (400, 404)
+    prefix, token = path.rsplit("/", 1)
+    form = hidden_fields(client.get(path).get_data(as_text=True))
+    payload, stamp, signature = token.split(".")
+    other = ALPHABET[(ALPHABET.find(signature[0]) + 1) % 64]
+    withdraw_token = withdraw_path(app, departure).rsplit("/", 1)[1]
+    with app.app_context():  # a genuine link, but for another purpose
+        named = tokens.load_token(tokens.WITHDRAW_CONSENT, withdraw_token)
+    assert named == departure.public_id
+    for forged in (f"{payload}.{stamp}.{other}{signature[1:]}", withdraw_token):
+        response = client.post(
+            f"{prefix}/{forged}", data={**form, "reason": "too_expensive"}
+        )
+        assert response.status_code == 404, forged
+        assert "This link does not work" in response.get_data(as_text=True)
+    assert session.scalar(select(Response)) is None
+    # The same form through the genuine link is taken: it was the link refused.
+    response = client.post(path, data={**form, "reason": "too_expensive"})
+    assert response.status_code == 303
+    session.rollback()  # end the snapshot read above
+    assert session.scalar(select(Response.reason)) == "too_expensive"
 
 
 def test_a_withdrawal_token_is_not_a_survey_token_and_back(app, client):

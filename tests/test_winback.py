@@ -296,6 +296,48 @@ def test_1001_contacts_page_by_page_each_exactly_once(app, client, reader):
     assert len(emails) == len(set(emails)) == 1001
 
 
+# The cursor is a consent event's id, an INTEGER column: 2147483648 is one past
+# it (PostgreSQL refused to compare it: a 500); a fullwidth 1 is a digit to
+# str.isdecimal, but not one we ever write.
+@pytest.mark.parametrize("cursor", ["2147483648", "999999999999999999", "\uff11"])
+def test_a_cursor_out_of_range_is_refused(app, client, reader, cursor):
+    make_consenting(app, contact_email="a@x.example")
+    refused = client.get(
+        "/api/v1/winback/contacts", query_string={"cursor": cursor}, headers=reader
+    )
+    assert refused.status_code == 422
+    assert refused.get_json()["fields"] == {"cursor": ["Not a valid cursor."]}
+    marketing = app.test_client()
+    assert login(marketing, make_user(app, "marketing").email).status_code == 302
+    page = marketing.get("/winback", query_string={"cursor": cursor})
+    assert page.status_code == 422
+    html = page.get_data(as_text=True)
+    assert "Not a valid cursor." in html
+    assert "a@x.example" in html  # the first page instead
+
+
+def test_the_largest_cursor_is_the_end_of_the_list(app, client, reader):
+    make_consenting(app)
+    last = client.get(
+        "/api/v1/winback/contacts",
+        query_string={"cursor": "2147483647"},
+        headers=reader,
+    )
+    assert last.status_code == 200
+    assert last.get_json() == {"contacts": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize(
+    "limit", ["0", "1001", "\uff11\uff10", "99999999999999999999", "-1"]
+)
+def test_a_limit_out_of_range_is_refused(client, reader, limit):
+    refused = client.get(
+        "/api/v1/winback/contacts", query_string={"limit": limit}, headers=reader
+    )
+    assert refused.status_code == 422
+    assert list(refused.get_json()["fields"]) == ["limit"]
+
+
 def test_scopes(app, client):
     assert client.get("/api/v1/winback/contacts").status_code == 401
     other = auth(make_token(app, "responses:read", "departures:write"))

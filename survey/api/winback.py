@@ -14,11 +14,11 @@ DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 
 
 def _limit() -> int:
-    raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdecimal() or len(raw) > 4 or not 1 <= int(raw) <= MAX_LIMIT:
+    limit = db.parse_int(request.args.get("limit", str(DEFAULT_LIMIT)), MAX_LIMIT)
+    if not limit:
         message = f"Give a whole number from 1 to {MAX_LIMIT}."
         raise InvalidInput("The limit is not valid.", {"limit": [message]})
-    return int(raw)
+    return limit
 
 
 @bp.get("/winback/contacts")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from flask_wtf import FlaskForm
@@ -50,7 +51,23 @@ REASON_FILTERS = [
 ]
 
 
-# Flask-WTF ships no type hints, hence the ignores.
+# Flask-WTF and WTForms ship no type hints, hence the ignores.
+class AmountField(DecimalField):  # type: ignore[misc]
+    """A DecimalField for finite amounts only.
+
+    ``Decimal`` reads "NaN", "sNaN" and "Infinity" too; NumberRange raises on
+    a signalling NaN (a 500) instead of refusing it.
+    """
+
+    data: Decimal | None
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        super().process_formdata(valuelist)
+        if self.data is not None and not self.data.is_finite():
+            self.data = None
+            raise ValueError(self.gettext("Not a valid decimal value."))
+
+
 class QueueFilterForm(FlaskForm):  # type: ignore[misc]
     """The queue's filters, read from the query string (a GET: no CSRF needed)."""
 
@@ -62,12 +79,12 @@ class QueueFilterForm(FlaskForm):  # type: ignore[misc]
     reason = SelectField("Stated reason", choices=REASON_FILTERS, default="")
     segment = StringField("Segment", validators=[Optional(), Length(max=80)])
     plan = StringField("Plan", validators=[Optional(), Length(max=80)])
-    mrr_min = DecimalField(
+    mrr_min = AmountField(
         "Lost MRR from",
         places=2,
         validators=[Optional(), NumberRange(min=0, max=10**11)],
     )
-    mrr_max = DecimalField(
+    mrr_max = AmountField(
         "Lost MRR up to",
         places=2,
         validators=[Optional(), NumberRange(min=0, max=10**11)],

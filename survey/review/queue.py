@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from survey import audit, clock
-from survey.db import Bound, Prepared, parse_id, per_dialect
+from survey.db import BIGINT_MAX, Bound, Prepared, parse_int, per_dialect
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, for_writing
 from survey.errors import InvalidInput, SurveyError
@@ -221,7 +221,7 @@ def _conditions(wanted: QueueFilter) -> list[ColumnElement[bool]]:
         )
     elif wanted.assignee == "unassigned":
         conditions.append(ReviewItem.assignee_id.is_(None))
-    elif (assignee := parse_id(wanted.assignee)) is not None:
+    elif (assignee := parse_int(wanted.assignee)) is not None:
         conditions.append(ReviewItem.assignee_id == assignee)
     if wanted.reason == "none":
         conditions.append(ReviewItem.reason.is_(None))
@@ -284,25 +284,20 @@ def encode_cursor(sort: str, item: ReviewItem) -> str:
     return f"{key}.{item.id}"
 
 
+_DAMAGED_CURSOR = "That page link is damaged; start again from page one."
+
+
 def _decode_cursor(sort: str, cursor: str) -> tuple[Any, int]:
     key_text, _, id_text = cursor.partition(".")
-    try:
-        if not (key_text.isdecimal() and id_text.isdecimal() and len(cursor) <= 40):
-            raise ValueError(cursor)
-        key, item_id = int(key_text), int(id_text)
-        if key >= 2**63 or item_id >= 2**63:
-            raise ValueError(cursor)
-    except ValueError:
-        raise InvalidInput(
-            "That page link is damaged; start again from page one."
-        ) from None
+    # The key is an amount (BIGINT) or microseconds; the id an INTEGER.
+    key, item_id = parse_int(key_text, BIGINT_MAX), parse_int(id_text)
+    if key is None or item_id is None:
+        raise InvalidInput(_DAMAGED_CURSOR)
     if sort in ("newest", "oldest"):
         try:
             return datetime.fromtimestamp(key / 1_000_000, UTC), item_id
         except (OverflowError, OSError, ValueError):
-            raise InvalidInput(
-                "That page link is damaged; start again from page one."
-            ) from None
+            raise InvalidInput(_DAMAGED_CURSOR) from None
     return key, item_id
 
 

@@ -147,7 +147,7 @@ def bulk() -> WerkzeugResponse:
     if not form.validate_on_submit() or not form.items.data:
         flash("Select at least one item.", "error")
         return redirect(back)
-    assignee = db.parse_id(form.assignee.data)
+    assignee = db.parse_int(form.assignee.data)
     reviewer_ids = {None} | {user.id for user in reviewers}
     session = db.session()
     public_ids = list(dict.fromkeys(form.items.data))[: queue.PAGE_SIZE * 4]
@@ -283,7 +283,7 @@ def assign(public_id: str) -> WerkzeugResponse:
     form = AssignForm()
     if form.validate_on_submit():
         raw = str(current_user.id) if request.form.get("to_me") else form.assignee.data
-        assignee = db.parse_id(raw)
+        assignee = db.parse_int(raw)
         if assignee is not None and assignee not in {u.id for u in _reviewers()}:
             flash("Choose someone who reviews.", "error")
         else:
@@ -365,7 +365,7 @@ def _postmortem_input(form: PostmortemForm) -> postmortems.PostmortemInput:
             continue  # a blank row; an emptied one removes its action item
         rows.append(
             postmortems.ActionItemInput(
-                id=db.parse_id(row.id.data),
+                id=db.parse_int(row.id.data),
                 text=text,
                 team=row.team.data or "",
                 owner=row.owner.data,
@@ -403,7 +403,7 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
             session,
             review_item,
             _postmortem_input(form),
-            base_version=db.parse_id(form.version.data),
+            base_version=db.parse_int(form.version.data),
             actor_id=current_user.id,
             finish=finish,
         )

@@ -236,11 +236,12 @@ def parse_cursor(cursor: str | None) -> int | None:
     """Return the position a cursor stands for; raise InvalidInput if damaged."""
     if not cursor:
         return None
-    if not cursor.isdecimal() or len(cursor) > 18:
+    position = db.parse_int(cursor)  # a consent event's id
+    if position is None:
         raise InvalidInput(
             "The cursor is not valid.", {"cursor": ["Not a valid cursor."]}
         )
-    return int(cursor)
+    return position
 
 
 def page(
