@@ -13,7 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from email.message import Message
 from pathlib import Path
@@ -71,6 +72,34 @@ def worker_env(database_url: str, tmp_path: Path, sink: SmtpSink, **extra: str):
         "SURVEY_MAIL_PORT": str(sink.port),
         **{f"SURVEY_{name}": value for name, value in extra.items()},
     }
+
+
+@contextmanager
+def serving(sink: SmtpSink) -> Iterator[SmtpSink]:
+    """Run ``sink`` as a real SMTP server on its port for the block."""
+    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+def start_worker(
+    database_url: str,
+    tmp_path: Path,
+    sink: SmtpSink,
+    *options: str,
+    **extra: str,
+) -> subprocess.Popen[str]:
+    """Start ``outbox send [options]`` as its own process, sending to ``sink``."""
+    return subprocess.Popen(
+        [*WORKER, *options],
+        env=worker_env(database_url, tmp_path, sink, **extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def messages(session) -> list[OutboxMessage]:
@@ -219,18 +248,13 @@ def test_smtp_down_keeps_the_message_and_delivers_when_back(make_app, clock, ses
         message.next_attempt_at - clock()
     ).total_seconds() == 120  # back-off doubles
 
-    sink = SmtpSink("127.0.0.1", port)
-    controller = Controller(sink, hostname=sink.host, port=port)
-    controller.start()
-    try:
+    with serving(SmtpSink("127.0.0.1", port)) as sink:
         assert deliver(app).handled == 0  # not due yet
         clock.advance(seconds=120)
         assert deliver(app).sent == 1
         assert len(sink.messages) == 1
         [message] = messages(session)
         assert (message.status, message.last_error) == ("sent", None)
-    finally:
-        controller.stop()
 
 
 def test_by_default_a_mail_server_down_overnight_fails_no_message(
@@ -288,20 +312,11 @@ class _HangingSink(SmtpSink):
 def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     make_app, database_url, tmp_path, clock, session
 ):
-    sink = _HangingSink("127.0.0.1", free_port())
-    controller = Controller(sink, hostname=sink.host, port=sink.port)
-    controller.start()
-    try:
+    with serving(_HangingSink("127.0.0.1", free_port())) as sink:
         app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
         for _ in range(8):
             make_departure(app)
-        env = worker_env(database_url, tmp_path, sink, MAIL_TIMEOUT_SECONDS="60")
-        worker = subprocess.Popen(
-            WORKER,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = start_worker(database_url, tmp_path, sink, MAIL_TIMEOUT_SECONDS="60")
         deadline = time.monotonic() + 30
         while sum(m.status == "sent" for m in messages(session)) < 3:
             assert time.monotonic() < deadline, "the worker sent nothing"
@@ -316,8 +331,6 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
         assert deliver(app).handled == 0
         clock.advance(hours=2)
         assert deliver(app).sent == 5
-    finally:
-        controller.stop()
     recipients = [m["To"] for m in sink.messages]
     assert len(recipients) == 8
     assert len(set(recipients)) == 8
@@ -333,19 +346,11 @@ class _SlowSink(SmtpSink):
 def test_a_worker_stopped_with_sigterm_finishes_its_message_and_hands_back_the_rest(
     make_app, database_url, tmp_path, session
 ):
-    sink = _SlowSink("127.0.0.1", free_port())
-    controller = Controller(sink, hostname=sink.host, port=sink.port)
-    controller.start()
-    try:
+    with serving(_SlowSink("127.0.0.1", free_port())) as sink:
         app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
         for _ in range(10):
             make_departure(app)
-        worker = subprocess.Popen(
-            WORKER,
-            env=worker_env(database_url, tmp_path, sink),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = start_worker(database_url, tmp_path, sink)
         deadline = time.monotonic() + 30
         while not any(m.status == "sent" for m in messages(session)):
             assert time.monotonic() < deadline, "the worker sent nothing"
@@ -356,8 +361,6 @@ def test_a_worker_stopped_with_sigterm_finishes_its_message_and_hands_back_the_r
         assert 0 < stopped_at.count("sent") < 10
         # What it did not send is free at once, without waiting for a lease.
         assert deliver(app).sent == stopped_at.count("pending")
-    finally:
-        controller.stop()
     assert len(sink.messages) == 10
     assert len({m["To"] for m in sink.messages}) == 10
 
@@ -373,12 +376,7 @@ def test_a_burst_of_sigterms_stops_a_worker(mail_app, smtp, database_url, tmp_pa
     # A second SIGTERM landing inside the first one's handler (as a shell's
     # `trap 'kill 0' TERM` sends them) used to deadlock the worker on the
     # lock inside threading.Event.set: it never exited.
-    worker = subprocess.Popen(
-        WORKER,
-        env=worker_env(database_url, tmp_path, smtp),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_worker(database_url, tmp_path, smtp)
     try:
         deadline = time.monotonic() + 30
         while not _catches_sigterm(worker.pid):  # before: SIGTERM just kills it
