@@ -6,7 +6,11 @@ PostgreSQL, so several workers never take the same row and never wait for
 each other), leases them for a while, sends each through Flask-Mail and
 commits each result at once. A worker that dies mid-batch leaves its
 unsent messages to be claimed again when the lease runs out; a message
-marked sent is never sent again. Right before sending, a worker renews its
+marked sent is never sent again. Delivery is at least once: a worker that
+dies, or loses the database, after the mail server took a message and before
+recording it as sent leaves it to be sent again. Every copy carries the
+message's one ``Message-ID``, chosen when it was queued, so mail systems can
+tell a copy from a new message. Right before sending, a worker renews its
 claim on the message, and skips it if the claim has passed to another worker
 (a lease that ran out while this one was stuck on a slow server).
 """
@@ -69,6 +73,9 @@ class OutboxMessage(Base):
     #: Where the recipient's mail program withdraws consent in one click
     #: (``List-Unsubscribe``, RFC 8058); None for mail without such a link.
     unsubscribe_url: Mapped[str | None] = mapped_column(Text)
+    #: The ``Message-ID`` header, chosen once when queued: every copy sent
+    #: (a retry, a resend after a crash) is the same message to mail systems.
+    msgid: Mapped[str] = mapped_column(String(320))
     #: ``pending``, ``sent`` or ``failed`` (gave up after the last attempt).
     status: Mapped[str] = mapped_column(String(10), default=PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
@@ -120,6 +127,7 @@ def enqueue(
         body_text=text,
         body_html=html,
         unsubscribe_url=context.get("withdraw_url"),
+        msgid=make_msgid(domain=_sender_domain()),
         status=PENDING,
         attempts=0,
         next_attempt_at=now,
@@ -165,6 +173,12 @@ class _MailMessage(flask_mail.Message):
 _AS_WRITTEN = email.policy.SMTP.clone(refold_source="none")
 
 
+def _sender_domain() -> str | None:
+    """Return the domain of the configured sender (None: this host's name)."""
+    domain = str(current_app.config["MAIL_DEFAULT_SENDER"]).rpartition("@")[2]
+    return domain.strip("> ") or None
+
+
 def _as_mail(message: OutboxMessage) -> flask_mail.Message:
     mail_message = _MailMessage(
         subject=message.subject,
@@ -173,8 +187,7 @@ def _as_mail(message: OutboxMessage) -> flask_mail.Message:
         html=message.body_html,
         sender=current_app.config["MAIL_DEFAULT_SENDER"],
     )
-    domain = str(current_app.config["MAIL_DEFAULT_SENDER"]).rpartition("@")[2]
-    mail_message.msgId = make_msgid(domain=domain.strip("> ") or None)
+    mail_message.msgId = message.msgid
     if message.unsubscribe_url:
         # RFC 8058: the mail program's own "unsubscribe" button withdraws
         # consent with one POST, no page in between.

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
+from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
 
@@ -335,6 +336,87 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     assert len(recipients) == 8
     assert len(set(recipients)) == 8
     assert all(m.status == "sent" and m.attempts == 1 for m in messages(session))
+
+
+class _KillingSink(SmtpSink):
+    """Keeps a message, then kills the worker (SIGKILL) before answering 250."""
+
+    victim: int | None = None
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.victim is not None:
+            os.kill(self.victim, signal.SIGKILL)
+            self.victim = None
+        return reply
+
+
+def test_a_message_sent_again_after_a_worker_crash_keeps_its_message_id(
+    make_app, database_url, tmp_path, clock, session
+):
+    """The mail server has the message, the worker dies before recording it:
+    it goes out again (at least once), as the same message to mail systems."""
+    with serving(_KillingSink("127.0.0.1", free_port())) as sink:
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
+        make_departure(app)
+        worker = start_worker(database_url, tmp_path, sink)
+        sink.victim = worker.pid
+        try:
+            assert worker.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            worker.kill()
+            worker.wait()
+        [message] = messages(session)
+        assert message.status == "pending"  # accepted, but never recorded as sent
+
+        assert deliver(app).handled == 0  # the dead worker's lease
+        clock.advance(hours=2)
+        assert deliver(app).sent == 1
+    first, again = sink.messages
+    assert first["To"] == again["To"]
+    assert first["Message-ID"] == again["Message-ID"]
+    [message] = messages(session)
+    assert first["Message-ID"] == message.msgid
+    assert message.status == "sent"
+
+
+class _RefusingFirstSink(SmtpSink):
+    """Refuses the first message with a temporary error (451), then accepts."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.refused: list[Message] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        if not self.refused:
+            self.refused.append(message_from_bytes(envelope.content))
+            return "451 4.3.0 Try again later"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_message_retried_after_an_smtp_failure_keeps_its_message_id(make_app, clock):
+    with serving(_RefusingFirstSink("127.0.0.1", free_port())) as sink:
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
+        make_departure(app)
+        assert deliver(app).retried == 1
+        clock.advance(hours=1)
+        assert deliver(app).sent == 1
+    [refused] = sink.refused
+    [accepted] = sink.messages
+    assert refused["Message-ID"] == accepted["Message-ID"]
+
+
+def test_the_message_id_is_chosen_when_the_message_is_queued(app, session):
+    make_departure(app)
+    [queued] = messages(session)
+    # The default sender is survey@localhost: its domain names the message.
+    assert re.fullmatch(r"<[^<>@\s]+@localhost>", queued.msgid)
+    assert deliver(app).sent == 1
+    [eml] = list((Path(app.instance_path) / "mail").iterdir())
+    written = message_from_bytes(eml.read_bytes())
+    assert written["Message-ID"] == queued.msgid
+    make_departure(app)
+    assert len({m.msgid for m in messages(session)}) == 2
 
 
 class _SlowSink(SmtpSink):
