@@ -22,7 +22,7 @@ from pathlib import Path
 
 import trustme
 from aiosmtpd.controller import Controller
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
 from survey import db, outbox
 from survey.consent import ConsentEvent
@@ -91,6 +91,7 @@ def start_worker(
     tmp_path: Path,
     sink: SmtpSink,
     *options: str,
+    stderr: int = subprocess.DEVNULL,
     **extra: str,
 ) -> subprocess.Popen[str]:
     """Start ``outbox send [options]`` as its own process, sending to ``sink``."""
@@ -98,7 +99,7 @@ def start_worker(
         [*WORKER, *options],
         env=worker_env(database_url, tmp_path, sink, **extra),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
     )
 
@@ -417,6 +418,166 @@ def test_the_message_id_is_chosen_when_the_message_is_queued(app, session):
     assert written["Message-ID"] == queued.msgid
     make_departure(app)
     assert len({m.msgid for m in messages(session)}) == 2
+
+
+class _Locker:
+    """Another client of the database, holding the outbox's write lock when
+    told to: the whole database's on SQLite, the table's on PostgreSQL."""
+
+    def __init__(self, database_url: str) -> None:
+        sqlite = database_url.startswith("sqlite")
+        self.engine = create_engine(
+            database_url,
+            isolation_level="AUTOCOMMIT",  # the statements below say it all
+            connect_args={"check_same_thread": False} if sqlite else {},
+        )
+        self.connection = self.engine.connect()
+        self.statements = (
+            ["BEGIN IMMEDIATE"]
+            if sqlite
+            else ["BEGIN", "LOCK TABLE outbox_messages IN EXCLUSIVE MODE"]
+        )
+        self.holding = False
+
+    def hold(self) -> None:
+        for statement in self.statements:
+            self.connection.exec_driver_sql(statement)
+        self.holding = True
+
+    def free(self) -> None:
+        if self.holding:
+            self.connection.exec_driver_sql("ROLLBACK")
+            self.holding = False
+
+    def close(self) -> None:
+        self.free()
+        self.connection.close()
+        self.engine.dispose()
+
+
+@contextmanager
+def locker(database_url: str) -> Iterator[_Locker]:
+    held = _Locker(database_url)
+    try:
+        yield held
+    finally:
+        held.close()
+
+
+def impatient(database_url: str, seconds: int) -> tuple[str, dict[str, str]]:
+    """Return the database URL and settings of a worker that waits at most
+    ``seconds`` for a lock, then fails."""
+    if database_url.startswith("sqlite"):
+        return database_url, {"SQLITE_BUSY_TIMEOUT_SECONDS": str(seconds)}
+    return f"{database_url}?options=-c%20lock_timeout%3D{seconds * 1000}", {}
+
+
+class _LockingSink(SmtpSink):
+    """Keeps a message, then has ``locker`` take the database's write lock
+    before answering 250: the worker cannot record what it sent."""
+
+    locker: _Locker | None = None
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.locker is not None:
+            self.locker.hold()
+            self.locker = None
+        return reply
+
+
+class _Output:
+    """A process's standard error, read on a thread as it comes."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        threading.Thread(target=self._read).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        with self.process.stderr as stream:  # to its end: the process exited
+            for line in stream:
+                self.lines.append(line)
+
+    def wait_for(self, text: str, seconds: float = 30) -> bool:
+        """Wait until ``text`` is written; return False if the process ends first."""
+        deadline = time.monotonic() + seconds
+        while not any(text in line for line in self.lines):
+            if self.process.poll() is not None:
+                return False
+            assert time.monotonic() < deadline, f"{text!r} never came"
+            time.sleep(0.05)
+        return True
+
+
+def test_after_a_database_error_a_worker_takes_back_its_own_claims_at_once(
+    make_app, database_url, tmp_path, session
+):
+    """The worker can neither record a sent message nor give its claim back
+    (the database is locked): its next pass sends the message again at once,
+    without waiting for its own lease (two minutes here) to run out."""
+    with (
+        serving(_LockingSink("127.0.0.1", free_port())) as sink,
+        locker(database_url) as lock,
+    ):
+        sink.locker = lock
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
+        make_departure(app)
+        url, settings = impatient(database_url, 1)
+        worker = start_worker(
+            url,
+            tmp_path,
+            sink,
+            stderr=subprocess.PIPE,
+            OUTBOX_POLL_SECONDS="0.1",
+            **settings,
+        )
+        try:
+            output = _Output(worker)
+            assert output.wait_for("outbox pass failed"), "".join(output.lines)
+            assert any("kept its claims" in line for line in output.lines)
+            lock.free()
+            deadline = time.monotonic() + 20
+            while messages(session)[0].status != "sent":
+                assert time.monotonic() < deadline, "the message waits for the lease"
+                time.sleep(0.05)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+    first, again = sink.messages
+    assert first["Message-ID"] == again["Message-ID"]
+
+
+def test_a_worker_that_cannot_record_a_send_gives_its_claims_back(
+    make_app, database_url, tmp_path, session
+):
+    """The database is locked while the worker records what it sent, and free
+    again when it gives its claims back: another worker sends the message at
+    once, without waiting for the lease (and without the clock moving)."""
+    with (
+        serving(_LockingSink("127.0.0.1", free_port())) as sink,
+        locker(database_url) as lock,
+    ):
+        sink.locker = lock
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
+        for _ in range(2):
+            make_departure(app)
+        url, settings = impatient(database_url, 2)
+        worker = start_worker(
+            url, tmp_path, sink, "--once", stderr=subprocess.PIPE, **settings
+        )
+        try:
+            _Output(worker).wait_for("giving back")  # its claims, if it can
+            lock.free()
+            assert worker.wait(timeout=30) != 0  # --once: a database error ends it
+        finally:
+            worker.kill()
+        assert [m.status for m in messages(session)] == ["pending"] * 2
+        assert deliver(app).sent == 2
+    first, *_ = sink.messages
+    assert [m["Message-ID"] for m in sink.messages].count(first["Message-ID"]) == 2
+    assert len(sink.messages) == 3
 
 
 class _SlowSink(SmtpSink):
