@@ -302,7 +302,7 @@ RESPONSE_COLUMNS = words(
 OUTBOX_COLUMNS = words(
     "id departure_id kind recipient subject body_text body_html status "
     "attempts next_attempt_at locked_until claimed_by last_error "
-    "created_at sent_at"
+    "created_at sent_at msgid"
 )
 CONSENT_COLUMNS = words(
     "id departure_id action channel wording wording_version note created_at"
@@ -490,6 +490,7 @@ class Generator:
                     None,
                     invited_at,
                     sent_at,
+                    f"<seed.{number}@survey.example.com>",
                 )
             )
         if answered is not None:

@@ -245,9 +245,13 @@ def outbox_send(once: bool) -> None:
     """Deliver queued emails, retrying failures with back-off."""
     require_mail_server(current_app)
     poll = current_app.config["OUTBOX_POLL_SECONDS"]
+    # One identity for the whole run: after a failed pass, the next one takes
+    # back at once what this worker still holds (see outbox.deliver_due).
+    worker = outbox.new_worker_id()
+    log.info("outbox worker %s started", worker)
     # SIGTERM (a deploy, docker stop): finish the message in hand, then exit.
     with _StopOnSigterm() as stopping:
-        _deliver_until_stopped(once, poll, stopping)
+        _deliver_until_stopped(once, poll, stopping, worker)
 
 
 class _StopOnSigterm:
@@ -306,7 +310,9 @@ def retry_delay(poll: float, failures: int) -> float:
     return min(poll * 2.0 ** min(failures, 32), MAX_RETRY_SECONDS)
 
 
-def _deliver_until_stopped(once: bool, poll: float, stopping: _StopOnSigterm) -> None:
+def _deliver_until_stopped(
+    once: bool, poll: float, stopping: _StopOnSigterm, worker: str
+) -> None:
     failures = 0
     next_review_sync = next_purge = 0.0
     while not stopping.is_set():
@@ -317,7 +323,7 @@ def _deliver_until_stopped(once: bool, poll: float, stopping: _StopOnSigterm) ->
             if time.monotonic() >= next_purge:
                 _purge_expired()
                 next_purge = time.monotonic() + PURGE_SECONDS
-            report = outbox.deliver_due(should_stop=stopping.is_set)
+            report = outbox.deliver_due(should_stop=stopping.is_set, worker=worker)
         except (SQLAlchemyError, DatabaseBusy):
             if once:
                 raise

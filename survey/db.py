@@ -49,6 +49,8 @@ NAMING_CONVENTION = {
 }
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: What a writer that waited for the write lock too long is told.
+_BUSY_MESSAGE = "The service is busy; please try again in a moment."
 
 T = TypeVar("T")
 
@@ -279,8 +281,16 @@ def _begin_writing(gate: _WriteGate, dbapi_connection: Any) -> None:
     gate.acquire(dbapi_connection)
     try:
         dbapi_connection.execute("BEGIN IMMEDIATE")
-    except BaseException:
+    except BaseException as error:
         gate.release(dbapi_connection)
+        # Another program that does not queue at the gate held the lock for
+        # the whole busy timeout. Raised here, in SQLAlchemy's "begin" event,
+        # the error would come out unwrapped, as no caller expects it.
+        if (
+            isinstance(error, sqlite3.OperationalError)
+            and error.sqlite_errorcode == sqlite3.SQLITE_BUSY
+        ):
+            raise DatabaseBusy(_BUSY_MESSAGE) from error
         raise
 
 
@@ -325,7 +335,7 @@ class _WriteGate:
         Raise DatabaseBusy when the wait runs out.
         """
         if not self.lock.acquire(timeout=self.timeout):
-            raise DatabaseBusy("The service is busy; please try again in a moment.")
+            raise DatabaseBusy(_BUSY_MESSAGE)
         self.holder = holder
         if self.path is None:
             return

@@ -4,11 +4,19 @@
 worker's step: it claims due messages (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, so several workers never take the same row and never wait for
 each other), leases them for a while, sends each through Flask-Mail and
-commits each result at once. A worker that dies mid-batch leaves its
-unsent messages to be claimed again when the lease runs out; a message
-marked sent is never sent again. Right before sending, a worker renews its
+commits each result at once. Right before sending, a worker renews its
 claim on the message, and skips it if the claim has passed to another worker
 (a lease that ran out while this one was stuck on a slow server).
+
+Delivery is at least once. A message marked sent is never sent again, but a
+worker that dies, or loses the database, after the mail server took a
+message and before recording it as sent leaves it to be sent again. Every
+copy carries the message's one ``Message-ID``, chosen when it was queued,
+so mail systems can tell a copy from a new message. A worker that dies
+leaves its messages to others once its lease runs out. A worker that loses
+the database gives its claims back if it can, and keeps one identity
+(``new_worker_id``) for its whole run: its next pass takes back at once
+whatever it still holds.
 """
 
 from __future__ import annotations
@@ -37,10 +45,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from survey import clock, db
 from survey.db import Base
+from survey.errors import DatabaseBusy
 from survey.i18n import force_locale
 
 log = logging.getLogger(__name__)
@@ -69,6 +79,9 @@ class OutboxMessage(Base):
     #: Where the recipient's mail program withdraws consent in one click
     #: (``List-Unsubscribe``, RFC 8058); None for mail without such a link.
     unsubscribe_url: Mapped[str | None] = mapped_column(Text)
+    #: The ``Message-ID`` header, chosen once when queued: every copy sent
+    #: (a retry, a resend after a crash) is the same message to mail systems.
+    msgid: Mapped[str] = mapped_column(String(320))
     #: ``pending``, ``sent`` or ``failed`` (gave up after the last attempt).
     status: Mapped[str] = mapped_column(String(10), default=PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
@@ -120,6 +133,7 @@ def enqueue(
         body_text=text,
         body_html=html,
         unsubscribe_url=context.get("withdraw_url"),
+        msgid=make_msgid(domain=_sender_domain()),
         status=PENDING,
         attempts=0,
         next_attempt_at=now,
@@ -165,6 +179,12 @@ class _MailMessage(flask_mail.Message):
 _AS_WRITTEN = email.policy.SMTP.clone(refold_source="none")
 
 
+def _sender_domain() -> str | None:
+    """Return the domain of the configured sender (None: this host's name)."""
+    domain = str(current_app.config["MAIL_DEFAULT_SENDER"]).rpartition("@")[2]
+    return domain.strip("> ") or None
+
+
 def _as_mail(message: OutboxMessage) -> flask_mail.Message:
     mail_message = _MailMessage(
         subject=message.subject,
@@ -173,8 +193,7 @@ def _as_mail(message: OutboxMessage) -> flask_mail.Message:
         html=message.body_html,
         sender=current_app.config["MAIL_DEFAULT_SENDER"],
     )
-    domain = str(current_app.config["MAIL_DEFAULT_SENDER"]).rpartition("@")[2]
-    mail_message.msgId = make_msgid(domain=domain.strip("> ") or None)
+    mail_message.msgId = message.msgid
     if message.unsubscribe_url:
         # RFC 8058: the mail program's own "unsubscribe" button withdraws
         # consent with one POST, no page in between.
@@ -226,7 +245,11 @@ def _lease(messages: int) -> timedelta:
 
 
 def _claim(session: Session, limit: int, worker: str) -> list[int]:
-    """Lease up to ``limit`` due messages to this worker and commit the claim."""
+    """Lease up to ``limit`` due messages to this worker and commit the claim.
+
+    Free messages, and those this worker still holds from an earlier pass
+    that failed: no other worker takes them before the lease runs out.
+    """
     now = clock.now()
     db.begin_write(session)
     ids = list(
@@ -238,6 +261,7 @@ def _claim(session: Session, limit: int, worker: str) -> list[int]:
                 or_(
                     OutboxMessage.locked_until.is_(None),
                     OutboxMessage.locked_until < now,
+                    OutboxMessage.claimed_by == worker,
                 ),
             )
             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
@@ -357,16 +381,26 @@ def _record_result(
     return outcome
 
 
+def new_worker_id() -> str:
+    """Return a new worker identity, for one worker's whole run."""
+    return uuid.uuid4().hex[:8]
+
+
 def deliver_due(
-    limit: int | None = None, should_stop: Callable[[], bool] = lambda: False
+    limit: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    worker: str | None = None,
 ) -> DeliveryReport:
     """Send the messages that are due now; return what happened.
 
     ``should_stop`` is asked before each message: a worker told to stop
     finishes the message in hand and leaves the rest to the next worker.
+    ``worker`` is the caller's identity (``new_worker_id``; a new one when
+    None), the same on each of its passes and never used by two callers at
+    once: a pass takes back the messages an earlier failed pass still holds.
     """
     limit = limit or current_app.config["OUTBOX_BATCH_SIZE"]
-    worker = uuid.uuid4().hex[:8]
+    worker = worker or new_worker_id()
     report = DeliveryReport()
     mailer = _Mailer()
     with db.new_session() as session:
@@ -390,28 +424,61 @@ def _deliver_claimed(
         if should_stop():
             _release(session, message_ids[index:], worker)
             return
-        message = _renew(session, message_id, worker)
-        if message is None:
-            continue
         try:
-            mailer.send(message)
-            error = None
-        except (smtplib.SMTPException, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:1000]
-        except Exception as exc:  # a message that cannot be built: retry, then give up
-            log.exception("message %s could not be sent", message_id)
-            error = f"{type(exc).__name__}: {exc}"[:1000]
-        outcome = _record_result(session, message, worker, error)
-        if outcome is None and message.recipient.endswith(ERASED_DOMAIN):
-            # Erased while it was in hand: no copy of it may stay on disk.
-            for path in eml_files(message.id):
-                path.unlink(missing_ok=True)
+            outcome = _deliver_one(session, message_id, worker, mailer)
+        except (SQLAlchemyError, DatabaseBusy):
+            # The message in hand may have gone out unrecorded: sending it
+            # again is the price of never losing it.
+            log.warning(
+                "worker %s lost the database at message %s; giving back its claims",
+                worker,
+                message_id,
+            )
+            _release_if_possible(session, message_ids[index:], worker)
+            raise
         if outcome == SENT:
             report.sent += 1
         elif outcome == FAILED:
             report.failed += 1
         elif outcome is not None:
             report.retried += 1
+
+
+def _deliver_one(
+    session: Session, message_id: int, worker: str, mailer: _Mailer
+) -> str | None:
+    """Send one claimed message and record the outcome; return it (None: the
+    message was no longer this worker's, or another worker's attempt decides)."""
+    message = _renew(session, message_id, worker)
+    if message is None:
+        return None
+    try:
+        mailer.send(message)
+        error = None
+    except (smtplib.SMTPException, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+    except Exception as exc:  # a message that cannot be built: retry, then give up
+        log.exception("message %s could not be sent", message_id)
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+    outcome = _record_result(session, message, worker, error)
+    if outcome is None and message.recipient.endswith(ERASED_DOMAIN):
+        # Erased while it was in hand: no copy of it may stay on disk.
+        for path in eml_files(message.id):
+            path.unlink(missing_ok=True)
+    return outcome
+
+
+def _release_if_possible(session: Session, message_ids: list[int], worker: str) -> None:
+    """Give claims back after a database error, if the database lets us.
+
+    If it does not, they stay this worker's: its next pass takes them back
+    (see ``_claim``), and others wait for the lease.
+    """
+    try:
+        session.rollback()
+        _release(session, message_ids, worker)
+    except (SQLAlchemyError, DatabaseBusy) as error:
+        log.warning("worker %s kept its claims: %s", worker, type(error).__name__)
 
 
 def _release(session: Session, message_ids: list[int], worker: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -123,6 +124,21 @@ def test_queued_items_get_their_departures_facts_when_the_columns_arrive(app, se
     item = session.scalar(select(ReviewItem))
     assert (item.segment, item.plan) == ("enterprise", "scale")
     assert item.cancelled_at == departure.cancelled_at
+
+
+def test_queued_messages_get_a_message_id_each_when_the_column_arrives(app, session):
+    for _ in range(2):
+        make_departure(app)
+    with app.app_context():
+        config = alembic_config()
+        command.downgrade(config, "c3e5f7a9b1d2")
+        command.upgrade(config, "head")
+    session.rollback()
+    msgids = session.scalars(select(OutboxMessage.msgid)).all()
+    assert len(set(msgids)) == 2
+    assert all(
+        re.fullmatch(r"<outbox\.[0-9a-f]{16}\.\d+@localhost>", m) for m in msgids
+    )
 
 
 def _held_within(lock_path: Path, seconds: float) -> bool:

@@ -13,14 +13,16 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import timedelta
+from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
 
 import trustme
 from aiosmtpd.controller import Controller
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
 from survey import db, outbox
 from survey.consent import ConsentEvent
@@ -71,6 +73,35 @@ def worker_env(database_url: str, tmp_path: Path, sink: SmtpSink, **extra: str):
         "SURVEY_MAIL_PORT": str(sink.port),
         **{f"SURVEY_{name}": value for name, value in extra.items()},
     }
+
+
+@contextmanager
+def serving(sink: SmtpSink) -> Iterator[SmtpSink]:
+    """Run ``sink`` as a real SMTP server on its port for the block."""
+    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+def start_worker(
+    database_url: str,
+    tmp_path: Path,
+    sink: SmtpSink,
+    *options: str,
+    stderr: int = subprocess.DEVNULL,
+    **extra: str,
+) -> subprocess.Popen[str]:
+    """Start ``outbox send [options]`` as its own process, sending to ``sink``."""
+    return subprocess.Popen(
+        [*WORKER, *options],
+        env=worker_env(database_url, tmp_path, sink, **extra),
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+    )
 
 
 def messages(session) -> list[OutboxMessage]:
@@ -219,18 +250,13 @@ def test_smtp_down_keeps_the_message_and_delivers_when_back(make_app, clock, ses
         message.next_attempt_at - clock()
     ).total_seconds() == 120  # back-off doubles
 
-    sink = SmtpSink("127.0.0.1", port)
-    controller = Controller(sink, hostname=sink.host, port=port)
-    controller.start()
-    try:
+    with serving(SmtpSink("127.0.0.1", port)) as sink:
         assert deliver(app).handled == 0  # not due yet
         clock.advance(seconds=120)
         assert deliver(app).sent == 1
         assert len(sink.messages) == 1
         [message] = messages(session)
         assert (message.status, message.last_error) == ("sent", None)
-    finally:
-        controller.stop()
 
 
 def test_by_default_a_mail_server_down_overnight_fails_no_message(
@@ -288,20 +314,11 @@ class _HangingSink(SmtpSink):
 def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     make_app, database_url, tmp_path, clock, session
 ):
-    sink = _HangingSink("127.0.0.1", free_port())
-    controller = Controller(sink, hostname=sink.host, port=sink.port)
-    controller.start()
-    try:
+    with serving(_HangingSink("127.0.0.1", free_port())) as sink:
         app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
         for _ in range(8):
             make_departure(app)
-        env = worker_env(database_url, tmp_path, sink, MAIL_TIMEOUT_SECONDS="60")
-        worker = subprocess.Popen(
-            WORKER,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = start_worker(database_url, tmp_path, sink, MAIL_TIMEOUT_SECONDS="60")
         deadline = time.monotonic() + 30
         while sum(m.status == "sent" for m in messages(session)) < 3:
             assert time.monotonic() < deadline, "the worker sent nothing"
@@ -316,12 +333,251 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
         assert deliver(app).handled == 0
         clock.advance(hours=2)
         assert deliver(app).sent == 5
-    finally:
-        controller.stop()
     recipients = [m["To"] for m in sink.messages]
     assert len(recipients) == 8
     assert len(set(recipients)) == 8
     assert all(m.status == "sent" and m.attempts == 1 for m in messages(session))
+
+
+class _KillingSink(SmtpSink):
+    """Keeps a message, then kills the worker (SIGKILL) before answering 250."""
+
+    victim: int | None = None
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.victim is not None:
+            os.kill(self.victim, signal.SIGKILL)
+            self.victim = None
+        return reply
+
+
+def test_a_message_sent_again_after_a_worker_crash_keeps_its_message_id(
+    make_app, database_url, tmp_path, clock, session
+):
+    """The mail server has the message, the worker dies before recording it:
+    it goes out again (at least once), as the same message to mail systems."""
+    with serving(_KillingSink("127.0.0.1", free_port())) as sink:
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
+        make_departure(app)
+        worker = start_worker(database_url, tmp_path, sink)
+        sink.victim = worker.pid
+        try:
+            assert worker.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            worker.kill()
+            worker.wait()
+        [message] = messages(session)
+        assert message.status == "pending"  # accepted, but never recorded as sent
+
+        assert deliver(app).handled == 0  # the dead worker's lease
+        clock.advance(hours=2)
+        assert deliver(app).sent == 1
+    first, again = sink.messages
+    assert first["To"] == again["To"]
+    assert first["Message-ID"] == again["Message-ID"]
+    [message] = messages(session)
+    assert first["Message-ID"] == message.msgid
+    assert message.status == "sent"
+
+
+class _RefusingFirstSink(SmtpSink):
+    """Refuses the first message with a temporary error (451), then accepts."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.refused: list[Message] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        if not self.refused:
+            self.refused.append(message_from_bytes(envelope.content))
+            return "451 4.3.0 Try again later"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_message_retried_after_an_smtp_failure_keeps_its_message_id(make_app, clock):
+    with serving(_RefusingFirstSink("127.0.0.1", free_port())) as sink:
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
+        make_departure(app)
+        assert deliver(app).retried == 1
+        clock.advance(hours=1)
+        assert deliver(app).sent == 1
+    [refused] = sink.refused
+    [accepted] = sink.messages
+    assert refused["Message-ID"] == accepted["Message-ID"]
+
+
+def test_the_message_id_is_chosen_when_the_message_is_queued(app, session):
+    make_departure(app)
+    [queued] = messages(session)
+    # The default sender is survey@localhost: its domain names the message.
+    assert re.fullmatch(r"<[^<>@\s]+@localhost>", queued.msgid)
+    assert deliver(app).sent == 1
+    [eml] = list((Path(app.instance_path) / "mail").iterdir())
+    written = message_from_bytes(eml.read_bytes())
+    assert written["Message-ID"] == queued.msgid
+    make_departure(app)
+    assert len({m.msgid for m in messages(session)}) == 2
+
+
+class _Locker:
+    """Another client of the database, holding the outbox's write lock when
+    told to: the whole database's on SQLite, the table's on PostgreSQL."""
+
+    def __init__(self, database_url: str) -> None:
+        sqlite = database_url.startswith("sqlite")
+        self.engine = create_engine(
+            database_url,
+            isolation_level="AUTOCOMMIT",  # the statements below say it all
+            connect_args={"check_same_thread": False} if sqlite else {},
+        )
+        self.connection = self.engine.connect()
+        self.statements = (
+            ["BEGIN IMMEDIATE"]
+            if sqlite
+            else ["BEGIN", "LOCK TABLE outbox_messages IN EXCLUSIVE MODE"]
+        )
+        self.holding = False
+
+    def hold(self) -> None:
+        for statement in self.statements:
+            self.connection.exec_driver_sql(statement)
+        self.holding = True
+
+    def free(self) -> None:
+        if self.holding:
+            self.connection.exec_driver_sql("ROLLBACK")
+            self.holding = False
+
+    def close(self) -> None:
+        self.free()
+        self.connection.close()
+        self.engine.dispose()
+
+
+@contextmanager
+def locker(database_url: str) -> Iterator[_Locker]:
+    held = _Locker(database_url)
+    try:
+        yield held
+    finally:
+        held.close()
+
+
+def impatient(database_url: str, seconds: int) -> tuple[str, dict[str, str]]:
+    """Return the database URL and settings of a worker that waits at most
+    ``seconds`` for a lock, then fails."""
+    if database_url.startswith("sqlite"):
+        return database_url, {"SQLITE_BUSY_TIMEOUT_SECONDS": str(seconds)}
+    return f"{database_url}?options=-c%20lock_timeout%3D{seconds * 1000}", {}
+
+
+class _LockingSink(SmtpSink):
+    """Keeps a message, then has ``locker`` take the database's write lock
+    before answering 250: the worker cannot record what it sent."""
+
+    locker: _Locker | None = None
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.locker is not None:
+            self.locker.hold()
+            self.locker = None
+        return reply
+
+
+class _Output:
+    """A process's standard error, read on a thread as it comes."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        threading.Thread(target=self._read).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        with self.process.stderr as stream:  # to its end: the process exited
+            for line in stream:
+                self.lines.append(line)
+
+    def wait_for(self, text: str, seconds: float = 30) -> bool:
+        """Wait until ``text`` is written; return False if the process ends first."""
+        deadline = time.monotonic() + seconds
+        while not any(text in line for line in self.lines):
+            if self.process.poll() is not None:
+                return False
+            assert time.monotonic() < deadline, f"{text!r} never came"
+            time.sleep(0.05)
+        return True
+
+
+def test_after_a_database_error_a_worker_takes_back_its_own_claims_at_once(
+    make_app, database_url, tmp_path, session
+):
+    """The worker can neither record a sent message nor give its claim back
+    (the database is locked): its next pass sends the message again at once,
+    without waiting for its own lease (two minutes here) to run out."""
+    with (
+        serving(_LockingSink("127.0.0.1", free_port())) as sink,
+        locker(database_url) as lock,
+    ):
+        sink.locker = lock
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
+        make_departure(app)
+        url, settings = impatient(database_url, 1)
+        worker = start_worker(
+            url,
+            tmp_path,
+            sink,
+            stderr=subprocess.PIPE,
+            OUTBOX_POLL_SECONDS="0.1",
+            **settings,
+        )
+        try:
+            output = _Output(worker)
+            assert output.wait_for("outbox pass failed"), "".join(output.lines)
+            assert any("kept its claims" in line for line in output.lines)
+            lock.free()
+            deadline = time.monotonic() + 20
+            while messages(session)[0].status != "sent":
+                assert time.monotonic() < deadline, "the message waits for the lease"
+                time.sleep(0.05)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+    first, again = sink.messages
+    assert first["Message-ID"] == again["Message-ID"]
+
+
+def test_a_worker_that_cannot_record_a_send_gives_its_claims_back(
+    make_app, database_url, tmp_path, session
+):
+    """The database is locked while the worker records what it sent, and free
+    again when it gives its claims back: another worker sends the message at
+    once, without waiting for the lease (and without the clock moving)."""
+    with (
+        serving(_LockingSink("127.0.0.1", free_port())) as sink,
+        locker(database_url) as lock,
+    ):
+        sink.locker = lock
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
+        for _ in range(2):
+            make_departure(app)
+        url, settings = impatient(database_url, 2)
+        worker = start_worker(
+            url, tmp_path, sink, "--once", stderr=subprocess.PIPE, **settings
+        )
+        try:
+            _Output(worker).wait_for("giving back")  # its claims, if it can
+            lock.free()
+            assert worker.wait(timeout=30) != 0  # --once: a database error ends it
+        finally:
+            worker.kill()
+        assert [m.status for m in messages(session)] == ["pending"] * 2
+        assert deliver(app).sent == 2
+    first, *_ = sink.messages
+    assert [m["Message-ID"] for m in sink.messages].count(first["Message-ID"]) == 2
+    assert len(sink.messages) == 3
 
 
 class _SlowSink(SmtpSink):
@@ -333,19 +589,11 @@ class _SlowSink(SmtpSink):
 def test_a_worker_stopped_with_sigterm_finishes_its_message_and_hands_back_the_rest(
     make_app, database_url, tmp_path, session
 ):
-    sink = _SlowSink("127.0.0.1", free_port())
-    controller = Controller(sink, hostname=sink.host, port=sink.port)
-    controller.start()
-    try:
+    with serving(_SlowSink("127.0.0.1", free_port())) as sink:
         app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
         for _ in range(10):
             make_departure(app)
-        worker = subprocess.Popen(
-            WORKER,
-            env=worker_env(database_url, tmp_path, sink),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = start_worker(database_url, tmp_path, sink)
         deadline = time.monotonic() + 30
         while not any(m.status == "sent" for m in messages(session)):
             assert time.monotonic() < deadline, "the worker sent nothing"
@@ -356,8 +604,6 @@ def test_a_worker_stopped_with_sigterm_finishes_its_message_and_hands_back_the_r
         assert 0 < stopped_at.count("sent") < 10
         # What it did not send is free at once, without waiting for a lease.
         assert deliver(app).sent == stopped_at.count("pending")
-    finally:
-        controller.stop()
     assert len(sink.messages) == 10
     assert len({m["To"] for m in sink.messages}) == 10
 
@@ -373,12 +619,7 @@ def test_a_burst_of_sigterms_stops_a_worker(mail_app, smtp, database_url, tmp_pa
     # A second SIGTERM landing inside the first one's handler (as a shell's
     # `trap 'kill 0' TERM` sends them) used to deadlock the worker on the
     # lock inside threading.Event.set: it never exited.
-    worker = subprocess.Popen(
-        WORKER,
-        env=worker_env(database_url, tmp_path, smtp),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_worker(database_url, tmp_path, smtp)
     try:
         deadline = time.monotonic() + 30
         while not _catches_sigterm(worker.pid):  # before: SIGTERM just kills it
