@@ -182,7 +182,7 @@ def _check(app: Flask) -> None:
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not poll > 0:
         raise ConfigError("SURVEY_OUTBOX_POLL_SECONDS must be a positive number.")
     for key in ("PROXY_COUNT", "REVIEW_MIN_MRR_CENTS", "HSTS_SECONDS"):
-        if not isinstance(config[key], int) or config[key] < 0:
+        if not _whole_number(config[key]) or config[key] < 0:
             raise ConfigError(f"SURVEY_{key} must be 0 or more.")
     for key in (
         "PASSWORD_TIME_COST",
@@ -202,8 +202,13 @@ def _check(app: Flask) -> None:
         "PUBLIC_MAX_BODY_BYTES",
         "FORM_MAX_BODY_BYTES",
     ):
-        if not isinstance(config[key], int) or config[key] <= 0:
+        if not _whole_number(config[key]) or config[key] <= 0:
             raise ConfigError(f"SURVEY_{key} must be a positive whole number.")
+
+
+def _whole_number(value: Any) -> bool:
+    """Return whether ``value`` is an int (``true`` from the environment is not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_base_url(base_url: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -153,16 +153,39 @@ def handle_csrf_error(_error: CSRFError) -> Any:
     )
 
 
-#: What the database (or its driver, for statements run on it directly) raises
-#: when it cannot be reached or cannot serve now: a restart, a lost
-#: connection, a lock or deadlock given up on. Worth a retry, not a 500.
-DATABASE_UNAVAILABLE = (
-    OperationalError,
-    InterfaceError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    sqlite3.OperationalError,
+#: PostgreSQL's codes for "not now": the connection (08), a shutdown or
+#: restart (57P01-57P03), a serialization failure or deadlock (40001, 40P01),
+#: a lock not available (55P03), too many connections (53300).
+_PG_RETRY_LATER = frozenset(
+    {"57P01", "57P02", "57P03", "40001", "40P01", "55P03", "53300"}
 )
+#: SQLite's: the file is locked, or cannot be opened.
+_SQLITE_RETRY_LATER = frozenset(
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN}
+)
+
+
+def database_unavailable(error: BaseException | None) -> bool:
+    """Return whether ``error`` says the database cannot serve now (a restart, a
+    lost connection, a lock given up on): worth a retry, unlike a bug such as a
+    missing table, which stays a 500.
+
+    Takes SQLAlchemy's errors and the drivers' own (raised by statements run
+    on a DB-API connection directly).
+    """
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig
+    if isinstance(error, psycopg.Error):
+        state = error.sqlstate
+        if state is None:  # no answer from the server at all
+            return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+        return state.startswith("08") or state in _PG_RETRY_LATER
+    if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _SQLITE_RETRY_LATER
+    return False
 
 
 def handle_unexpected(error: Exception) -> Any:
@@ -172,7 +195,7 @@ def handle_unexpected(error: Exception) -> Any:
         return handle_http_error(error)
     # The route's rule, not the path: a survey path carries the customer's token.
     rule = request.url_rule.rule if request.url_rule else "(no route)"
-    if isinstance(error, DATABASE_UNAVAILABLE):
+    if database_unavailable(error):
         log.error("database unavailable on %s %s", request.method, rule, exc_info=True)
         return handle_survey_error(
             Unavailable("The service cannot reach its database; try again shortly.")

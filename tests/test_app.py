@@ -111,12 +111,20 @@ def test_the_production_mail_worker_needs_a_mail_server(tmp_path):
     assert "SURVEY_MAIL_SERVER is not set" in result.stderr
 
 
-@pytest.mark.parametrize("bad", ["0", "-3", '"ten"'])
-def test_a_bad_number_is_refused_clearly(tmp_path, monkeypatch, bad):
-    monkeypatch.setenv("SURVEY_LINK_MAX_AGE_DAYS", bad)
-    with pytest.raises(
-        ConfigError, match="SURVEY_LINK_MAX_AGE_DAYS must be a positive"
-    ):
+@pytest.mark.parametrize("bad", ["0", "-3", '"ten"', "true"])
+@pytest.mark.parametrize(
+    "name", ["LINK_MAX_AGE_DAYS", "PUBLIC_MAX_BODY_BYTES", "FORM_MAX_BODY_BYTES"]
+)
+def test_a_bad_number_is_refused_clearly(tmp_path, monkeypatch, name, bad):
+    monkeypatch.setenv(f"SURVEY_{name}", bad)
+    with pytest.raises(ConfigError, match=f"SURVEY_{name} must be a positive"):
+        create_app(PRODUCTION | {"INSTANCE_PATH": str(tmp_path)})
+
+
+@pytest.mark.parametrize("name", ["HSTS_SECONDS", "PROXY_COUNT"])
+def test_a_switch_is_no_number(tmp_path, monkeypatch, name):
+    monkeypatch.setenv(f"SURVEY_{name}", "true")
+    with pytest.raises(ConfigError, match=f"SURVEY_{name} must be 0 or more"):
         create_app(PRODUCTION | {"INSTANCE_PATH": str(tmp_path)})
 
 
@@ -186,6 +194,18 @@ def test_pages_say_retry_later_when_the_database_is_gone(make_app, url):
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) > 0
     assert "try again" in response.get_data(as_text=True)
+
+
+def test_a_database_without_our_tables_is_a_bug_not_a_retry(make_app, tmp_path):
+    """Only "not now" errors are a 503: a missing table is a 500, for the logs."""
+    app = make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    response = app.test_client().post(
+        "/api/v1/departures",
+        json={"external_id": "sub_1", "contact_email": "a@example.com"},
+        headers={"Authorization": "Bearer es_whatever"},
+    )
+    assert response.status_code == 500
+    assert "Retry-After" not in response.headers
 
 
 def test_api_answers_are_never_stored_by_caches(app, client):
