@@ -127,7 +127,7 @@ def record_consent(
     gone): the state is read once the changes made meanwhile are in, so one
     change makes one event, however many arrive at once.
     """
-    lock_departure(db, departure)
+    lock_departure(db, departure.id)
     state = current_consent(db, departure.id)
     wanted = "granted" if granted else "withdrawn"
     if state.state == wanted or (

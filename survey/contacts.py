@@ -34,7 +34,7 @@ from survey.consent import (
 )
 from survey.departures.models import Departure
 from survey.departures.schemas import normalize_email
-from survey.departures.service import departures_of, for_writing
+from survey.departures.service import departures_of
 from survey.errors import InvalidInput
 from survey.outbox import OutboxMessage
 from survey.public.models import Response
@@ -285,8 +285,31 @@ def _scrub_rows(
             session.execute(
                 update(table).where(primary == key).values({column.name: scrubbed})
             )
+            _count_as_a_save(session, table, primary, key)
             changed += 1
     return changed
+
+
+def _count_as_a_save(session: Session, table: Any, primary: Any, key: Any) -> None:
+    """Bump the version of the postmortem a rewritten row belongs to.
+
+    An editor opened before the erasure then meets a conflict when it saves,
+    instead of writing the erased words back unseen.
+    """
+    from survey.review.models import Postmortem
+
+    postmortems: Any = Postmortem.__table__
+    if table is postmortems:
+        which = postmortems.c.id == key
+    elif "postmortem_id" in table.c:
+        which = postmortems.c.id == (
+            select(table.c.postmortem_id).where(primary == key).scalar_subquery()
+        )
+    else:
+        return
+    session.execute(
+        update(postmortems).where(which).values(version=postmortems.c.version + 1)
+    )
 
 
 #: Words of names that are everyday words in other languages' text.
@@ -375,6 +398,23 @@ def valid_address(email: str) -> str:
         raise InvalidInput(message, {"email": [message]}) from None
 
 
+#: The key of the PostgreSQL advisory lock held by each erasure (any number,
+#: the same for all of them).
+_ERASURE_LOCK = 0x6572617365
+
+
+def _one_erasure_at_a_time(session: Session) -> None:
+    """Hold the erasures' lock until the transaction ends (PostgreSQL).
+
+    Erasures also rewrite other people's rows that mention the person: two at
+    once, of people who mention each other, would lock those rows in opposite
+    orders. They are rare: one at a time costs nothing. (SQLite writes one
+    transaction at a time anyway.)
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_ERASURE_LOCK)))
+
+
 def erase_person(
     session: Session, email: str, *, actor_id: int | None, via: str
 ) -> Erasure:
@@ -386,6 +426,7 @@ def erase_person(
     then calls ``remove_files()``.
     """
     address = valid_address(email)
+    _one_erasure_at_a_time(session)
     # Locked: an answer or consent change arriving meanwhile waits, and is
     # erased too or finds nothing left to write to (see for_writing).
     departures = departures_of(session, address, writing=True)
@@ -484,16 +525,18 @@ def purge_expired(
     if not days:
         return 0, Erasure(0, 0)
     cutoff = clock.now() - timedelta(days=days)
+    _one_erasure_at_a_time(session)
     expired = session.scalars(
-        for_writing(
-            select(Departure)
-            .where(Departure.cancelled_at < cutoff, Departure.erased_at.is_(None))
-            .order_by(Departure.id)
-        )
+        select(Departure)
+        .where(Departure.cancelled_at < cutoff, Departure.erased_at.is_(None))
+        .order_by(Departure.id)
     ).all()
     now = clock.now()
     files: list[Path] = []
     for departure in expired:
+        # All the person's departures, in the order every writer locks them:
+        # carrying a withdrawal over changes the others.
+        departures_of(session, departure.contact_email, writing=True)
         emails = {departure.contact_email}
         names = {departure.contact_name.strip()} if departure.contact_name else set()
         names.discard("")

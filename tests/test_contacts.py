@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from survey import outbox
 from survey.audit import AuditEvent
 from survey.consent import ConsentEvent
+from survey.contacts import ERASED
 from survey.departures.models import Departure
 from survey.models import Base
 from survey.public.models import Response
@@ -400,6 +401,26 @@ def test_erasing_something_that_is_not_an_address_is_refused(
     assert response.status_code == 422
     assert response.get_json()["fields"]["email"]
     assert runner.invoke(args=["contacts", "erase", target]).exit_code == 1
+
+
+def test_a_postmortem_opened_before_an_erasure_cannot_write_it_back(
+    app, runner, session, person
+):
+    first, _second = person
+    staff = signed_in_csm(app)
+    page = f"/review/{first.public_id}"
+    editor = hidden_fields(staff.get(page).get_data(as_text=True))
+    assert editor["version"]
+    assert runner.invoke(args=["contacts", "erase", EMAIL]).exit_code == 0
+    stale = staff.post(
+        f"{page}/postmortem",
+        data=editor | {"what_happened": f"{NAME} lost his stapler", "intent": "save"},
+    )
+    assert stale.status_code == 409  # the erasure's rewrite counts as a save
+    session.rollback()
+    assert session.scalars(select(Postmortem.what_happened)).all() == [
+        f"{ERASED} ({ERASED}) lost his stapler"
+    ]
 
 
 def test_erasure_finds_names_however_they_are_written(app, runner, session):

@@ -13,6 +13,7 @@ import http.client
 import itertools
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from functools import partial
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -30,6 +31,7 @@ from tests.factories import (
     PASSWORD,
     auth,
     hidden_fields,
+    make_consenting,
     make_departure,
     make_token,
     make_user,
@@ -41,14 +43,27 @@ ROUNDS = 4
 
 
 @pytest.fixture
-def served(app: Flask) -> Iterator[tuple[str, int]]:
-    """Serve ``app`` on loopback, a thread per request."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield "127.0.0.1", server.server_port
-    server.shutdown()
-    thread.join()
+def served_by() -> Iterator[Callable[[Flask], tuple[str, int]]]:
+    """Serve apps on loopback, a thread per request; return their addresses."""
+    servers = []
+
+    def serve(app: Flask) -> tuple[str, int]:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return "127.0.0.1", server.server_port
+
+    yield serve
+    for server, thread in servers:
+        server.shutdown()
+        thread.join()
+
+
+@pytest.fixture
+def served(app: Flask, served_by) -> tuple[str, int]:
+    """The test's ``app``, served."""
+    return served_by(app)
 
 
 def call(
@@ -277,3 +292,57 @@ def test_two_admins_demoting_each_other_at_once_leave_one(app, served, session):
             select(StaffUser).where(StaffUser.role == "admin", StaffUser.active)
         ).all()
         assert len(left) == 1, f"round {round_}: {action}"
+
+
+def purge_now(app: Flask, purged: list[int]) -> tuple[int, str]:
+    """Run the retention purge as the mail worker does; note how many it erased."""
+    from survey import contacts, db
+
+    with app.app_context(), db.write_session() as writing:
+        count, erasure = contacts.purge_expired(writing)
+        writing.commit()
+    erasure.remove_files()
+    purged.append(count)
+    return 200, ""
+
+
+def test_the_retention_purge_and_an_erasure_of_one_person_both_finish(
+    make_app, served_by, clock, session
+):
+    """The purge carries a withdrawal over to the person's newer departure, which
+    has the lower id here (imported late): it must lock in the erasure's order."""
+    from survey import db
+    from survey.consent import record_consent, withdrawal_wording
+
+    app = make_app(RETENTION_DAYS=30)
+    address = served_by(app)
+    eraser = auth(make_token(app, "contacts:erase"))
+    for round_ in range(ROUNDS * 4):  # a narrow window: more rounds
+        email = f"kept{round_}@example.com"
+        newer = make_consenting(app, contact_email=email, cancelled_at=clock())
+        older = make_departure(
+            app, contact_email=email, cancelled_at=clock() - timedelta(days=90)
+        )
+        with app.app_context(), db.write_session() as writing:
+            record_consent(
+                writing,
+                writing.merge(older),
+                granted=False,
+                channel="withdrawal_link",
+                wording=withdrawal_wording(),
+            )
+            writing.commit()
+        assert newer.id < older.id
+        purged: list[int] = []
+        erase = f"/api/v1/contacts/{email}"
+        requests = [
+            partial(purge_now, app, purged),
+            partial(call, address, "DELETE", erase, None, eraser),
+        ]
+        assert at_once(requests) == [200, 200], f"round {round_}"
+        assert purged in ([1], [0])  # 0: the erasure came first and took both
+        session.rollback()
+        left = session.scalars(
+            select(Departure).where(Departure.id.in_([newer.id, older.id]))
+        ).all()
+        assert all(d.erased_at is not None for d in left)

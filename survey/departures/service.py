@@ -84,14 +84,18 @@ def departures_of(
     return list(db.scalars(for_writing(query) if writing else query))
 
 
-def lock_departure(db: Session, departure: Departure) -> None:
-    """Lock ``departure`` for a write about its person (see ``for_writing``);
-    raise Erased if their data is gone by then."""
+def lock_departure(
+    db: Session, departure_id: int, *, erased_ok: bool = False
+) -> Departure:
+    """Lock a departure for a write about its person (see ``for_writing``) and
+    return it; raise Erased if their data is gone by then, unless ``erased_ok``
+    (staff's own analysis goes on without the person's data)."""
     locked = db.scalar(
-        for_writing(select(Departure).where(Departure.id == departure.id))
+        for_writing(select(Departure).where(Departure.id == departure_id))
     )
-    if locked is None or locked.erased_at is not None:
+    if locked is None or (locked.erased_at is not None and not erased_ok):
         raise Erased
+    return locked
 
 
 def record_departure(

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from survey import audit, clock
+from survey.departures.service import lock_departure
 from survey.errors import InvalidInput
 from survey.review.models import Note
 
@@ -13,11 +14,16 @@ MAX_LENGTH = 10_000
 
 
 def add_note(session: Session, departure_id: int, body: str, *, author_id: int) -> Note:
-    """Add a note; raise InvalidInput when it is empty or too long."""
+    """Add a note; raise InvalidInput when it is empty or too long.
+
+    The departure is locked first: a note written while its person is being
+    erased is erased with the rest, or comes after.
+    """
     text = body.strip()
     if not text or len(text) > MAX_LENGTH:
         message = f"Write a note of 1 to {MAX_LENGTH} characters."
         raise InvalidInput(message, {"body": [message]})
+    lock_departure(session, departure_id, erased_ok=True)
     note = Note(
         departure_id=departure_id,
         author_id=author_id,

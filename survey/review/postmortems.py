@@ -15,6 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from survey import audit, clock
 from survey.departures.models import Departure
+from survey.departures.service import lock_departure
 from survey.errors import InvalidInput, NotFound, SurveyError
 from survey.review import queue
 from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
@@ -194,7 +195,11 @@ def save_postmortem(
     one): if someone saved since, raise PostmortemConflict instead of
     overwriting their work. Finishing needs the root causes, the preventable
     answer and what happened, and moves the item to ``postmortem_done``.
+    The departure is locked first, as an erasure locks it: a save and an
+    erasure happen one after the other, and the erasure's rewrite counts as
+    a save (an editor opened before it meets a conflict, not a silent undo).
     """
+    lock_departure(session, item.departure_id, erased_ok=True)
     postmortem = get_postmortem(session, item.departure_id)
     if postmortem is not None and base_version != postmortem.version:
         by = postmortem.updated_by.name if postmortem.updated_by else "someone"
