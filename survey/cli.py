@@ -351,7 +351,13 @@ def _deliver_until_stopped(
     type=click.Choice([outbox.PENDING, outbox.SENT, outbox.FAILED]),
     help="Only messages in this state.",
 )
-@click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="How many, newest first.",
+)
 def outbox_list(status: str | None, limit: int) -> None:
     """List queued, sent and failed emails (no bodies: they hold survey links)."""
     with db.new_session() as session:
@@ -365,7 +371,7 @@ def outbox_list(status: str | None, limit: int) -> None:
 
 
 @outbox_cli.command("retry")
-@click.argument("message_ids", nargs=-1, type=int)
+@click.argument("message_ids", nargs=-1, type=click.IntRange(1, db.INTEGER_MAX))
 @click.option("--all-failed", is_flag=True, help="Every message that gave up.")
 def outbox_retry(message_ids: tuple[int, ...], all_failed: bool) -> None:
     """Queue failed emails again (by id, or --all-failed), with fresh attempts."""

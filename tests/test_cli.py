@@ -438,6 +438,21 @@ def test_outbox_list_and_retry_of_failed_messages(make_app, session):
         assert "0 message(s)" in again.stdout
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["outbox", "retry", "2147483648"],
+        ["outbox", "retry", "0"],
+        ["outbox", "list", "--limit", "99999999999"],
+        ["outbox", "list", "--limit", "0"],
+    ],
+)
+def test_outbox_commands_refuse_numbers_out_of_range(runner, args):
+    result = runner.invoke(args=args)
+    assert result.exit_code == 2, result.output
+    assert "is not in the range" in result.output
+
+
 def messages_in(session) -> list[OutboxMessage]:
     session.rollback()
     return list(session.scalars(select(OutboxMessage)))
