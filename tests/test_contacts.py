@@ -423,6 +423,29 @@ def test_a_postmortem_opened_before_an_erasure_cannot_write_it_back(
     ]
 
 
+def test_a_new_postmortem_begun_before_an_erasure_is_saved_only_knowingly(
+    app, runner, session
+):
+    departure = make_consenting(app, contact_email="bea@x.example")
+    staff = signed_in_csm(app)
+    page = f"/review/{departure.public_id}"
+    before = hidden_fields(staff.get(page).get_data(as_text=True))
+    assert runner.invoke(args=["contacts", "erase", "bea@x.example"]).exit_code == 0
+    text = {"what_happened": "Bea left", "intent": "save"}
+    stale = staff.post(f"{page}/postmortem", data=before | text)
+    assert stale.status_code == 409
+    assert "Changed by an erasure of the person" in stale.get_data(as_text=True)
+    session.rollback()
+    assert session.scalars(select(Postmortem)).all() == []
+    # Saved again from the conflict page, after reading it: it goes in.
+    knowingly = hidden_fields(stale.get_data(as_text=True))
+    assert staff.post(f"{page}/postmortem", data=knowingly | text).status_code == 302
+    # An editor opened after the erasure saves at once.
+    other = make_consenting(app, contact_email="cy@x.example")
+    assert runner.invoke(args=["contacts", "erase", "cy@x.example"]).exit_code == 0
+    staff_saves(staff, f"/review/{other.public_id}", "postmortem", text)
+
+
 def test_erasure_finds_names_however_they_are_written(app, runner, session):
     departure = make_consenting(
         app, contact_email="emile@zola.example", contact_name="Émile Zola"

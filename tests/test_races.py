@@ -346,3 +346,39 @@ def test_the_retention_purge_and_an_erasure_of_one_person_both_finish(
             select(Departure).where(Departure.id.in_([newer.id, older.id]))
         ).all()
         assert all(d.erased_at is not None for d in left)
+
+
+def test_postmortem_saves_racing_an_erasure_do_not_write_it_back(app, served, session):
+    from survey.review.models import Postmortem
+
+    eraser = auth(make_token(app, "contacts:erase"))
+    csm = make_user(app, "csm")
+    browser = signed_in(served, csm.email)
+    for round_ in range(ROUNDS):
+        email = f"analysed{round_}@example.com"
+        departure, _page1, _first = answered(
+            app, served, contact_email=email, contact_name="Bea Racer"
+        )
+        page = f"/review/{departure.public_id}"
+        status, html = call(served, "GET", page, headers=browser)
+        assert status == 200
+        editor = {
+            **hidden_fields(html),
+            "what_happened": "Bea Racer left",
+            "intent": "save",
+        }
+        save = partial(call, served, "POST", f"{page}/postmortem", editor, browser)
+        erase = f"/api/v1/contacts/{quote(email)}"
+        statuses = at_once(
+            [*[save] * 10, partial(call, served, "DELETE", erase, None, eraser)]
+        )
+        assert statuses[-1] == 200, "the erasure"
+        assert set(statuses[:-1]) <= {302, 409}, statuses
+        assert statuses.count(302) <= 1  # one editor, one version: one save
+        session.rollback()
+        text = session.scalar(
+            select(Postmortem.what_happened).where(
+                Postmortem.departure_id == departure.id
+            )
+        )
+        assert text is None or "Bea Racer" not in text, f"round {round_}"

@@ -56,6 +56,22 @@ class PostmortemConflict(SurveyError):
         self.version = version
 
 
+#: The base version of an editor drawn when there was no postmortem yet and
+#: the person's data had been erased (versions of saved ones start at 1).
+NEW_AFTER_ERASURE = 0
+
+
+def base_version_of(postmortem: Postmortem | None, departure: Departure) -> str:
+    """Return the version an editor drawn now starts from, for its hidden field.
+
+    "" for a new postmortem; ``NEW_AFTER_ERASURE`` for a new one once the
+    person's data is erased, so that a new one drawn before can be told apart.
+    """
+    if postmortem is not None:
+        return str(postmortem.version)
+    return "" if departure.erased_at is None else str(NEW_AFTER_ERASURE)
+
+
 @dataclass
 class ActionItemInput:
     """One action item row from the form."""
@@ -199,12 +215,19 @@ def save_postmortem(
     erasure happen one after the other, and the erasure's rewrite counts as
     a save (an editor opened before it meets a conflict, not a silent undo).
     """
-    lock_departure(session, item.departure_id, erased_ok=True)
+    departure = lock_departure(session, item.departure_id, erased_ok=True)
     postmortem = get_postmortem(session, item.departure_id)
     if postmortem is not None and base_version != postmortem.version:
         by = postmortem.updated_by.name if postmortem.updated_by else "someone"
         raise PostmortemConflict(by, postmortem.updated_at, postmortem.version)
-    if postmortem is None and base_version is not None:
+    if postmortem is None and departure.erased_at is not None:
+        if base_version != NEW_AFTER_ERASURE:  # drawn before: the words may be theirs
+            raise PostmortemConflict(
+                "an erasure of the person's data",
+                departure.erased_at,
+                NEW_AFTER_ERASURE,
+            )
+    elif postmortem is None and base_version is not None:
         raise PostmortemConflict("someone", None, None)  # it was deleted meanwhile
     finishing = finish or (postmortem is not None and postmortem.done_at is not None)
     _validate(data, finishing=finishing)

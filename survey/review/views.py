@@ -19,6 +19,7 @@ from wtforms import SelectChoice
 
 from survey import clock, db, winback
 from survey.consent import ConsentEvent, current_consent, staff_withdrawal
+from survey.departures.models import Departure
 from survey.errors import InvalidInput, NotFound
 from survey.public.service import find_response
 from survey.review import notes, postmortems, queue
@@ -187,11 +188,11 @@ def _item_or_404(public_id: str) -> ReviewItem:
 
 
 def _postmortem_form(
-    postmortem: Postmortem | None, formdata: Any = None
+    postmortem: Postmortem | None, departure: Departure, formdata: Any = None
 ) -> PostmortemForm:
     form = PostmortemForm(formdata=formdata, obj=postmortem)
     if formdata is None:
-        form.version.data = str(postmortem.version) if postmortem else ""
+        form.version.data = postmortems.base_version_of(postmortem, departure)
         if postmortem is not None:
             form.root_causes.data = [cause.code for cause in postmortem.root_causes]
             form.primary_cause.data = next(
@@ -256,7 +257,7 @@ def _render_item(
             on_winback_list=winback.is_listed(session, departure.contact_email),
             consent_history=consent_history,
             postmortem=postmortem,
-            form=postmortem_form or _postmortem_form(postmortem),
+            form=postmortem_form or _postmortem_form(postmortem, departure),
             note_form=note_form or NoteForm(),
             consent_form=consent_form or ConsentWithdrawalForm(),
             notes=notes.notes_for(session, departure.id),
