@@ -446,6 +446,28 @@ def test_a_new_postmortem_begun_before_an_erasure_is_saved_only_knowingly(
     staff_saves(staff, f"/review/{other.public_id}", "postmortem", text)
 
 
+def test_a_note_begun_before_an_erasure_is_added_only_knowingly(app, runner, session):
+    departure = make_consenting(app, contact_email="dee@x.example")
+    staff = signed_in_csm(app)
+    page = f"/review/{departure.public_id}"
+    before = hidden_fields(staff.get(page).get_data(as_text=True))
+    assert runner.invoke(args=["contacts", "erase", "dee@x.example"]).exit_code == 0
+    stale = staff.post(f"{page}/notes", data=before | {"body": "Dee called"})
+    assert stale.status_code == 409
+    assert "erased while you were writing" in stale.get_data(as_text=True)
+    session.rollback()
+    assert session.scalars(select(Note)).all() == []
+    knowingly = hidden_fields(stale.get_data(as_text=True))
+    added = staff.post(f"{page}/notes", data=knowingly | {"body": "Erased on request"})
+    assert added.status_code == 302
+    staff_saves(staff, page, "notes", {"body": "Nothing more to do"})
+    session.rollback()
+    assert session.scalars(select(Note.body).order_by(Note.id)).all() == [
+        "Erased on request",
+        "Nothing more to do",
+    ]
+
+
 def test_erasure_finds_names_however_they_are_written(app, runner, session):
     departure = make_consenting(
         app, contact_email="emile@zola.example", contact_name="Émile Zola"

@@ -130,6 +130,8 @@ class NoteForm(FlaskForm):  # type: ignore[misc]
     """An internal note."""
 
     body = TextAreaField("Add a note", validators=[InputRequired(), Length(max=10_000)])
+    #: "y" when drawn after the person's data was erased (see notes.add_note).
+    after_erasure = HiddenField()
 
 
 class ConsentWithdrawalForm(FlaskForm):  # type: ignore[misc]

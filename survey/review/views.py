@@ -258,7 +258,8 @@ def _render_item(
             consent_history=consent_history,
             postmortem=postmortem,
             form=postmortem_form or _postmortem_form(postmortem, departure),
-            note_form=note_form or NoteForm(),
+            note_form=note_form
+            or NoteForm(after_erasure="y" if departure.erased_at else ""),
             consent_form=consent_form or ConsentWithdrawalForm(),
             notes=notes.notes_for(session, departure.id),
             events=timeline(session, departure, response),
@@ -327,9 +328,19 @@ def add_note(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     if not form.validate_on_submit():
         return _render_item(review_item, note_form=form, status=422)
     session = db.session()
-    notes.add_note(
-        session, review_item.departure_id, form.body.data, author_id=current_user.id
-    )
+    try:
+        notes.add_note(
+            session,
+            review_item.departure_id,
+            form.body.data,
+            author_id=current_user.id,
+            after_erasure=form.after_erasure.data == "y",
+        )
+    except notes.WrittenBeforeErasure as refused:
+        session.rollback()
+        form.body.errors = refused.fields["body"]
+        form.after_erasure.data = "y"  # sent again from here, it is knowingly
+        return _render_item(review_item, note_form=form, status=refused.status)
     session.commit()
     return redirect(url_for(".item", public_id=public_id, _anchor="notes"))
 
