@@ -630,6 +630,22 @@ def test_bulk_assign_only_to_reviewers(app, staff, session):
     assert items(session)[0].assignee_id is None
 
 
+def test_an_item_is_assigned_only_to_reviewers(app, staff, session):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    marketing = make_user(app, "marketing")
+    gone = make_user(app, "csm", active=False)
+    for target in (marketing, gone):
+        refused = post(
+            staff, page, f"{page}/assign", {"assignee": str(target.id)}, follow=True
+        )
+        assert "Choose someone who reviews." in refused.get_data(as_text=True)
+        assert items(session)[0].assignee_id is None
+    reviewer = make_user(app, "csm")
+    post(staff, page, f"{page}/assign", {"assignee": str(reviewer.id)})
+    assert items(session)[0].assignee_id == reviewer.id
+
+
 @pytest.mark.parametrize(
     "query",
     [

@@ -274,17 +274,6 @@ def save_postmortem(
     return postmortem
 
 
-def status_needs_postmortem(session: Session, item: ReviewItem, status: str) -> None:
-    """Refuse ``postmortem_done`` for an item whose postmortem is not finished."""
-    if status != "postmortem_done":
-        return
-    postmortem = get_postmortem(session, item.departure_id)
-    if postmortem is None or postmortem.done_at is None:
-        raise queue.InvalidTransition(
-            "Finish the postmortem first (root causes, preventable, what happened)."
-        )
-
-
 def open_action_items(session: Session) -> list[tuple[ActionItem, Any]]:
     """Return open action items with their departure: overdue first, by team."""
     today = clock.now().date()

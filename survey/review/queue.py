@@ -34,7 +34,8 @@ from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, for_writing
 from survey.errors import InvalidInput, SurveyError
 from survey.public.models import Response
-from survey.review.models import ReviewItem
+from survey.review.models import Postmortem, ReviewItem
+from survey.staff.models import ADMIN, CSM, StaffUser
 from survey.vocabulary import REVIEW_STATUSES
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 PAGE_SIZE = 50
+
+#: Who may take review items.
+REVIEWER_ROLES = (ADMIN, CSM)
 
 
 class InvalidTransition(SurveyError):
@@ -360,10 +364,22 @@ def change_status(
 ) -> None:
     """Move an item to ``status``; raise InvalidTransition if not allowed.
 
-    The move applies only if nobody moved the item meanwhile (a conditional
-    update), so two people cannot both move it from the same status.
+    ``postmortem_done`` needs the item's postmortem finished. The move applies
+    only if nobody moved the item meanwhile (a conditional update), so two
+    people cannot both move it from the same status.
     """
     check_transition(item.status, status)
+    if status == "postmortem_done" and (
+        session.scalar(
+            select(Postmortem.done_at).where(
+                Postmortem.departure_id == item.departure_id
+            )
+        )
+        is None
+    ):
+        raise InvalidTransition(
+            "Finish the postmortem first (root causes, preventable, what happened)."
+        )
     now = clock.now()
     moved = session.execute(
         update(ReviewItem)
@@ -387,12 +403,29 @@ def change_status(
     set_committed_value(item, "updated_at", now)
 
 
+def reviewers(session: Session) -> list[StaffUser]:
+    """Return the staff who may take review items: active admins and CSMs."""
+    return list(
+        session.scalars(
+            select(StaffUser)
+            .where(StaffUser.active.is_(True), StaffUser.role.in_(REVIEWER_ROLES))
+            .order_by(StaffUser.name)
+        )
+    )
+
+
 def assign(
     session: Session, item: ReviewItem, assignee_id: int | None, *, actor_id: int | None
 ) -> None:
-    """Give an item to a staff user (None: to nobody)."""
+    """Give an item to a staff user who reviews (None: to nobody); raise
+    InvalidInput for anyone else."""
     if item.assignee_id == assignee_id:
         return
+    if assignee_id is not None and assignee_id not in {
+        user.id for user in reviewers(session)
+    }:
+        message = "Choose someone who reviews."
+        raise InvalidInput(message, {"assignee": [message]})
     audit.record(
         session,
         "review.assigned",

@@ -20,7 +20,7 @@ from wtforms import SelectChoice
 from survey import clock, db, winback
 from survey.consent import ConsentEvent, current_consent, staff_withdrawal
 from survey.departures.models import Departure
-from survey.errors import InvalidInput, NotFound
+from survey.errors import InvalidInput, NotFound, SurveyError
 from survey.public.service import find_response
 from survey.review import notes, postmortems, queue
 from survey.review.forms import (
@@ -35,7 +35,7 @@ from survey.review.forms import (
 from survey.review.models import Postmortem, ReviewItem
 from survey.review.timeline import timeline
 from survey.staff import access
-from survey.staff.models import ADMIN, CSM, StaffUser
+from survey.staff.models import StaffUser
 from survey.staff.views import private_pages, safe_next
 from survey.vocabulary import (
     DESTINATIONS,
@@ -58,14 +58,7 @@ BLANK_ACTION_ROWS = 2
 
 
 def _reviewers() -> list[StaffUser]:
-    """Return the active staff who may take review items."""
-    return list(
-        db.session().scalars(
-            select(StaffUser)
-            .where(StaffUser.active.is_(True), StaffUser.role.in_((ADMIN, CSM)))
-            .order_by(StaffUser.name)
-        )
-    )
+    return queue.reviewers(db.session())
 
 
 def _assignee_choices(
@@ -149,7 +142,6 @@ def bulk() -> WerkzeugResponse:
         flash("Select at least one item.", "error")
         return redirect(back)
     assignee = db.parse_int(form.assignee.data)
-    reviewer_ids = {None} | {user.id for user in reviewers}
     session = db.session()
     public_ids = list(dict.fromkeys(form.items.data))[: queue.PAGE_SIZE * 4]
     changed, refused = 0, []
@@ -159,20 +151,17 @@ def bulk() -> WerkzeugResponse:
             continue
         try:
             if form.action.data == "assign":
-                if assignee not in reviewer_ids:
-                    raise queue.InvalidTransition("Choose someone who reviews.")
                 queue.assign(session, item, assignee, actor_id=current_user.id)
             elif form.status.data not in REVIEW_STATUSES:
                 raise queue.InvalidTransition("Choose a status.")
             else:
-                postmortems.status_needs_postmortem(session, item, form.status.data)
                 queue.change_status(
                     session, item, form.status.data, actor_id=current_user.id
                 )
             changed += 1
-        except (queue.InvalidTransition, ValueError) as exc:
+        except SurveyError as exc:
             company = item.departure.company or "(no company)"
-            refused.append(f"{company}: {getattr(exc, 'message', exc)}")
+            refused.append(f"{company}: {exc.message}")
     session.commit()
     flash(f"{changed} item{'s' if changed != 1 else ''} changed.", "info")
     for message in refused:
@@ -285,12 +274,14 @@ def assign(public_id: str) -> WerkzeugResponse:
     form = AssignForm()
     if form.validate_on_submit():
         raw = str(current_user.id) if request.form.get("to_me") else form.assignee.data
-        assignee = db.parse_int(raw)
-        if assignee is not None and assignee not in {u.id for u in _reviewers()}:
-            flash("Choose someone who reviews.", "error")
+        session = db.session()
+        try:
+            queue.assign(
+                session, review_item, db.parse_int(raw), actor_id=current_user.id
+            )
+        except InvalidInput as refused:
+            flash(refused.message, "error")
         else:
-            session = db.session()
-            queue.assign(session, review_item, assignee, actor_id=current_user.id)
             session.commit()
             flash("Assignment saved.", "info")
     return redirect(url_for(".item", public_id=public_id))
@@ -305,7 +296,6 @@ def status(public_id: str) -> WerkzeugResponse:
     if form.validate_on_submit():
         session = db.session()
         try:
-            postmortems.status_needs_postmortem(session, review_item, form.status.data)
             queue.change_status(
                 session, review_item, form.status.data, actor_id=current_user.id
             )
