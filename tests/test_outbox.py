@@ -19,6 +19,7 @@ from datetime import timedelta
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import trustme
 from aiosmtpd.controller import Controller
@@ -305,8 +306,13 @@ class _HangingSink(SmtpSink):
 
     accept = 3
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hanging = threading.Event()  # set once a DATA goes unanswered
+
     async def handle_DATA(self, server, session, envelope):
         if len(self.messages) >= self.accept:
+            self.hanging.set()
             await asyncio.sleep(3600)
         return await super().handle_DATA(server, session, envelope)
 
@@ -323,7 +329,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
         while sum(m.status == "sent" for m in messages(session)) < 3:
             assert time.monotonic() < deadline, "the worker sent nothing"
             time.sleep(0.05)
-        time.sleep(0.3)  # it is now stuck on the fourth message
+        assert sink.hanging.wait(30), "the worker never sent the fourth message"
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         assert [m.status for m in messages(session)] == ["sent"] * 3 + ["pending"] * 5
@@ -768,15 +774,17 @@ def test_the_worker_outlives_a_database_that_is_not_there_yet(make_app, smtp, tm
     """The worker starts before the database is ready, and carries on once it is."""
     url = f"sqlite:///{tmp_path / 'late.sqlite3'}"
     env = worker_env(url, tmp_path, smtp, OUTBOX_POLL_SECONDS="0.1")
-    worker = subprocess.Popen(
-        WORKER,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp_path / "worker.log"
+    with log.open("w") as stderr:
+        worker = subprocess.Popen(
+            WORKER, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True
+        )
     try:
-        time.sleep(1.5)  # several failed passes: no tables yet
+        deadline = time.monotonic() + 30
+        while log.read_text().count("outbox pass failed") < 3:  # no tables yet
+            assert worker.poll() is None, "the worker died on a database error"
+            assert time.monotonic() < deadline, "the worker made no pass"
+            time.sleep(0.05)
         assert worker.poll() is None, "the worker died on a database error"
         app = make_app(DATABASE_URL=url)
         upgrade = subprocess.run(
@@ -794,8 +802,7 @@ def test_the_worker_outlives_a_database_that_is_not_there_yet(make_app, smtp, tm
             time.sleep(0.1)
     finally:
         worker.send_signal(signal.SIGTERM)
-        _, stderr = worker.communicate(timeout=30)
-    assert "outbox pass failed" in stderr
+        worker.wait(timeout=30)
     assert worker.returncode == 0
 
 

@@ -7,7 +7,7 @@ import contextlib
 import socket
 import sqlite3
 import threading
-import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +22,21 @@ from tests.factories import csrf_token, make_departure, survey_path
 
 @pytest.fixture
 def busy_app(make_app) -> Flask:
-    return make_app(SQLITE_BUSY_TIMEOUT_SECONDS=0.5)
+    app = make_app(SQLITE_BUSY_TIMEOUT_SECONDS=0.5)
+    started: defaultdict[str | None, threading.Event] = defaultdict(threading.Event)
+    app.extensions["test.started"] = started
+
+    @app.url_value_preprocessor
+    def _note_start(endpoint: str | None, _values: Any) -> None:
+        # Before any hook or view reads the body.
+        started[endpoint].set()
+
+    return app
+
+
+def wait_until_started(app: Flask, endpoint: str) -> None:
+    """Wait until a request for ``endpoint`` is in the app (its body unread)."""
+    assert app.extensions["test.started"][endpoint].wait(10), f"no {endpoint}"
 
 
 @pytest.fixture
@@ -101,7 +115,7 @@ def test_a_slow_client_does_not_hold_up_other_writers(busy_app, server):
             "Content-Type: application/x-www-form-urlencoded\r\n"
             "Content-Length: 1000\r\n\r\ndetails=ab".encode()
         )
-        time.sleep(0.3)  # the server is now reading that body
+        wait_until_started(busy_app, "public.details")  # it reads that body now
         other = _within(5, lambda: survey_path(busy_app, make_departure(busy_app)))
         assert _within(5, lambda: _post_page_1(busy_app.test_client(), other)) == 303
 
@@ -118,7 +132,7 @@ def test_an_api_client_sending_slowly_does_not_hold_up_other_writers(busy_app, s
             "Content-Type: application/json\r\n"
             'Content-Length: 1000\r\n\r\n{"external_id": '.encode()
         )
-        time.sleep(0.3)
+        wait_until_started(busy_app, "api.create_departure")
         path = _within(5, lambda: survey_path(busy_app, make_departure(busy_app)))
         assert _within(5, lambda: _post_page_1(busy_app.test_client(), path)) == 303
 
