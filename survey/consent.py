@@ -92,9 +92,9 @@ def latest_consent(column: Any) -> Any:
     )
 
 
-def latest_consent_event(db: Session, departure_id: int) -> ConsentEvent | None:
+def latest_consent_event(session: Session, departure_id: int) -> ConsentEvent | None:
     """Return the latest consent event of a departure, if any."""
-    return db.scalar(
+    return session.scalar(
         select(ConsentEvent)
         .where(ConsentEvent.departure_id == departure_id)
         .order_by(ConsentEvent.id.desc())
@@ -102,16 +102,16 @@ def latest_consent_event(db: Session, departure_id: int) -> ConsentEvent | None:
     )
 
 
-def current_consent(db: Session, departure_id: int) -> ConsentState:
+def current_consent(session: Session, departure_id: int) -> ConsentState:
     """Return the state set by the latest consent event of a departure."""
-    latest = latest_consent_event(db, departure_id)
+    latest = latest_consent_event(session, departure_id)
     if latest is None:
         return ConsentState("none", None)
     return ConsentState(latest.action, latest.created_at)
 
 
 def record_consent(
-    db: Session,
+    session: Session,
     departure: Departure,
     *,
     granted: bool,
@@ -127,8 +127,8 @@ def record_consent(
     gone): the state is read once the changes made meanwhile are in, so one
     change makes one event, however many arrive at once.
     """
-    lock_departure(db, departure.id)
-    state = current_consent(db, departure.id)
+    lock_departure(session, departure.id)
+    state = current_consent(session, departure.id)
     wanted = "granted" if granted else "withdrawn"
     if state.state == wanted or (
         not granted and state.state == "none" and channel == "survey"
@@ -143,14 +143,14 @@ def record_consent(
         note=note,
         created_at=clock.now(),
     )
-    db.add(consent_event)
-    db.flush()
+    session.add(consent_event)
+    session.flush()
     log.info("consent %s for departure %s via %s", wanted, departure.public_id, channel)
     return consent_event
 
 
 def granted_elsewhere(
-    db: Session, departure: Departure, *, before: int | None = None
+    session: Session, departure: Departure, *, before: int | None = None
 ) -> list[Departure]:
     """Return the person's other departures (same address, not erased) whose
     consent stands granted: by an event older than ``before``, if given.
@@ -163,11 +163,11 @@ def granted_elsewhere(
     )
     if before is not None:
         query = query.where(latest_consent(ConsentEvent.id) < before)
-    return list(db.scalars(query.order_by(Departure.id)))
+    return list(session.scalars(query.order_by(Departure.id)))
 
 
 def staff_withdrawal(
-    db: Session, departure: Departure, *, note: str, actor_id: int
+    session: Session, departure: Departure, *, note: str, actor_id: int
 ) -> int:
     """Withdraw consent for a customer who asked in writing; the note says where.
 
@@ -177,11 +177,11 @@ def staff_withdrawal(
     """
     # Each of the person's departures is locked, in one order (as an erasure
     # locks them), before any is changed.
-    departures_of(db, departure.contact_email, writing=True)
+    departures_of(session, departure.contact_email, writing=True)
     changed = 0
-    for each in [departure, *granted_elsewhere(db, departure)]:
+    for each in [departure, *granted_elsewhere(session, departure)]:
         event = record_consent(
-            db,
+            session,
             each,
             granted=False,
             channel="staff",
@@ -191,7 +191,7 @@ def staff_withdrawal(
         if event is not None:
             changed += 1
             audit.record(
-                db,
+                session,
                 "consent.withdrawn_by_staff",
                 actor_id=actor_id,
                 departure_id=each.id,

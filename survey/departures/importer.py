@@ -173,7 +173,7 @@ def _rows(
 
 
 def import_departures(
-    db: Session,
+    session: Session,
     data: Iterable[bytes],
     *,
     begin: Callable[[], None],
@@ -208,7 +208,7 @@ def import_departures(
             if not writing:
                 begin()
                 writing = True
-            _, created = record_departure(db, row.data, source="csv")
+            _, created = record_departure(session, row.data, source="csv")
             if created:
                 chunk.created += 1
             else:
@@ -221,7 +221,7 @@ def import_departures(
         if writing:
             commit()
     except Exception as exc:  # whatever it is, what was committed is reported
-        db.rollback()
+        session.rollback()
         why = _failure(exc, line)
         if isinstance(exc, SQLAlchemyError | DatabaseBusy):
             log.warning("CSV import stopped at line %d: %s", first, why)

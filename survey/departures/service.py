@@ -46,9 +46,9 @@ def for_writing(query: Query) -> Query:
     return query.with_for_update(of=Departure).execution_options(populate_existing=True)
 
 
-def find_by_external_id(db: Session, external_id: str) -> Departure | None:
+def find_by_external_id(session: Session, external_id: str) -> Departure | None:
     """Return the departure recorded for ``external_id``, if any."""
-    return db.scalar(select(Departure).where(Departure.external_id == external_id))
+    return session.scalar(select(Departure).where(Departure.external_id == external_id))
 
 
 #: In a statement: the departure named by the bound ``public_id``, unless its
@@ -59,18 +59,18 @@ LINKED_AND_KEPT = and_(
 
 
 def find_by_public_id(
-    db: Session, public_id: str, *, writing: bool = False
+    session: Session, public_id: str, *, writing: bool = False
 ) -> Departure | None:
     """Return the departure with this public id, if any.
 
     ``writing``: locked for a write about its person (see ``for_writing``).
     """
     query = select(Departure).where(Departure.public_id == public_id)
-    return db.scalar(for_writing(query) if writing else query)
+    return session.scalar(for_writing(query) if writing else query)
 
 
 def departures_of(
-    db: Session, address: str, *, writing: bool = False
+    session: Session, address: str, *, writing: bool = False
 ) -> list[Departure]:
     """Return the departures of a normalized address, oldest first.
 
@@ -81,16 +81,16 @@ def departures_of(
         .where(Departure.contact_email == address)
         .order_by(Departure.id)
     )
-    return list(db.scalars(for_writing(query) if writing else query))
+    return list(session.scalars(for_writing(query) if writing else query))
 
 
 def lock_departure(
-    db: Session, departure_id: int, *, erased_ok: bool = False
+    session: Session, departure_id: int, *, erased_ok: bool = False
 ) -> Departure:
     """Lock a departure for a write about its person (see ``for_writing``) and
     return it; raise Erased if their data is gone by then, unless ``erased_ok``
     (staff's own analysis goes on without the person's data)."""
-    locked = db.scalar(
+    locked = session.scalar(
         for_writing(select(Departure).where(Departure.id == departure_id))
     )
     if locked is None or (locked.erased_at is not None and not erased_ok):
@@ -99,7 +99,7 @@ def lock_departure(
 
 
 def record_departure(
-    db: Session, data: DepartureIn, *, source: str
+    session: Session, data: DepartureIn, *, source: str
 ) -> tuple[Departure, bool]:
     """Record a departure and queue its invitation; return (departure, created).
 
@@ -107,24 +107,24 @@ def record_departure(
     at once: the database's unique key decides, and the loser returns the
     winner's departure without queuing a second email.
     """
-    existing = find_by_external_id(db, data.external_id)
+    existing = find_by_external_id(session, data.external_id)
     if existing is not None:
         _note_differences(existing, data)
         return existing, False
     now = clock.now()
     try:
-        with db.begin_nested():
+        with session.begin_nested():
             departure = Departure(
                 **data.model_dump(exclude={"cancelled_at"}),
                 cancelled_at=data.cancelled_at or now,
                 source=source,
                 created_at=now,
             )
-            db.add(departure)
-            db.flush()
-            queue_invitation(db, departure)
+            session.add(departure)
+            session.flush()
+            queue_invitation(session, departure)
     except IntegrityError:
-        existing = find_by_external_id(db, data.external_id)
+        existing = find_by_external_id(session, data.external_id)
         if existing is None:
             raise
         return existing, False
@@ -151,11 +151,11 @@ def _note_differences(existing: Departure, data: DepartureIn) -> None:
         )
 
 
-def queue_invitation(db: Session, departure: Departure) -> None:
+def queue_invitation(session: Session, departure: Departure) -> None:
     """Write the survey invitation for ``departure`` to the outbox."""
     survey_url = links.survey_url(departure.public_id)
     outbox.enqueue(
-        db,
+        session,
         kind="invitation",
         recipient=departure.contact_email,
         locale=departure.locale,

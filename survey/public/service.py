@@ -35,14 +35,14 @@ log = logging.getLogger(__name__)
 
 
 def departure_from_token(
-    db: Session, purpose: str, token: str, *, writing: bool = False
+    session: Session, purpose: str, token: str, *, writing: bool = False
 ) -> Departure:
     """Return the departure a link names; raise TokenInvalid, TokenExpired, Erased.
 
     ``writing``: locked for a write about its person (see ``for_writing``).
     """
     departure = find_by_public_id(
-        db, tokens.load_token(purpose, token), writing=writing
+        session, tokens.load_token(purpose, token), writing=writing
     )
     if departure is None:
         raise tokens.TokenInvalid
@@ -51,9 +51,9 @@ def departure_from_token(
     return departure
 
 
-def find_response(db: Session, departure: Departure) -> Response | None:
+def find_response(session: Session, departure: Departure) -> Response | None:
     """Return the departure's response, if the customer answered."""
-    return db.scalar(select(Response).where(Response.departure_id == departure.id))
+    return session.scalar(select(Response).where(Response.departure_id == departure.id))
 
 
 #: Everything page 1 shows, in one statement (built and compiled once).
@@ -181,7 +181,7 @@ def follow_up_reason(reason: str | None) -> str | None:
 
 
 def submit_details(
-    db: Session,
+    session: Session,
     departure: Departure,
     response: Response,
     answers: dict[str, Any],
@@ -215,16 +215,16 @@ def submit_details(
     response.details_saved_at = response.updated_at = now
     if winback_consent is not None:
         record_consent(
-            db,
+            session,
             departure,
             granted=winback_consent,
             channel="survey",
             wording=consent_wording,
         )
-    db.flush()
+    session.flush()
 
 
-def request_fresh_link(db: Session, public_id: str) -> None:
+def request_fresh_link(session: Session, public_id: str) -> None:
     """Send a new survey link to the address on record, at most once an interval.
 
     Says nothing about whether anything was sent: the caller answers the same
@@ -233,7 +233,7 @@ def request_fresh_link(db: Session, public_id: str) -> None:
     now = clock.now()
     interval = timedelta(minutes=current_app.config["FRESH_LINK_INTERVAL_MINUTES"])
     # One conditional UPDATE decides, so simultaneous requests send one link.
-    claimed = db.execute(
+    claimed = session.execute(
         update(Departure)
         .where(
             Departure.public_id == public_id,
@@ -249,10 +249,10 @@ def request_fresh_link(db: Session, public_id: str) -> None:
     if not cast(CursorResult[Any], claimed).rowcount:
         log.info("fresh link refused: unknown departure or sent recently")
         return
-    departure = find_by_public_id(db, public_id)
+    departure = find_by_public_id(session, public_id)
     assert departure is not None
     outbox.enqueue(
-        db,
+        session,
         kind="fresh_link",
         recipient=departure.contact_email,
         locale=departure.locale,
