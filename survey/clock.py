@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import current_app, has_app_context
 
@@ -24,3 +25,11 @@ def now() -> datetime:
 def iso(value: datetime | None) -> str | None:
     """Return a UTC time as ISO 8601 ending in ``Z``; None stays None."""
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def as_json(obj: Any, names: Iterable[str]) -> dict[str, Any]:
+    """Return ``obj``'s attributes ``names`` as JSON-ready values (times as ``iso``)."""
+    return {
+        name: iso(value) if isinstance(value := getattr(obj, name), datetime) else value
+        for name in names
+    }

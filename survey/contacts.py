@@ -33,7 +33,7 @@ from survey.consent import (
     record_consent,
 )
 from survey.departures.models import Departure
-from survey.departures.schemas import normalize_email
+from survey.departures.schemas import FIELDS, RECORDED, normalize_email
 from survey.departures.service import departures_of
 from survey.errors import InvalidInput
 from survey.outbox import OutboxMessage
@@ -51,15 +51,6 @@ def email_hash(address: str) -> str:
     """Return the keyed hash of a normalized address, as the audit log keeps it."""
     key = str(current_app.config["SECRET_KEY"]).encode()
     return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
-
-
-def _row(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        name: clock.iso(value)
-        if isinstance(value := getattr(obj, name), datetime)
-        else value
-        for name in names
-    }
 
 
 def export_person(session: Session, email: str) -> dict[str, Any]:
@@ -87,33 +78,11 @@ def export_person(session: Session, email: str) -> dict[str, Any]:
             select(Note).where(Note.departure_id == departure.id).order_by(Note.id)
         )
         departures.append(
-            _row(
-                departure,
-                (
-                    "public_id",
-                    "external_id",
-                    "company",
-                    "contact_name",
-                    "contact_email",
-                    "plan",
-                    "mrr_cents",
-                    "currency",
-                    "segment",
-                    "locale",
-                    "csm_email",
-                    "cancelled_at",
-                    "billing_reason",
-                    "source",
-                    "created_at",
-                    "invited_at",
-                    "first_opened_at",
-                    "erased_at",
-                ),
-            )
+            clock.as_json(departure, ("public_id", *FIELDS, *RECORDED, "erased_at"))
             | {
                 "response": None
                 if response is None
-                else _row(
+                else clock.as_json(
                     response,
                     (
                         "reason",
@@ -129,7 +98,7 @@ def export_person(session: Session, email: str) -> dict[str, Any]:
                     ),
                 ),
                 "consent_events": [
-                    _row(
+                    clock.as_json(
                         e,
                         (
                             "action",
@@ -143,7 +112,7 @@ def export_person(session: Session, email: str) -> dict[str, Any]:
                     for e in events
                 ],
                 "emails": [
-                    _row(
+                    clock.as_json(
                         m,
                         (
                             "kind",
@@ -157,7 +126,9 @@ def export_person(session: Session, email: str) -> dict[str, Any]:
                     )
                     for m in messages
                 ],
-                "staff_notes": [_row(n, ("body", "created_at")) for n in notes],
+                "staff_notes": [
+                    clock.as_json(n, ("body", "created_at")) for n in notes
+                ],
             }
         )
     return {"email": address, "departures": departures}

@@ -15,7 +15,7 @@ from survey.api import bp
 from survey.api.auth import require_scope
 from survey.consent import current_consent
 from survey.departures.models import Departure
-from survey.departures.schemas import DepartureIn, field_errors
+from survey.departures.schemas import FIELDS, RECORDED, DepartureIn, field_errors
 from survey.departures.service import find_by_public_id, record_departure
 from survey.errors import InvalidInput, NotFound
 from survey.public.service import find_response
@@ -36,22 +36,7 @@ def departure_json(
     """
     facts: dict[str, Any] = {
         "id": departure.public_id,
-        "external_id": departure.external_id,
-        "company": departure.company,
-        "contact_name": departure.contact_name,
-        "contact_email": departure.contact_email,
-        "plan": departure.plan,
-        "mrr_cents": departure.mrr_cents,
-        "currency": departure.currency,
-        "segment": departure.segment,
-        "locale": departure.locale,
-        "csm_email": departure.csm_email,
-        "cancelled_at": clock.iso(departure.cancelled_at),
-        "billing_reason": departure.billing_reason,
-        "source": departure.source,
-        "created_at": clock.iso(departure.created_at),
-        "invited_at": clock.iso(departure.invited_at),
-        "first_opened_at": clock.iso(departure.first_opened_at),
+        **clock.as_json(departure, FIELDS + RECORDED),
         # None until the departure enters the review queue.
         "review_status": session.scalar(
             select(ReviewItem.status).where(ReviewItem.departure_id == departure.id)

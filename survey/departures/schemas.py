@@ -36,6 +36,9 @@ FIELDS = (
     "billing_reason",
 )
 
+#: What the service notes about a departure it records, beside its fields.
+RECORDED = ("source", "created_at", "invited_at", "first_opened_at")
+
 _MAX_MRR_CENTS = 10**13  # a hundred billion a month: anything above is a typo
 
 
