@@ -151,21 +151,38 @@ def _note_differences(existing: Departure, data: DepartureIn) -> None:
         )
 
 
-def queue_invitation(session: Session, departure: Departure) -> None:
-    """Write the survey invitation for ``departure`` to the outbox."""
-    survey_url = links.survey_url(departure.public_id)
+def queue_survey_email(
+    session: Session, departure: Departure, kind: str, **context: Any
+) -> None:
+    """Write an email holding ``departure``'s survey link to the outbox.
+
+    ``kind`` names its template (``invitation``, ``fresh_link``); every such
+    email carries the survey link, the consent withdrawal link (also as the
+    one-click unsubscribe) and who sends it.
+    """
     outbox.enqueue(
         session,
-        kind="invitation",
+        kind=kind,
         recipient=departure.contact_email,
         locale=departure.locale,
         departure_id=departure.id,
         departure=departure,
-        survey_url=survey_url,
+        survey_url=links.survey_url(departure.public_id),
+        withdraw_url=links.withdraw_url(departure.public_id),
+        sender_name=current_app.config["COMPANY_NAME"],
+        **context,
+    )
+
+
+def queue_invitation(session: Session, departure: Departure) -> None:
+    """Write the survey invitation for ``departure`` to the outbox."""
+    survey_url = links.survey_url(departure.public_id)
+    queue_survey_email(
+        session,
+        departure,
+        "invitation",
         reason_links=[
             (label, f"{survey_url}?reason={code}") for code, label in REASONS.items()
         ],
-        withdraw_url=links.withdraw_url(departure.public_id),
-        sender_name=current_app.config["COMPANY_NAME"],
     )
     departure.invited_at = clock.now()

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from survey import clock, links, outbox, tokens
+from survey import clock, tokens
 from survey.consent import ConsentEvent, latest_consent, record_consent
 from survey.db import Prepared, Writer, per_dialect, write_together
 from survey.departures.models import Departure
@@ -26,6 +26,7 @@ from survey.departures.service import (
     Erased,
     find_by_public_id,
     for_writing,
+    queue_survey_email,
 )
 from survey.public.models import Response
 from survey.review import queue
@@ -251,15 +252,5 @@ def request_fresh_link(session: Session, public_id: str) -> None:
         return
     departure = find_by_public_id(session, public_id)
     assert departure is not None
-    outbox.enqueue(
-        session,
-        kind="fresh_link",
-        recipient=departure.contact_email,
-        locale=departure.locale,
-        departure_id=departure.id,
-        departure=departure,
-        survey_url=links.survey_url(departure.public_id),
-        withdraw_url=links.withdraw_url(departure.public_id),
-        sender_name=current_app.config["COMPANY_NAME"],
-    )
+    queue_survey_email(session, departure, "fresh_link")
     log.info("fresh link queued for %s", departure.public_id)
