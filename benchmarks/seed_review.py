@@ -868,11 +868,11 @@ def check_empty(engine: Engine) -> None:
 
 
 def tables() -> dict[str, Table]:
+    import survey.answers.models
     import survey.audit
     import survey.consent
     import survey.departures.models
     import survey.outbox
-    import survey.public.models
     import survey.review.models
     import survey.staff.models  # noqa: F401  (registers the tables)
     from survey.db import Base

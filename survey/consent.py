@@ -59,7 +59,7 @@ class ConsentEvent(Base):
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
 
-    departure: Mapped[Departure] = relationship(back_populates="consent_events")
+    departure: Mapped[Departure] = relationship()
 
 
 @event.listens_for(ConsentEvent, "before_update")

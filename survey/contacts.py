@@ -25,6 +25,7 @@ from sqlalchemy import JSON, Text, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from survey import audit, clock, outbox
+from survey.answers.models import Response
 from survey.audit import AuditEvent
 from survey.consent import (
     ConsentEvent,
@@ -37,7 +38,6 @@ from survey.departures.schemas import FIELDS, RECORDED, normalize_email
 from survey.departures.service import departures_of
 from survey.errors import InvalidInput
 from survey.outbox import OutboxMessage
-from survey.public.models import Response
 from survey.review.models import Note
 
 log = logging.getLogger(__name__)

@@ -10,13 +10,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from survey import clock, links
+from survey.answers.models import Response
+from survey.answers.service import find_response, reason_write, submit_details
 from survey.consent import consent_wording, record_consent
 from survey.db import Writer
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
-from survey.public.models import Response
-from survey.public.service import find_response, reason_write, submit_details
 from survey.staff import passwords
 from survey.staff import service as staff_service
 from survey.staff.models import ADMIN

@@ -1,12 +1,12 @@
 """Every model, imported in one place so the metadata (and Alembic) sees them all."""
 
+from survey.answers.models import Response
 from survey.api.auth import ApiToken
 from survey.audit import AuditEvent
 from survey.consent import ConsentEvent
 from survey.db import Base
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
-from survey.public.models import Response
 from survey.review.models import ActionItem, Note, Postmortem, ReviewItem, RootCause
 from survey.staff.models import LoginFailure, StaffSession, StaffUser
 

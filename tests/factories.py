@@ -126,8 +126,8 @@ def login(
 
 def make_consenting(app: Flask, reason: str = "switched", **fields: Any) -> Departure:
     """Record a departure whose contact answered and said yes to being won back."""
+    from survey.answers.service import reason_write
     from survey.consent import consent_wording, record_consent
-    from survey.public.service import reason_write
 
     departure = make_departure(app, **fields)
     with app.app_context(), db.write_session() as session:

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import func, select
 
 from survey import outbox
+from survey.answers.models import Response
 from survey.audit import AuditEvent
 from survey.consent import ConsentEvent
 from survey.contacts import ERASED
 from survey.departures.models import Departure
 from survey.models import Base
-from survey.public.models import Response
 from survey.review.models import ActionItem, Note, Postmortem, RootCause
 from tests.factories import (
     auth,

@@ -12,9 +12,10 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from survey import db
+from survey.answers import service as answers
+from survey.answers.models import Response
 from survey.departures.models import Departure
 from survey.public import service
-from survey.public.models import Response
 from survey.review.models import ReviewItem
 from tests.factories import make_consenting, make_departure, survey_path
 
@@ -59,7 +60,7 @@ def test_a_prepared_statement_refuses_to_write_null_for_a_forgotten_value(app):
 def test_prepared_writes_store_what_the_orm_reads_back(app, clock, session):
     departure = make_departure(app, mrr_cents=12_345)
     with app.app_context(), db.writing() as writer:
-        service.reason_write(departure.public_id, "other", "  Paper  ")(writer)
+        answers.reason_write(departure.public_id, "other", "  Paper  ")(writer)
     session.rollback()  # end the read snapshot (SQLite WAL keeps it)
     response = session.scalar(select(Response))
     assert (response.reason, response.reason_other, response.factors) == (
@@ -85,7 +86,7 @@ def test_writes_of_many_threads_share_a_transaction_and_fail_alone(app, session)
 
     def answer(index: int) -> None:
         def work(writer) -> None:
-            service.reason_write(departures[index].public_id, "switched", None)(writer)
+            answers.reason_write(departures[index].public_id, "switched", None)(writer)
             if index == 3:
                 raise ValueError("this one fails")
 
@@ -131,7 +132,7 @@ def test_a_fast_read_sees_every_commit_made_since(app, client):
         for reason in ("switched", "too_expensive", "missing_features"):
             assert service.SURVEY_STATE.first(params).reason != reason
             with db.write_session() as other:  # another connection writes
-                write = service.reason_write(departure.public_id, reason, None)
+                write = answers.reason_write(departure.public_id, reason, None)
                 write(db.Writer.joining(other.connection()))
                 other.commit()
             assert service.SURVEY_STATE.first(params).reason == reason
@@ -158,7 +159,7 @@ def test_a_failed_commit_leaves_nothing_in_the_way(app):
             other.execute("BEGIN IMMEDIATE")
             other.rollback()
         # And this thread writes again.
-        db.write_together(service.reason_write(departure.public_id, "switched", None))
+        db.write_together(answers.reason_write(departure.public_id, "switched", None))
         state = service.SURVEY_STATE.first({"public_id": departure.public_id})
         assert state.reason == "switched"
 

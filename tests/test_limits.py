@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from survey.answers.models import Response
 from survey.departures.models import Departure
-from survey.public.models import Response
 from tests.conftest import SECRET, free_port, wait_until_healthy
 from tests.factories import (
     csrf_token,

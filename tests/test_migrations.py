@@ -20,11 +20,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select
 
 from survey import db, resource_dir
+from survey.answers.models import Response
 from survey.cli import alembic_config
 from survey.consent import ConsentEvent
 from survey.models import Base
 from survey.outbox import OutboxMessage
-from survey.public.models import Response
 from tests.factories import make_departure, submit, survey_path
 
 #: A later migration that rebuilds ``departures``, as SQLite's batch mode does

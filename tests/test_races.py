@@ -23,9 +23,9 @@ from flask import Flask
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
+from survey.answers.models import Response
 from survey.consent import ConsentEvent
 from survey.departures.models import Departure
-from survey.public.models import Response
 from survey.staff.models import StaffUser
 from tests.factories import (
     PASSWORD,

@@ -9,10 +9,10 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
+from survey.answers.models import Response
 from survey.consent import WORDING_VERSION, ConsentEvent, consent_wording
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
-from survey.public.models import Response
 from tests.factories import (
     csrf_token,
     hidden_fields,

@@ -10,10 +10,10 @@ from itsdangerous import Signer, URLSafeTimedSerializer
 from sqlalchemy import select
 
 from survey import links, tokens
+from survey.answers.models import Response
 from survey.consent import ConsentEvent
 from survey.db import new_public_id
 from survey.departures.models import Departure
-from survey.public.models import Response
 from tests.factories import (
     hidden_fields,
     make_departure,

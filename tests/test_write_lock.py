@@ -144,7 +144,7 @@ def db_name(app: Flask) -> str:
 def test_the_wal_is_checkpointed_as_the_writers_go(app):
     if db_name(app) != "sqlite":
         pytest.skip("a write-ahead log to checkpoint exists on SQLite only")
-    from survey.public import service
+    from survey.answers import service as answers
 
     engines = app.extensions["survey.db.engines"]
     gate = engines.gate
@@ -160,7 +160,7 @@ def test_the_wal_is_checkpointed_as_the_writers_go(app):
             for departure in departures:  # 100 commits, each a frame or more
                 reason = "switched" if round_ % 2 else "too_expensive"
                 db.write_together(
-                    service.reason_write(departure.public_id, reason, None)
+                    answers.reason_write(departure.public_id, reason, None)
                 )
                 checkpoint_done()
     database = engines.plain.url.database

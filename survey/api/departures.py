@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import clock, db, links
+from survey.answers.service import find_response
 from survey.api import bp
 from survey.api.auth import require_scope
 from survey.consent import current_consent
@@ -18,7 +19,6 @@ from survey.departures.models import Departure
 from survey.departures.schemas import FIELDS, RECORDED, DepartureIn, field_errors
 from survey.departures.service import find_by_public_id, record_departure
 from survey.errors import InvalidInput, NotFound
-from survey.public.service import find_response
 from survey.review.models import ReviewItem
 
 #: The scope that may read what customers answered (response and consent).

@@ -5,10 +5,11 @@ from __future__ import annotations
 from flask import Response, g, jsonify, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from survey import db, winback
+from survey import db
 from survey.api import bp
 from survey.api.auth import require_scope
 from survey.errors import InvalidInput
+from survey.winback import service as winback
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 

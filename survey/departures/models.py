@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import BigInteger, CheckConstraint, Index, String, Text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
 from survey.db import Base, Str80, Str320, new_public_id
 from survey.vocabulary import DEPARTURE_SOURCES
-
-if TYPE_CHECKING:
-    from survey.consent import ConsentEvent
-    from survey.public.models import Response
 
 
 class Departure(Base):
@@ -59,16 +54,6 @@ class Departure(Base):
     fresh_link_sent_at: Mapped[datetime | None]
     #: When the contact's personal data was erased (their links then answer 410).
     erased_at: Mapped[datetime | None]
-
-    response: Mapped[Response | None] = relationship(
-        back_populates="departure", uselist=False, lazy="raise"
-    )
-    consent_events: Mapped[list[ConsentEvent]] = relationship(
-        back_populates="departure",
-        order_by="ConsentEvent.id",
-        lazy="raise",
-        viewonly=True,
-    )
 
     def __repr__(self) -> str:
         return f"<Departure {self.public_id}>"

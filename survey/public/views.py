@@ -24,6 +24,7 @@ from markupsafe import escape
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import db, i18n, tokens
+from survey.answers import service as answers
 from survey.consent import (
     WORDING_VERSION,
     consent_wording,
@@ -208,7 +209,7 @@ def survey(token: str) -> str | WerkzeugResponse:
     # The statements find the departure themselves: the write lock is held
     # for the write alone. The next page reports an erased departure.
     reason, other = form.reason.data, form.reason_other.data
-    db.write_together(service.reason_write(public_id, reason, other))
+    db.write_together(answers.reason_write(public_id, reason, other))
     return redirect(url_for(".details", token=token), 303)
 
 
@@ -219,7 +220,7 @@ def details(token: str) -> str | WerkzeugResponse:
     # A POST locks the departure first: the answers are read, and saved, as an
     # erasure or another tab left them (see for_writing).
     departure = _load(token, writing=request.method == "POST")
-    response = service.find_response(session, departure)
+    response = answers.find_response(session, departure)
     if response is None:
         return redirect(url_for(".survey", token=token), 303)
     consent = current_consent(session, departure.id)
@@ -233,13 +234,13 @@ def details(token: str) -> str | WerkzeugResponse:
         else None,
         winback_consent=consent.granted,
         consent_shown="y" if consent.granted else "",
-        follow_up_for=service.follow_up_reason(response.reason) or "",
+        follow_up_for=answers.follow_up_reason(response.reason) or "",
     )
     wording = consent_wording()
     if form.validate_on_submit():
         if form.is_bot():
             return redirect(url_for(".thanks", token=token), 303)
-        service.submit_details(
+        answers.submit_details(
             session,
             departure,
             response,
@@ -270,7 +271,7 @@ def thanks(token: str) -> str:
     return _render(
         "public/thanks.html",
         departure,
-        response=service.find_response(session, departure),
+        response=answers.find_response(session, departure),
         consent=current_consent(session, departure.id),
         token=token,
     )

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
     Index,
+    Select,
     String,
     Text,
     UniqueConstraint,
+    bindparam,
+    literal,
+    select,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from survey.db import Base
+from survey.departures.models import Departure
 from survey.vocabulary import (
     REVIEW_STATUSES,
     ROOT_CAUSES,
@@ -26,7 +31,6 @@ from survey.vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from survey.departures.models import Departure
     from survey.staff.models import StaffUser
 
 
@@ -197,3 +201,42 @@ class ActionItem(Base):
     due_date: Mapped[date | None]
     done: Mapped[bool] = mapped_column(default=False)
     done_at: Mapped[datetime | None]
+
+
+# --- entering the queue: an item is made from its departure -------------------
+
+
+def new_items(origin: str) -> Select[Any]:
+    """Return the departures as new queue items (their facts copied), to insert.
+
+    The caller narrows it with ``.where`` and binds ``now`` and ``reason`` (the
+    stated reason, or None); ``ITEM_COLUMNS`` names its columns.
+    """
+    now = bindparam("now", type_=ReviewItem.queued_at.type)
+    items = select(
+        Departure.id,
+        literal("new"),
+        now,
+        now,
+        literal(origin),
+        Departure.mrr_cents,
+        bindparam("reason", type_=ReviewItem.reason.type),
+        Departure.segment,
+        Departure.plan,
+        Departure.cancelled_at,
+    )
+    return cast(Select[Any], items)
+
+
+ITEM_COLUMNS = [
+    "departure_id",
+    "status",
+    "queued_at",
+    "updated_at",
+    "origin",
+    "mrr_cents",
+    "reason",
+    "segment",
+    "plan",
+    "cancelled_at",
+]

@@ -9,17 +9,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, cast
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
-    bindparam,
     false,
     insert,
-    literal,
     or_,
     select,
     tuple_,
@@ -29,12 +27,11 @@ from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from survey import audit, clock
-from survey.db import BIGINT_MAX, Bound, Prepared, parse_int, per_dialect
+from survey.answers.models import Response
+from survey.db import BIGINT_MAX, parse_int
 from survey.departures.models import Departure
-from survey.departures.service import LINKED_AND_KEPT, for_writing
 from survey.errors import InvalidInput, SurveyError
-from survey.public.models import Response
-from survey.review.models import Postmortem, ReviewItem
+from survey.review.models import ITEM_COLUMNS, Postmortem, ReviewItem, new_items
 from survey.staff.models import ADMIN, CSM, StaffUser
 from survey.vocabulary import REVIEW_STATUSES
 
@@ -77,66 +74,6 @@ def check_transition(current: str, new: str) -> None:
 # --- entering the queue ----------------------------------------------------------
 
 
-def _new_items(origin: str) -> Select[Any]:
-    """Return the departures as new queue items (their facts copied), to insert.
-
-    The caller narrows it with ``.where`` and binds ``now`` and ``reason`` (the
-    stated reason, or None); ``ITEM_COLUMNS`` names its columns.
-    """
-    now = bindparam("now", type_=ReviewItem.queued_at.type)
-    items = select(
-        Departure.id,
-        literal("new"),
-        now,
-        now,
-        literal(origin),
-        Departure.mrr_cents,
-        bindparam("reason", type_=ReviewItem.reason.type),
-        Departure.segment,
-        Departure.plan,
-        Departure.cancelled_at,
-    )
-    return cast(Select[Any], items)
-
-
-ITEM_COLUMNS = [
-    "departure_id",
-    "status",
-    "queued_at",
-    "updated_at",
-    "origin",
-    "mrr_cents",
-    "reason",
-    "segment",
-    "plan",
-    "cancelled_at",
-]
-
-
-def _answer_upsert(insert: Any) -> Any:
-    statement = insert(ReviewItem).from_select(
-        ITEM_COLUMNS, for_writing(_new_items("answered").where(LINKED_AND_KEPT))
-    )
-    return statement.on_conflict_do_update(
-        index_elements=[ReviewItem.departure_id],
-        set_={"reason": statement.excluded.reason},
-    )
-
-
-#: Queue an answered departure or update its reason (built once per dialect).
-_QUEUE_ANSWER = Prepared(per_dialect(_answer_upsert))
-
-
-def queue_answer_statement(public_id: str, reason: str, now: datetime) -> Bound:
-    """Return the statement that queues an answered departure, or updates its reason.
-
-    One upsert on the unique ``review_items.departure_id``, to run in the
-    answer's own transaction, at ``now`` (the answer's time). An erased
-    departure is not queued.
-    """
-    return _QUEUE_ANSWER.bind({"public_id": public_id, "reason": reason, "now": now})
-
-
 def queue_unanswered(session: Session) -> int:
     """Queue departures unanswered for long enough and worth enough; return how many.
 
@@ -148,7 +85,7 @@ def queue_unanswered(session: Session) -> int:
     # Locked, skipping any being written now (an erasure, an answer): the
     # next pass sees how they ended.
     candidates = (
-        _new_items("unanswered")
+        new_items("unanswered")
         .where(
             Departure.erased_at.is_(None),  # as answers: no one erased is queued
             Departure.invited_at <= due,

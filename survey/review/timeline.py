@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from survey import audit
+from survey.answers.models import Response
 from survey.consent import ConsentEvent
 from survey.departures.models import Departure
 from survey.outbox import SENT, OutboxMessage
-from survey.public.models import Response
 from survey.staff.models import StaffUser
 from survey.vocabulary import REVIEW_STATUSES
 

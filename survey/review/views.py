@@ -17,11 +17,11 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms import SelectChoice
 
-from survey import clock, db, winback
+from survey import clock, db
+from survey.answers.service import find_response
 from survey.consent import ConsentEvent, current_consent, staff_withdrawal
 from survey.departures.models import Departure
 from survey.errors import InvalidInput, NotFound, SurveyError
-from survey.public.service import find_response
 from survey.review import notes, postmortems, queue
 from survey.review.forms import (
     AssignForm,
@@ -47,6 +47,7 @@ from survey.vocabulary import (
     WINBACK_RECOMMENDATIONS,
     YES_PARTLY_NO,
 )
+from survey.winback import service as winback
 
 log = logging.getLogger(__name__)
 

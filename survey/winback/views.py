@@ -6,10 +6,11 @@ from flask import Blueprint, render_template, request
 from flask import Response as HttpResponse
 from flask_login import current_user
 
-from survey import db, winback
+from survey import db
 from survey.errors import InvalidInput
 from survey.staff import access
 from survey.staff.views import private_pages
+from survey.winback import service as winback
 
 bp = Blueprint("winback", __name__, url_prefix="/winback")
 private_pages(bp)

@@ -10,8 +10,8 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from survey import db
+from survey.answers.models import Response
 from survey.consent import ConsentEvent
-from survey.public.models import Response
 from tests.factories import make_departure, survey_path
 
 pytestmark = pytest.mark.browser

@@ -1,4 +1,4 @@
-"""The Response model: one per departure."""
+"""The Response model: a departure's answers, one per departure."""
 
 from __future__ import annotations
 
@@ -39,4 +39,4 @@ class Response(Base):
     #: When the second page was last saved.
     details_saved_at: Mapped[datetime | None]
 
-    departure: Mapped[Departure] = relationship(back_populates="response")
+    departure: Mapped[Departure] = relationship()

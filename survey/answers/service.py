@@ -1,0 +1,171 @@
+"""Recording a customer's answers: page 1's reason, page 2's details and consent.
+
+Verbs that any door calls (the survey pages, the demo, tests): they take
+the session or writer they run on and leave the commit to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from survey import clock
+from survey.answers.models import Response
+from survey.consent import record_consent
+from survey.db import Bound, Prepared, Writer, per_dialect
+from survey.departures.models import Departure
+from survey.departures.service import LINKED_AND_KEPT, for_writing
+from survey.review.models import ITEM_COLUMNS, ReviewItem, new_items
+from survey.vocabulary import FOLLOW_UPS
+
+
+def find_response(session: Session, departure: Departure) -> Response | None:
+    """Return the departure's response, if the customer answered."""
+    return session.scalar(select(Response).where(Response.departure_id == departure.id))
+
+
+def _upsert_reason(insert: Any) -> Any:
+    column = Response.__table__.c
+    now = bindparam("now", type_=column.answered_at.type)
+    statement = insert(Response.__table__).from_select(
+        [
+            "departure_id",
+            "reason",
+            "reason_other",
+            "factors",
+            "answered_at",
+            "updated_at",
+        ],
+        # Locked: an erasure waited for, or waiting, sees the answer.
+        for_writing(
+            select(
+                Departure.id,
+                bindparam("reason", type_=column.reason.type),
+                bindparam("reason_other", type_=column.reason_other.type),
+                bindparam("factors", [], type_=column.factors.type),
+                now,
+                now,
+            ).where(LINKED_AND_KEPT)
+        ),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[Response.departure_id],
+        set_={
+            "reason": statement.excluded.reason,
+            "reason_other": statement.excluded.reason_other,
+            "updated_at": statement.excluded.updated_at,
+        },
+    )
+
+
+#: Insert the response, or update the one there (built once per dialect).
+_UPSERT_REASON = Prepared(per_dialect(_upsert_reason))
+
+
+def _answer_upsert(insert: Any) -> Any:
+    statement = insert(ReviewItem).from_select(
+        ITEM_COLUMNS, for_writing(new_items("answered").where(LINKED_AND_KEPT))
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[ReviewItem.departure_id],
+        set_={"reason": statement.excluded.reason},
+    )
+
+
+#: Queue an answered departure or update its reason (built once per dialect).
+_QUEUE_ANSWER = Prepared(per_dialect(_answer_upsert))
+
+
+def _queue_answer(public_id: str, reason: str, now: datetime) -> Bound:
+    """Return the statement that queues an answered departure, or updates its reason.
+
+    One upsert on the unique ``review_items.departure_id``, to run in the
+    answer's own transaction, at ``now`` (the answer's time). An erased
+    departure is not queued.
+    """
+    return _QUEUE_ANSWER.bind({"public_id": public_id, "reason": reason, "now": now})
+
+
+def reason_write(
+    public_id: str, reason: str, reason_other: str | None
+) -> Callable[[Writer], None]:
+    """Return the write that saves page 1's answer, for ``db.write_together``.
+
+    The answer's values (its time too) are fixed and processed for the
+    database here, on the request's own thread; the write runs the two
+    statements alone, while the SQLite write lock is held. One upsert on the
+    unique ``responses.departure_id``: simultaneous first answers cannot make
+    a second response, and the last one wins; then the answer is queued for
+    review. Both statements find the departure themselves: an erased or
+    unknown one gets nothing (the next page says why).
+    """
+    now = clock.now()
+    answer = _UPSERT_REASON.bind(
+        {
+            "public_id": public_id,
+            "reason": reason,
+            # Kept whatever the reason: a customer's own words are never dropped.
+            "reason_other": (reason_other or "").strip() or None,
+            "now": now,
+        }
+    )
+    queued = _queue_answer(public_id, reason, now)
+
+    def write(writer: Writer) -> None:
+        answer.execute(writer)
+        queued.execute(writer)
+
+    return write
+
+
+def follow_up_reason(reason: str | None) -> str | None:
+    """Return ``reason`` if page 2 asks a follow-up question for it, else None."""
+    return reason if reason in FOLLOW_UPS else None
+
+
+def submit_details(
+    session: Session,
+    departure: Departure,
+    response: Response,
+    answers: dict[str, Any],
+    *,
+    follow_up_for: str | None,
+    winback_consent: bool | None,
+    consent_wording: str,
+) -> None:
+    """Save the second page, and the consent choice as a ledger event if it
+    changes the state (None: no choice made, the consent stays as it is).
+
+    ``follow_up_for`` is the main reason whose follow-up question the page
+    asked. When the main reason has changed since (in another tab), an answer
+    is kept with the question it answers, unless the new reason's question
+    has been answered since; no answer leaves the stored one alone.
+    """
+    now = clock.now()
+    answers = dict(answers)
+    answer = answers.pop("follow_up_answer", None)
+    for name, value in answers.items():
+        setattr(response, name, value)
+    asked = follow_up_reason(follow_up_for)
+    current = follow_up_reason(response.reason)
+    if asked == current:
+        response.follow_up_reason = asked
+        response.follow_up_answer = answer if asked else None
+    elif answer and not (
+        response.follow_up_reason == current and response.follow_up_answer
+    ):
+        response.follow_up_reason, response.follow_up_answer = asked, answer
+    response.details_saved_at = response.updated_at = now
+    if winback_consent is not None:
+        record_consent(
+            session,
+            departure,
+            granted=winback_consent,
+            channel="survey",
+            wording=consent_wording,
+        )
+    session.flush()

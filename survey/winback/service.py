@@ -1,0 +1,389 @@
+"""The win-back list: contacts who said yes and have not taken it back.
+
+One query decides who is on the list (``eligible``); the JSON API, the CSV
+export and the staff page all use it. A contact is listed for a departure
+only when that departure's latest consent event is *granted*, the person has
+not withdrawn since through any of their departures, their data is not
+erased, and the postmortem does not say ``do_not_contact``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Response as HttpResponse
+from flask import stream_with_context
+from sqlalchemy import Select, String, func, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.functions import FunctionElement
+
+from survey import audit, clock, db, links
+from survey.answers.models import Response
+from survey.consent import ConsentEvent
+from survey.departures.models import Departure
+from survey.departures.schemas import parse_timestamp
+from survey.errors import InvalidInput
+from survey.review.models import Postmortem
+from survey.vocabulary import REASONS
+
+log = logging.getLogger(__name__)
+
+#: The columns of a win-back row, in CSV order.
+COLUMNS = (
+    "contact_email",
+    "contact_name",
+    "company",
+    "plan",
+    "segment",
+    "mrr_cents",
+    "currency",
+    "primary_reason",
+    "postmortem_recommendation",
+    "consented_at",
+    "consent_wording_version",
+    "unsubscribe_url",
+)
+
+#: Rows fetched from the database at a time while streaming (a few MB).
+BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class WinbackFilter:
+    """The list's filters; ``since``/``until`` bound the time consent was given."""
+
+    reason: str | None = None
+    segment: str | None = None
+    plan: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    distinct_email: bool = False
+
+    def as_audit(self) -> dict[str, Any]:
+        """Return the filters for the audit log (JSON-friendly, set ones only)."""
+        return {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in asdict(self).items()
+            if value not in (None, False)
+        }
+
+
+class IsoUtc(FunctionElement[str]):
+    """A UTC timestamp column as ISO 8601 text (``2026-11-27T10:00:00.000000Z``),
+    made by the database: the export's rows then need no datetime objects."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(IsoUtc, "sqlite")
+def _iso_sqlite(element: IsoUtc, compiler: Any, **kw: Any) -> str:
+    # Stored as "YYYY-MM-DD HH:MM:SS.ffffff" in UTC (SQLAlchemy's format).
+    column = compiler.process(next(iter(element.clauses)), **kw)
+    return f"replace({column}, ' ', 'T') || 'Z'"
+
+
+@compiles(IsoUtc, "postgresql")
+def _iso_postgresql(element: IsoUtc, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(next(iter(element.clauses)), **kw)
+    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+
+def eligible(wanted: WinbackFilter, after: int | None = None) -> Select[Any]:
+    """Return the query of listed contacts, ordered by their consent event's id."""
+    later = aliased(ConsentEvent)
+    withdrawn = aliased(ConsentEvent)
+    same_person = aliased(Departure)
+    query: Select[Any] = (
+        select(  # type: ignore[assignment]
+            ConsentEvent.id.label("cursor"),
+            IsoUtc(ConsentEvent.created_at).label("consented_at"),
+            ConsentEvent.wording_version.label("consent_wording_version"),
+            Departure.public_id,
+            Departure.contact_email,
+            Departure.contact_name,
+            Departure.company,
+            Departure.plan,
+            Departure.segment,
+            Departure.mrr_cents,
+            Departure.currency,
+            Response.reason.label("primary_reason"),
+            Postmortem.winback_recommendation.label("postmortem_recommendation"),
+        )
+        .join(Departure, Departure.id == ConsentEvent.departure_id)
+        .outerjoin(Response, Response.departure_id == Departure.id)
+        .outerjoin(Postmortem, Postmortem.departure_id == Departure.id)
+        .where(
+            ConsentEvent.action == "granted",
+            Departure.erased_at.is_(None),
+            # The departure's latest event: nothing after this grant.
+            ~select(later.id)
+            .where(
+                later.departure_id == ConsentEvent.departure_id,
+                later.id > ConsentEvent.id,
+            )
+            .exists(),
+            # Nor a withdrawal since, through another departure of the person.
+            ~select(withdrawn.id)
+            .join(same_person, same_person.id == withdrawn.departure_id)
+            .where(
+                # Addresses are stored in lower case: one person, one address.
+                same_person.contact_email == Departure.contact_email,
+                withdrawn.action == "withdrawn",
+                withdrawn.id > ConsentEvent.id,
+            )
+            .exists(),
+            or_(
+                Postmortem.winback_recommendation.is_(None),
+                Postmortem.winback_recommendation != "do_not_contact",
+            ),
+        )
+    )
+    if wanted.reason:
+        query = query.where(Response.reason == wanted.reason)
+    if wanted.segment:
+        query = query.where(Departure.segment == wanted.segment)
+    if wanted.plan:
+        query = query.where(Departure.plan == wanted.plan)
+    if wanted.since:
+        query = query.where(ConsentEvent.created_at >= wanted.since)
+    if wanted.until:
+        query = query.where(ConsentEvent.created_at < wanted.until)
+    if wanted.distinct_email:
+        # One row per address: the latest departure among the listed ones.
+        ranked = query.add_columns(
+            func.row_number()
+            .over(
+                partition_by=Departure.contact_email,
+                order_by=(Departure.cancelled_at.desc(), Departure.id.desc()),
+            )
+            .label("rank")
+        ).subquery()
+        query = select(*(column for column in ranked.c if column.name != "rank"))
+        query = query.where(ranked.c.rank == 1)
+        cursor_column: Any = ranked.c.cursor
+    else:
+        cursor_column = ConsentEvent.id
+    if after is not None:
+        query = query.where(cursor_column > after)
+    return query.order_by(cursor_column)
+
+
+def is_listed(session: Session, contact_email: str) -> bool:
+    """Return whether the address is on the win-back list, through any departure."""
+    listed = eligible(WinbackFilter()).where(Departure.contact_email == contact_email)
+    return session.execute(listed.limit(1)).first() is not None
+
+
+def row_values(row: Any, unsubscribe_url: Callable[[str], str]) -> list[Any]:
+    """Return one listed contact's values, in ``COLUMNS`` order.
+
+    ``row`` is a row of ``eligible``; unpacked by position, the export's
+    hottest loop.
+    """
+    (
+        _cursor,
+        consented_at,
+        wording_version,
+        public_id,
+        email,
+        name,
+        company,
+        plan,
+        segment,
+        mrr_cents,
+        currency,
+        reason,
+        recommendation,
+    ) = row[:13]
+    return [
+        email,
+        name,
+        company,
+        plan,
+        segment,
+        mrr_cents,
+        currency,
+        reason,
+        recommendation,
+        consented_at,
+        wording_version,
+        unsubscribe_url(public_id),
+    ]
+
+
+def row_dict(row: Any, unsubscribe_url: Callable[[str], str]) -> dict[str, Any]:
+    """Return one listed contact as the API shows it."""
+    return dict(zip(COLUMNS, row_values(row, unsubscribe_url), strict=True))
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the list, and the cursor of the next (None on the last)."""
+
+    contacts: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    """Return the position a cursor stands for; raise InvalidInput if damaged."""
+    if not cursor:
+        return None
+    position = db.parse_int(cursor)  # a consent event's id
+    if position is None:
+        raise InvalidInput(
+            "The cursor is not valid.", {"cursor": ["Not a valid cursor."]}
+        )
+    return position
+
+
+def page(
+    session: Session, wanted: WinbackFilter, cursor: str | None, limit: int
+) -> Page:
+    """Return one page of listed contacts after ``cursor``."""
+    query = eligible(wanted, parse_cursor(cursor)).limit(limit + 1)
+    rows = session.execute(query).all()
+    make_url = links.withdraw_url_maker()
+    contacts = [row_dict(row, make_url) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page(contacts, str(rows[limit - 1].cursor) if more else None)
+
+
+# --- CSV ----------------------------------------------------------------------------
+
+#: A cell starting with one of these is a formula to a spreadsheet.
+_FORMULA_STARTS = frozenset(("=", "+", "-", "@", "\t", "\r"))
+
+
+def neutral(values: list[Any]) -> list[Any]:
+    """Make a CSV row inert in spreadsheets: a leading ' before formula starters.
+
+    Numbers stay numbers; every text cell is checked, whoever typed it.
+    """
+    return [
+        "'" + value if type(value) is str and value[:1] in _FORMULA_STARTS else value
+        for value in values
+    ]
+
+
+def csv_lines(
+    session: Session,
+    wanted: WinbackFilter,
+    on_done: Callable[[int, bool], None],
+) -> Iterator[str]:
+    """Yield the list as CSV, a batch of rows at a time, in constant memory.
+
+    Rows stream from a server-side cursor (``yield_per``). ``on_done`` gets
+    the row count and whether the export finished, also when the client
+    went away midway.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    make_url = links.withdraw_url_maker()
+    count, finished = 0, False
+    try:
+        yield buffer.getvalue()
+        # Core rows (no ORM loading), from a server-side cursor on PostgreSQL.
+        result = session.connection().execute(
+            eligible(wanted), execution_options={"yield_per": BATCH}
+        )
+        for rows in result.partitions():
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerows([neutral(row_values(row, make_url)) for row in rows])
+            count += len(rows)
+            yield buffer.getvalue()
+        finished = True
+    finally:
+        on_done(count, finished)
+
+
+def audit_export(
+    *,
+    actor_id: int | None,
+    token_name: str | None,
+    wanted: WinbackFilter,
+    rows: int,
+    finished: bool,
+    format: str,
+) -> None:
+    """Audit an export (who, filters, how many rows) in a writing transaction
+    of its own: the export is a read, and on SQLite a read cannot turn into a
+    write once another writer has committed meanwhile."""
+    with db.write_session() as writer:
+        audit.record(
+            writer,
+            "winback.export",
+            actor_id=actor_id,
+            token=token_name,
+            filters=wanted.as_audit(),
+            rows=rows,
+            finished=finished,
+            format=format,
+        )
+        writer.commit()
+    log.info("win-back export (%s): %d rows, finished=%s", format, rows, finished)
+
+
+def filter_from_args(args: Any) -> WinbackFilter:
+    """Read the list's filters from a query string; raise InvalidInput per field."""
+    problems: dict[str, list[str]] = {}
+    reason = (args.get("reason") or "").strip() or None
+    if reason and reason not in REASONS:
+        problems["reason"] = [f"Unknown reason code; use one of {', '.join(REASONS)}."]
+    bounds: dict[str, datetime | None] = {}
+    for name in ("since", "until"):
+        raw = (args.get(name) or "").strip()
+        try:
+            bounds[name] = parse_timestamp(raw) if raw else None
+        except ValueError as exc:
+            problems[name] = [str(exc)]
+    distinct = (args.get("distinct") or "").strip()
+    if distinct not in ("", "email"):
+        problems["distinct"] = ["Use distinct=email, or leave it out."]
+    if problems:
+        raise InvalidInput("The filters are not valid.", problems)
+    return WinbackFilter(
+        reason=reason,
+        segment=(args.get("segment") or "").strip() or None,
+        plan=(args.get("plan") or "").strip() or None,
+        since=bounds["since"],
+        until=bounds["until"],
+        distinct_email=distinct == "email",
+    )
+
+
+def csv_download(
+    wanted: WinbackFilter, *, actor_id: int | None, token_name: str | None
+) -> HttpResponse:
+    """Stream the whole list as a CSV download, and audit it when done."""
+    reader = db.new_session()
+
+    def done(rows: int, finished: bool) -> None:
+        reader.close()
+        audit_export(
+            actor_id=actor_id,
+            token_name=token_name,
+            wanted=wanted,
+            rows=rows,
+            finished=finished,
+            format="csv",
+        )
+
+    stamp = clock.now().astimezone(UTC).strftime("%Y%m%d-%H%M")
+    return HttpResponse(
+        stream_with_context(csv_lines(reader, wanted, done)),
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="winback-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
