@@ -88,11 +88,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from survey.public import views as public
     from survey.review import views as review
     from survey.staff import admin as staff_admin
+    from survey.staff import formatting
     from survey.staff import views as staff
     from survey.winback import views as winback
 
     staff.init_app(app)
-    review.init_app(app)
+    formatting.init_app(app)
     app.register_blueprint(public.bp)
     app.register_blueprint(staff.bp)
     app.register_blueprint(staff_admin.bp)

@@ -1,0 +1,56 @@
+"""Template helpers of the staff pages: money, how long ago, the vocabulary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from babel.numbers import format_currency, get_currency_precision
+from flask import Flask
+
+from survey import clock
+from survey.vocabulary import (
+    DESTINATIONS,
+    REASONS,
+    REVIEW_STATUSES,
+    ROOT_CAUSES,
+    TEAMS,
+    WINBACK_RECOMMENDATIONS,
+    YES_PARTLY_NO,
+)
+
+
+def money(minor_units: int | None, currency: str = "USD") -> str:
+    """Format minor units as money: 129900 EUR is €1,299.00, 5000 JPY is ¥5,000."""
+    if minor_units is None:
+        return ""
+    # Not every currency has cents: the yen has no minor unit, the dinar three.
+    amount = Decimal(minor_units).scaleb(-get_currency_precision(currency))
+    return format_currency(amount, currency, locale="en_US")
+
+
+def age(moment: datetime | None) -> str:
+    """Return how long ago ``moment`` was, briefly: 3 d, 5 h, 12 min."""
+    if moment is None:
+        return ""
+    seconds = max(0, int((clock.now() - moment).total_seconds()))
+    if seconds >= 86_400:
+        return f"{seconds // 86_400} d"
+    if seconds >= 3_600:
+        return f"{seconds // 3_600} h"
+    return f"{seconds // 60} min"
+
+
+def init_app(app: Flask) -> None:
+    """Register the template helpers of the staff pages."""
+    app.jinja_env.filters["money"] = money
+    app.jinja_env.filters["age"] = age
+    app.jinja_env.globals.update(
+        REASONS=REASONS,
+        REVIEW_STATUSES=REVIEW_STATUSES,
+        ROOT_CAUSES=ROOT_CAUSES,
+        TEAMS=TEAMS,
+        DESTINATIONS=DESTINATIONS,
+        YES_PARTLY_NO=YES_PARTLY_NO,
+        WINBACK_RECOMMENDATIONS=WINBACK_RECOMMENDATIONS,
+    )
