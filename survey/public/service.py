@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
-from typing import Any, cast
+from datetime import datetime, timedelta
+from typing import Any, Protocol, cast
 
 from flask import current_app
 from sqlalchemy import (
@@ -64,9 +64,31 @@ SURVEY_STATE = Prepared(
 )
 
 
-def survey_state(public_id: str) -> Any:
+class SurveyState(Protocol):
+    """Page 1's view of a departure: a row of ``SURVEY_STATE``."""
+
+    @property
+    def departure_id(self) -> int: ...
+    @property
+    def locale(self) -> str | None: ...
+    @property
+    def first_opened_at(self) -> datetime | None: ...
+    @property
+    def erased_at(self) -> datetime | None: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def reason_other(self) -> str | None: ...
+    @property
+    def answered_at(self) -> datetime | None: ...
+    #: ``granted``, ``withdrawn`` or None (no consent event).
+    @property
+    def consent_state(self) -> str | None: ...
+
+
+def survey_state(public_id: str) -> SurveyState:
     """Return page 1's view of a departure; raise TokenInvalid if there is none."""
-    state = SURVEY_STATE.first({"public_id": public_id})
+    state: SurveyState | None = SURVEY_STATE.first({"public_id": public_id})
     if state is None:
         raise tokens.TokenInvalid
     if state.erased_at is not None:

@@ -144,7 +144,7 @@ def _shared_page_one(
 def _page_one(
     token: str,
     public_id: str,
-    state: Any,
+    state: service.SurveyState,
     selected: str | None,
     reason_other: str | None,
     errors: dict[str, list[str]],
