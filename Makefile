@@ -54,9 +54,10 @@ lock: $(BIN)/.installed
 	$(BIN)/pip-compile --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 	$(BIN)/pip-compile --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --extra dev -o requirements-dev.lock pyproject.toml
 
-## Load benchmarks (needs wrk: apt-get install wrk).
+## Load benchmarks (needs wrk: apt-get install wrk); on PostgreSQL too with BENCH_PG.
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_survey.py
+	@if [ -n "$(BENCH_PG)" ]; then $(BIN)/python benchmarks/bench_survey.py --postgres $(BENCH_PG); fi
 
 ## Review queue at scale: seed 1M departures (SQLite; and BENCH_PG if set), time pages.
 bench-review: $(BIN)/.installed
