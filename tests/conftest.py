@@ -28,6 +28,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
+from werkzeug.serving import make_server
 
 from survey import create_app, db
 from survey.cli import alembic_config
@@ -175,6 +176,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served_by() -> Iterator[Callable[[Flask], tuple[str, int]]]:
+    """Serve apps on loopback, a thread per request; return their addresses."""
+    servers = []
+
+    def serve(app: Flask) -> tuple[str, int]:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return "127.0.0.1", server.server_port
+
+    yield serve
+    for server, thread in servers:
+        server.shutdown()
+        thread.join()
 
 
 def wait_until_healthy(base: str, server: subprocess.Popen[Any]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -21,7 +21,6 @@ from urllib.parse import quote, urlencode
 import pytest
 from flask import Flask
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from survey.answers.models import Response
 from survey.consent import ConsentEvent
@@ -40,24 +39,6 @@ from tests.factories import (
 )
 
 ROUNDS = 4
-
-
-@pytest.fixture
-def served_by() -> Iterator[Callable[[Flask], tuple[str, int]]]:
-    """Serve apps on loopback, a thread per request; return their addresses."""
-    servers = []
-
-    def serve(app: Flask) -> tuple[str, int]:
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return "127.0.0.1", server.server_port
-
-    yield serve
-    for server, thread in servers:
-        server.shutdown()
-        thread.join()
 
 
 @pytest.fixture
@@ -213,6 +194,7 @@ def test_answers_racing_an_erasure_do_not_survive_it(app, served, session):
 
 
 def test_simultaneous_withdrawals_record_one_event(app, served, session):
+    staff = signed_in(served, make_user(app, "csm").email)
     for _round in range(ROUNDS):
         departure, page1, _first = answered(app, served)
         page2 = page1 + "/more"
@@ -224,13 +206,20 @@ def test_simultaneous_withdrawals_record_one_event(app, served, session):
         withdraw = withdraw_path(app, departure)
         confirm = form_of(served, withdraw)
         one_click = {"List-Unsubscribe": "One-Click"}
+        # And a CSM recording the customer's written request, at the same time.
+        item = f"/review/{departure.public_id}"
+        status, html = call(served, "GET", item, headers=staff)
+        assert status == 200
+        request = {**hidden_fields(html), "note": "Asked by email today"}
         statuses = at_once(
             [
                 *[partial(call, served, "POST", withdraw, one_click)] * 40,
                 *[partial(call, served, "POST", withdraw, confirm)] * 20,
+                *[partial(call, served, "POST", f"{item}/consent", request, staff)]
+                * 10,
             ]
         )
-        assert statuses == [200] * 60
+        assert statuses == [200] * 60 + [302] * 10
         assert [e.action for e in events(session, departure)] == [
             "granted",
             "withdrawn",

@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from survey import db
 from tests.factories import csrf_token, make_departure, survey_path
@@ -40,13 +39,10 @@ def wait_until_started(app: Flask, endpoint: str) -> None:
 
 
 @pytest.fixture
-def server(busy_app: Flask) -> Iterator[str]:
+def server(busy_app: Flask, served_by) -> str:
     """Serve ``busy_app`` on loopback with threads, like gunicorn's gthread."""
-    http = make_server("127.0.0.1", 0, busy_app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{http.server_port}"
-    http.shutdown()
+    host, port = served_by(busy_app)
+    return f"{host}:{port}"
 
 
 def _post_page_1(client, path: str) -> int:

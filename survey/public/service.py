@@ -67,23 +67,14 @@ SURVEY_STATE = Prepared(
 class SurveyState(Protocol):
     """Page 1's view of a departure: a row of ``SURVEY_STATE``."""
 
-    @property
-    def departure_id(self) -> int: ...
-    @property
-    def locale(self) -> str | None: ...
-    @property
-    def first_opened_at(self) -> datetime | None: ...
-    @property
-    def erased_at(self) -> datetime | None: ...
-    @property
-    def reason(self) -> str | None: ...
-    @property
-    def reason_other(self) -> str | None: ...
-    @property
-    def answered_at(self) -> datetime | None: ...
-    #: ``granted``, ``withdrawn`` or None (no consent event).
-    @property
-    def consent_state(self) -> str | None: ...
+    departure_id: int
+    locale: str | None
+    first_opened_at: datetime | None
+    erased_at: datetime | None
+    reason: str | None
+    reason_other: str | None
+    answered_at: datetime | None
+    consent_state: str | None  # granted, withdrawn, or None (no event yet)
 
 
 def survey_state(public_id: str) -> SurveyState:

@@ -47,8 +47,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 PAGE_SIZE = 50
 
-#: Who may take review items.
+#: Who may take review items: active admins and CSMs.
 REVIEWER_ROLES = (ADMIN, CSM)
+MAY_REVIEW = and_(StaffUser.active.is_(True), StaffUser.role.in_(REVIEWER_ROLES))
 
 
 class InvalidTransition(SurveyError):
@@ -343,12 +344,16 @@ def change_status(
 def reviewers(session: Session) -> list[StaffUser]:
     """Return the staff who may take review items: active admins and CSMs."""
     return list(
-        session.scalars(
-            select(StaffUser)
-            .where(StaffUser.active.is_(True), StaffUser.role.in_(REVIEWER_ROLES))
-            .order_by(StaffUser.name)
-        )
+        session.scalars(select(StaffUser).where(MAY_REVIEW).order_by(StaffUser.name))
     )
+
+
+def _reviews(session: Session, user_id: int) -> bool:
+    """Return whether the staff user ``user_id`` may take review items."""
+    found = session.scalar(
+        select(StaffUser.id).where(StaffUser.id == user_id, MAY_REVIEW)
+    )
+    return found is not None
 
 
 def assign(
@@ -358,9 +363,7 @@ def assign(
     InvalidInput for anyone else."""
     if item.assignee_id == assignee_id:
         return
-    if assignee_id is not None and assignee_id not in {
-        user.id for user in reviewers(session)
-    }:
+    if assignee_id is not None and not _reviews(session, assignee_id):
         message = "Choose someone who reviews."
         raise InvalidInput(message, {"assignee": [message]})
     audit.record(
