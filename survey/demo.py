@@ -11,9 +11,8 @@ from sqlalchemy.orm import Session
 
 from survey import clock, links
 from survey.answers.models import Response
-from survey.answers.service import find_response, reason_write, submit_details
+from survey.answers.service import find_response, record_reason, submit_details
 from survey.consent import consent_wording, record_consent
-from survey.db import Writer
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
@@ -137,11 +136,12 @@ def _fill(session: Session, rng: random.Random) -> None:
         if index < 4 or rng.random() < 0.25:
             continue
         reason = rng.choice(reasons)
-        reason_write(
+        record_reason(
+            session,
             departure.public_id,
             reason,
             "We are consolidating vendors" if reason == "other" else None,
-        )(Writer.joining(session.connection()))
+        )
         response = find_response(session, departure)
         assert response is not None
         if rng.random() < 0.7:

@@ -87,6 +87,13 @@ class Unavailable(SurveyError):
 class DatabaseBusy(Unavailable):
     """Too many writers waited too long; the client should retry shortly."""
 
+    def __init__(
+        self,
+        message: str = "The service is busy; please try again in a moment.",
+        retry_after: int = 5,
+    ) -> None:
+        super().__init__(message, retry_after)
+
 
 class TooManyRequests(Unavailable):
     """A rate limit was reached."""

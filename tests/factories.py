@@ -126,14 +126,13 @@ def login(
 
 def make_consenting(app: Flask, reason: str = "switched", **fields: Any) -> Departure:
     """Record a departure whose contact answered and said yes to being won back."""
-    from survey.answers.service import reason_write
+    from survey.answers.service import record_reason
     from survey.consent import consent_wording, record_consent
 
     departure = make_departure(app, **fields)
     with app.app_context(), db.write_session() as session:
         departure = session.merge(departure)
-        writer = db.Writer.joining(session.connection())
-        reason_write(departure.public_id, reason, None)(writer)
+        record_reason(session, departure.public_id, reason, None)
         record_consent(
             session,
             departure,

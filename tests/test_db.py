@@ -9,7 +9,7 @@ import time
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from survey import db
 from survey.answers import service as answers
@@ -20,47 +20,24 @@ from survey.review.models import ReviewItem
 from tests.factories import make_consenting, make_departure, survey_path
 
 
-def test_a_fast_select_gives_what_core_gives(app, client):
-    answered = make_consenting(app)
-    client.get(survey_path(app, answered))  # a first-opened time too
-    fresh = make_departure(app)  # NULLs where the other has values
-    statement = service.SURVEY_STATE.statement
-    with app.app_context():
-        for departure in (answered, fresh):
-            params = {"public_id": departure.public_id}
-            fast = service.SURVEY_STATE.first(params)
-            with db.engine().connect() as connection:
-                core = connection.execute(statement, params).one()
-            assert fast._fields == tuple(core._fields)
-            assert tuple(fast) == tuple(core)
-        assert fast.first_opened_at is None and fast.answered_at is None
-        assert service.SURVEY_STATE.first({"public_id": "nobody"}) is None
-
-
-def test_a_fast_select_reads_timezone_aware_times(app, client, clock):
+def test_page_one_reads_timezone_aware_times(app, client, clock):
     departure = make_consenting(app)
-    client.get(survey_path(app, departure))
-    with app.app_context():
-        state = service.SURVEY_STATE.first({"public_id": departure.public_id})
-        with db.new_session() as session:
-            stored = session.scalar(
-                select(Departure.first_opened_at).where(Departure.id == departure.id)
-            )
+    assert client.get(survey_path(app, departure)).status_code == 200
+    with app.app_context(), db.new_session() as session:
+        state = service.survey_state(session.connection(), departure.public_id)
+        stored = session.scalar(
+            select(Departure.first_opened_at).where(Departure.id == departure.id)
+        )
     assert state.first_opened_at == stored == clock()
     assert state.first_opened_at.tzinfo is not None
     assert state.consent_state == "granted"
 
 
-def test_a_prepared_statement_refuses_to_write_null_for_a_forgotten_value(app):
-    departure = make_departure(app)
-    with app.app_context(), pytest.raises(ValueError, match="now"):
-        service._MARK_OPENED.bind({"departure_id": departure.id})
-
-
-def test_prepared_writes_store_what_the_orm_reads_back(app, clock, session):
+def test_an_answer_stores_what_the_orm_reads_back(app, clock, session):
     departure = make_departure(app, mrr_cents=12_345)
-    with app.app_context(), db.writing() as writer:
-        answers.reason_write(departure.public_id, "other", "  Paper  ")(writer)
+    with app.app_context(), db.write_session() as writing:
+        answers.record_reason(writing, departure.public_id, "other", "  Paper  ")
+        writing.commit()
     session.rollback()  # end the read snapshot (SQLite WAL keeps it)
     response = session.scalar(select(Response))
     assert (response.reason, response.reason_other, response.factors) == (
@@ -81,12 +58,13 @@ def test_prepared_writes_store_what_the_orm_reads_back(app, clock, session):
 def test_writes_of_many_threads_share_a_transaction_and_fail_alone(app, session):
     departures = [make_departure(app) for _ in range(6)]
     errors: dict[int, Exception] = {}
-    batches = app.extensions["survey.db.engines"].batches
-    queue_one_batch = batches is not None
+    fast = app.extensions.get("survey.db.fastpath")
+    batches = fast.batches if fast is not None else None
 
     def answer(index: int) -> None:
-        def work(writer) -> None:
-            answers.reason_write(departures[index].public_id, "switched", None)(writer)
+        def work(writing) -> None:
+            public_id = departures[index].public_id
+            answers.record_reason(writing, public_id, "switched", None)
             if index == 3:
                 raise ValueError("this one fails")
 
@@ -97,7 +75,7 @@ def test_writes_of_many_threads_share_a_transaction_and_fail_alone(app, session)
                 errors[index] = error
 
     threads = [threading.Thread(target=answer, args=(i,)) for i in range(6)]
-    if queue_one_batch:  # SQLite: hold the lead until all six are queued
+    if batches is not None:  # SQLite: hold the lead until all six are queued
         with batches._changed:
             batches._leading = True
         for thread in threads:
@@ -123,44 +101,49 @@ def test_writes_of_many_threads_share_a_transaction_and_fail_alone(app, session)
     assert queued == answered
 
 
-def test_a_fast_read_sees_every_commit_made_since(app, client):
-    # On SQLite a thread keeps its connection: no read may leave a snapshot.
+def test_page_one_shows_every_answer_committed_since(app, client):
     departure = make_departure(app)
     path = survey_path(app, departure)
-    params = {"public_id": departure.public_id}
-    with app.app_context():
-        for reason in ("switched", "too_expensive", "missing_features"):
-            assert service.SURVEY_STATE.first(params).reason != reason
-            with db.write_session() as other:  # another connection writes
-                write = answers.reason_write(departure.public_id, reason, None)
-                write(db.Writer.joining(other.connection()))
-                other.commit()
-            assert service.SURVEY_STATE.first(params).reason == reason
-    assert 'value="missing_features" checked' in client.get(path).get_data(as_text=True)
+    for reason in ("switched", "too_expensive", "missing_features"):
+        assert f'value="{reason}" checked' not in client.get(path).get_data(
+            as_text=True
+        )
+        with app.app_context(), db.write_session() as other:  # another writer
+            answers.record_reason(other, departure.public_id, reason, None)
+            other.commit()
+        page = client.get(path).get_data(as_text=True)
+        assert f'value="{reason}" checked' in page
 
 
 def test_a_failed_commit_leaves_nothing_in_the_way(app):
-    engines = app.extensions["survey.db.engines"]
-    if engines.gate is None:
+    if "survey.db.fastpath" not in app.extensions:
         pytest.skip("the write gate exists on SQLite only")
     departure = make_departure(app)
     with app.app_context():
-        with pytest.raises(sqlite3.IntegrityError), db.writing() as writer:
+        with pytest.raises(IntegrityError), db.write_session() as writing:
             # A foreign key checked at COMMIT: the commit itself fails.
-            writer.dbapi_connection.execute("PRAGMA defer_foreign_keys=ON")
-            writer.dbapi_connection.execute(
-                "INSERT INTO responses (departure_id, reason, factors, answered_at,"
-                " updated_at) VALUES (999999, 'other', '[]', '2026-01-01',"
-                " '2026-01-01')"
+            writing.execute(text("PRAGMA defer_foreign_keys=ON"))
+            writing.execute(
+                text(
+                    "INSERT INTO responses (departure_id, reason, factors,"
+                    " answered_at, updated_at) VALUES (999999, 'other', '[]',"
+                    " '2026-01-01', '2026-01-01')"
+                )
             )
+            writing.commit()
         # Another process writes at once: no transaction is left holding the lock.
-        with contextlib.closing(sqlite3.connect(engines.plain.url.database)) as other:
+        with contextlib.closing(sqlite3.connect(db.engine().url.database)) as other:
             other.execute("PRAGMA busy_timeout=0")
             other.execute("BEGIN IMMEDIATE")
             other.rollback()
         # And this thread writes again.
-        db.write_together(answers.reason_write(departure.public_id, "switched", None))
-        state = service.SURVEY_STATE.first({"public_id": departure.public_id})
+        db.write_together(
+            lambda writing: answers.record_reason(
+                writing, departure.public_id, "switched", None
+            )
+        )
+        with db.engine().connect() as connection:
+            state = service.survey_state(connection, departure.public_id)
         assert state.reason == "switched"
 
 

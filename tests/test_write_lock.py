@@ -4,6 +4,7 @@ and nobody waits for it forever."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import sqlite3
 import threading
@@ -74,7 +75,8 @@ def _another_program(app: Flask) -> Iterator[None]:
     """Hold SQLite's write lock as another program (the sqlite3 shell, a
     backup) would: without queuing at our gate, so SQLite's own busy
     timeout runs out instead of the gate's."""
-    database = app.extensions["survey.db.engines"].plain.url.database
+    with app.app_context():
+        database = db.engine().url.database
     with contextlib.closing(sqlite3.connect(database)) as other:
         other.execute("BEGIN IMMEDIATE")
         yield
@@ -142,8 +144,7 @@ def test_the_wal_is_checkpointed_as_the_writers_go(app):
         pytest.skip("a write-ahead log to checkpoint exists on SQLite only")
     from survey.answers import service as answers
 
-    engines = app.extensions["survey.db.engines"]
-    gate = engines.gate
+    gate = app.extensions["survey.db.fastpath"].gate
     gate.CHECKPOINT_EVERY = 5  # this app's gate only
 
     def checkpoint_done() -> None:  # they run on a thread of their own
@@ -156,10 +157,15 @@ def test_the_wal_is_checkpointed_as_the_writers_go(app):
             for departure in departures:  # 100 commits, each a frame or more
                 reason = "switched" if round_ % 2 else "too_expensive"
                 db.write_together(
-                    answers.reason_write(departure.public_id, reason, None)
+                    functools.partial(
+                        answers.record_reason,
+                        public_id=departure.public_id,
+                        reason=reason,
+                        reason_other=None,
+                    )
                 )
                 checkpoint_done()
-    database = engines.plain.url.database
+    database = gate.database
     with contextlib.closing(sqlite3.connect(database)) as connection:
         _busy, frames, _copied = connection.execute(
             "PRAGMA wal_checkpoint(PASSIVE)"

@@ -1,13 +1,11 @@
 """Recording a customer's answers: page 1's reason, page 2's details and consent.
 
 Verbs that any door calls (the survey pages, the demo, tests): they take
-the session or writer they run on and leave the commit to the caller.
+the session they run on and leave the commit to the caller.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -16,7 +14,7 @@ from sqlalchemy.orm import Session
 from survey import clock
 from survey.answers.models import Response
 from survey.consent import record_consent
-from survey.db import Bound, Prepared, Writer, per_dialect
+from survey.db import per_dialect
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, for_writing
 from survey.review.models import ITEM_COLUMNS, ReviewItem, new_items
@@ -63,11 +61,11 @@ def _upsert_reason(insert: Any) -> Any:
 
 
 #: Insert the response, or update the one there (built once per dialect).
-_UPSERT_REASON = Prepared(per_dialect(_upsert_reason))
+_UPSERT_REASON = per_dialect(_upsert_reason)
 
 
 def _answer_upsert(insert: Any) -> Any:
-    statement = insert(ReviewItem).from_select(
+    statement = insert(ReviewItem.__table__).from_select(
         ITEM_COLUMNS, for_writing(new_items("answered").where(LINKED_AND_KEPT))
     )
     return statement.on_conflict_do_update(
@@ -77,49 +75,32 @@ def _answer_upsert(insert: Any) -> Any:
 
 
 #: Queue an answered departure or update its reason (built once per dialect).
-_QUEUE_ANSWER = Prepared(per_dialect(_answer_upsert))
+_QUEUE_ANSWER = per_dialect(_answer_upsert)
 
 
-def _queue_answer(public_id: str, reason: str, now: datetime) -> Bound:
-    """Return the statement that queues an answered departure, or updates its reason.
+def record_reason(
+    session: Session, public_id: str, reason: str, reason_other: str | None
+) -> None:
+    """Save page 1's answer and queue it for review, in ``session``'s transaction.
 
-    One upsert on the unique ``review_items.departure_id``, to run in the
-    answer's own transaction, at ``now`` (the answer's time). An erased
-    departure is not queued.
+    The caller commits (the survey page through ``db.write_together``). One
+    upsert on the unique ``responses.departure_id``: simultaneous first
+    answers cannot make a second response, and the last one wins. Then one
+    upsert on the unique ``review_items.departure_id`` queues the answered
+    departure, or updates its reason. Both statements find the departure
+    themselves, locked (see ``for_writing``): an erased or unknown one gets
+    nothing, and the next page says why.
     """
-    return _QUEUE_ANSWER.bind({"public_id": public_id, "reason": reason, "now": now})
-
-
-def reason_write(
-    public_id: str, reason: str, reason_other: str | None
-) -> Callable[[Writer], None]:
-    """Return the write that saves page 1's answer, for ``db.write_together``.
-
-    The answer's values (its time too) are fixed and processed for the
-    database here, on the request's own thread; the write runs the two
-    statements alone, while the SQLite write lock is held. One upsert on the
-    unique ``responses.departure_id``: simultaneous first answers cannot make
-    a second response, and the last one wins; then the answer is queued for
-    review. Both statements find the departure themselves: an erased or
-    unknown one gets nothing (the next page says why).
-    """
-    now = clock.now()
-    answer = _UPSERT_REASON.bind(
-        {
-            "public_id": public_id,
-            "reason": reason,
-            # Kept whatever the reason: a customer's own words are never dropped.
-            "reason_other": (reason_other or "").strip() or None,
-            "now": now,
-        }
-    )
-    queued = _queue_answer(public_id, reason, now)
-
-    def write(writer: Writer) -> None:
-        answer.execute(writer)
-        queued.execute(writer)
-
-    return write
+    values = {
+        "public_id": public_id,
+        "reason": reason,
+        # Kept whatever the reason: a customer's own words are never dropped.
+        "reason_other": (reason_other or "").strip() or None,
+        "now": clock.now(),
+    }
+    dialect = session.get_bind().dialect.name
+    session.execute(_UPSERT_REASON[dialect], values)
+    session.execute(_QUEUE_ANSWER[dialect], values)
 
 
 def follow_up_reason(reason: str | None) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any, Protocol, cast
 
 from flask import current_app
 from sqlalchemy import (
+    Connection,
     CursorResult,
     bindparam,
     or_,
@@ -19,7 +20,6 @@ from sqlalchemy.orm import Session
 from survey import clock, tokens
 from survey.answers.models import Response
 from survey.consent import ConsentEvent, latest_consent
-from survey.db import Prepared, write_together
 from survey.departures.models import Departure
 from survey.departures.service import (
     Erased,
@@ -47,8 +47,8 @@ def departure_from_token(
     return departure
 
 
-#: Everything page 1 shows, in one statement (built and compiled once).
-SURVEY_STATE = Prepared(
+#: Everything page 1 shows, in one statement.
+SURVEY_STATE = (
     select(
         Departure.id.label("departure_id"),
         Departure.locale,
@@ -77,9 +77,14 @@ class SurveyState(Protocol):
     consent_state: str | None  # granted, withdrawn, or None (no event yet)
 
 
-def survey_state(public_id: str) -> SurveyState:
-    """Return page 1's view of a departure; raise TokenInvalid if there is none."""
-    state: SurveyState | None = SURVEY_STATE.first({"public_id": public_id})
+def survey_state(connection: Connection, public_id: str) -> SurveyState:
+    """Return page 1's view of a departure; raise TokenInvalid if there is none.
+
+    Read on a Core connection: an ORM session would cost more than the query
+    (no object is loaded, and nothing is written).
+    """
+    found = connection.execute(SURVEY_STATE, {"public_id": public_id}).first()
+    state = cast(SurveyState | None, found)
     if state is None:
         raise tokens.TokenInvalid
     if state.erased_at is not None:
@@ -87,25 +92,17 @@ def survey_state(public_id: str) -> SurveyState:
     return state
 
 
-#: Stamp the first open; later opens change nothing (built once, compiled once).
-_MARK_OPENED = Prepared(
-    update(Departure)
-    .where(
-        Departure.id == bindparam("departure_id"),
-        Departure.first_opened_at.is_(None),
-    )
-    .values(first_opened_at=bindparam("now"))
-)
-
-
-def mark_opened(departure_id: int) -> None:
+def mark_opened(session: Session, departure_id: int) -> None:
     """Note the first time the link was opened (later opens change nothing).
 
-    Written with the other threads' answers and first opens on SQLite
-    (``write_together``): a first open is a write on the busiest page.
+    The caller commits (page 1 through ``db.write_together``: a first open is
+    a write on the busiest page).
     """
-    write_together(
-        _MARK_OPENED.bind({"departure_id": departure_id, "now": clock.now()}).execute
+    session.execute(
+        update(Departure)
+        .where(Departure.id == departure_id, Departure.first_opened_at.is_(None))
+        .values(first_opened_at=clock.now())
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -1,0 +1,95 @@
+"""The schema's building blocks: the declarative base, column types, ids."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, TypeVar
+
+from sqlalchemy import DateTime, MetaData, String
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+#: Constraint names Alembic can refer to on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+T = TypeVar("T")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always returned timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use timezone-aware UTC times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+Str80 = Annotated[str, mapped_column(String(80))]
+Str200 = Annotated[str, mapped_column(String(200))]
+Str320 = Annotated[str, mapped_column(String(320))]
+
+
+#: The largest value of an INTEGER column (our keys) on every database we run on.
+INTEGER_MAX = 2**31 - 1
+#: The largest value of a BIGINT column (amounts in minor units).
+BIGINT_MAX = 2**63 - 1
+
+
+def parse_int(text: str | None, maximum: int = INTEGER_MAX) -> int | None:
+    """Return the whole number from 0 to ``maximum`` written in ``text``, or None.
+
+    For ids, cursors and counts from a URL or a form. ASCII digits only
+    (``int`` would also take "٣", " 7" or "1_0"), and no more than the column
+    it is compared with holds: PostgreSQL refuses a larger value (a 500), it
+    does not just find nothing.
+    """
+    if text and len(text) <= 20 and text.isascii() and text.isdecimal():
+        number = int(text)
+        if number <= maximum:
+            return number
+    return None
+
+
+def per_dialect(build: Callable[[Any], T]) -> dict[str, T]:
+    """Build a statement once for each database we run on, given its ``insert``.
+
+    For upserts: ``on_conflict_do_update`` lives on each dialect's own insert.
+    """
+    return {"postgresql": build(postgresql.insert), "sqlite": build(sqlite.insert)}
+
+
+def new_public_id() -> str:
+    """Return a random, unguessable id (96 bits) for use in links."""
+    return secrets.token_urlsafe(12)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the naming convention and shared column types."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    #: Every ``Mapped[datetime]`` is stored in UTC and read back timezone-aware.
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
