@@ -43,7 +43,7 @@ class DefaultHeaders:
 
     At the WSGI edge the headers are a plain list, checked in one pass; an
     ``after_request`` hook setting them one by one on Werkzeug's ``Headers``
-    cost a tenth of the busiest request.
+    made survey GETs about 4 % slower (interleaved A/B, 2026-12-03).
     """
 
     def __init__(

