@@ -20,6 +20,33 @@ from survey.review.models import ReviewItem
 from tests.factories import make_consenting, make_departure, survey_path
 
 
+def test_a_prepared_select_gives_what_core_gives(app, client):
+    answered = make_consenting(app)
+    assert client.get(survey_path(app, answered)).status_code == 200
+    fresh = make_departure(app)  # NULLs where the other has values
+    statement = service.SURVEY_STATE.statement
+    with app.app_context(), db.engine().connect() as connection:
+        for departure in (answered, fresh):
+            params = {"public_id": departure.public_id}
+            fast = service.SURVEY_STATE.first(connection, params)
+            core = connection.execute(statement, params).one()
+            assert fast._fields == tuple(core._fields)
+            assert tuple(fast) == tuple(core)
+        assert fast.first_opened_at is None and fast.answered_at is None
+        assert service.SURVEY_STATE.first(connection, {"public_id": "x"}) is None
+
+
+def test_a_prepared_statement_refuses_to_write_null_for_a_forgotten_value(app):
+    departure = make_departure(app)
+    forgotten = {"public_id": departure.public_id, "reason": "switched"}
+    with (
+        app.app_context(),
+        db.write_session() as writing,
+        pytest.raises(ValueError, match="now"),
+    ):
+        answers._QUEUE_ANSWER.execute(writing.connection(), forgotten)
+
+
 def test_page_one_reads_timezone_aware_times(app, client, clock):
     departure = make_consenting(app)
     assert client.get(survey_path(app, departure)).status_code == 200

@@ -15,6 +15,7 @@ from survey import clock
 from survey.answers.models import Response
 from survey.consent import record_consent
 from survey.db import per_dialect
+from survey.db.fastpath import Prepared
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, for_writing
 from survey.review.models import ITEM_COLUMNS, ReviewItem, new_items
@@ -61,7 +62,7 @@ def _upsert_reason(insert: Any) -> Any:
 
 
 #: Insert the response, or update the one there (built once per dialect).
-_UPSERT_REASON = per_dialect(_upsert_reason)
+_UPSERT_REASON = Prepared(per_dialect(_upsert_reason))
 
 
 def _answer_upsert(insert: Any) -> Any:
@@ -75,7 +76,7 @@ def _answer_upsert(insert: Any) -> Any:
 
 
 #: Queue an answered departure or update its reason (built once per dialect).
-_QUEUE_ANSWER = per_dialect(_answer_upsert)
+_QUEUE_ANSWER = Prepared(per_dialect(_answer_upsert))
 
 
 def record_reason(
@@ -91,16 +92,12 @@ def record_reason(
     themselves, locked (see ``for_writing``): an erased or unknown one gets
     nothing, and the next page says why.
     """
-    values = {
-        "public_id": public_id,
-        "reason": reason,
-        # Kept whatever the reason: a customer's own words are never dropped.
-        "reason_other": (reason_other or "").strip() or None,
-        "now": clock.now(),
-    }
-    dialect = session.get_bind().dialect.name
-    session.execute(_UPSERT_REASON[dialect], values)
-    session.execute(_QUEUE_ANSWER[dialect], values)
+    departure = {"public_id": public_id, "reason": reason, "now": clock.now()}
+    # Kept whatever the reason: a customer's own words are never dropped.
+    other = (reason_other or "").strip() or None
+    connection = session.connection()  # the statements run in its transaction
+    _UPSERT_REASON.execute(connection, {**departure, "reason_other": other})
+    _QUEUE_ANSWER.execute(connection, departure)
 
 
 def follow_up_reason(reason: str | None) -> str | None:

@@ -1,28 +1,32 @@
-"""SQLite's fast path: what the busiest writes need beyond the plain engine.
+"""The fast path: what page 1 needs beyond plain SQLAlchemy, each piece measured.
 
-SQLite lets one writer in at a time, across every process, and page 1
-writes on every answer and every first open. Two mechanisms make those
-writes fast enough. Each stays because ``make bench`` showed what it buys
-(ratios to the bare app, median of three interleaved rounds, with and
-without the mechanism, everything else as shipped; 2026-12-03, two cores):
+Page 1 is the busiest page, and on SQLite it writes (every answer, every
+first open) where one writer at a time gets in, across every process. Each
+mechanism here stays because ``make bench`` showed what it buys; figures are
+page 1's requests per second as a ratio to the bare app's, median of three
+interleaved rounds, with the mechanism and without it (2026-12-03, two cores):
 
-=============  ============================  ===============  ===============
-mechanism      what it does                  survey GET       page-1 POST
-=============  ============================  ===============  ===============
-``WriteGate``  writers queue in turn (a       0.30x -> 0.38x   0.14x -> 0.23x
-               lock per process, an           (+27 %)          (+64 %)
-               ``flock`` across processes)
-               instead of in SQLite's
-               sleeping busy loop; the WAL
-               is checkpointed off the
-               writers' path
-``Batches``    a worker's queued page-1       0.38x -> 0.38x   0.15x -> 0.23x
-               writes share one               (first opens     (+53 %)
-               transaction and one commit     only)
-=============  ============================  ===============  ===============
+============  =================================  ==================================
+mechanism     what it does                       without it (SQLite)
+============  =================================  ==================================
+``WriteGate`` SQLite writers queue in turn (a    page-1 POST 0.23x -> 0.14x,
+              lock per process, an ``flock``      survey GET 0.38x -> 0.30x
+              across processes), not in
+              SQLite's sleeping busy loop; the
+              WAL is checkpointed off their path
+``Batches``   a worker's queued page-1 writes    page-1 POST 0.23x -> 0.15x
+              share one transaction and commit
+``Prepared``  page 1's three statements          page-1 POST 0.28x -> 0.19x,
+              compiled once and run on the        survey GET 0.49x -> 0.45x
+              DB-API cursor of the SQLAlchemy     (PostgreSQL: 0.13x -> 0.10x,
+              connection given                    0.20x -> 0.15x)
+============  =================================  ==================================
 
-Nothing here changes what is written or read: without this module the
-service works the same, only slower under load. PostgreSQL needs none of it.
+The gate and the batches were measured before page 1's statements were
+prepared. ``Prepared`` also serves PostgreSQL; the gate and the batches are installed
+on SQLite engines only. None of them changes what is written or read: the
+verbs (``answers.record_reason``...) take a session, and their transaction
+is SQLAlchemy's, whoever commits it.
 """
 
 from __future__ import annotations
@@ -33,13 +37,17 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, closing, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, Select, event
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from survey.errors import DatabaseBusy
 
@@ -314,3 +322,126 @@ class Batches:
                 job.written = True
             except Exception as error:
                 job.error = error
+
+
+class _Plan(NamedTuple):
+    """A statement as one dialect runs it, with its values' processors."""
+
+    sql: str
+    #: Every bound name, with its built-in value as the database takes it
+    #: (processed once, here); unused where the caller must give one.
+    defaults: dict[str, Any]
+    required: frozenset[str]  # bound names without a built-in value
+    order: Sequence[str] | None  # bound names in order, for positional styles
+    processors: Mapping[str, Callable[[Any], Any]]
+    row: Callable[[Sequence[Any]], Any]  # DB-API row -> named, processed row
+
+
+class Prepared:
+    """A statement of page 1, run straight on the DB-API cursor of a connection.
+
+    SQLAlchemy compiles it once per dialect; values go in and come out
+    through the column types' own processors (public API), so the database
+    sees, and a row holds, what a Core execution would send and give. What
+    Core builds around each execution (context, parameters, result object)
+    is skipped. It runs in the transaction of the SQLAlchemy connection it
+    is given (a session's: ``session.connection()``), without autoflush.
+    """
+
+    def __init__(self, statement: ClauseElement | Mapping[str, ClauseElement]) -> None:
+        #: One statement, or one per dialect name (see ``per_dialect``).
+        self.statement = statement
+        self._plans: dict[str, _Plan] = {}
+
+    def _statement(self, dialect: Dialect) -> ClauseElement:
+        if isinstance(self.statement, Mapping):
+            return self.statement[dialect.name]
+        return self.statement
+
+    def _plan(self, dialect: Dialect) -> _Plan:
+        plan = self._plans.get(dialect.name)
+        if plan is None:
+            compiled = self._statement(dialect).compile(dialect=dialect)
+            assert isinstance(compiled, SQLCompiler)
+            # Every bound name, with its built-in value (None if it has none).
+            state = compiled.construct_expanded_state(compiled.params)
+            required = frozenset(n for n, b in compiled.binds.items() if b.required)
+            processors = {
+                name: process
+                for name, bind in compiled.binds.items()
+                if (process := bind.type.dialect_impl(dialect).bind_processor(dialect))
+            }
+            defaults = {
+                name: value
+                if name in required or name not in processors
+                else processors[name](value)
+                for name, value in state.parameters.items()
+            }
+            plan = self._plans[dialect.name] = _Plan(
+                state.statement,
+                defaults,
+                required,
+                state.positiontup,
+                processors,
+                self._row_maker(dialect),
+            )
+        return plan
+
+    def _row_maker(self, dialect: Dialect) -> Callable[[Sequence[Any]], Any]:
+        statement = self._statement(dialect)
+        if not isinstance(statement, Select):
+            return tuple
+        columns = statement.selected_columns
+        processors = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in columns
+        ]
+        readers = [(index, read) for index, read in enumerate(processors) if read]
+        shape = namedtuple("Row", list(columns.keys()))  # type: ignore[misc]
+
+        def row(values: Sequence[Any]) -> Any:
+            values = list(values)
+            for index, read in readers:
+                values[index] = read(values[index])
+            return shape._make(values)
+
+        return row
+
+    def _arguments(self, plan: _Plan, params: Mapping[str, Any]) -> Any:
+        if not plan.required <= params.keys():
+            # As Core would: a forgotten value must not be written as NULL.
+            missing = ", ".join(sorted(plan.required - params.keys()))
+            raise ValueError(f"no value given for {missing}")
+        values = dict(plan.defaults)
+        for name, value in params.items():
+            process = plan.processors.get(name)
+            values[name] = value if process is None else process(value)
+        return values if plan.order is None else [values[n] for n in plan.order]
+
+    def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
+        """Run the statement with ``params`` in ``connection``'s transaction."""
+        plan = self._plan(connection.dialect)
+        _execute(_dbapi(connection), plan.sql, self._arguments(plan, params))
+
+    def first(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+        """Return the first row (attributes named as the columns), or None."""
+        plan = self._plan(connection.dialect)
+        found = _execute(_dbapi(connection), plan.sql, self._arguments(plan, params))
+        return None if found is None else plan.row(found)
+
+
+def _dbapi(connection: Connection) -> Any:
+    # Through SQLAlchemy's own begin, so its transaction (and events) stand.
+    if not connection.in_transaction():
+        connection.begin()
+    return connection.connection.dbapi_connection
+
+
+def _execute(dbapi_connection: Any, sql: str, arguments: Any) -> Any:
+    """Run ``sql`` on a DB-API cursor; return its first row, if it gives rows."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(sql, arguments)
+        return None if cursor.description is None else cursor.fetchone()
+    finally:
+        cursor.close()

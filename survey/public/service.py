@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from survey import clock, tokens
 from survey.answers.models import Response
 from survey.consent import ConsentEvent, latest_consent
+from survey.db.fastpath import Prepared
 from survey.departures.models import Departure
 from survey.departures.service import (
     Erased,
@@ -47,8 +48,8 @@ def departure_from_token(
     return departure
 
 
-#: Everything page 1 shows, in one statement.
-SURVEY_STATE = (
+#: Everything page 1 shows, in one statement (compiled once).
+SURVEY_STATE = Prepared(
     select(
         Departure.id.label("departure_id"),
         Departure.locale,
@@ -83,7 +84,7 @@ def survey_state(connection: Connection, public_id: str) -> SurveyState:
     Read on a Core connection: an ORM session would cost more than the query
     (no object is loaded, and nothing is written).
     """
-    found = connection.execute(SURVEY_STATE, {"public_id": public_id}).first()
+    found = SURVEY_STATE.first(connection, {"public_id": public_id})
     state = cast(SurveyState | None, found)
     if state is None:
         raise tokens.TokenInvalid
