@@ -2,28 +2,30 @@
 
 Page 1 is the busiest page, and on SQLite it writes (every answer, every
 first open) where one writer at a time gets in, across every process. Each
-mechanism here stays because ``make bench`` showed what it buys; figures are
-page 1's requests per second as a ratio to the bare app's, median of three
-interleaved rounds, with the mechanism and without it (2026-12-03, two cores):
+mechanism here stays because ``make bench`` showed what it buys. Figures:
+page 1's requests per second as a ratio to the bare app's (median of three
+interleaved rounds), as shipped and with the one mechanism switched off,
+runs a few minutes apart (2026-12-03, two cores, SQLite unless said; the
+shipped code measured 0.40x-0.51x GET and 0.24x-0.28x POST in four runs):
 
 ============  =================================  ==================================
-mechanism     what it does                       without it (SQLite)
+mechanism     what it does                       switched off
 ============  =================================  ==================================
-``WriteGate`` SQLite writers queue in turn (a    page-1 POST 0.23x -> 0.14x,
-              lock per process, an ``flock``      survey GET 0.38x -> 0.30x
-              across processes), not in
-              SQLite's sleeping busy loop; the
-              WAL is checkpointed off their path
-``Batches``   a worker's queued page-1 writes    page-1 POST 0.23x -> 0.15x
+``Prepared``  page 1's three statements          page-1 POST 0.19x, GET 0.45x
+              compiled once and run on the       (PostgreSQL: POST 0.13x -> 0.10x,
+              DB-API cursor of the SQLAlchemy    GET 0.20x -> 0.15x)
+              connection given
+``Batches``   a worker's queued page-1 writes    page-1 POST 0.21x
               share one transaction and commit
-``Prepared``  page 1's three statements          page-1 POST 0.28x -> 0.19x,
-              compiled once and run on the        survey GET 0.49x -> 0.45x
-              DB-API cursor of the SQLAlchemy     (PostgreSQL: 0.13x -> 0.10x,
-              connection given                    0.20x -> 0.15x)
+``WriteGate`` SQLite writers queue in turn (a    page-1 POST 0.24x: throughput
+              lock per process, an ``flock``     within the noise (about 9 % fewer
+              across processes), not in          requests a second), but p95
+              SQLite's sleeping busy loop; the   133-161 ms instead of 68-109 ms
+              WAL is checkpointed off their      and p99 230-335 ms instead of
+              path                               110-150 ms: kept for the tail
 ============  =================================  ==================================
 
-The gate and the batches were measured before page 1's statements were
-prepared. ``Prepared`` also serves PostgreSQL; the gate and the batches are installed
+``Prepared`` also serves PostgreSQL; the gate and the batches are installed
 on SQLite engines only. None of them changes what is written or read: the
 verbs (``answers.record_reason``...) take a session, and their transaction
 is SQLAlchemy's, whoever commits it.
