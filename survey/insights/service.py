@@ -1,0 +1,330 @@
+"""Insights: what the answers and postmortems say, counted in SQL.
+
+Every panel is one function of a ``Scope`` (the period and the filters) that
+runs its aggregation in the database and returns plain rows. Money is never
+added across currencies: every amount is per currency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    func,
+    select,
+)
+from sqlalchemy.orm import Session
+
+from survey.answers.models import Response
+from survey.consent import ConsentEvent, latest_consent
+from survey.departures.models import Departure
+from survey.outbox import OutboxMessage
+from survey.review.models import Postmortem, ReviewItem, RootCause
+from survey.vocabulary import ROOT_CAUSES, TEAMS
+
+#: Review statuses whose postmortem counts as finished.
+FINISHED = ("postmortem_done", "closed")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The departures a panel counts: cancelled from ``start`` to ``end``
+    (inclusive, UTC days), narrowed by the filters that are set."""
+
+    start: date
+    end: date
+    segment: str | None = None
+    plan: str | None = None
+    csm: str | None = None
+    currency: str | None = None
+
+    @property
+    def since(self) -> datetime:
+        """The first moment of the period."""
+        return datetime.combine(self.start, time.min, UTC)
+
+    @property
+    def until(self) -> datetime:
+        """The first moment after the period."""
+        return datetime.combine(self.end + timedelta(days=1), time.min, UTC)
+
+    def filters(self) -> list[ColumnElement[bool]]:
+        """Return the conditions of the filters alone (not the period)."""
+        conditions: list[ColumnElement[bool]] = [Departure.erased_at.is_(None)]
+        for column, value in (
+            (Departure.segment, self.segment),
+            (Departure.plan, self.plan),
+            (Departure.csm_email, self.csm),
+            (Departure.currency, self.currency),
+        ):
+            if value:
+                conditions.append(column == value)
+        return conditions
+
+    def departures(self) -> list[ColumnElement[bool]]:
+        """Return the conditions on ``Departure`` for the period and filters."""
+        return [
+            Departure.cancelled_at >= self.since,
+            Departure.cancelled_at < self.until,
+            *self.filters(),
+        ]
+
+
+@dataclass(frozen=True)
+class ReasonRow:
+    """Departures of one stated reason (None: no answer) in one currency."""
+
+    reason: str | None
+    currency: str
+    departures: int
+    lost_mrr_cents: int
+
+
+def reasons(session: Session, scope: Scope) -> list[ReasonRow]:
+    """Why they say they leave: departures and lost MRR by reason and currency,
+    most departures first; departures without an answer under ``None``."""
+    departures = func.count(Departure.id)
+    statement = (
+        select(
+            Response.reason,
+            Departure.currency,
+            departures,
+            func.coalesce(func.sum(Departure.mrr_cents), 0),
+        )
+        .outerjoin(Response, Response.departure_id == Departure.id)
+        .where(*scope.departures())
+        .group_by(Response.reason, Departure.currency)
+        .order_by(
+            departures.desc(),
+            Response.reason.is_(None),  # "no answer" last, on every database
+            Response.reason,
+            Departure.currency,
+        )
+    )
+    return [ReasonRow(*row) for row in session.execute(statement)]
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """How far the departures of a scope got, and how fast they answered."""
+
+    departed: int
+    invited: int
+    opened: int
+    answered: int
+    consented: int
+    #: Median time from the invitation's sending to the answer (None: none).
+    median_answer_time: timedelta | None
+
+
+def _invitation_sent_at() -> Any:
+    """The time a departure's first invitation went out (NULL: not sent)."""
+    return (
+        select(func.min(OutboxMessage.sent_at))
+        .where(
+            OutboxMessage.departure_id == Departure.id,
+            OutboxMessage.kind == "invitation",
+            OutboxMessage.sent_at.is_not(None),
+        )
+        .scalar_subquery()
+    )
+
+
+def funnel(session: Session, scope: Scope) -> Funnel:
+    """Departed, invited (the invitation sent), opened, answered, consented
+    (the latest consent event a grant), and the median time to answer."""
+    sent_at = _invitation_sent_at()
+    row = session.execute(
+        select(
+            func.count(Departure.id),
+            func.count(sent_at),
+            func.count(Departure.first_opened_at),
+            func.count(Response.id),
+            func.count(Departure.id).filter(
+                latest_consent(ConsentEvent.action) == "granted"
+            ),
+        )
+        .outerjoin(Response, Response.departure_id == Departure.id)
+        .where(*scope.departures())
+    ).one()
+    return Funnel(*row, median_answer_time=_median_answer_time(session, scope))
+
+
+def _median_answer_time(session: Session, scope: Scope) -> timedelta | None:
+    """The median of (answer - invitation sent) over the scope, in SQL.
+
+    Taken as the middle row (the mean of the two middle ones for an even
+    count) of the waits in order: the same on SQLite and PostgreSQL.
+    """
+    sent_at = _invitation_sent_at().label("sent_at")
+    waits = (
+        select(Response.answered_at.label("answered_at"), sent_at)
+        .select_from(Departure)
+        .join(Response, Response.departure_id == Departure.id)
+        .where(*scope.departures())
+        .subquery()
+    )
+    rows: Select[Any] = select(waits.c.answered_at, waits.c.sent_at).where(
+        waits.c.sent_at.is_not(None), waits.c.answered_at >= waits.c.sent_at
+    )
+    count = session.scalar(select(func.count()).select_from(rows.subquery())) or 0
+    if not count:
+        return None
+    wait = _seconds_between(session, waits.c.sent_at, waits.c.answered_at)
+    middle = session.scalars(
+        rows.with_only_columns(wait)
+        .order_by(wait)
+        .offset((count - 1) // 2)
+        .limit(2 - count % 2)
+    ).all()
+    # Whole seconds: SQLite's day fractions are floating point.
+    return timedelta(seconds=round(sum(middle) / len(middle)))
+
+
+def _seconds_between(session: Session, start: Any, end: Any) -> Any:
+    """An SQL expression: seconds from ``start`` to ``end`` (timestamps)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", end - start)
+    return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+
+@dataclass(frozen=True)
+class SaidFound:
+    """Finished postmortems whose customer said ``said`` and whose primary
+    root cause was found to be ``found``."""
+
+    said: str | None
+    found: str
+    count: int
+
+
+def said_vs_found(session: Session, scope: Scope) -> list[SaidFound]:
+    """Stated reason by primary root cause, over finished postmortems."""
+    count = func.count(Postmortem.id)
+    statement = (
+        select(Response.reason, RootCause.code, count)
+        .select_from(Departure)
+        .join(ReviewItem, ReviewItem.departure_id == Departure.id)
+        .join(Postmortem, Postmortem.departure_id == Departure.id)
+        .join(
+            RootCause,
+            and_(RootCause.postmortem_id == Postmortem.id, RootCause.is_primary),
+        )
+        .outerjoin(Response, Response.departure_id == Departure.id)
+        .where(ReviewItem.status.in_(FINISHED), *scope.departures())
+        .group_by(Response.reason, RootCause.code)
+        .order_by(
+            count.desc(), Response.reason.is_(None), Response.reason, RootCause.code
+        )
+    )
+    return [SaidFound(*row) for row in session.execute(statement)]
+
+
+@dataclass(frozen=True)
+class RootCauseRow:
+    """A root cause over the finished postmortems of one currency.
+
+    Money and the preventable verdicts count where it was the primary cause
+    (each loss once); ``contributing`` counts where it was one of the others.
+    """
+
+    code: str
+    team: str
+    currency: str
+    primary: int
+    contributing: int
+    lost_mrr_cents: int
+    preventable_yes: int
+    preventable_partly: int
+    preventable_no: int
+
+
+def root_causes(session: Session, scope: Scope) -> list[RootCauseRow]:
+    """Root causes of finished postmortems, grouped by the team owning the fix."""
+    primary = RootCause.is_primary.is_(True)
+
+    def verdict(value: str) -> Any:
+        return func.count(Postmortem.id).filter(
+            primary, Postmortem.preventable == value
+        )
+
+    statement = (
+        select(
+            RootCause.code,
+            Departure.currency,
+            func.count(RootCause.id).filter(primary),
+            func.count(RootCause.id).filter(RootCause.is_primary.is_(False)),
+            func.coalesce(func.sum(Departure.mrr_cents).filter(primary), 0),
+            verdict("yes"),
+            verdict("partly"),
+            verdict("no"),
+        )
+        .select_from(Departure)
+        .join(ReviewItem, ReviewItem.departure_id == Departure.id)
+        .join(Postmortem, Postmortem.departure_id == Departure.id)
+        .join(RootCause, RootCause.postmortem_id == Postmortem.id)
+        .where(ReviewItem.status.in_(FINISHED), *scope.departures())
+        .group_by(RootCause.code, Departure.currency)
+    )
+    rows = [
+        RootCauseRow(code, ROOT_CAUSES[code][1], currency, *counts)
+        for code, currency, *counts in session.execute(statement)
+    ]
+    teams, codes = list(TEAMS), list(ROOT_CAUSES)
+    return sorted(
+        rows, key=lambda r: (teams.index(r.team), codes.index(r.code), r.currency)
+    )
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """The departures of one segment (or plan): how many, the MRR lost in
+    each currency, and the stated reason given most (None: no answers)."""
+
+    value: str | None
+    departures: int
+    lost_mrr_cents: dict[str, int]
+    top_reason: str | None
+
+
+def breakdown(session: Session, scope: Scope, by: str) -> list[Breakdown]:
+    """Departures by ``segment`` or ``plan``: most departures first."""
+    column = {"segment": Departure.segment, "plan": Departure.plan}[by]
+    money = session.execute(
+        select(
+            column,
+            Departure.currency,
+            func.count(Departure.id),
+            func.coalesce(func.sum(Departure.mrr_cents), 0),
+        )
+        .where(*scope.departures())
+        .group_by(column, Departure.currency)
+    ).all()
+    answers = session.execute(
+        select(column, Response.reason, func.count(Response.id))
+        .select_from(Departure)
+        .join(Response, Response.departure_id == Departure.id)
+        .where(*scope.departures())
+        .group_by(column, Response.reason)
+    ).all()
+    # Aggregates only, a few rows a group: the top reason, ties by code.
+    top: dict[str | None, tuple[int, str]] = {}
+    for value, reason, count in answers:
+        best = top.get(value)
+        if best is None or (-count, reason) < (-best[0], best[1]):
+            top[value] = (count, reason)
+    departures: dict[str | None, int] = {}
+    lost: dict[str | None, dict[str, int]] = {}
+    for value, currency, count, cents in money:
+        departures[value] = departures.get(value, 0) + count
+        lost.setdefault(value, {})[currency] = cents
+    rows = [
+        Breakdown(value, count, lost[value], top[value][1] if value in top else None)
+        for value, count in departures.items()
+    ]
+    return sorted(rows, key=lambda r: (-r.departures, r.value is None, r.value or ""))

@@ -1,0 +1,229 @@
+"""Insights: every figure checked against a small data set worked out by hand.
+
+The data set (see ``story``), March 2026 unless said:
+
+====  =========  ========  ======  ==========  =============  ======  ===========
+      cancelled  currency  MRR     segment     answer         opened  consent
+====  =========  ========  ======  ==========  =============  ======  ===========
+d1    03-05      USD       100.00  smb         too_expensive  yes     granted
+d2    03-10      USD       200.00  enterprise  too_expensive  yes     none
+d3    03-15      EUR        50.00  smb         switched       yes     withdrawn
+d4    03-20      USD        30.00  smb         (none)         yes     none
+d5    03-25      JPY       1000    smb         (none)         no      none
+d6    02-20      USD        99.99  smb         switched       no      none
+d7    03-28      USD        70.00  smb         (erased: never counted)
+====  =========  ========  ======  ==========  =============  ======  ===========
+
+Invitations sent for d1-d4 (d5's and d6's still queued); answers 2 h (d1),
+24 h (d2) and 1 h (d3) after theirs. Postmortems: d1 done (primary
+``poor_fit``, also ``product_issues``), d2 closed (``failed_adoption``), d3
+in review (``competitor``: not finished, not counted), d4 done
+(``poor_service``); preventable: d1 yes, d2 partly, d4 no.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from survey import db
+from survey.answers.models import Response
+from survey.answers.service import record_reason
+from survey.consent import record_consent
+from survey.departures.models import Departure
+from survey.insights import service as insights
+from survey.insights.service import (
+    Breakdown,
+    Funnel,
+    ReasonRow,
+    RootCauseRow,
+    SaidFound,
+    Scope,
+)
+from survey.outbox import OutboxMessage
+from survey.review.models import Postmortem, ReviewItem, RootCause
+from tests.factories import make_departure
+
+
+def at(month: int, day: int, hour: int = 9) -> datetime:
+    return datetime(2026, month, day, hour, tzinfo=UTC)
+
+
+MARCH = Scope(date(2026, 3, 1), date(2026, 3, 31))
+FEBRUARY = Scope(date(2026, 2, 1), date(2026, 2, 28))
+
+
+def _answer(session, departure: Departure, reason: str, answered_at: datetime):
+    record_reason(session, departure.public_id, reason, None)
+    session.execute(
+        update(Response)
+        .where(Response.departure_id == departure.id)
+        .values(answered_at=answered_at)
+    )
+
+
+def _sent(session, departure: Departure, sent_at: datetime) -> None:
+    session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.departure_id == departure.id,
+            OutboxMessage.kind == "invitation",
+        )
+        .values(status="sent", sent_at=sent_at)
+    )
+
+
+def _postmortem(
+    session, departure, status, primary, *others, preventable=None, done=True
+):
+    item = session.query(ReviewItem).filter_by(departure_id=departure.id).one_or_none()
+    if item is None:
+        item = ReviewItem(
+            departure_id=departure.id,
+            status=status,
+            queued_at=departure.cancelled_at,
+            updated_at=departure.cancelled_at,
+            origin="unanswered",
+            mrr_cents=departure.mrr_cents,
+            segment=departure.segment,
+            plan=departure.plan,
+            cancelled_at=departure.cancelled_at,
+        )
+        session.add(item)
+    item.status = status
+    now = departure.cancelled_at + timedelta(days=3)
+    postmortem = Postmortem(
+        departure_id=departure.id,
+        created_at=now,
+        updated_at=now,
+        done_at=now if done else None,
+        preventable=preventable,
+        root_causes=[
+            RootCause(code=primary, is_primary=True),
+            *(RootCause(code=code) for code in others),
+        ],
+    )
+    session.add(postmortem)
+
+
+@pytest.fixture
+def story(app):
+    def departure(cancelled, currency, mrr, segment="smb", plan="growth"):
+        return make_departure(
+            app,
+            cancelled_at=cancelled,
+            currency=currency,
+            mrr_cents=mrr,
+            segment=segment,
+            plan=plan,
+        )
+
+    d1 = departure(at(3, 5), "USD", 10_000)
+    d2 = departure(at(3, 10), "USD", 20_000, "enterprise", "scale")
+    d3 = departure(at(3, 15), "EUR", 5_000)
+    d4 = departure(at(3, 20), "USD", 3_000)
+    departure(at(3, 25), "JPY", 1_000, plan="starter")  # d5: not invited yet
+    d6 = departure(at(2, 20), "USD", 9_999)
+    d7 = departure(at(3, 28), "USD", 7_000)
+    with app.app_context(), db.write_session() as session:
+        d1, d2, d3, d4, d6, d7 = (session.merge(d) for d in (d1, d2, d3, d4, d6, d7))
+        for d, sent in ((d1, at(3, 5, 10)), (d2, at(3, 10, 10)), (d3, at(3, 15))):
+            _sent(session, d, sent)
+        _sent(session, d4, at(3, 20))
+        _answer(session, d1, "too_expensive", at(3, 5, 12))
+        _answer(session, d2, "too_expensive", at(3, 11, 10))
+        _answer(session, d3, "switched", at(3, 15, 10))
+        _answer(session, d6, "switched", at(2, 21))
+        for d in (d1, d2, d3, d4):
+            d.first_opened_at = d.cancelled_at + timedelta(minutes=5)
+        for granted in (True, False):
+            record_consent(session, d3, granted=granted, channel="survey", wording="w")
+        record_consent(session, d1, granted=True, channel="survey", wording="w")
+        d7.erased_at = at(3, 29)
+        _postmortem(
+            session,
+            d1,
+            "postmortem_done",
+            "poor_fit",
+            "product_issues",
+            preventable="yes",
+        )
+        _postmortem(session, d2, "closed", "failed_adoption", preventable="partly")
+        _postmortem(session, d3, "in_review", "competitor", done=False)
+        _postmortem(session, d4, "postmortem_done", "poor_service", preventable="no")
+        session.commit()
+
+
+def _panels(app, panel, scope):
+    with app.app_context(), db.new_session() as session:
+        return panel(session, scope)
+
+
+def test_reasons_by_period_and_filter(app, story):
+    assert _panels(app, insights.reasons, MARCH) == [
+        ReasonRow("too_expensive", "USD", 2, 30_000),
+        ReasonRow("switched", "EUR", 1, 5_000),
+        ReasonRow(None, "JPY", 1, 1_000),
+        ReasonRow(None, "USD", 1, 3_000),
+    ]
+    smb = Scope(MARCH.start, MARCH.end, segment="smb")
+    assert _panels(app, insights.reasons, smb) == [
+        ReasonRow("switched", "EUR", 1, 5_000),
+        ReasonRow("too_expensive", "USD", 1, 10_000),
+        ReasonRow(None, "JPY", 1, 1_000),
+        ReasonRow(None, "USD", 1, 3_000),
+    ]
+    assert _panels(app, insights.reasons, FEBRUARY) == [
+        ReasonRow("switched", "USD", 1, 9_999)
+    ]
+
+
+def test_the_funnel_and_the_median_time_to_answer(app, story):
+    # departed, invited (sent), opened, answered, consented, median wait
+    hours = timedelta(hours=1)
+    smb = Scope(MARCH.start, MARCH.end, segment="smb")
+    assert _panels(app, insights.funnel, MARCH) == Funnel(5, 4, 4, 3, 1, 2 * hours)
+    assert _panels(app, insights.funnel, smb) == Funnel(4, 3, 3, 2, 1, 1.5 * hours)
+    assert _panels(app, insights.funnel, FEBRUARY) == Funnel(1, 0, 0, 1, 0, None)
+
+
+def test_said_versus_found_counts_finished_postmortems_only(app, story):
+    assert _panels(app, insights.said_vs_found, MARCH) == [
+        SaidFound("too_expensive", "failed_adoption", 1),
+        SaidFound("too_expensive", "poor_fit", 1),
+        SaidFound(None, "poor_service", 1),
+    ]
+    usd = Scope(MARCH.start, MARCH.end, currency="EUR")
+    assert _panels(app, insights.said_vs_found, usd) == []
+
+
+def test_root_causes_by_team_primary_and_contributing_apart(app, story):
+    assert _panels(app, insights.root_causes, MARCH) == [
+        RootCauseRow("poor_fit", "sales", "USD", 1, 0, 10_000, 1, 0, 0),
+        RootCauseRow("failed_adoption", "onboarding", "USD", 1, 0, 20_000, 0, 1, 0),
+        RootCauseRow("product_issues", "product", "USD", 0, 1, 0, 0, 0, 0),
+        RootCauseRow("poor_service", "support", "USD", 1, 0, 3_000, 0, 0, 1),
+    ]
+    enterprise = Scope(MARCH.start, MARCH.end, segment="enterprise")
+    assert _panels(app, insights.root_causes, enterprise) == [
+        RootCauseRow("failed_adoption", "onboarding", "USD", 1, 0, 20_000, 0, 1, 0),
+    ]
+
+
+def test_by_segment_and_by_plan_money_stays_per_currency(app, story):
+    with app.app_context(), db.new_session() as session:
+        segments = insights.breakdown(session, MARCH, "segment")
+        plans = insights.breakdown(session, MARCH, "plan")
+        february = insights.breakdown(session, FEBRUARY, "plan")
+    assert segments == [
+        Breakdown("smb", 4, {"USD": 13_000, "EUR": 5_000, "JPY": 1_000}, "switched"),
+        Breakdown("enterprise", 1, {"USD": 20_000}, "too_expensive"),
+    ]
+    assert plans == [
+        Breakdown("growth", 3, {"USD": 13_000, "EUR": 5_000}, "switched"),
+        Breakdown("scale", 1, {"USD": 20_000}, "too_expensive"),
+        Breakdown("starter", 1, {"JPY": 1_000}, None),
+    ]
+    assert february == [Breakdown("growth", 1, {"USD": 9_999}, "switched")]
