@@ -77,6 +77,11 @@ DEFAULTS: dict[str, Any] = {
     #: when they lost at least this much MRR (minor units).
     "REVIEW_UNANSWERED_AFTER_DAYS": 7,
     "REVIEW_MIN_MRR_CENTS": 0,
+    #: Insights flag a stated reason or root cause as recurring when seen at
+    #: least this often in the last 30 days, and at least this much (percent)
+    #: above its rate per 30 days over the 90 days before.
+    "RECURRING_MIN_COUNT": 3,
+    "RECURRING_RISE_PERCENT": 50,
     #: Erase departures cancelled longer ago than this (None: keep); a person's
     #: newer departure keeps theirs.
     "RETENTION_DAYS": None,
@@ -181,7 +186,12 @@ def _check(app: Flask) -> None:
     poll = config["OUTBOX_POLL_SECONDS"]
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not poll > 0:
         raise ConfigError("SURVEY_OUTBOX_POLL_SECONDS must be a positive number.")
-    for key in ("PROXY_COUNT", "REVIEW_MIN_MRR_CENTS", "HSTS_SECONDS"):
+    for key in (
+        "PROXY_COUNT",
+        "REVIEW_MIN_MRR_CENTS",
+        "HSTS_SECONDS",
+        "RECURRING_RISE_PERCENT",
+    ):
         if not _whole_number(config[key]) or config[key] < 0:
             raise ConfigError(f"SURVEY_{key} must be 0 or more.")
     for key in (
@@ -201,6 +211,7 @@ def _check(app: Flask) -> None:
         "API_MAX_BODY_BYTES",
         "PUBLIC_MAX_BODY_BYTES",
         "FORM_MAX_BODY_BYTES",
+        "RECURRING_MIN_COUNT",
     ):
         if not _whole_number(config[key]) or config[key] <= 0:
             raise ConfigError(f"SURVEY_{key} must be a positive whole number.")

@@ -38,6 +38,7 @@ from survey.insights.service import (
     Breakdown,
     Funnel,
     ReasonRow,
+    Recurring,
     RootCauseRow,
     SaidFound,
     Scope,
@@ -227,3 +228,42 @@ def test_by_segment_and_by_plan_money_stays_per_currency(app, story):
         Breakdown("starter", 1, {"JPY": 1_000}, None),
     ]
     assert february == [Breakdown("growth", 1, {"USD": 9_999}, "switched")]
+
+
+def test_a_recurring_flag_appears_and_disappears_exactly_at_its_thresholds(app):
+    # As of June 30: the last 30 days are June 1-30, the 90 before March 3 -
+    # May 31. "too_expensive": 3 lately, 6 before (2 per 30 days: +50 %
+    # exactly); "poor_fit": 3 lately, none before. Just outside both
+    # windows: March 2 and July 1.
+    june = Scope(date(2026, 6, 1), date(2026, 6, 30))
+    lately = [at(6, 1, 0), at(6, 10), datetime(2026, 6, 30, 23, 59, tzinfo=UTC)]
+    before = [at(3, 3, 0), at(3, 20), at(4, 10), at(4, 20), at(5, 10), at(5, 31, 23)]
+    outside = [at(3, 2, 23), at(7, 1, 0)]
+    departures = [
+        make_departure(app, cancelled_at=when) for when in lately + before + outside
+    ]
+    with app.app_context(), db.write_session() as session:
+        for departure in departures:
+            record_reason(session, departure.public_id, "too_expensive", None)
+        for departure in departures[:3] + departures[-1:]:
+            departure = session.merge(departure)
+            _postmortem(session, departure, "in_review", "poor_fit", done=False)
+        session.commit()
+
+    def flags(min_count: int = 3, rise_percent: int = 50) -> list[Recurring]:
+        with app.app_context(), db.new_session() as session:
+            return insights.recurring(
+                session, june, min_count=min_count, rise_percent=rise_percent
+            )
+
+    assert flags() == [
+        Recurring("reason", "too_expensive", 3, 2.0),
+        Recurring("root_cause", "poor_fit", 3, 0.0),
+    ]
+    assert flags(rise_percent=51) == [Recurring("root_cause", "poor_fit", 3, 0.0)]
+    assert flags(min_count=4) == []
+    enterprise = Scope(june.start, june.end, segment="enterprise")
+    with app.app_context(), db.new_session() as session:
+        assert (
+            insights.recurring(session, enterprise, min_count=3, rise_percent=50) == []
+        )

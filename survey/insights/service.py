@@ -328,3 +328,70 @@ def breakdown(session: Session, scope: Scope, by: str) -> list[Breakdown]:
         for value, count in departures.items()
     ]
     return sorted(rows, key=lambda r: (-r.departures, r.value is None, r.value or ""))
+
+
+#: The recent window and the baseline before it, in days.
+RECENT_DAYS, BASELINE_DAYS = 30, 90
+
+
+@dataclass(frozen=True)
+class Recurring:
+    """A stated reason or (primary) root cause seen often lately, and more
+    often than before: how often in the last 30 days, against its rate per
+    30 days over the 90 days before."""
+
+    kind: str  # "reason" or "root_cause"
+    code: str
+    last_30_days: int
+    baseline_per_30_days: float
+
+
+def recurring(
+    session: Session, scope: Scope, *, min_count: int, rise_percent: int
+) -> list[Recurring]:
+    """Flags as of the period's end (its filters apply, its start does not).
+
+    Flagged: seen at least ``min_count`` times in the last 30 days, and at
+    least ``rise_percent`` % above the baseline (any count is above none).
+    Root causes count the primary one of every postmortem, finished or not:
+    a flag is an early warning.
+    """
+    recent_since = scope.until - timedelta(days=RECENT_DAYS)
+    baseline_since = recent_since - timedelta(days=BASELINE_DAYS)
+    when = Departure.cancelled_at
+
+    def counts(code: Any, select_from: Select[Any]) -> list[Any]:
+        statement = (
+            select_from.add_columns(
+                code,
+                func.count(Departure.id).filter(when >= recent_since),
+                func.count(Departure.id).filter(when < recent_since),
+            )
+            .where(when >= baseline_since, when < scope.until, *scope.filters())
+            .group_by(code)
+        )
+        return list(session.execute(statement))
+
+    reasons = counts(
+        Response.reason,
+        select()
+        .select_from(Departure)
+        .join(Response, Response.departure_id == Departure.id),
+    )
+    causes = counts(
+        RootCause.code,
+        select()
+        .select_from(Departure)
+        .join(Postmortem, Postmortem.departure_id == Departure.id)
+        .join(
+            RootCause,
+            and_(RootCause.postmortem_id == Postmortem.id, RootCause.is_primary),
+        ),
+    )
+    flags = []
+    for kind, rows in (("reason", reasons), ("root_cause", causes)):
+        for code, recent, before in rows:
+            baseline = before * RECENT_DAYS / BASELINE_DAYS
+            if recent >= min_count and recent * 100 >= baseline * (100 + rise_percent):
+                flags.append(Recurring(kind, code, recent, round(baseline, 2)))
+    return sorted(flags, key=lambda f: (-f.last_30_days, f.kind, f.code))
