@@ -36,15 +36,17 @@ from survey.departures.models import Departure
 from survey.insights import service as insights
 from survey.insights.service import (
     Breakdown,
+    FixEffect,
     Funnel,
     ReasonRow,
     Recurring,
     RootCauseRow,
     SaidFound,
     Scope,
+    TeamActions,
 )
 from survey.outbox import OutboxMessage
-from survey.review.models import Postmortem, ReviewItem, RootCause
+from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
 from tests.factories import make_departure
 
 
@@ -77,7 +79,14 @@ def _sent(session, departure: Departure, sent_at: datetime) -> None:
 
 
 def _postmortem(
-    session, departure, status, primary, *others, preventable=None, done=True
+    session,
+    departure,
+    status,
+    primary,
+    *others,
+    preventable=None,
+    done=True,
+    actions=(),
 ):
     item = session.query(ReviewItem).filter_by(departure_id=departure.id).one_or_none()
     if item is None:
@@ -105,6 +114,7 @@ def _postmortem(
             RootCause(code=primary, is_primary=True),
             *(RootCause(code=code) for code in others),
         ],
+        action_items=list(actions),
     )
     session.add(postmortem)
 
@@ -267,3 +277,40 @@ def test_a_recurring_flag_appears_and_disappears_exactly_at_its_thresholds(app):
         assert (
             insights.recurring(session, enterprise, min_count=3, rise_percent=50) == []
         )
+
+
+def test_a_fix_is_judged_on_the_departures_either_side_of_its_completion(app):
+    # The last action item on "failed_adoption" was done on June 1, 00:00;
+    # the period's "now" is July 1. Before (March 3 - May 31): 6 departures
+    # with that primary cause (2 per 30 days); after (June 1 - 30): 1.
+    done_at = at(6, 1, 0)
+    second = timedelta(seconds=1)
+    before = [at(3, 3, 0), at(4, 1), at(4, 15), at(5, 1), at(5, 15)]
+    before.append(done_at - second)
+    times = [*before, done_at, at(3, 3, 0) - second, at(6, 20)]
+    departures = [make_departure(app, cancelled_at=when) for when in times]
+    actions = {
+        5: [  # on the last one before: the fix, and an earlier one
+            ActionItem(text="Fix", team="onboarding", done=True, done_at=done_at),
+            ActionItem(text="Earlier", team="onboarding", done=True, done_at=at(5, 1)),
+        ],
+        0: [ActionItem(text="Late", team="onboarding", due_date=date(2026, 6, 30))],
+        1: [ActionItem(text="Next", team="product", due_date=date(2026, 7, 1))],
+    }
+    with app.app_context(), db.write_session() as session:
+        for index, departure in enumerate(departures):
+            departure = session.merge(departure)
+            cause = "competitor" if index == len(times) - 1 else "failed_adoption"
+            _postmortem(
+                session, departure, "in_review", cause, actions=actions.get(index, ())
+            )
+        session.commit()
+    scope = Scope(date(2026, 6, 1), date(2026, 6, 30))
+    with app.app_context(), db.new_session() as session:
+        effects = insights.fix_effects(session, scope, now=at(7, 1, 0))
+        teams = insights.open_actions(session, scope, today=date(2026, 7, 1))
+        enterprise = Scope(scope.start, scope.end, segment="enterprise")
+        nothing = insights.fix_effects(session, enterprise, now=at(7, 1, 0))
+    assert effects == [FixEffect("failed_adoption", done_at, 2.0, 1.0, -50.0)]
+    assert teams == [TeamActions("onboarding", 1, 1), TeamActions("product", 1, 0)]
+    assert nothing == [FixEffect("failed_adoption", done_at, 0.0, 0.0, None)]

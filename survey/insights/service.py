@@ -24,7 +24,7 @@ from survey.answers.models import Response
 from survey.consent import ConsentEvent, latest_consent
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
-from survey.review.models import Postmortem, ReviewItem, RootCause
+from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
 from survey.vocabulary import ROOT_CAUSES, TEAMS
 
 #: Review statuses whose postmortem counts as finished.
@@ -395,3 +395,109 @@ def recurring(
             if recent >= min_count and recent * 100 >= baseline * (100 + rise_percent):
                 flags.append(Recurring(kind, code, recent, round(baseline, 2)))
     return sorted(flags, key=lambda f: (-f.last_30_days, f.kind, f.code))
+
+
+#: The windows before and after a fix, in days.
+FIX_WINDOW_DAYS = 90
+
+
+@dataclass(frozen=True)
+class FixEffect:
+    """Departures with ``code`` as their primary root cause, per 30 days,
+    before and after the last action item on that cause was done."""
+
+    code: str
+    last_done_at: datetime
+    before_per_30_days: float
+    after_per_30_days: float | None  # None: done today, nothing to compare yet
+    #: Change from before to after, in percent (None: no departures before).
+    change_percent: float | None
+
+
+def _primary_cause_is(code: str) -> Any:
+    """A condition on ``Departure``: a postmortem names ``code`` as primary."""
+    return (
+        select(RootCause.id)
+        .join(Postmortem, Postmortem.id == RootCause.postmortem_id)
+        .where(
+            Postmortem.departure_id == Departure.id,
+            RootCause.is_primary.is_(True),
+            RootCause.code == code,
+        )
+        .exists()
+    )
+
+
+def fix_effects(session: Session, scope: Scope, *, now: datetime) -> list[FixEffect]:
+    """For each root cause with action items done: departures with it as the
+    primary cause per 30 days in the 90 days before the last one was done,
+    and in the 90 days after (or the days since, when fewer). The filters
+    apply, not the period: a fix is judged on its own dates. Departures
+    count once their postmortem names the cause.
+    """
+    last_done = session.execute(
+        select(RootCause.code, func.max(ActionItem.done_at))
+        .join(Postmortem, Postmortem.id == RootCause.postmortem_id)
+        .join(ActionItem, ActionItem.postmortem_id == Postmortem.id)
+        .where(RootCause.is_primary.is_(True), ActionItem.done.is_(True))
+        .group_by(RootCause.code)
+    ).all()
+    window = timedelta(days=FIX_WINDOW_DAYS)
+    effects = []
+    for code, done_at in last_done:
+        if done_at is None:
+            continue
+        after_until = min(done_at + window, now)
+        when = Departure.cancelled_at
+        before, after = session.execute(
+            select(
+                func.count(Departure.id).filter(
+                    when >= done_at - window, when < done_at
+                ),
+                func.count(Departure.id).filter(when >= done_at, when < after_until),
+            ).where(_primary_cause_is(code), *scope.filters())
+        ).one()
+        before_rate = before * 30 / FIX_WINDOW_DAYS
+        days_after = (after_until - done_at).total_seconds() / 86400
+        after_rate = after * 30 / days_after if days_after > 0 else None
+        change = None
+        if before_rate and after_rate is not None:
+            change = round((after_rate - before_rate) * 100 / before_rate, 1)
+        effects.append(
+            FixEffect(
+                code,
+                done_at,
+                round(before_rate, 2),
+                None if after_rate is None else round(after_rate, 2),
+                change,
+            )
+        )
+    return sorted(effects, key=lambda e: list(ROOT_CAUSES).index(e.code))
+
+
+@dataclass(frozen=True)
+class TeamActions:
+    """A team's action items still open, and how many of them are overdue."""
+
+    team: str
+    open: int
+    overdue: int
+
+
+def open_actions(session: Session, scope: Scope, *, today: date) -> list[TeamActions]:
+    """Open and overdue action items by team (the filters apply, not the
+    period: an item stays open whenever its loss was)."""
+    statement = (
+        select(
+            ActionItem.team,
+            func.count(ActionItem.id),
+            func.count(ActionItem.id).filter(ActionItem.due_date < today),
+        )
+        .join(Postmortem, Postmortem.id == ActionItem.postmortem_id)
+        .join(Departure, Departure.id == Postmortem.departure_id)
+        .where(ActionItem.done.is_(False), *scope.filters())
+        .group_by(ActionItem.team)
+    )
+    teams = list(TEAMS)
+    rows = [TeamActions(*row) for row in session.execute(statement)]
+    return sorted(rows, key=lambda r: teams.index(r.team))
