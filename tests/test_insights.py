@@ -38,6 +38,7 @@ from survey.insights.service import (
     Breakdown,
     FixEffect,
     Funnel,
+    MonthRow,
     ReasonRow,
     Recurring,
     RootCauseRow,
@@ -314,3 +315,19 @@ def test_a_fix_is_judged_on_the_departures_either_side_of_its_completion(app):
     assert effects == [FixEffect("failed_adoption", done_at, 2.0, 1.0, -50.0)]
     assert teams == [TeamActions("onboarding", 1, 1), TeamActions("product", 1, 0)]
     assert nothing == [FixEffect("failed_adoption", done_at, 0.0, 0.0, None)]
+
+
+def test_over_time_counts_twelve_months_by_reason_and_currency(app, story):
+    assert insights.months_ending(date(2026, 3, 31))[:2] == ["2025-04", "2025-05"]
+    assert insights.months_ending(date(2026, 3, 1))[-1] == "2026-03"
+    assert _panels(app, insights.over_time, MARCH) == [
+        MonthRow("2026-02", "switched", "USD", 1, 9_999),
+        MonthRow("2026-03", "switched", "EUR", 1, 5_000),
+        MonthRow("2026-03", "too_expensive", "USD", 2, 30_000),
+        MonthRow("2026-03", None, "JPY", 1, 1_000),
+        MonthRow("2026-03", None, "USD", 1, 3_000),
+    ]
+    # Ending in February: March is after the period.
+    assert _panels(app, insights.over_time, FEBRUARY) == [
+        MonthRow("2026-02", "switched", "USD", 1, 9_999),
+    ]

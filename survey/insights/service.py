@@ -501,3 +501,51 @@ def open_actions(session: Session, scope: Scope, *, today: date) -> list[TeamAct
     teams = list(TEAMS)
     rows = [TeamActions(*row) for row in session.execute(statement)]
     return sorted(rows, key=lambda r: teams.index(r.team))
+
+
+@dataclass(frozen=True)
+class MonthRow:
+    """Departures of one month (``YYYY-MM``, UTC), stated reason and currency."""
+
+    month: str
+    reason: str | None
+    currency: str
+    departures: int
+    lost_mrr_cents: int
+
+
+def months_ending(end: date, count: int = 12) -> list[str]:
+    """Return the ``count`` months (``YYYY-MM``) ending with ``end``'s, in order."""
+    index = end.year * 12 + end.month - 1
+    return [
+        f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index - count + 1, index + 1)
+    ]
+
+
+def over_time(session: Session, scope: Scope) -> list[MonthRow]:
+    """Departures and lost MRR per month, for the 12 months ending with the
+    period's end, by stated reason and currency (the filters apply)."""
+    first = months_ending(scope.end)[0]
+    since = datetime(int(first[:4]), int(first[5:]), 1, tzinfo=UTC)
+    if session.get_bind().dialect.name == "postgresql":
+        month = func.to_char(func.timezone("UTC", Departure.cancelled_at), "YYYY-MM")
+    else:  # stored as UTC without a zone
+        month = func.strftime("%Y-%m", Departure.cancelled_at)
+    statement = (
+        select(
+            month,
+            Response.reason,
+            Departure.currency,
+            func.count(Departure.id),
+            func.coalesce(func.sum(Departure.mrr_cents), 0),
+        )
+        .outerjoin(Response, Response.departure_id == Departure.id)
+        .where(
+            Departure.cancelled_at >= since,
+            Departure.cancelled_at < scope.until,
+            *scope.filters(),
+        )
+        .group_by(month, Response.reason, Departure.currency)
+        .order_by(month, Response.reason.is_(None), Response.reason, Departure.currency)
+    )
+    return [MonthRow(*row) for row in session.execute(statement)]
