@@ -48,7 +48,7 @@ from survey.insights.service import (
 )
 from survey.outbox import OutboxMessage
 from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
-from tests.factories import make_departure
+from tests.factories import auth, make_departure, make_token
 
 
 def at(month: int, day: int, hour: int = 9) -> datetime:
@@ -331,3 +331,91 @@ def test_over_time_counts_twelve_months_by_reason_and_currency(app, story):
     assert _panels(app, insights.over_time, FEBRUARY) == [
         MonthRow("2026-02", "switched", "USD", 1, 9_999),
     ]
+
+
+def test_the_api_answers_every_panel_with_the_contract_s_fields(app, client, story):
+    headers = auth(make_token(app, "insights:read"))
+    march = client.get(
+        "/api/v1/insights?from=2026-03-01&to=2026-03-31", headers=headers
+    )
+    assert march.status_code == 200, march.get_data(as_text=True)
+    body = march.get_json()
+    assert body["period"] == {"from": "2026-03-01", "to": "2026-03-31"}
+    assert body["reasons"] == [
+        {
+            "reason": "too_expensive",
+            "currency": "USD",
+            "departures": 2,
+            "lost_mrr_cents": 30_000,
+        },
+        {
+            "reason": "switched",
+            "currency": "EUR",
+            "departures": 1,
+            "lost_mrr_cents": 5_000,
+        },
+        {"reason": None, "currency": "JPY", "departures": 1, "lost_mrr_cents": 1_000},
+        {"reason": None, "currency": "USD", "departures": 1, "lost_mrr_cents": 3_000},
+    ]
+    assert body["funnel"] == {
+        "departed": 5,
+        "invited": 4,
+        "opened": 4,
+        "answered": 3,
+        "consented": 1,
+        "median_answer_seconds": 7200.0,
+    }
+    assert body["said_vs_found"] == [
+        {"said": "too_expensive", "found": "failed_adoption", "count": 1},
+        {"said": "too_expensive", "found": "poor_fit", "count": 1},
+        {"said": None, "found": "poor_service", "count": 1},
+    ]
+    assert body["recurring"] == []
+    assert body["by_segment"][0] == {
+        "segment": "smb",
+        "departures": 4,
+        "lost_mrr": [
+            {"currency": "EUR", "cents": 5_000},
+            {"currency": "JPY", "cents": 1_000},
+            {"currency": "USD", "cents": 13_000},
+        ],
+        "top_reason": "switched",
+    }
+    eur = client.get(
+        "/api/v1/insights?from=2026-03-01&to=2026-03-31&currency=eur", headers=headers
+    ).get_json()
+    assert eur["reasons"] == [
+        {
+            "reason": "switched",
+            "currency": "EUR",
+            "departures": 1,
+            "lost_mrr_cents": 5_000,
+        }
+    ]
+    assert eur["funnel"]["departed"] == 1 and eur["filters"]["currency"] == "EUR"
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("from=2026-13-01", "from"),
+        ("from=2026-03-31&to=2026-03-01", "from"),
+        ("from=2000-01-01&to=2026-03-01", "from"),
+        ("days=7", "days"),
+        ("currency=dollars", "currency"),
+    ],
+)
+def test_the_api_refuses_a_bad_period_or_filter_per_field(app, client, query, field):
+    headers = auth(make_token(app, "insights:read"))
+    answer = client.get(f"/api/v1/insights?{query}", headers=headers)
+    assert answer.status_code == 422
+    assert answer.get_json()["error"] == "invalid"
+    assert field in answer.get_json()["fields"]
+
+
+def test_the_api_wants_the_insights_scope(app, client):
+    assert client.get("/api/v1/insights").status_code == 401
+    wrong = auth(make_token(app, "winback:read"))
+    assert client.get("/api/v1/insights", headers=wrong).status_code == 403
+    right = auth(make_token(app, "insights:read"))
+    assert client.get("/api/v1/insights", headers=right).status_code == 200

@@ -19,4 +19,4 @@ def _not_stored(response: HttpResponse) -> HttpResponse:
     return response
 
 
-from survey.api import contacts, departures, winback  # noqa: E402, F401  (routes)
+from survey.api import contacts, departures, insights, winback  # noqa: E402, F401  (routes)

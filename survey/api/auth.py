@@ -18,7 +18,13 @@ from survey import clock, db
 from survey.db import Base
 from survey.errors import Forbidden, InvalidInput, Unauthorized
 
-SCOPES = ("departures:write", "responses:read", "winback:read", "contacts:erase")
+SCOPES = (
+    "departures:write",
+    "responses:read",
+    "winback:read",
+    "contacts:erase",
+    "insights:read",
+)
 NAME_MAX_LENGTH = 200
 TOKEN_PREFIX = "es_"  # noqa: S105  (a visible marker, not a secret)
 

@@ -7,14 +7,17 @@ added across currencies: every amount is per currency.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Select,
     and_,
+    cast,
     func,
     select,
 )
@@ -23,6 +26,7 @@ from sqlalchemy.orm import Session
 from survey.answers.models import Response
 from survey.consent import ConsentEvent, latest_consent
 from survey.departures.models import Departure
+from survey.errors import InvalidInput
 from survey.outbox import OutboxMessage
 from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
 from survey.vocabulary import ROOT_CAUSES, TEAMS
@@ -75,6 +79,16 @@ class Scope:
         ]
 
 
+def _lost_mrr(*where: ColumnElement[bool]) -> Any:
+    """The MRR of the counted departures (of those matching ``where``), in
+    minor units: a whole number on every database (PostgreSQL's SUM of a
+    BIGINT is NUMERIC)."""
+    total: Any = func.sum(Departure.mrr_cents)
+    if where:
+        total = total.filter(*where)
+    return cast(func.coalesce(total, 0), BigInteger)
+
+
 @dataclass(frozen=True)
 class ReasonRow:
     """Departures of one stated reason (None: no answer) in one currency."""
@@ -94,7 +108,7 @@ def reasons(session: Session, scope: Scope) -> list[ReasonRow]:
             Response.reason,
             Departure.currency,
             departures,
-            func.coalesce(func.sum(Departure.mrr_cents), 0),
+            _lost_mrr(),
         )
         .outerjoin(Response, Response.departure_id == Departure.id)
         .where(*scope.departures())
@@ -259,7 +273,7 @@ def root_causes(session: Session, scope: Scope) -> list[RootCauseRow]:
             Departure.currency,
             func.count(RootCause.id).filter(primary),
             func.count(RootCause.id).filter(RootCause.is_primary.is_(False)),
-            func.coalesce(func.sum(Departure.mrr_cents).filter(primary), 0),
+            _lost_mrr(primary),
             verdict("yes"),
             verdict("partly"),
             verdict("no"),
@@ -300,7 +314,7 @@ def breakdown(session: Session, scope: Scope, by: str) -> list[Breakdown]:
             column,
             Departure.currency,
             func.count(Departure.id),
-            func.coalesce(func.sum(Departure.mrr_cents), 0),
+            _lost_mrr(),
         )
         .where(*scope.departures())
         .group_by(column, Departure.currency)
@@ -537,7 +551,7 @@ def over_time(session: Session, scope: Scope) -> list[MonthRow]:
             Response.reason,
             Departure.currency,
             func.count(Departure.id),
-            func.coalesce(func.sum(Departure.mrr_cents), 0),
+            _lost_mrr(),
         )
         .outerjoin(Response, Response.departure_id == Departure.id)
         .where(
@@ -549,3 +563,83 @@ def over_time(session: Session, scope: Scope) -> list[MonthRow]:
         .order_by(month, Response.reason.is_(None), Response.reason, Departure.currency)
     )
     return [MonthRow(*row) for row in session.execute(statement)]
+
+
+#: Periods offered as presets (days ending today), and the longest allowed.
+PRESET_DAYS = (30, 90, 365)
+MAX_PERIOD_DAYS = 3660
+
+
+def scope_from(args: Mapping[str, str], today: date) -> Scope:
+    """Read a Scope from a query string: ``from`` and ``to`` (ISO dates,
+    inclusive; or ``days``, one of the presets, ending today; by default the
+    last 30 days), ``segment``, ``plan``, ``csm``, ``currency``. Raise
+    InvalidInput, per field, for anything else."""
+    problems: dict[str, list[str]] = {}
+    dates: dict[str, date | None] = {}
+    for name in ("from", "to"):
+        raw = (args.get(name) or "").strip()
+        try:
+            dates[name] = date.fromisoformat(raw) if raw else None
+        except ValueError:
+            problems[name] = ["Give a date as YYYY-MM-DD."]
+    days_raw = (args.get("days") or "").strip()
+    days = int(days_raw) if days_raw in {str(d) for d in PRESET_DAYS} else None
+    if days_raw and days is None:
+        problems["days"] = [f"Use one of {', '.join(map(str, PRESET_DAYS))}."]
+    end = dates.get("to") or today
+    start = dates.get("from") or end - timedelta(days=(days or PRESET_DAYS[0]) - 1)
+    if not problems and start > end:
+        problems["from"] = ["The period must start on or before its end."]
+    elif not problems and (end - start).days >= MAX_PERIOD_DAYS:
+        problems["from"] = [f"Ask for at most {MAX_PERIOD_DAYS} days at once."]
+    currency = (args.get("currency") or "").strip().upper() or None
+    if currency and not (
+        len(currency) == 3 and currency.isascii() and currency.isalpha()
+    ):
+        problems["currency"] = ["Give a three-letter currency code."]
+    if problems:
+        raise InvalidInput("The period or filters are not valid.", problems)
+
+    def text(name: str) -> str | None:
+        return (args.get(name) or "").strip()[:200] or None
+
+    return Scope(start, end, text("segment"), text("plan"), text("csm"), currency)
+
+
+@dataclass(frozen=True)
+class Panels:
+    """Every panel of one scope."""
+
+    scope: Scope
+    recurring: list[Recurring]
+    reasons: list[ReasonRow]
+    over_time: list[MonthRow]
+    funnel: Funnel
+    said_vs_found: list[SaidFound]
+    root_causes: list[RootCauseRow]
+    fixes: list[FixEffect]
+    open_actions: list[TeamActions]
+    by_segment: list[Breakdown]
+    by_plan: list[Breakdown]
+
+
+def panels(
+    session: Session, scope: Scope, *, now: datetime, min_count: int, rise_percent: int
+) -> Panels:
+    """Compute every panel of ``scope`` as of ``now``."""
+    return Panels(
+        scope=scope,
+        recurring=recurring(
+            session, scope, min_count=min_count, rise_percent=rise_percent
+        ),
+        reasons=reasons(session, scope),
+        over_time=over_time(session, scope),
+        funnel=funnel(session, scope),
+        said_vs_found=said_vs_found(session, scope),
+        root_causes=root_causes(session, scope),
+        fixes=fix_effects(session, scope, now=now),
+        open_actions=open_actions(session, scope, today=now.date()),
+        by_segment=breakdown(session, scope, "segment"),
+        by_plan=breakdown(session, scope, "plan"),
+    )
