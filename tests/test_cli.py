@@ -320,6 +320,18 @@ def test_tokens_create_prints_the_secret_once_and_stores_a_hash(
     assert response.status_code == 404  # authenticated: the departure is what's missing
 
 
+def test_tokens_create_gives_the_insights_scope(runner, client, session):
+    result = runner.invoke(
+        args=["tokens", "create", "--name", "bi", "--scope", "insights:read"]
+    )
+    assert result.exit_code == 0, result.output
+    secret = result.stdout.strip()
+    assert session.scalars(select(ApiToken.scopes)).one() == ["insights:read"]
+    answer = client.get("/api/v1/insights", headers=auth(secret))
+    assert answer.status_code == 200
+    assert answer.get_json()["funnel"]["departed"] == 0
+
+
 def test_tokens_create_refuses_unknown_scopes(runner, session):
     result = runner.invoke(args=["tokens", "create", "--name", "x", "--scope", "root"])
     assert result.exit_code == 2
