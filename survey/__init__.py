@@ -86,6 +86,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf = CSRFProtect(app)
 
     from survey import api, health
+    from survey.insights import views as insights
     from survey.public import views as public
     from survey.review import views as review
     from survey.staff import admin as staff_admin
@@ -100,6 +101,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(staff_admin.bp)
     app.register_blueprint(review.bp)
     app.register_blueprint(winback.bp)
+    app.register_blueprint(insights.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # token-authenticated; no cookies involved

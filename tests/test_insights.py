@@ -48,7 +48,7 @@ from survey.insights.service import (
 )
 from survey.outbox import OutboxMessage
 from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
-from tests.factories import auth, make_departure, make_token
+from tests.factories import auth, login, make_departure, make_token, make_user
 
 
 def at(month: int, day: int, hour: int = 9) -> datetime:
@@ -419,3 +419,79 @@ def test_the_api_wants_the_insights_scope(app, client):
     assert client.get("/api/v1/insights", headers=wrong).status_code == 403
     right = auth(make_token(app, "insights:read"))
     assert client.get("/api/v1/insights", headers=right).status_code == 200
+
+
+def _staff(app, role: str):
+    browser = app.test_client()
+    assert login(browser, make_user(app, role).email).status_code == 302
+    return browser
+
+
+def test_the_page_shows_the_period_s_figures_money_per_currency(app, story):
+    csm = _staff(app, "csm")
+    home = csm.get("/review").get_data(as_text=True)
+    assert 'href="/insights"' in home  # in the staff navigation
+    page = csm.get("/insights?from=2026-03-01&to=2026-03-31")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "2026-03-01" in html and "2026-03-31" in html
+    # Why they say they leave: count, share of 5, lost MRR in its currency.
+    assert '>2</td><td class="number">40 %</td><td class="number">$300.00<' in html
+    assert "€50.00" in html and "¥1,000" in html
+    assert "$313.00" not in html  # no sum across currencies anywhere
+    assert "Median time from invitation to answer: 2 h." in html
+    assert "Customer should not have been sold to" in html  # a root cause
+    empty = csm.get("/insights?from=2025-01-01&to=2025-01-31").get_data(as_text=True)
+    assert "No departures in this period." in empty
+
+
+def test_each_panel_downloads_as_csv_with_the_numbers_shown(app, story):
+    admin = _staff(app, "admin")
+    query = "from=2026-03-01&to=2026-03-31"
+    reasons = admin.get(f"/insights/reasons.csv?{query}")
+    assert reasons.status_code == 200
+    assert "attachment" in reasons.headers["Content-Disposition"]
+    assert reasons.get_data(as_text=True).splitlines() == [
+        "reason,currency,departures,lost_mrr_cents",
+        "too_expensive,USD,2,30000",
+        "switched,EUR,1,5000",
+        ",JPY,1,1000",
+        ",USD,1,3000",
+    ]
+    funnel = admin.get(f"/insights/funnel.csv?{query}").get_data(as_text=True)
+    assert funnel.splitlines()[1] == "5,4,4,3,1,7200.0"
+    segments = admin.get(f"/insights/by_segment.csv?{query}").get_data(as_text=True)
+    assert segments.splitlines() == [
+        "segment,departures,top_reason,currency,cents",
+        "smb,4,switched,EUR,5000",
+        "smb,4,switched,JPY,1000",
+        "smb,4,switched,USD,13000",
+        "enterprise,1,too_expensive,USD,20000",
+    ]
+    assert admin.get(f"/insights/nothing.csv?{query}").status_code == 404
+
+
+def test_a_formula_in_a_segment_is_neutral_in_the_csv(app):
+    make_departure(app, segment="=HYPERLINK(1)", cancelled_at=at(3, 5))
+    admin = _staff(app, "admin")
+    text = admin.get("/insights/by_segment.csv?from=2026-03-01&to=2026-03-31").get_data(
+        as_text=True
+    )
+    assert "'=HYPERLINK(1)" in text
+
+
+def test_a_bad_period_is_refused_on_the_page_with_the_field_named(app):
+    admin = _staff(app, "admin")
+    page = admin.get("/insights?from=2026-03-31&to=2026-03-01")
+    assert page.status_code == 422
+    assert "The period must start on or before its end." in page.get_data(as_text=True)
+
+
+def test_marketing_and_strangers_are_refused_the_page_and_the_csvs(app, client):
+    marketing = _staff(app, "marketing")
+    assert marketing.get("/insights").status_code == 403
+    assert marketing.get("/insights/reasons.csv").status_code == 403
+    for path in ("/insights", "/insights/reasons.csv"):
+        answer = client.get(path)
+        assert answer.status_code == 302
+        assert "/login" in answer.headers["Location"]

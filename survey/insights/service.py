@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -624,14 +625,16 @@ class Panels:
     by_plan: list[Breakdown]
 
 
-def panels(
-    session: Session, scope: Scope, *, now: datetime, min_count: int, rise_percent: int
-) -> Panels:
-    """Compute every panel of ``scope`` as of ``now``."""
+def panels(session: Session, scope: Scope, *, now: datetime) -> Panels:
+    """Compute every panel of ``scope`` as of ``now`` (the app's thresholds)."""
+    config = current_app.config
     return Panels(
         scope=scope,
         recurring=recurring(
-            session, scope, min_count=min_count, rise_percent=rise_percent
+            session,
+            scope,
+            min_count=config["RECURRING_MIN_COUNT"],
+            rise_percent=config["RECURRING_RISE_PERCENT"],
         ),
         reasons=reasons(session, scope),
         over_time=over_time(session, scope),

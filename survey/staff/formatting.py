@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from babel.numbers import format_currency, get_currency_precision
@@ -33,7 +33,14 @@ def age(moment: datetime | None) -> str:
     """Return how long ago ``moment`` was, briefly: 3 d, 5 h, 12 min."""
     if moment is None:
         return ""
-    seconds = max(0, int((clock.now() - moment).total_seconds()))
+    return duration(clock.now() - moment)
+
+
+def duration(span: timedelta | None) -> str:
+    """Return a length of time briefly: 3 d, 5 h, 12 min (whole units, down)."""
+    if span is None:
+        return ""
+    seconds = max(0, int(span.total_seconds()))
     if seconds >= 86_400:
         return f"{seconds // 86_400} d"
     if seconds >= 3_600:
@@ -45,6 +52,7 @@ def init_app(app: Flask) -> None:
     """Register the template helpers of the staff pages."""
     app.jinja_env.filters["money"] = money
     app.jinja_env.filters["age"] = age
+    app.jinja_env.filters["duration"] = duration
     app.jinja_env.globals.update(
         REASONS=REASONS,
         REVIEW_STATUSES=REVIEW_STATUSES,

@@ -31,6 +31,7 @@ from survey.departures.models import Departure
 from survey.departures.schemas import parse_timestamp
 from survey.errors import InvalidInput
 from survey.review.models import Postmortem
+from survey.spreadsheets import neutral
 from survey.vocabulary import REASONS
 
 log = logging.getLogger(__name__)
@@ -257,20 +258,6 @@ def page(
 
 
 # --- CSV ----------------------------------------------------------------------------
-
-#: A cell starting with one of these is a formula to a spreadsheet.
-_FORMULA_STARTS = frozenset(("=", "+", "-", "@", "\t", "\r"))
-
-
-def neutral(values: list[Any]) -> list[Any]:
-    """Make a CSV row inert in spreadsheets: a leading ' before formula starters.
-
-    Numbers stay numbers; every text cell is checked, whoever typed it.
-    """
-    return [
-        "'" + value if type(value) is str and value[:1] in _FORMULA_STARTS else value
-        for value in values
-    ]
 
 
 def csv_lines(

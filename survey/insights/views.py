@@ -1,0 +1,62 @@
+"""/insights: what keeps costing us, for admins and CSMs, with a CSV per panel."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, render_template, request
+
+from survey import clock, db
+from survey.errors import InvalidInput
+from survey.insights import service as insights
+from survey.insights.export import CSV_PANELS, csv_text
+from survey.staff import access
+from survey.staff.views import private_pages
+
+bp = Blueprint("insights", __name__, url_prefix="/insights")
+private_pages(bp)
+
+
+def _scope() -> tuple[insights.Scope, dict[str, list[str]]]:
+    """The period and filters asked for, or the default with what was wrong."""
+    today = clock.now().date()
+    try:
+        return insights.scope_from(request.args, today), {}
+    except InvalidInput as invalid:
+        return insights.scope_from({}, today), invalid.fields
+
+
+@bp.get("", endpoint="page")
+@access.requires(access.INSIGHTS)
+def page() -> tuple[str, int]:
+    """Every panel for the period and filters; 422 (and the default period)
+    when they are not valid."""
+    scope, problems = _scope()
+    found = insights.panels(db.session(), scope, now=clock.now())
+    query = {k: v for k, v in request.args.items() if v and not problems}
+    return (
+        render_template(
+            "insights/page.html",
+            found=found,
+            args=request.args,
+            query=query,
+            problems=problems,
+            presets=insights.PRESET_DAYS,
+        ),
+        422 if problems else 200,
+    )
+
+
+@bp.get("/<panel>.csv", endpoint="csv")
+@access.requires(access.INSIGHTS)
+def panel_csv(panel: str) -> Response:
+    """One panel's numbers as CSV, for the same period and filters."""
+    if panel not in CSV_PANELS:
+        abort(404)
+    now = clock.now()
+    scope = insights.scope_from(request.args, now.date())
+    text = csv_text(insights.panels(db.session(), scope, now=now), panel)
+    name = f"insights-{panel}-{scope.start}-{scope.end}.csv"
+    return Response(
+        text,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
