@@ -55,6 +55,9 @@ REVIEW_STATUSES: Final = {
     "closed": "Closed",
 }
 
+#: Statuses of a review whose postmortem is finished.
+FINISHED_STATUSES: Final = ("postmortem_done", "closed")
+
 #: Teams that own fixes.
 TEAMS: Final = {
     "sales": "Sales",
@@ -77,6 +80,19 @@ ROOT_CAUSES: Final = {
     "customer_business_failure": ("Their business or budget failed", "sales"),
     "competitor": ("Lured by a competing product or its marketing", "marketing"),
     "other": ("None of the above (say what)", "other"),
+}
+
+#: The root cause a stated reason names, where one does: a postmortem that
+#: finds another primary cause (or a reason without one here) found
+#: something other than what the customer said.
+REASON_NAMES_CAUSE: Final = {
+    "missing_features": "product_issues",
+    "product_issues": "product_issues",
+    "hard_to_adopt": "failed_adoption",
+    "poor_service": "poor_service",
+    "not_meeting_goals": "goals_not_met",
+    "switched": "competitor",
+    "business_change": "customer_business_failure",
 }
 
 #: Yes / partly / no answers of the postmortem.

@@ -139,6 +139,10 @@ def story(app):
     departure(at(3, 25), "JPY", 1_000, plan="starter")  # d5: not invited yet
     d6 = departure(at(2, 20), "USD", 9_999)
     d7 = departure(at(3, 28), "USD", 7_000)
+    companies = {
+        name: d.company
+        for name, d in (("d1", d1), ("d2", d2), ("d3", d3), ("d4", d4), ("d7", d7))
+    }
     with app.app_context(), db.write_session() as session:
         d1, d2, d3, d4, d6, d7 = (session.merge(d) for d in (d1, d2, d3, d4, d6, d7))
         for d, sent in ((d1, at(3, 5, 10)), (d2, at(3, 10, 10)), (d3, at(3, 15))):
@@ -166,6 +170,7 @@ def story(app):
         _postmortem(session, d3, "in_review", "competitor", done=False)
         _postmortem(session, d4, "postmortem_done", "poor_service", preventable="no")
         session.commit()
+    return companies
 
 
 def _panels(app, panel, scope):
@@ -495,3 +500,32 @@ def test_marketing_and_strangers_are_refused_the_page_and_the_csvs(app, client):
         answer = client.get(path)
         assert answer.status_code == 302
         assert "/login" in answer.headers["Location"]
+
+
+def test_said_versus_found_is_a_grid_whose_cells_open_the_queue(app, story):
+    csm = _staff(app, "csm")
+    html = csm.get("/insights?from=2026-03-01&to=2026-03-31").get_data(as_text=True)
+    # d1 said too expensive, poor fit found; d2 too expensive, failed
+    # adoption; d4 said nothing, poor service: all three differ.
+    assert "<strong>100 %</strong> of the finished postmortems" in html
+    link = (
+        "/review?reason=too_expensive&amp;root_cause=poor_fit&amp;status=finished"
+        "&amp;cancelled_from=2026-03-01&amp;cancelled_to=2026-03-31"
+    )
+    assert f'<a href="{link}">1</a>' in html
+    queue = csm.get(link.replace("&amp;", "&")).get_data(as_text=True)
+    shown = [name for name, company in story.items() if f">{company}<" in queue]
+    assert shown == ["d1"]
+
+
+def test_the_share_that_differs_counts_a_matching_cause_as_the_same():
+    rows = [
+        SaidFound("switched", "competitor", 3),  # the same
+        SaidFound("switched", "poor_fit", 1),  # differs
+        SaidFound(None, "competitor", 1),  # nothing said: differs
+    ]
+    grid = insights.said_found_matrix(rows)
+    assert grid.differs_share == 0.4
+    assert grid.said == ["switched", None]
+    assert grid.found == ["poor_fit", "competitor"]
+    assert grid.counts[("switched", "competitor")] == 3

@@ -52,6 +52,9 @@ def as_json(found: insights.Panels) -> dict[str, Any]:
             "median_answer_seconds": None if wait is None else wait.total_seconds(),
         },
         "said_vs_found": [asdict(row) for row in found.said_vs_found],
+        "said_vs_found_differs_share": insights.said_found_matrix(
+            found.said_vs_found
+        ).differs_share,
         "root_causes": [asdict(row) for row in found.root_causes],
         "fixes": [
             {**asdict(row), "last_done_at": clock.iso(row.last_done_at)}

@@ -30,10 +30,13 @@ from survey.departures.models import Departure
 from survey.errors import InvalidInput
 from survey.outbox import OutboxMessage
 from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
-from survey.vocabulary import ROOT_CAUSES, TEAMS
-
-#: Review statuses whose postmortem counts as finished.
-FINISHED = ("postmortem_done", "closed")
+from survey.vocabulary import (
+    FINISHED_STATUSES,
+    REASON_NAMES_CAUSE,
+    REASONS,
+    ROOT_CAUSES,
+    TEAMS,
+)
 
 
 @dataclass(frozen=True)
@@ -231,13 +234,45 @@ def said_vs_found(session: Session, scope: Scope) -> list[SaidFound]:
             and_(RootCause.postmortem_id == Postmortem.id, RootCause.is_primary),
         )
         .outerjoin(Response, Response.departure_id == Departure.id)
-        .where(ReviewItem.status.in_(FINISHED), *scope.departures())
+        .where(ReviewItem.status.in_(FINISHED_STATUSES), *scope.departures())
         .group_by(Response.reason, RootCause.code)
         .order_by(
             count.desc(), Response.reason.is_(None), Response.reason, RootCause.code
         )
     )
     return [SaidFound(*row) for row in session.execute(statement)]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Said versus found as a grid: stated reasons (rows, None last), primary
+    root causes (columns), the count of each pair, and the share of the
+    postmortems whose cause differs from what the customer said."""
+
+    said: list[str | None]
+    found: list[str]
+    counts: dict[tuple[str | None, str], int]
+    differs_share: float | None
+
+
+def said_found_matrix(rows: list[SaidFound]) -> Matrix:
+    """Arrange ``said_vs_found`` rows as a grid, in the vocabulary's order."""
+    reasons, causes = list(REASONS), list(ROOT_CAUSES)
+    said = sorted(
+        {row.said for row in rows},
+        key=lambda code: len(reasons) if code is None else reasons.index(code),
+    )
+    found = sorted({row.found for row in rows}, key=causes.index)
+    total = sum(row.count for row in rows)
+    differs = sum(
+        row.count for row in rows if REASON_NAMES_CAUSE.get(row.said or "") != row.found
+    )
+    return Matrix(
+        said,
+        found,
+        {(row.said, row.found): row.count for row in rows},
+        round(differs / total, 4) if total else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -283,7 +318,7 @@ def root_causes(session: Session, scope: Scope) -> list[RootCauseRow]:
         .join(ReviewItem, ReviewItem.departure_id == Departure.id)
         .join(Postmortem, Postmortem.departure_id == Departure.id)
         .join(RootCause, RootCause.postmortem_id == Postmortem.id)
-        .where(ReviewItem.status.in_(FINISHED), *scope.departures())
+        .where(ReviewItem.status.in_(FINISHED_STATUSES), *scope.departures())
         .group_by(RootCause.code, Departure.currency)
     )
     rows = [

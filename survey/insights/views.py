@@ -32,10 +32,20 @@ def page() -> tuple[str, int]:
     scope, problems = _scope()
     found = insights.panels(db.session(), scope, now=clock.now())
     query = {k: v for k, v in request.args.items() if v and not problems}
+    # Where a said-versus-found cell leads: the queue, narrowed the same way
+    # (the queue has no CSM or currency filter).
+    to_queue = {
+        "status": "finished",
+        "cancelled_from": scope.start.isoformat(),
+        "cancelled_to": scope.end.isoformat(),
+        **{k: v for k, v in (("segment", scope.segment), ("plan", scope.plan)) if v},
+    }
     return (
         render_template(
             "insights/page.html",
             found=found,
+            matrix=insights.said_found_matrix(found.said_vs_found),
+            to_queue=to_queue,
             args=request.args,
             query=query,
             problems=problems,

@@ -42,6 +42,7 @@ def _choices(pairs: Any, blank: str | None = None) -> list[SelectChoice]:
 
 STATUS_FILTERS = [
     SelectChoice("open", "Open (not closed)"),
+    SelectChoice("finished", "Postmortem finished (done or closed)"),
     SelectChoice("", "Any status"),
     *_choices(REVIEW_STATUSES.items()),
 ]
@@ -49,6 +50,10 @@ REASON_FILTERS = [
     *_choices(REASONS.items(), blank="Any reason"),
     SelectChoice("none", "No answer"),
 ]
+ROOT_CAUSE_FILTERS = _choices(
+    ((code, meaning) for code, (meaning, _team) in ROOT_CAUSES.items()),
+    blank="Any primary root cause",
+)
 
 
 # Flask-WTF and WTForms ship no type hints, hence the ignores.
@@ -77,6 +82,9 @@ class QueueFilterForm(FlaskForm):  # type: ignore[misc]
     status = SelectField("Status", choices=STATUS_FILTERS, default="open")
     assignee = SelectField("Assignee", choices=[], validate_choice=False)
     reason = SelectField("Stated reason", choices=REASON_FILTERS, default="")
+    root_cause = SelectField(
+        "Primary root cause", choices=ROOT_CAUSE_FILTERS, default=""
+    )
     segment = StringField("Segment", validators=[Optional(), Length(max=80)])
     plan = StringField("Plan", validators=[Optional(), Length(max=80)])
     mrr_min = AmountField(

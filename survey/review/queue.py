@@ -31,9 +31,15 @@ from survey.answers.models import Response
 from survey.db import BIGINT_MAX, parse_int
 from survey.departures.models import Departure
 from survey.errors import InvalidInput, SurveyError
-from survey.review.models import ITEM_COLUMNS, Postmortem, ReviewItem, new_items
+from survey.review.models import (
+    ITEM_COLUMNS,
+    Postmortem,
+    ReviewItem,
+    RootCause,
+    new_items,
+)
 from survey.staff.models import ADMIN, CSM, StaffUser
-from survey.vocabulary import REVIEW_STATUSES
+from survey.vocabulary import FINISHED_STATUSES, REVIEW_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +136,7 @@ class QueueFilter:
     status: str | None = None  # a status, "open" (not closed) or None (all)
     assignee: str | None = None  # "mine", "unassigned", a user id, or None
     reason: str | None = None  # a reason code, "none" (unanswered) or None
+    root_cause: str | None = None  # the postmortem's primary root cause
     segment: str | None = None
     plan: str | None = None
     mrr_min_cents: int | None = None
@@ -153,6 +160,8 @@ def _conditions(wanted: QueueFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if wanted.status == "open":
         conditions.append(ReviewItem.status != "closed")
+    elif wanted.status == "finished":
+        conditions.append(ReviewItem.status.in_(FINISHED_STATUSES))
     elif wanted.status:
         conditions.append(ReviewItem.status == wanted.status)
     if wanted.assignee == "mine":
@@ -169,6 +178,17 @@ def _conditions(wanted: QueueFilter) -> list[ColumnElement[bool]]:
         conditions.append(ReviewItem.reason.is_(None))
     elif wanted.reason:
         conditions.append(ReviewItem.reason == wanted.reason)
+    if wanted.root_cause:
+        conditions.append(
+            select(RootCause.id)
+            .join(Postmortem, Postmortem.id == RootCause.postmortem_id)
+            .where(
+                Postmortem.departure_id == ReviewItem.departure_id,
+                RootCause.is_primary.is_(True),
+                RootCause.code == wanted.root_cause,
+            )
+            .exists()
+        )
     if wanted.segment:
         conditions.append(ReviewItem.segment == wanted.segment)
     if wanted.plan:

@@ -75,6 +75,7 @@ def _filter_from(form: QueueFilterForm) -> queue.QueueFilter:
         status=form.status.data or None,
         assignee=form.assignee.data or None,
         reason=form.reason.data or None,
+        root_cause=form.root_cause.data or None,
         segment=(form.segment.data or "").strip() or None,
         plan=(form.plan.data or "").strip() or None,
         mrr_min_cents=cents(form.mrr_min.data),
