@@ -26,13 +26,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
 
 from survey import db
-from survey.answers.models import Response
 from survey.answers.service import record_reason
-from survey.consent import record_consent
-from survey.departures.models import Departure
 from survey.insights import service as insights
 from survey.insights.service import (
     Breakdown,
@@ -46,131 +42,17 @@ from survey.insights.service import (
     Scope,
     TeamActions,
 )
-from survey.outbox import OutboxMessage
-from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
+from survey.review.models import ActionItem
 from tests.factories import auth, login, make_departure, make_token, make_user
-
-
-def at(month: int, day: int, hour: int = 9) -> datetime:
-    return datetime(2026, month, day, hour, tzinfo=UTC)
-
+from tests.insights_data import at, build_story, postmortem
 
 MARCH = Scope(date(2026, 3, 1), date(2026, 3, 31))
 FEBRUARY = Scope(date(2026, 2, 1), date(2026, 2, 28))
 
 
-def _answer(session, departure: Departure, reason: str, answered_at: datetime):
-    record_reason(session, departure.public_id, reason, None)
-    session.execute(
-        update(Response)
-        .where(Response.departure_id == departure.id)
-        .values(answered_at=answered_at)
-    )
-
-
-def _sent(session, departure: Departure, sent_at: datetime) -> None:
-    session.execute(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.departure_id == departure.id,
-            OutboxMessage.kind == "invitation",
-        )
-        .values(status="sent", sent_at=sent_at)
-    )
-
-
-def _postmortem(
-    session,
-    departure,
-    status,
-    primary,
-    *others,
-    preventable=None,
-    done=True,
-    actions=(),
-):
-    item = session.query(ReviewItem).filter_by(departure_id=departure.id).one_or_none()
-    if item is None:
-        item = ReviewItem(
-            departure_id=departure.id,
-            status=status,
-            queued_at=departure.cancelled_at,
-            updated_at=departure.cancelled_at,
-            origin="unanswered",
-            mrr_cents=departure.mrr_cents,
-            segment=departure.segment,
-            plan=departure.plan,
-            cancelled_at=departure.cancelled_at,
-        )
-        session.add(item)
-    item.status = status
-    now = departure.cancelled_at + timedelta(days=3)
-    postmortem = Postmortem(
-        departure_id=departure.id,
-        created_at=now,
-        updated_at=now,
-        done_at=now if done else None,
-        preventable=preventable,
-        root_causes=[
-            RootCause(code=primary, is_primary=True),
-            *(RootCause(code=code) for code in others),
-        ],
-        action_items=list(actions),
-    )
-    session.add(postmortem)
-
-
 @pytest.fixture
 def story(app):
-    def departure(cancelled, currency, mrr, segment="smb", plan="growth"):
-        return make_departure(
-            app,
-            cancelled_at=cancelled,
-            currency=currency,
-            mrr_cents=mrr,
-            segment=segment,
-            plan=plan,
-        )
-
-    d1 = departure(at(3, 5), "USD", 10_000)
-    d2 = departure(at(3, 10), "USD", 20_000, "enterprise", "scale")
-    d3 = departure(at(3, 15), "EUR", 5_000)
-    d4 = departure(at(3, 20), "USD", 3_000)
-    departure(at(3, 25), "JPY", 1_000, plan="starter")  # d5: not invited yet
-    d6 = departure(at(2, 20), "USD", 9_999)
-    d7 = departure(at(3, 28), "USD", 7_000)
-    companies = {
-        name: d.company
-        for name, d in (("d1", d1), ("d2", d2), ("d3", d3), ("d4", d4), ("d7", d7))
-    }
-    with app.app_context(), db.write_session() as session:
-        d1, d2, d3, d4, d6, d7 = (session.merge(d) for d in (d1, d2, d3, d4, d6, d7))
-        for d, sent in ((d1, at(3, 5, 10)), (d2, at(3, 10, 10)), (d3, at(3, 15))):
-            _sent(session, d, sent)
-        _sent(session, d4, at(3, 20))
-        _answer(session, d1, "too_expensive", at(3, 5, 12))
-        _answer(session, d2, "too_expensive", at(3, 11, 10))
-        _answer(session, d3, "switched", at(3, 15, 10))
-        _answer(session, d6, "switched", at(2, 21))
-        for d in (d1, d2, d3, d4):
-            d.first_opened_at = d.cancelled_at + timedelta(minutes=5)
-        for granted in (True, False):
-            record_consent(session, d3, granted=granted, channel="survey", wording="w")
-        record_consent(session, d1, granted=True, channel="survey", wording="w")
-        d7.erased_at = at(3, 29)
-        _postmortem(
-            session,
-            d1,
-            "postmortem_done",
-            "poor_fit",
-            "product_issues",
-            preventable="yes",
-        )
-        _postmortem(session, d2, "closed", "failed_adoption", preventable="partly")
-        _postmortem(session, d3, "in_review", "competitor", done=False)
-        _postmortem(session, d4, "postmortem_done", "poor_service", preventable="no")
-        session.commit()
-    return companies
+    return build_story(app)
 
 
 def _panels(app, panel, scope):
@@ -263,7 +145,7 @@ def test_a_recurring_flag_appears_and_disappears_exactly_at_its_thresholds(app):
             record_reason(session, departure.public_id, "too_expensive", None)
         for departure in departures[:3] + departures[-1:]:
             departure = session.merge(departure)
-            _postmortem(session, departure, "in_review", "poor_fit", done=False)
+            postmortem(session, departure, "in_review", "poor_fit", done=False)
         session.commit()
 
     def flags(min_count: int = 3, rise_percent: int = 50) -> list[Recurring]:
@@ -307,7 +189,7 @@ def test_a_fix_is_judged_on_the_departures_either_side_of_its_completion(app):
         for index, departure in enumerate(departures):
             departure = session.merge(departure)
             cause = "competitor" if index == len(times) - 1 else "failed_adoption"
-            _postmortem(
+            postmortem(
                 session, departure, "in_review", cause, actions=actions.get(index, ())
             )
         session.commit()
@@ -444,7 +326,7 @@ def test_the_page_shows_the_period_s_figures_money_per_currency(app, story):
     assert '>2</td><td class="number">40 %</td><td class="number">$300.00<' in html
     assert "€50.00" in html and "¥1,000" in html
     assert "$313.00" not in html  # no sum across currencies anywhere
-    assert "Median time from invitation to answer: 2 h." in html
+    assert "Median time from invitation to answer: 2\u00a0h." in html
     assert "Customer should not have been sold to" in html  # a root cause
     empty = csm.get("/insights?from=2025-01-01&to=2025-01-31").get_data(as_text=True)
     assert "No departures in this period." in empty

@@ -37,15 +37,16 @@ def age(moment: datetime | None) -> str:
 
 
 def duration(span: timedelta | None) -> str:
-    """Return a length of time briefly: 3 d, 5 h, 12 min (whole units, down)."""
+    """Return a length of time briefly: 3 d, 5 h, 12 min (whole units, down;
+    a no-break space keeps the unit with its number)."""
     if span is None:
         return ""
     seconds = max(0, int(span.total_seconds()))
     if seconds >= 86_400:
-        return f"{seconds // 86_400} d"
+        return f"{seconds // 86_400}\u00a0d"
     if seconds >= 3_600:
-        return f"{seconds // 3_600} h"
-    return f"{seconds // 60} min"
+        return f"{seconds // 3_600}\u00a0h"
+    return f"{seconds // 60}\u00a0min"
 
 
 def init_app(app: Flask) -> None:

@@ -1,0 +1,138 @@
+"""A small insights data set with figures worked out by hand (the table is
+in ``tests/test_insights.py``'s docstring), for the tests and the browser test."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from flask import Flask
+from sqlalchemy import update
+
+from survey import db
+from survey.answers.models import Response
+from survey.answers.service import record_reason
+from survey.consent import record_consent
+from survey.departures.models import Departure
+from survey.outbox import OutboxMessage
+from survey.review.models import Postmortem, ReviewItem, RootCause
+from tests.factories import make_departure
+
+
+def at(month: int, day: int, hour: int = 9) -> datetime:
+    return datetime(2026, month, day, hour, tzinfo=UTC)
+
+
+def answer(session, departure: Departure, reason: str, answered_at: datetime):
+    record_reason(session, departure.public_id, reason, None)
+    session.execute(
+        update(Response)
+        .where(Response.departure_id == departure.id)
+        .values(answered_at=answered_at)
+    )
+
+
+def sent(session, departure: Departure, sent_at: datetime) -> None:
+    session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.departure_id == departure.id,
+            OutboxMessage.kind == "invitation",
+        )
+        .values(status="sent", sent_at=sent_at)
+    )
+
+
+def postmortem(
+    session,
+    departure,
+    status,
+    primary,
+    *others,
+    preventable=None,
+    done=True,
+    actions=(),
+):
+    item = session.query(ReviewItem).filter_by(departure_id=departure.id).one_or_none()
+    if item is None:
+        item = ReviewItem(
+            departure_id=departure.id,
+            status=status,
+            queued_at=departure.cancelled_at,
+            updated_at=departure.cancelled_at,
+            origin="unanswered",
+            mrr_cents=departure.mrr_cents,
+            segment=departure.segment,
+            plan=departure.plan,
+            cancelled_at=departure.cancelled_at,
+        )
+        session.add(item)
+    item.status = status
+    now = departure.cancelled_at + timedelta(days=3)
+    postmortem = Postmortem(
+        departure_id=departure.id,
+        created_at=now,
+        updated_at=now,
+        done_at=now if done else None,
+        preventable=preventable,
+        root_causes=[
+            RootCause(code=primary, is_primary=True),
+            *(RootCause(code=code) for code in others),
+        ],
+        action_items=list(actions),
+    )
+    session.add(postmortem)
+
+
+def build_story(app: Flask) -> dict[str, str]:
+    """Record the data set of ``tests/test_insights.py``'s docstring; return
+    each departure's company by name (d1...)."""
+
+    def departure(cancelled, currency, mrr, segment="smb", plan="growth"):
+        return make_departure(
+            app,
+            cancelled_at=cancelled,
+            currency=currency,
+            mrr_cents=mrr,
+            segment=segment,
+            plan=plan,
+        )
+
+    d1 = departure(at(3, 5), "USD", 10_000)
+    d2 = departure(at(3, 10), "USD", 20_000, "enterprise", "scale")
+    d3 = departure(at(3, 15), "EUR", 5_000)
+    d4 = departure(at(3, 20), "USD", 3_000)
+    departure(at(3, 25), "JPY", 1_000, plan="starter")  # d5: not invited yet
+    d6 = departure(at(2, 20), "USD", 9_999)
+    d7 = departure(at(3, 28), "USD", 7_000)
+    companies = {
+        name: d.company
+        for name, d in (("d1", d1), ("d2", d2), ("d3", d3), ("d4", d4), ("d7", d7))
+    }
+    with app.app_context(), db.write_session() as session:
+        d1, d2, d3, d4, d6, d7 = (session.merge(d) for d in (d1, d2, d3, d4, d6, d7))
+        for d, when in ((d1, at(3, 5, 10)), (d2, at(3, 10, 10)), (d3, at(3, 15))):
+            sent(session, d, when)
+        sent(session, d4, at(3, 20))
+        answer(session, d1, "too_expensive", at(3, 5, 12))
+        answer(session, d2, "too_expensive", at(3, 11, 10))
+        answer(session, d3, "switched", at(3, 15, 10))
+        answer(session, d6, "switched", at(2, 21))
+        for d in (d1, d2, d3, d4):
+            d.first_opened_at = d.cancelled_at + timedelta(minutes=5)
+        for granted in (True, False):
+            record_consent(session, d3, granted=granted, channel="survey", wording="w")
+        record_consent(session, d1, granted=True, channel="survey", wording="w")
+        d7.erased_at = at(3, 29)
+        postmortem(
+            session,
+            d1,
+            "postmortem_done",
+            "poor_fit",
+            "product_issues",
+            preventable="yes",
+        )
+        postmortem(session, d2, "closed", "failed_adoption", preventable="partly")
+        postmortem(session, d3, "in_review", "competitor", done=False)
+        postmortem(session, d4, "postmortem_done", "poor_service", preventable="no")
+        session.commit()
+    return companies
