@@ -23,6 +23,7 @@ in review (``competitor``: not finished, not counted), d4 done
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -411,3 +412,22 @@ def test_the_share_that_differs_counts_a_matching_cause_as_the_same():
     assert grid.said == ["switched", None]
     assert grid.found == ["poor_fit", "competitor"]
     assert grid.counts[("switched", "competitor")] == 3
+
+
+def test_over_time_is_a_chart_with_its_numbers_in_a_table(app, story):
+    html = (
+        _staff(app, "csm")
+        .get("/insights?from=2026-03-01&to=2026-03-31")
+        .get_data(as_text=True)
+    )
+    chart = html[html.index('<svg class="chart"') : html.index("</svg>")]
+    assert 'role="img" aria-label="Departures per month, by stated reason"' in chart
+    assert "style=" not in chart  # the CSP allows no inline style
+    assert chart.count("<rect") == 4 + 3  # Feb: 1 reason; Mar: 3; legend: 3
+    assert "The 12 months to 2026-03: 6 departures" in html
+    # March: 2 too expensive, 1 switched, 2 unanswered; USD 330.00 lost.
+    march = html[html.index('<th scope="row" class="month">2026-03</th>') :].split(
+        "</tr>"
+    )[0]
+    cells = re.findall(r'<td class="number">([^<]*)</td>', march)
+    assert cells == ["2", "1", "2", "€50.00", "¥1,000", "$330.00"]

@@ -681,3 +681,36 @@ def panels(session: Session, scope: Scope, *, now: datetime) -> Panels:
         by_segment=breakdown(session, scope, "segment"),
         by_plan=breakdown(session, scope, "plan"),
     )
+
+
+@dataclass(frozen=True)
+class MonthGrid:
+    """``over_time`` rows as columns: for each month, departures by stated
+    reason (``"none"``: no answer) and lost MRR by currency."""
+
+    months: list[str]
+    departures: dict[str, list[int]]
+    lost_mrr_cents: dict[str, list[int]]
+
+    @property
+    def totals(self) -> list[int]:
+        """Departures per month, all reasons."""
+        series = self.departures.values()
+        return [sum(values[i] for values in series) for i in range(len(self.months))]
+
+
+def month_grid(rows: list[MonthRow], months: list[str]) -> MonthGrid:
+    """Arrange ``over_time`` rows by month, reasons in the vocabulary's order."""
+    index = {month: i for i, month in enumerate(months)}
+    order = [*REASONS, "none"]
+    departures: dict[str, list[int]] = {}
+    lost: dict[str, list[int]] = {}
+    for row in rows:
+        if row.month not in index:
+            continue
+        i = index[row.month]
+        key = row.reason or "none"
+        departures.setdefault(key, [0] * len(months))[i] += row.departures
+        lost.setdefault(row.currency, [0] * len(months))[i] += row.lost_mrr_cents
+    ordered = {key: departures[key] for key in order if key in departures}
+    return MonthGrid(months, ordered, dict(sorted(lost.items())))

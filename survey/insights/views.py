@@ -6,10 +6,12 @@ from flask import Blueprint, Response, abort, render_template, request
 
 from survey import clock, db
 from survey.errors import InvalidInput
+from survey.insights import charts
 from survey.insights import service as insights
 from survey.insights.export import CSV_PANELS, csv_text
 from survey.staff import access
 from survey.staff.views import private_pages
+from survey.vocabulary import REASONS
 
 bp = Blueprint("insights", __name__, url_prefix="/insights")
 private_pages(bp)
@@ -31,6 +33,7 @@ def page() -> tuple[str, int]:
     when they are not valid."""
     scope, problems = _scope()
     found = insights.panels(db.session(), scope, now=clock.now())
+    months = insights.month_grid(found.over_time, insights.months_ending(scope.end))
     query = {k: v for k, v in request.args.items() if v and not problems}
     # Where a said-versus-found cell leads: the queue, narrowed the same way
     # (the queue has no CSM or currency filter).
@@ -45,6 +48,16 @@ def page() -> tuple[str, int]:
             "insights/page.html",
             found=found,
             matrix=insights.said_found_matrix(found.said_vs_found),
+            months=months,
+            chart=charts.stacked_bars(
+                "Departures per month, by stated reason",
+                months.months,
+                months.departures,
+                {
+                    code: str(REASONS.get(code, "No answer"))
+                    for code in months.departures
+                },
+            ),
             to_queue=to_queue,
             args=request.args,
             query=query,
