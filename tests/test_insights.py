@@ -431,3 +431,18 @@ def test_over_time_is_a_chart_with_its_numbers_in_a_table(app, story):
     )[0]
     cells = re.findall(r'<td class="number">([^<]*)</td>', march)
     assert cells == ["2", "1", "2", "€50.00", "¥1,000", "$330.00"]
+
+
+def test_something_else_texts_are_shown_escaped_and_link_to_their_items(app):
+    departure = make_departure(app, cancelled_at=at(3, 5))
+    words = "<script>alert(1)</script> & paper"
+    with app.app_context(), db.write_session() as session:
+        record_reason(session, departure.public_id, "other", words)
+        session.commit()
+    csm = _staff(app, "csm")
+    html = csm.get("/insights?from=2026-03-01&to=2026-03-31").get_data(as_text=True)
+    assert "<q>&lt;script&gt;alert(1)&lt;/script&gt; &amp; paper</q>" in html
+    assert "<script>alert" not in html
+    assert f'href="/review/{departure.public_id}"' in html
+    download = csm.get("/insights/reasons.csv?from=2026-03-01&to=2026-03-31")
+    assert "paper" not in download.get_data(as_text=True)  # numbers only

@@ -128,6 +128,41 @@ def reasons(session: Session, scope: Scope) -> list[ReasonRow]:
 
 
 @dataclass(frozen=True)
+class OtherText:
+    """A customer's own words for "something else", with whose item it is."""
+
+    public_id: str
+    company: str | None
+    text: str
+    answered_at: datetime
+
+
+def other_texts(session: Session, scope: Scope, limit: int = 5) -> list[OtherText]:
+    """The latest "something else" answers of the scope, newest first (for the
+    page only: the API and the CSVs carry numbers, not customers' words)."""
+    statement = (
+        select(
+            Departure.public_id,
+            Departure.company,
+            Response.reason_other,
+            Response.answered_at,
+        )
+        .join(Response, Response.departure_id == Departure.id)
+        .where(
+            Response.reason == "other",
+            Response.reason_other.is_not(None),
+            *scope.departures(),
+        )
+        .order_by(Response.answered_at.desc(), Departure.id.desc())
+        .limit(limit)
+    )
+    return [
+        OtherText(public_id, company, text or "", answered_at)
+        for public_id, company, text, answered_at in session.execute(statement)
+    ]
+
+
+@dataclass(frozen=True)
 class Funnel:
     """How far the departures of a scope got, and how fast they answered."""
 
@@ -650,6 +685,7 @@ class Panels:
     scope: Scope
     recurring: list[Recurring]
     reasons: list[ReasonRow]
+    other_texts: list[OtherText]
     over_time: list[MonthRow]
     funnel: Funnel
     said_vs_found: list[SaidFound]
@@ -672,6 +708,7 @@ def panels(session: Session, scope: Scope, *, now: datetime) -> Panels:
             rise_percent=config["RECURRING_RISE_PERCENT"],
         ),
         reasons=reasons(session, scope),
+        other_texts=other_texts(session, scope),
         over_time=over_time(session, scope),
         funnel=funnel(session, scope),
         said_vs_found=said_vs_found(session, scope),
