@@ -27,6 +27,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from sqlalchemy import event
 
 from survey import db
 from survey.answers.service import record_reason
@@ -324,7 +325,10 @@ def test_the_page_shows_the_period_s_figures_money_per_currency(app, story):
     html = page.get_data(as_text=True)
     assert "2026-03-01" in html and "2026-03-31" in html
     # Why they say they leave: count, share of 5, lost MRR in its currency.
-    assert '>2</td><td class="number">40 %</td><td class="number">$300.00<' in html
+    assert (
+        '>2</td><td class="number" data-label="Share">40 %</td>'
+        '<td class="number" data-label="Lost MRR">$300.00<'
+    ) in html
     assert "€50.00" in html and "¥1,000" in html
     assert "$313.00" not in html  # no sum across currencies anywhere
     assert "Median time from invitation to answer: 2\u00a0h." in html
@@ -429,7 +433,7 @@ def test_over_time_is_a_chart_with_its_numbers_in_a_table(app, story):
     march = html[html.index('<th scope="row" class="month">2026-03</th>') :].split(
         "</tr>"
     )[0]
-    cells = re.findall(r'<td class="number">([^<]*)</td>', march)
+    cells = re.findall(r'<td class="number"[^>]*>([^<]*)</td>', march)
     assert cells == ["2", "1", "2", "€50.00", "¥1,000", "$330.00"]
 
 
@@ -446,3 +450,22 @@ def test_something_else_texts_are_shown_escaped_and_link_to_their_items(app):
     assert f'href="/review/{departure.public_id}"' in html
     download = csm.get("/insights/reasons.csv?from=2026-03-01&to=2026-03-31")
     assert "paper" not in download.get_data(as_text=True)  # numbers only
+
+
+def test_a_panel_s_csv_runs_that_panel_s_queries_only(app, story):
+    admin = _staff(app, "admin")
+    statements: list[str] = []
+
+    def note(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine()
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        answer = admin.get("/insights/reasons.csv?from=2026-03-01&to=2026-03-31")
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert answer.status_code == 200
+    panels = [s for s in statements if "departures" in s]
+    assert len(panels) == 1, panels  # the reasons query, not all eleven panels

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from survey import clock
@@ -27,11 +29,49 @@ def _breakdown(rows: list[insights.Breakdown], name: str) -> list[dict[str, Any]
     ]
 
 
+def _funnel(funnel: insights.Funnel) -> dict[str, Any]:
+    wait = funnel.median_answer_time
+    return {
+        "departed": funnel.departed,
+        "invited": funnel.invited,
+        "opened": funnel.opened,
+        "answered": funnel.answered,
+        "consented": funnel.consented,
+        "median_answer_seconds": None if wait is None else wait.total_seconds(),
+    }
+
+
+def _rows(rows: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            k: clock.iso(v) if isinstance(v, datetime) else v
+            for k, v in asdict(r).items()
+        }
+        for r in rows
+    ]
+
+
+#: How each panel of the API and the CSVs is written as JSON-ready data.
+_AS_DATA: dict[str, Callable[[Any], Any]] = {
+    "recurring": _rows,
+    "reasons": _rows,
+    "over_time": _rows,
+    "funnel": _funnel,
+    "said_vs_found": _rows,
+    "root_causes": _rows,
+    "fixes": _rows,
+    "open_actions": _rows,
+    "by_segment": lambda rows: _breakdown(rows, "segment"),
+    "by_plan": lambda rows: _breakdown(rows, "plan"),
+}
+
+
 def as_json(found: insights.Panels) -> dict[str, Any]:
     """Return the panels as the API's JSON (see the README); amounts stay
-    per currency, times are ISO 8601 UTC."""
+    per currency, times are ISO 8601 UTC. Customers' own words (the
+    "something else" texts) stay on the page."""
     scope = found.scope
-    wait = found.funnel.median_answer_time
+    data = {name: write(getattr(found, name)) for name, write in _AS_DATA.items()}
     return {
         "period": {"from": scope.start.isoformat(), "to": scope.end.isoformat()},
         "filters": {
@@ -40,51 +80,22 @@ def as_json(found: insights.Panels) -> dict[str, Any]:
             "csm": scope.csm,
             "currency": scope.currency,
         },
-        "recurring": [asdict(row) for row in found.recurring],
-        "reasons": [asdict(row) for row in found.reasons],
-        "over_time": [asdict(row) for row in found.over_time],
-        "funnel": {
-            "departed": found.funnel.departed,
-            "invited": found.funnel.invited,
-            "opened": found.funnel.opened,
-            "answered": found.funnel.answered,
-            "consented": found.funnel.consented,
-            "median_answer_seconds": None if wait is None else wait.total_seconds(),
-        },
-        "said_vs_found": [asdict(row) for row in found.said_vs_found],
+        **data,
         "said_vs_found_differs_share": insights.said_found_matrix(
             found.said_vs_found
         ).differs_share,
-        "root_causes": [asdict(row) for row in found.root_causes],
-        "fixes": [
-            {**asdict(row), "last_done_at": clock.iso(row.last_done_at)}
-            for row in found.fixes
-        ],
-        "open_actions": [asdict(row) for row in found.open_actions],
-        "by_segment": _breakdown(found.by_segment, "segment"),
-        "by_plan": _breakdown(found.by_plan, "plan"),
     }
 
 
 #: The panels offered as CSV, in page order.
-CSV_PANELS = (
-    "recurring",
-    "reasons",
-    "over_time",
-    "funnel",
-    "said_vs_found",
-    "root_causes",
-    "fixes",
-    "open_actions",
-    "by_segment",
-    "by_plan",
-)
+CSV_PANELS = tuple(_AS_DATA)
 
 
-def csv_text(found: insights.Panels, panel: str) -> str:
-    """Return one panel's numbers as CSV: a header row, then one row per line
-    of the panel (a breakdown has one row per currency)."""
-    data = as_json(found)[panel]
+def csv_text(panel: str, value: Any) -> str:
+    """Return one panel's numbers (``value``, as ``insights.panel`` computes
+    it) as CSV: a header row, then one row per line of the panel (a breakdown
+    has one row per currency)."""
+    data = _AS_DATA[panel](value)
     rows = [data] if isinstance(data, dict) else data
     if panel in ("by_segment", "by_plan"):
         rows = [

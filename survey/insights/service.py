@@ -7,7 +7,7 @@ added across currencies: every amount is per currency.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -696,27 +696,43 @@ class Panels:
     by_plan: list[Breakdown]
 
 
+def _recurring_now(session: Session, scope: Scope) -> list[Recurring]:
+    config = current_app.config
+    return recurring(
+        session,
+        scope,
+        min_count=config["RECURRING_MIN_COUNT"],
+        rise_percent=config["RECURRING_RISE_PERCENT"],
+    )
+
+
+#: How each panel is computed, by name (a field of ``Panels``), as of a time.
+PANELS: dict[str, Callable[[Session, Scope, datetime], Any]] = {
+    "recurring": lambda session, scope, _now: _recurring_now(session, scope),
+    "reasons": lambda session, scope, _now: reasons(session, scope),
+    "other_texts": lambda session, scope, _now: other_texts(session, scope),
+    "over_time": lambda session, scope, _now: over_time(session, scope),
+    "funnel": lambda session, scope, _now: funnel(session, scope),
+    "said_vs_found": lambda session, scope, _now: said_vs_found(session, scope),
+    "root_causes": lambda session, scope, _now: root_causes(session, scope),
+    "fixes": lambda session, scope, now: fix_effects(session, scope, now=now),
+    "open_actions": lambda session, scope, now: open_actions(
+        session, scope, today=now.date()
+    ),
+    "by_segment": lambda session, scope, _now: breakdown(session, scope, "segment"),
+    "by_plan": lambda session, scope, _now: breakdown(session, scope, "plan"),
+}
+
+
+def panel(session: Session, scope: Scope, name: str, *, now: datetime) -> Any:
+    """Compute the one panel ``name`` of ``scope`` as of ``now``."""
+    return PANELS[name](session, scope, now)
+
+
 def panels(session: Session, scope: Scope, *, now: datetime) -> Panels:
     """Compute every panel of ``scope`` as of ``now`` (the app's thresholds)."""
-    config = current_app.config
     return Panels(
-        scope=scope,
-        recurring=recurring(
-            session,
-            scope,
-            min_count=config["RECURRING_MIN_COUNT"],
-            rise_percent=config["RECURRING_RISE_PERCENT"],
-        ),
-        reasons=reasons(session, scope),
-        other_texts=other_texts(session, scope),
-        over_time=over_time(session, scope),
-        funnel=funnel(session, scope),
-        said_vs_found=said_vs_found(session, scope),
-        root_causes=root_causes(session, scope),
-        fixes=fix_effects(session, scope, now=now),
-        open_actions=open_actions(session, scope, today=now.date()),
-        by_segment=breakdown(session, scope, "segment"),
-        by_plan=breakdown(session, scope, "plan"),
+        scope, **{name: panel(session, scope, name, now=now) for name in PANELS}
     )
 
 
