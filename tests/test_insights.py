@@ -316,6 +316,13 @@ def _staff(app, role: str):
     return browser
 
 
+def _march_page(app) -> str:
+    """/insights for March 2026, as a CSM sees it."""
+    page = _staff(app, "csm").get("/insights?from=2026-03-01&to=2026-03-31")
+    assert page.status_code == 200
+    return page.get_data(as_text=True)
+
+
 def test_the_page_shows_the_period_s_figures_money_per_currency(app, story):
     csm = _staff(app, "csm")
     home = csm.get("/review").get_data(as_text=True)
@@ -419,14 +426,8 @@ def test_the_share_that_differs_counts_a_matching_cause_as_the_same():
 
 
 def test_over_time_is_a_chart_with_its_numbers_in_a_table(app, story):
-    html = (
-        _staff(app, "csm")
-        .get("/insights?from=2026-03-01&to=2026-03-31")
-        .get_data(as_text=True)
-    )
-    chart = html[html.index('<svg class="chart"') : html.index("</svg>")]
-    assert 'role="img" aria-label="Departures per month, by stated reason"' in chart
-    assert "style=" not in chart  # the CSP allows no inline style
+    html = _march_page(app)
+    chart = _chart(html, "Departures per month, by stated reason")
     assert chart.count("<rect") == 4 + 3  # Feb: 1 reason; Mar: 3; legend: 3
     assert "The 12 months to 2026-03: 6 departures" in html
     # March: 2 too expensive, 1 switched, 2 unanswered; USD 330.00 lost.
@@ -435,6 +436,56 @@ def test_over_time_is_a_chart_with_its_numbers_in_a_table(app, story):
     )[0]
     cells = re.findall(r'<td class="number"[^>]*>([^<]*)</td>', march)
     assert cells == ["2", "1", "2", "€50.00", "¥1,000", "$330.00"]
+
+
+def _chart(html, title):
+    """The inline SVG named ``title``, its text summary after it."""
+    start = html.index(f'role="img" aria-label="{title}"')
+    chart = html[html.rindex("<svg", 0, start) : html.index("</figure>", start)]
+    assert f"<title>{title}</title>" in chart
+    assert "style=" not in chart  # the CSP allows no inline style
+    return chart
+
+
+def _bars(chart):
+    """A bar chart's (label, value) pairs, top to bottom."""
+    texts = re.findall(r"<text [^>]*>([^<]*)</text>", chart)
+    return list(zip(texts[::2], map(int, texts[1::2]), strict=True))
+
+
+def test_each_panel_s_chart_has_a_title_a_summary_and_the_panel_s_counts(app, story):
+    html = _march_page(app)
+    reasons = _chart(html, "Departures by stated reason")
+    assert _bars(reasons) == [
+        ("It costs more than it is worth to us", 2),
+        ("No answer", 2),
+        ("We found a better alternative", 1),
+    ]
+    assert (
+        "Given most: It costs more than it is worth to us and No answer, 2 each"
+        " of 5 departures (40\N{NO-BREAK SPACE}%)." in reasons
+    )
+    funnel = _chart(html, "The funnel: departures at each step")
+    assert [n for _step, n in _bars(funnel)] == [5, 4, 4, 3, 1]
+    assert "Of 5 departures, 3 answered (60\N{NO-BREAK SPACE}%) and 1" in funnel
+    causes = _chart(html, "Finished postmortems by primary root cause")
+    assert sorted(n for _cause, n in _bars(causes)) == [1, 1, 1]  # d3's unfinished
+    assert "in 1 each of 3 finished postmortems" in causes
+    segments = _chart(html, "Departures by segment")
+    assert _bars(segments) == [("smb", 4), ("enterprise", 1)]
+    assert "Most departures: segment smb, 4 of 5 (80\N{NO-BREAK SPACE}%)." in segments
+    plans = _chart(html, "Departures by plan")
+    assert _bars(plans)[0] == ("growth", 3)
+
+
+def test_an_empty_period_draws_no_chart(app, story):
+    html = (
+        _staff(app, "csm")
+        .get("/insights?from=2025-01-01&to=2025-01-31")
+        .get_data(as_text=True)
+    )
+    assert "<svg" not in html
+    assert "No departures in this period" in html
 
 
 def test_something_else_texts_are_shown_escaped_and_link_to_their_items(app):

@@ -4,9 +4,14 @@ alternative; the numbers are in a table beside each chart."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from markupsafe import Markup, escape
+
+from survey.insights.service import MonthGrid, Panels
+from survey.vocabulary import REASONS, ROOT_CAUSES
 
 #: One colour per series, in order (distinct for common colour blindness).
 PALETTE = (
@@ -23,55 +28,181 @@ PALETTE = (
     "#393b79",
 )
 
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 720, 260, 36, 40, 10
+#: Both kinds of chart are narrow, one row per bar, so that their text stays
+#: legible on a 360 px phone (a wide chart would shrink to unreadable there).
+WIDTH = 320
 
 
-def stacked_bars(
-    title: str,
-    columns: Sequence[str],
-    series: Mapping[str, Sequence[int]],
-    labels: Mapping[str, str],
-) -> Markup:
-    """Return an SVG of one bar per column, stacked by series, with ``title``
-    as its accessible name and a legend; ``series`` maps a key to one value
-    per column, ``labels`` a key to its name."""
-    totals = [sum(values[i] for values in series.values()) for i in range(len(columns))]
-    top = max(totals, default=0) or 1
-    plot_w, plot_h = WIDTH - LEFT - 8, HEIGHT - BOTTOM - TOP
-    step = plot_w / max(len(columns), 1)
-    bar = step * 0.7
-    height = HEIGHT + 22 * ((len(series) + 2) // 3)  # room for the legend
-    base = TOP + plot_h
+def _svg(title: str, height: int, body: list[str]) -> Markup:
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img"'
         f' aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
         f"<title>{escape(title)}</title>",
-        f'<line x1="{LEFT}" y1="{base}" x2="{WIDTH - 8}" y2="{base}" stroke="#444"/>',
-        f'<text x="{LEFT - 4}" y="{TOP + 8}" text-anchor="end" font-size="11">'
-        f"{top}</text>",
-        f'<text x="{LEFT - 4}" y="{base}" text-anchor="end" font-size="11">0</text>',
+        *body,
+        "</svg>",
     ]
-    for i, column in enumerate(columns):
-        x = LEFT + i * step + (step - bar) / 2
-        y = float(base)
-        for (_key, values), colour in zip(series.items(), PALETTE, strict=False):
-            size = values[i] / top * plot_h
-            if size:
-                y -= size
-                parts.append(
-                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}"'
-                    f' height="{size:.1f}" fill="{colour}"/>'
-                )
-        parts.append(
-            f'<text x="{x + bar / 2:.1f}" y="{TOP + plot_h + 14}" text-anchor="middle"'
-            f' font-size="10">{escape(column[2:])}</text>'
-        )
-    for n, (key, colour) in enumerate(zip(series, PALETTE, strict=False)):
-        lx, ly = LEFT + (n % 3) * 230, HEIGHT + 22 * (n // 3)
-        parts.append(
-            f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="{colour}"/>'
-            f'<text x="{lx + 16}" y="{ly}" font-size="11">{escape(labels[key])}</text>'
-        )
-    parts.append("</svg>")
-    # Every text in it went through escape() above; the rest are numbers.
+    # Every text in it went through escape(); the rest are numbers.
     return Markup("".join(parts))  # noqa: S704
+
+
+def _colours(count: int) -> Sequence[str]:
+    return (PALETTE * (count // len(PALETTE) + 1))[:count]
+
+
+def bars(title: str, rows: Sequence[tuple[str, int]]) -> Markup:
+    """Return an SVG of one horizontal bar per ``(label, value)`` row, the
+    label above its bar and the value at its end, ``title`` its accessible
+    name."""
+    top = max((value for _label, value in rows), default=0) or 1
+    room = WIDTH - 48  # for the value after the longest bar
+    body = []
+    for n, ((label, value), colour) in enumerate(
+        zip(rows, _colours(len(rows)), strict=True)
+    ):
+        y, size = n * 34, value / top * room
+        body.append(
+            f'<text x="0" y="{y + 12}" font-size="12">{escape(label)}</text>'
+            f'<rect x="0" y="{y + 16}" width="{size:.1f}" height="14" fill="{colour}"/>'
+            f'<text x="{size + 4:.1f}" y="{y + 28}" font-size="12">{value}</text>'
+        )
+    return _svg(title, 34 * len(rows) + 4, body)
+
+
+def stacked_bars(
+    title: str,
+    rows: Sequence[str],
+    series: Mapping[str, Sequence[int]],
+    labels: Mapping[str, str],
+) -> Markup:
+    """Return an SVG of one horizontal bar per row (labelled with ``rows``),
+    stacked by series, its total at its end, with a legend below and
+    ``title`` as its accessible name; ``series`` maps a key to one value per
+    row, ``labels`` a key to its name."""
+    totals = [sum(values[i] for values in series.values()) for i in range(len(rows))]
+    top = max(totals, default=0) or 1
+    left, room, step = 58, WIDTH - 58 - 40, 20
+    body = []
+    for i, row in enumerate(rows):
+        y, x = i * step, float(left)
+        body.append(f'<text x="0" y="{y + 13}" font-size="12">{escape(row)}</text>')
+        for values, colour in zip(series.values(), _colours(len(series)), strict=True):
+            size = values[i] / top * room
+            if size:
+                body.append(
+                    f'<rect x="{x:.1f}" y="{y + 3}" width="{size:.1f}" height="14"'
+                    f' fill="{colour}"/>'
+                )
+                x += size
+        body.append(
+            f'<text x="{x + 4:.1f}" y="{y + 13}" font-size="12">{totals[i]}</text>'
+        )
+    legend = len(rows) * step + 12
+    for n, (key, colour) in enumerate(zip(series, _colours(len(series)), strict=True)):
+        y = legend + n * 18
+        body.append(
+            f'<rect x="0" y="{y}" width="12" height="12" fill="{colour}"/>'
+            f'<text x="18" y="{y + 11}" font-size="12">{escape(labels[key])}</text>'
+        )
+    return _svg(title, legend + 18 * len(series), body)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A chart and the sentence that says what it shows."""
+
+    svg: Markup
+    summary: str
+
+
+def reason_name(code: str | None) -> str:
+    """A stated reason's name; ``None`` (or ``"none"``) is no answer."""
+    return str(REASONS[code]) if code in REASONS else "No answer"
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}\N{NO-BREAK SPACE}%" if whole else "—"
+
+
+def _most(ranked: Sequence[tuple[str, int]]) -> tuple[str, int]:
+    """The names that share the highest count (``ranked`` highest first),
+    joined as prose, and that count."""
+    count = ranked[0][1]
+    names = [name for name, n in ranked if n == count]
+    joined = (
+        names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    )
+    return joined, count
+
+
+def _each(ranked: Sequence[tuple[str, int]]) -> str:
+    return " each" if ranked[1:] and ranked[1][1] == ranked[0][1] else ""
+
+
+def figures(found: Panels, months: MonthGrid) -> dict[str, Figure]:
+    """The page's charts, by panel, each with its text summary (the counts
+    come from the panels; money stays in their tables, one currency a row)."""
+    drawn: dict[str, Figure] = {}
+    departed = found.funnel.departed
+    if not departed:
+        return drawn
+    per_reason: Counter[str | None] = Counter()
+    for row in found.reasons:
+        per_reason[row.reason] += row.departures
+    ranked = [(reason_name(code), n) for code, n in per_reason.most_common()]
+    names, count = _most(ranked)
+    drawn["reasons"] = Figure(
+        bars("Departures by stated reason", ranked),
+        f"Given most: {names}, {count}{_each(ranked)} of {departed}"
+        f" departures ({_share(count, departed)}).",
+    )
+    totals = months.totals
+    busiest = max(totals)
+    drawn["over_time"] = Figure(
+        stacked_bars(
+            "Departures per month, by stated reason",
+            months.months,
+            months.departures,
+            {code: reason_name(code) for code in months.departures},
+        ),
+        f"The 12 months to {months.months[-1]}: {sum(totals)} departures;"
+        f" the most in one month, {busiest}"
+        f" ({months.months[totals.index(busiest)]}).",
+    )
+    f = found.funnel
+    drawn["funnel"] = Figure(
+        bars(
+            "The funnel: departures at each step",
+            [
+                ("Departed", f.departed),
+                ("Invited (sent)", f.invited),
+                ("Opened", f.opened),
+                ("Answered", f.answered),
+                ("Consented to win-back", f.consented),
+            ],
+        ),
+        f"Of {f.departed} departures, {f.answered} answered"
+        f" ({_share(f.answered, f.departed)}) and {f.consented} agreed to be"
+        f" won back ({_share(f.consented, f.departed)}).",
+    )
+    primary: Counter[str] = Counter()
+    for cause in found.root_causes:
+        primary[cause.code] += cause.primary
+    causes = [(str(ROOT_CAUSES[c][0]), n) for c, n in primary.most_common() if n]
+    if causes:
+        names, count = _most(causes)
+        total = sum(n for _name, n in causes)
+        drawn["root_causes"] = Figure(
+            bars("Finished postmortems by primary root cause", causes),
+            f"Found most: {names}, in {count}{_each(causes)} of {total}"
+            f" finished postmortems ({_share(count, total)}).",
+        )
+    for panel, noun in (("by_segment", "segment"), ("by_plan", "plan")):
+        rows = getattr(found, panel)
+        named = [(row.value or "(none)", row.departures) for row in rows]
+        names, count = _most(named)
+        drawn[panel] = Figure(
+            bars(f"Departures by {noun}", named),
+            f"Most departures: {noun} {names}, {count}{_each(named)} of"
+            f" {departed} ({_share(count, departed)}).",
+        )
+    return drawn

@@ -11,7 +11,6 @@ from survey.insights import service as insights
 from survey.insights.export import CSV_PANELS, csv_text
 from survey.staff import access
 from survey.staff.views import private_pages
-from survey.vocabulary import REASONS
 
 bp = Blueprint("insights", __name__, url_prefix="/insights")
 private_pages(bp)
@@ -49,15 +48,7 @@ def page() -> tuple[str, int]:
             found=found,
             matrix=insights.said_found_matrix(found.said_vs_found),
             months=months,
-            chart=charts.stacked_bars(
-                "Departures per month, by stated reason",
-                months.months,
-                months.departures,
-                {
-                    code: str(REASONS.get(code, "No answer"))
-                    for code in months.departures
-                },
-            ),
+            figures=charts.figures(found, months),
             to_queue=to_queue,
             args=request.args,
             query=query,
