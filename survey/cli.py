@@ -18,7 +18,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from survey import db, outbox, resource_dir
+from survey import clock, db, outbox, resource_dir
 from survey.config import require_mail_server
 from survey.errors import DatabaseBusy, SurveyError
 from survey.links import external_url
@@ -33,6 +33,7 @@ outbox_cli = AppGroup("outbox", help="Deliver queued emails.")
 users_cli = AppGroup("users", help="Manage staff users.")
 review_cli = AppGroup("review", help="The review queue.")
 contacts_cli = AppGroup("contacts", help="People's data: export, erase, retention.")
+digest_cli = AppGroup("digest", help="The weekly insights digest for staff.")
 
 
 def alembic_config() -> AlembicConfig:
@@ -314,9 +315,12 @@ def _deliver_until_stopped(
     once: bool, poll: float, stopping: _StopOnSigterm, worker: str
 ) -> None:
     failures = 0
-    next_review_sync = next_purge = 0.0
+    next_review_sync = next_purge = next_digest = 0.0
     while not stopping.is_set():
         try:
+            if time.monotonic() >= next_digest:
+                send_digest_if_due(f"worker {worker}")
+                next_digest = time.monotonic() + DIGEST_CHECK_SECONDS
             if time.monotonic() >= next_review_sync:
                 _queue_unanswered()
                 next_review_sync = time.monotonic() + REVIEW_SYNC_SECONDS
@@ -387,6 +391,8 @@ def outbox_retry(message_ids: tuple[int, ...], all_failed: bool) -> None:
 #: and erases data past the retention period.
 REVIEW_SYNC_SECONDS = 600
 PURGE_SECONDS = 24 * 3600
+#: How often it looks whether the weekly digest is due.
+DIGEST_CHECK_SECONDS = 300
 
 
 def _queue_unanswered() -> int:
@@ -455,6 +461,61 @@ def _purge_expired() -> int:
     return count
 
 
+def send_digest_if_due(sent_by: str) -> int | None:
+    """Queue last week's digest if it is due (Monday morning) and nobody
+    queued it yet; return how many staff get it (None: nothing queued)."""
+    from survey.insights import digest
+    from survey.staff.access import INSIGHTS, roles_with
+
+    now = clock.now()
+    week = digest.due_week(now)
+    if week is None:
+        return None
+    with db.new_session() as session:
+        if digest.already_sent(session, week):  # a read: no write lock weekly
+            return None
+    with db.write_session() as session:
+        return digest.send(
+            session, week, roles=roles_with(INSIGHTS), now=now, sent_by=sent_by
+        )
+
+
+@digest_cli.command("send")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the digest and its recipients; queue nothing.",
+)
+def digest_send(dry_run: bool) -> None:
+    """Queue last week's digest for the staff who asked for it (once a week:
+    the mail worker sends it on Monday mornings by itself)."""
+    from survey.insights import digest
+    from survey.staff.access import INSIGHTS, roles_with
+
+    now = clock.now()
+    week = digest.last_week(digest.local_now(now).date())
+    roles = roles_with(INSIGHTS)
+    if dry_run:
+        with db.new_session() as session:
+            people = digest.recipients(session, roles)
+            built = digest.build(session, week, today=digest.local_now(now).date())
+            sent = digest.already_sent(session, week)
+        subject, text = digest.render(built)
+        to = ", ".join(person.email for person in people) or "(nobody asked for it)"
+        click.echo(f"To: {to}")
+        if sent:
+            click.echo(f"(Already queued for the week of {week.start}.)")
+        click.echo(f"Subject: {subject}\n\n{text}")
+        return
+    with db.write_session() as session:
+        count = digest.send(session, week, roles=roles, now=now, sent_by="command")
+    if count is None:
+        raise click.ClickException(
+            f"The digest for the week of {week.start} was queued already."
+        )
+    click.echo(f"Digest for the week of {week.start} queued for {count} staff.")
+
+
 @click.command("demo")
 @with_appcontext
 def demo_command() -> None:
@@ -494,6 +555,7 @@ def init_app(app: Flask) -> None:
         outbox_cli,
         review_cli,
         contacts_cli,
+        digest_cli,
         demo_command,
     ):
         app.cli.add_command(group)

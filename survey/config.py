@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask
 
@@ -82,6 +83,10 @@ DEFAULTS: dict[str, Any] = {
     #: above its rate per 30 days over the 90 days before.
     "RECURRING_MIN_COUNT": 3,
     "RECURRING_RISE_PERCENT": 50,
+    #: The weekly digest goes out on Monday from this hour (0-23) on, in this
+    #: time zone (an IANA name such as Europe/Paris).
+    "DIGEST_HOUR": 8,
+    "DIGEST_TIMEZONE": "UTC",
     #: Erase departures cancelled longer ago than this (None: keep); a person's
     #: newer departure keeps theirs.
     "RETENTION_DAYS": None,
@@ -183,6 +188,15 @@ def _check(app: Flask) -> None:
     retention = config["RETENTION_DAYS"]
     if retention is not None and (not isinstance(retention, int) or retention <= 0):
         raise ConfigError("SURVEY_RETENTION_DAYS must be a positive whole number.")
+    hour = config["DIGEST_HOUR"]
+    if not _whole_number(hour) or not 0 <= hour <= 23:
+        raise ConfigError("SURVEY_DIGEST_HOUR must be a whole number from 0 to 23.")
+    try:
+        ZoneInfo(str(config["DIGEST_TIMEZONE"]))
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ConfigError(
+            "SURVEY_DIGEST_TIMEZONE must be a time zone name such as Europe/Paris."
+        ) from None
     poll = config["OUTBOX_POLL_SECONDS"]
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not poll > 0:
         raise ConfigError("SURVEY_OUTBOX_POLL_SECONDS must be a positive number.")

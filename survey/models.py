@@ -6,6 +6,7 @@ from survey.audit import AuditEvent
 from survey.consent import ConsentEvent
 from survey.db import Base
 from survey.departures.models import Departure
+from survey.insights.digest import DigestWeek
 from survey.outbox import OutboxMessage
 from survey.review.models import ActionItem, Note, Postmortem, ReviewItem, RootCause
 from survey.staff.models import LoginFailure, StaffSession, StaffUser
@@ -17,6 +18,7 @@ __all__ = [
     "Base",
     "ConsentEvent",
     "Departure",
+    "DigestWeek",
     "LoginFailure",
     "Note",
     "OutboxMessage",

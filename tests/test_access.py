@@ -22,6 +22,7 @@ REVIEWERS = {"admin", "csm"}
 ROUTES: dict[tuple[str, str], set[str]] = {
     ("GET", "/account"): EVERYONE,
     ("POST", "/account"): EVERYONE,
+    ("POST", "/account/digest"): REVIEWERS,
     ("GET", "/admin/users"): {"admin"},
     ("POST", "/admin/users"): {"admin"},
     ("POST", "/admin/users/{user}"): {"admin"},

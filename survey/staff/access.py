@@ -38,6 +38,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 _HOMES = ((REVIEW, "review.queue"), (WINBACK, "winback.contacts"))
 
 
+def roles_with(permission: str) -> frozenset[str]:
+    """Return the roles that hold ``permission``."""
+    return frozenset(role for role, held in PERMISSIONS.items() if permission in held)
+
+
 def can(user: Any, permission: str) -> bool:
     """Return whether ``user`` (perhaps anonymous) holds ``permission``."""
     if not getattr(user, "is_authenticated", False) or not user.is_active:

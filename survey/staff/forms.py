@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     EmailField,
     HiddenField,
     PasswordField,
@@ -35,6 +36,14 @@ class PasswordForm(FlaskForm):  # type: ignore[misc]
     new_password = PasswordField(
         f"New password (at least {MIN_LENGTH} characters)",
         validators=[InputRequired(), Length(min=MIN_LENGTH, max=1000)],
+    )
+
+
+class DigestForm(FlaskForm):  # type: ignore[misc]
+    """Ask for the weekly insights digest, or stop it."""
+
+    weekly_digest = BooleanField(
+        "Email me the weekly insights digest on Monday mornings"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from survey.db import Base, Str320
@@ -37,6 +37,8 @@ class StaffUser(Base):
     #: argon2id, in the PHC string format (parameters included).
     password_hash: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(default=True)
+    #: Asked for the weekly insights digest by email.
+    weekly_digest: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime]
     last_login_at: Mapped[datetime | None]
 

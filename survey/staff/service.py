@@ -202,6 +202,18 @@ def change_password(session: Session, user: StaffUser, current: str, new: str) -
     audit.record(session, "user.password", actor_id=user.id, user_id=user.id)
 
 
+def set_weekly_digest(session: Session, user: StaffUser, wanted: bool) -> None:
+    """Start or stop ``user``'s weekly digest email."""
+    user.weekly_digest = wanted
+    audit.record(
+        session,
+        "user.digest",
+        actor_id=user.id,
+        user_id=user.id,
+        new=str(wanted).lower(),
+    )
+
+
 def reset_password(session: Session, user: StaffUser, *, actor_id: int) -> str:
     """Give a user a new generated password (shown once); end their sessions."""
     password = passwords.generate_password()

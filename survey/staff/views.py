@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
+    abort,
     flash,
     redirect,
     render_template,
@@ -22,7 +23,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from survey import db
 from survey.errors import InvalidInput
 from survey.staff import access, service
-from survey.staff.forms import LoginForm, PasswordForm
+from survey.staff.forms import DigestForm, LoginForm, PasswordForm
 from survey.staff.models import StaffUser
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,33 @@ def account() -> str | WerkzeugResponse:
             login_user(user)
             flash("Your password is changed; other sessions are signed out.", "info")
             return redirect(url_for(".account"))
-    return render_template("staff/account.html", form=form)
+    return render_template(
+        "staff/account.html",
+        form=form,
+        digest_form=DigestForm(weekly_digest=current_user.weekly_digest),
+    )
+
+
+@bp.post("/account/digest")
+@access.requires(access.INSIGHTS)
+def account_digest() -> WerkzeugResponse:
+    """Ask for the weekly digest, or stop it (for those who see insights)."""
+    form = DigestForm()
+    if not form.validate_on_submit():
+        abort(400)
+    db_session = db.session()
+    wanted = bool(form.weekly_digest.data)
+    service.set_weekly_digest(
+        db_session, service.get_user(db_session, current_user.id), wanted
+    )
+    db_session.commit()
+    flash(
+        "You will get the weekly digest on Monday mornings."
+        if wanted
+        else "You will no longer get the weekly digest.",
+        "info",
+    )
+    return redirect(url_for(".account"))
 
 
 def init_app(app: Flask) -> None:
