@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app survey
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint format lock bench bench-review bench-export clean
+.PHONY: run test lint format lock bench bench-review bench-insights bench-export clean
 
 $(BIN)/.installed: requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,16 @@ bench-review: $(BIN)/.installed
 	@if [ -n "$(BENCH_PG)" ]; then \
 	  $(BIN)/python benchmarks/seed_review.py --database-url $(BENCH_PG) && \
 	  $(BIN)/python benchmarks/bench_review.py --database-url $(BENCH_PG); fi
+
+## Insights at scale: seed 1M departures (SQLite; and BENCH_PG if set), time the
+## page and the API for 365 days, with each panel's share.
+bench-insights: $(BIN)/.installed
+	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && \
+	$(BIN)/python benchmarks/seed_review.py --database-url "sqlite:///$$dir/insights.sqlite3" && \
+	$(BIN)/python benchmarks/bench_insights.py --database-url "sqlite:///$$dir/insights.sqlite3"
+	@if [ -n "$(BENCH_PG)" ]; then \
+	  $(BIN)/python benchmarks/seed_review.py --database-url $(BENCH_PG) && \
+	  $(BIN)/python benchmarks/bench_insights.py --database-url $(BENCH_PG); fi
 
 ## Win-back CSV export of 1M contacts through gunicorn (and on BENCH_PG if set).
 bench-export: $(BIN)/.installed
