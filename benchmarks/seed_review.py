@@ -292,7 +292,7 @@ DEPARTURE_COLUMNS = words(
     "id public_id external_id company contact_name contact_email plan "
     "mrr_cents currency segment locale csm_email cancelled_at "
     "billing_reason source created_at invited_at first_opened_at "
-    "fresh_link_sent_at"
+    "fresh_link_sent_at invitation_sent_at consent_granted"
 )
 RESPONSE_COLUMNS = words(
     "id departure_id reason reason_other factors details destination "
@@ -446,29 +446,7 @@ class Generator:
         )
         if fresh is not None and fresh > now:
             fresh = None
-        departures.append(
-            (
-                number,
-                public_id,
-                f"{source}_{number:08d}",
-                company,
-                f"{first_name} {last_name}",
-                email,
-                plan,
-                mrr,
-                self.currency(rng),
-                segment,
-                self.locale(rng),
-                f"csm{rng.randint(1, 20)}@staff.example" if with_csm else None,
-                cancelled_at,
-                self.billing_reason(rng) if source == "stripe" else None,
-                source,
-                created_at,
-                invited_at,
-                opened,
-                fresh,
-            )
-        )
+        sent_at = None
         if self.plan.outbox:
             sent_at = invited_at + timedelta(seconds=rng.uniform(1, 30))
             token = f"{public_id}.{number:x}.{public_id[::-1]}"
@@ -493,14 +471,40 @@ class Generator:
                     f"<seed.{number}@survey.example.com>",
                 )
             )
+        granted = False
         if answered is not None:
-            self._answer(number, answered, mrr, responses, consents)
+            granted = self._answer(number, answered, mrr, responses, consents)
         elif mrr >= self.plan.unanswered_min_mrr and invited_at <= now - timedelta(
             days=7
         ):
             self.queued.append(
                 Queued(number, invited_at + timedelta(days=7), mrr, None, "unanswered")
             )
+        departures.append(
+            (
+                number,
+                public_id,
+                f"{source}_{number:08d}",
+                company,
+                f"{first_name} {last_name}",
+                email,
+                plan,
+                mrr,
+                self.currency(rng),
+                segment,
+                self.locale(rng),
+                f"csm{rng.randint(1, 20)}@staff.example" if with_csm else None,
+                cancelled_at,
+                self.billing_reason(rng) if source == "stripe" else None,
+                source,
+                created_at,
+                invited_at,
+                opened,
+                fresh,
+                sent_at,
+                granted,
+            )
+        )
         if self.queued and self.queued[-1].departure_id == number:
             queued = self.queued[-1]
             queued.segment, queued.plan = segment, plan
@@ -513,7 +517,8 @@ class Generator:
         mrr: int,
         responses: list[tuple[Any, ...]],
         consents: list[tuple[Any, ...]],
-    ) -> None:
+    ) -> bool:
+        """Add the answer (and consent events); return whether consent stands."""
         rng = self.rng
         now = self.plan.now
         reason = self.reason(rng)
@@ -576,6 +581,9 @@ class Generator:
                             withdrawn,
                         )
                     )
+                    return False
+            return True
+        return False
 
     # the review side, once every departure is known
 

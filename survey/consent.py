@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text, event, select
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, event, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from survey import audit, clock
@@ -144,6 +144,11 @@ def record_consent(
         created_at=clock.now(),
     )
     session.add(consent_event)
+    session.execute(
+        update(Departure)
+        .where(Departure.id == departure.id)
+        .values(consent_granted=granted)
+    )
     session.flush()
     log.info("consent %s for departure %s via %s", wanted, departure.public_id, channel)
     return consent_event

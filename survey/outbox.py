@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import flask_mail
+from blinker import Namespace
 from flask import Flask, current_app, render_template
 from sqlalchemy import (
     CursorResult,
@@ -56,6 +57,11 @@ from survey.i18n import force_locale
 log = logging.getLogger(__name__)
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
+
+#: Sent in the transaction that marks a message sent (``sender``: the
+#: message; keyword ``session``): whoever keeps a fact about the sending
+#: writes it there, so it commits with the message's status or not at all.
+message_sent = Namespace().signal("message-sent")
 #: Where erased contacts' addresses point (see survey.contacts).
 ERASED_DOMAIN = "@erased.invalid"
 
@@ -360,6 +366,7 @@ def _record_result(
     message.locked_until = None
     if error is None:
         message.status, message.sent_at, message.last_error = SENT, now, None
+        message_sent.send(message, session=session)
         outcome = SENT
     elif message.attempts >= current_app.config["OUTBOX_MAX_ATTEMPTS"]:
         message.status, message.last_error = FAILED, error

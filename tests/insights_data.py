@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from flask import Flask
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from survey import db
+from survey import db, outbox
 from survey.answers.models import Response
 from survey.answers.service import record_reason
 from survey.consent import record_consent
@@ -32,14 +32,15 @@ def answer(session, departure: Departure, reason: str, answered_at: datetime):
 
 
 def sent(session, departure: Departure, sent_at: datetime) -> None:
-    session.execute(
-        update(OutboxMessage)
-        .where(
+    """Mark the invitation sent at ``sent_at``, as the worker does then."""
+    message = session.scalars(
+        select(OutboxMessage).where(
             OutboxMessage.departure_id == departure.id,
             OutboxMessage.kind == "invitation",
         )
-        .values(status="sent", sent_at=sent_at)
-    )
+    ).one()
+    message.status, message.sent_at = "sent", sent_at
+    outbox.message_sent.send(message, session=session)
 
 
 def postmortem(

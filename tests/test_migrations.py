@@ -23,9 +23,10 @@ from survey import db, resource_dir
 from survey.answers.models import Response
 from survey.cli import alembic_config
 from survey.consent import ConsentEvent
+from survey.departures.models import Departure
 from survey.models import Base
 from survey.outbox import OutboxMessage
-from tests.factories import make_departure, submit, survey_path
+from tests.factories import make_consenting, make_departure, submit, survey_path
 
 #: A later migration that rebuilds ``departures``, as SQLite's batch mode does
 #: for most changes to a table (copy, drop the old one, rename).
@@ -189,3 +190,48 @@ def test_an_upgrade_waits_for_another_writer_instead_of_failing(tmp_path):
     with contextlib.closing(sqlite3.connect(database)) as check:
         tables = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
     assert {"departures", "alembic_version", "elsewhere"} <= tables
+
+
+def test_departures_learn_their_invitation_s_sending_and_their_consent(
+    app, session, clock
+):
+    """Written by the worker and the consent ledger as they happen; worked out
+    from the outbox and the ledger when the columns arrive."""
+    from survey import outbox
+    from survey.consent import record_consent
+
+    sent, granted, withdrawn = (make_consenting(app) for _ in range(3))
+    with app.app_context():
+        assert outbox.deliver_due().sent == 3
+        with db.write_session() as writing:
+            record_consent(
+                writing,
+                writing.get(Departure, withdrawn.id),
+                granted=False,
+                channel="withdrawal_link",
+                wording="No.",
+            )
+            writing.commit()
+    waiting = make_departure(app)  # its invitation still queued
+    expected = {
+        sent.id: (clock.current, True),
+        granted.id: (clock.current, True),
+        withdrawn.id: (clock.current, False),
+        waiting.id: (None, False),
+    }
+
+    def facts():
+        session.rollback()
+        found = {
+            d.id: (d.invitation_sent_at, d.consent_granted)
+            for d in session.scalars(select(Departure))
+        }
+        session.rollback()  # no transaction left open: the downgrade alters
+        return found
+
+    assert facts() == expected
+    with app.app_context():
+        config = alembic_config()
+        command.downgrade(config, "d4e6f8a0b2c3")
+        command.upgrade(config, "head")
+    assert facts() == expected

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Index, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from survey.db import Base, Str80, Str320, new_public_id
@@ -48,8 +48,14 @@ class Departure(Base):
     created_at: Mapped[datetime]
     #: When the invitation was queued.
     invited_at: Mapped[datetime | None]
+    #: When the first invitation went out (the mail worker sent it).
+    invitation_sent_at: Mapped[datetime | None]
     #: First GET of the survey link (the only thing a GET records).
     first_opened_at: Mapped[datetime | None]
+    #: Whether the latest win-back consent event is a grant: the ledger
+    #: (``consent_events``) decides; this copy, written with each event, is
+    #: for counting without reading the ledger.
+    consent_granted: Mapped[bool] = mapped_column(default=False, server_default=false())
     #: Last time a fresh link was sent after the old one expired.
     fresh_link_sent_at: Mapped[datetime | None]
     #: When the contact's personal data was erased (their links then answer 410).

@@ -6,7 +6,7 @@ import logging
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import Select, and_, bindparam, select
+from sqlalchemy import Select, and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -186,3 +186,17 @@ def queue_invitation(session: Session, departure: Departure) -> None:
         ],
     )
     departure.invited_at = clock.now()
+
+
+@outbox.message_sent.connect
+def _note_invitation_sent(message: outbox.OutboxMessage, *, session: Session) -> None:
+    """Keep when a departure's first invitation went out (for counting)."""
+    if message.kind == "invitation" and message.departure_id is not None:
+        session.execute(
+            update(Departure)
+            .where(
+                Departure.id == message.departure_id,
+                Departure.invitation_sent_at.is_(None),
+            )
+            .values(invitation_sent_at=message.sent_at)
+        )

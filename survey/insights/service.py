@@ -25,10 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from survey.answers.models import Response
-from survey.consent import ConsentEvent, latest_consent
 from survey.departures.models import Departure
 from survey.errors import InvalidInput
-from survey.outbox import OutboxMessage
 from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
 from survey.vocabulary import (
     FINISHED_STATUSES,
@@ -175,32 +173,16 @@ class Funnel:
     median_answer_time: timedelta | None
 
 
-def _invitation_sent_at() -> Any:
-    """The time a departure's first invitation went out (NULL: not sent)."""
-    return (
-        select(func.min(OutboxMessage.sent_at))
-        .where(
-            OutboxMessage.departure_id == Departure.id,
-            OutboxMessage.kind == "invitation",
-            OutboxMessage.sent_at.is_not(None),
-        )
-        .scalar_subquery()
-    )
-
-
 def funnel(session: Session, scope: Scope) -> Funnel:
     """Departed, invited (the invitation sent), opened, answered, consented
     (the latest consent event a grant), and the median time to answer."""
-    sent_at = _invitation_sent_at()
     row = session.execute(
         select(
             func.count(Departure.id),
-            func.count(sent_at),
+            func.count(Departure.invitation_sent_at),
             func.count(Departure.first_opened_at),
             func.count(Response.id),
-            func.count(Departure.id).filter(
-                latest_consent(ConsentEvent.action) == "granted"
-            ),
+            func.count(Departure.id).filter(Departure.consent_granted.is_(True)),
         )
         .outerjoin(Response, Response.departure_id == Departure.id)
         .where(*scope.departures())
@@ -214,21 +196,18 @@ def _median_answer_time(session: Session, scope: Scope) -> timedelta | None:
     Taken as the middle row (the mean of the two middle ones for an even
     count) of the waits in order: the same on SQLite and PostgreSQL.
     """
-    sent_at = _invitation_sent_at().label("sent_at")
-    waits = (
-        select(Response.answered_at.label("answered_at"), sent_at)
-        .select_from(Departure)
-        .join(Response, Response.departure_id == Departure.id)
-        .where(*scope.departures())
-        .subquery()
+    sent_at = Departure.invitation_sent_at
+    rows = (
+        select(Response.answered_at)
+        .join(Departure, Departure.id == Response.departure_id)
+        .where(
+            *scope.departures(), sent_at.is_not(None), Response.answered_at >= sent_at
+        )
     )
-    rows: Select[Any] = select(waits.c.answered_at, waits.c.sent_at).where(
-        waits.c.sent_at.is_not(None), waits.c.answered_at >= waits.c.sent_at
-    )
-    count = session.scalar(select(func.count()).select_from(rows.subquery())) or 0
+    count = session.scalar(rows.with_only_columns(func.count())) or 0
     if not count:
         return None
-    wait = _seconds_between(session, waits.c.sent_at, waits.c.answered_at)
+    wait = _seconds_between(session, sent_at, Response.answered_at)
     middle = session.scalars(
         rows.with_only_columns(wait)
         .order_by(wait)
@@ -499,20 +478,6 @@ class FixEffect:
     change_percent: float | None
 
 
-def _primary_cause_is(code: str) -> Any:
-    """A condition on ``Departure``: a postmortem names ``code`` as primary."""
-    return (
-        select(RootCause.id)
-        .join(Postmortem, Postmortem.id == RootCause.postmortem_id)
-        .where(
-            Postmortem.departure_id == Departure.id,
-            RootCause.is_primary.is_(True),
-            RootCause.code == code,
-        )
-        .exists()
-    )
-
-
 def fix_effects(session: Session, scope: Scope, *, now: datetime) -> list[FixEffect]:
     """For each root cause with action items done: departures with it as the
     primary cause per 30 days in the 90 days before the last one was done,
@@ -528,20 +493,43 @@ def fix_effects(session: Session, scope: Scope, *, now: datetime) -> list[FixEff
         .group_by(RootCause.code)
     ).all()
     window = timedelta(days=FIX_WINDOW_DAYS)
+    windows = {
+        code: (done_at, min(done_at + window, now))
+        for code, done_at in last_done
+        if done_at is not None
+    }
+    if not windows:
+        return []
+    # One pass over the primary causes (few, next to the departures), two
+    # counts per cause: its own days before and after.
+    when = Departure.cancelled_at
+    counts: list[Any] = []
+    for code, (done_at, after_until) in windows.items():
+        is_code = RootCause.code == code
+        counts.append(
+            func.count(RootCause.id).filter(
+                is_code, when >= done_at - window, when < done_at
+            )
+        )
+        counts.append(
+            func.count(RootCause.id).filter(
+                is_code, when >= done_at, when < after_until
+            )
+        )
+    row = session.execute(
+        select(*counts)
+        .select_from(RootCause)
+        .join(Postmortem, Postmortem.id == RootCause.postmortem_id)
+        .join(Departure, Departure.id == Postmortem.departure_id)
+        .where(
+            RootCause.is_primary.is_(True),
+            RootCause.code.in_(list(windows)),
+            *scope.filters(),
+        )
+    ).one()
     effects = []
-    for code, done_at in last_done:
-        if done_at is None:
-            continue
-        after_until = min(done_at + window, now)
-        when = Departure.cancelled_at
-        before, after = session.execute(
-            select(
-                func.count(Departure.id).filter(
-                    when >= done_at - window, when < done_at
-                ),
-                func.count(Departure.id).filter(when >= done_at, when < after_until),
-            ).where(_primary_cause_is(code), *scope.filters())
-        ).one()
+    for index, (code, (done_at, after_until)) in enumerate(windows.items()):
+        before, after = row[2 * index], row[2 * index + 1]
         before_rate = before * 30 / FIX_WINDOW_DAYS
         days_after = (after_until - done_at).total_seconds() / 86400
         after_rate = after * 30 / days_after if days_after > 0 else None
