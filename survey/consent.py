@@ -14,6 +14,7 @@ from survey import audit, clock
 from survey.db import Base
 from survey.departures.models import Departure
 from survey.departures.service import departures_of, lock_departure
+from survey.departures.tallies import Key, Tally
 from survey.i18n import gettext
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def record_consent(
     gone): the state is read once the changes made meanwhile are in, so one
     change makes one event, however many arrive at once.
     """
-    lock_departure(session, departure.id)
+    locked = lock_departure(session, departure.id)
     state = current_consent(session, departure.id)
     wanted = "granted" if granted else "withdrawn"
     if state.state == wanted or (
@@ -149,6 +150,8 @@ def record_consent(
         .where(Departure.id == departure.id)
         .values(consent_granted=granted)
     )
+    if change := granted - (state.state == "granted"):
+        Tally().count(Key.of_departure(locked), consented=change).write(session)
     session.flush()
     log.info("consent %s for departure %s via %s", wanted, departure.public_id, channel)
     return consent_event

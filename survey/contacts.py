@@ -36,6 +36,7 @@ from survey.consent import (
 from survey.departures.models import Departure
 from survey.departures.schemas import FIELDS, RECORDED, normalize_email
 from survey.departures.service import departures_of
+from survey.departures.tallies import Tally, departure_left
 from survey.errors import InvalidInput
 from survey.outbox import OutboxMessage
 from survey.review.models import Note
@@ -406,8 +407,10 @@ def erase_person(
     names.discard("")
     now = clock.now()
     files: list[Path] = []
+    counted_out = Tally()
     for departure in departures:
-        files += _erase_departure(session, departure, now, names)
+        files += _erase_departure(session, departure, now, names, counted_out)
+    counted_out.write(session)
     audit.record(
         session,
         "contact.erased",
@@ -425,9 +428,19 @@ def erase_person(
 
 
 def _erase_departure(
-    session: Session, departure: Departure, now: datetime, names: set[str]
+    session: Session,
+    departure: Departure,
+    now: datetime,
+    names: set[str],
+    counted_out: Tally,
 ) -> list[Path]:
-    """Blank one departure's personal fields and emails; return its .eml files."""
+    """Blank one departure's personal fields and emails, and add to
+    ``counted_out`` what it counted for; return its .eml files."""
+    if departure.erased_at is None:
+        answer = session.scalar(
+            select(Response.reason).where(Response.departure_id == departure.id)
+        )
+        counted_out.add(departure_left(departure, answer=answer))
     # Their account facts may carry their name (a one-person company).
     own = _pattern({departure.contact_email}, names)
     if own is not None:
@@ -504,6 +517,7 @@ def purge_expired(
     ).all()
     now = clock.now()
     files: list[Path] = []
+    counted_out = Tally()
     for departure in expired:
         # All the person's departures, in the order every writer locks them:
         # carrying a withdrawal over changes the others.
@@ -512,9 +526,10 @@ def purge_expired(
         names = {departure.contact_name.strip()} if departure.contact_name else set()
         names.discard("")
         _carry_withdrawal(session, departure)
-        files += _erase_departure(session, departure, now, names)
+        files += _erase_departure(session, departure, now, names, counted_out)
         session.flush()
         _sweep(session, emails, names, [departure.id], everywhere=False)
+    counted_out.write(session)
     if expired:
         audit.record(
             session,

@@ -6,6 +6,7 @@ from survey.audit import AuditEvent
 from survey.consent import ConsentEvent
 from survey.db import Base
 from survey.departures.models import Departure
+from survey.departures.tallies import DepartureTally, ReasonTally
 from survey.insights.digest import DigestWeek
 from survey.outbox import OutboxMessage
 from survey.review.models import ActionItem, Note, Postmortem, ReviewItem, RootCause
@@ -18,11 +19,13 @@ __all__ = [
     "Base",
     "ConsentEvent",
     "Departure",
+    "DepartureTally",
     "DigestWeek",
     "LoginFailure",
     "Note",
     "OutboxMessage",
     "Postmortem",
+    "ReasonTally",
     "Response",
     "ReviewItem",
     "RootCause",

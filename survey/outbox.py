@@ -58,10 +58,15 @@ log = logging.getLogger(__name__)
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 
+_signals = Namespace()
 #: Sent in the transaction that marks a message sent (``sender``: the
 #: message; keyword ``session``): whoever keeps a fact about the sending
 #: writes it there, so it commits with the message's status or not at all.
-message_sent = Namespace().signal("message-sent")
+message_sent = _signals.signal("message-sent")
+#: Sent as that transaction begins, before the message's row is locked:
+#: whoever will write about the message's departure locks that first, in the
+#: order every write about a person takes (departure, then its messages).
+message_settling = _signals.signal("message-settling")
 #: Where erased contacts' addresses point (see survey.contacts).
 ERASED_DOMAIN = "@erased.invalid"
 
@@ -355,6 +360,8 @@ def _record_result(
 ) -> str | None:
     """Store the outcome of one attempt; return it (None: nothing to store)."""
     db.begin_write(session)
+    if error is None:
+        message_settling.send(message, session=session)
     session.refresh(message, with_for_update=True)
     if message.status != PENDING or (error and message.claimed_by != worker):
         # Another worker took the message over; its attempt decides. (A message

@@ -12,8 +12,10 @@ from survey import db, outbox
 from survey.answers.models import Response
 from survey.answers.service import record_reason
 from survey.consent import record_consent
+from survey.contacts import erase_person
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
+from survey.public.service import mark_opened
 from survey.review.models import Postmortem, ReviewItem, RootCause
 from tests.factories import make_departure
 
@@ -119,11 +121,11 @@ def build_story(app: Flask) -> dict[str, str]:
         answer(session, d3, "switched", at(3, 15, 10))
         answer(session, d6, "switched", at(2, 21))
         for d in (d1, d2, d3, d4):
-            d.first_opened_at = d.cancelled_at + timedelta(minutes=5)
+            mark_opened(session, d.id)
         for granted in (True, False):
             record_consent(session, d3, granted=granted, channel="survey", wording="w")
         record_consent(session, d1, granted=True, channel="survey", wording="w")
-        d7.erased_at = at(3, 29)
+        erase_person(session, d7.contact_email, actor_id=None, via="test")
         postmortem(
             session,
             d1,

@@ -18,6 +18,7 @@ from survey.db import per_dialect
 from survey.db.fastpath import Prepared
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, for_writing
+from survey.departures.tallies import KEY_COLUMNS, Key, Tally
 from survey.review.models import ITEM_COLUMNS, ReviewItem, new_items
 from survey.vocabulary import FOLLOW_UPS
 
@@ -25,6 +26,19 @@ from survey.vocabulary import FOLLOW_UPS
 def find_response(session: Session, departure: Departure) -> Response | None:
     """Return the departure's response, if the customer answered."""
     return session.scalar(select(Response).where(Response.departure_id == departure.id))
+
+
+#: The departure, locked (see ``for_writing``): what it is counted under.
+_LOCK_ANSWERING = Prepared(
+    for_writing(
+        select(Departure.id, *KEY_COLUMNS, Departure.mrr_cents).where(LINKED_AND_KEPT)
+    )
+)
+#: The reason it gave so far, read once it is locked: a statement of its own,
+#: as PostgreSQL reads a joined row as it was when the statement began.
+_REASON_SO_FAR = Prepared(
+    select(Response.reason).where(Response.departure_id == bindparam("departure_id"))
+)
 
 
 def _upsert_reason(insert: Any) -> Any:
@@ -96,8 +110,21 @@ def record_reason(
     # Kept whatever the reason: a customer's own words are never dropped.
     other = (reason_other or "").strip() or None
     connection = session.connection()  # the statements run in its transaction
+    locked = _LOCK_ANSWERING.first(connection, {"public_id": public_id})
+    if locked is None:
+        return  # erased or unknown: nothing to write, the next page says why
+    so_far = _REASON_SO_FAR.first(connection, {"departure_id": locked.id})
     _UPSERT_REASON.execute(connection, {**departure, "reason_other": other})
     _QUEUE_ANSWER.execute(connection, departure)
+    before = so_far.reason if so_far is not None else None
+    if before != reason:
+        key = Key.of(locked.cancelled_at, locked.currency, locked.segment, locked.plan)
+        tally = Tally()
+        if before is None:
+            tally.count(key, answered=1)
+        else:
+            tally.count_reason(key, before, -1, locked.mrr_cents)
+        tally.count_reason(key, reason, 1, locked.mrr_cents).write(session)
 
 
 def follow_up_reason(reason: str | None) -> str | None:

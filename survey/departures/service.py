@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session
 from survey import clock, links, outbox
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
+from survey.departures.tallies import KEY_COLUMNS, Key, Tally
 from survey.errors import SurveyError
 from survey.vocabulary import REASONS
 
 log = logging.getLogger(__name__)
 
-Query = TypeVar("Query", bound=Select[Any])
+Query = TypeVar("Query", bound=Select[*tuple[Any, ...]])
 
 
 class Erased(SurveyError):
@@ -122,6 +123,11 @@ def record_departure(
             )
             session.add(departure)
             session.flush()
+            Tally().count(
+                Key.of_departure(departure),
+                departures=1,
+                lost_mrr_cents=departure.mrr_cents,
+            ).write(session)
             queue_invitation(session, departure)
     except IntegrityError:
         existing = find_by_external_id(session, data.external_id)
@@ -188,15 +194,33 @@ def queue_invitation(session: Session, departure: Departure) -> None:
     departure.invited_at = clock.now()
 
 
-@outbox.message_sent.connect
-def _note_invitation_sent(message: outbox.OutboxMessage, *, session: Session) -> None:
-    """Keep when a departure's first invitation went out (for counting)."""
+@outbox.message_settling.connect
+def _lock_for_invitation(message: outbox.OutboxMessage, *, session: Session) -> None:
+    """An invitation's sending is about to be noted on its departure: lock the
+    departure first (see ``for_writing``), as an erasure does."""
     if message.kind == "invitation" and message.departure_id is not None:
         session.execute(
-            update(Departure)
-            .where(
-                Departure.id == message.departure_id,
-                Departure.invitation_sent_at.is_(None),
+            for_writing(
+                select(Departure.id).where(Departure.id == message.departure_id)
             )
-            .values(invitation_sent_at=message.sent_at)
         )
+
+
+@outbox.message_sent.connect
+def _note_invitation_sent(message: outbox.OutboxMessage, *, session: Session) -> None:
+    """Keep when a departure's first invitation went out, and count it."""
+    if message.kind != "invitation" or message.departure_id is None:
+        return
+    noted = session.execute(
+        update(Departure)
+        .where(
+            Departure.id == message.departure_id,
+            Departure.invitation_sent_at.is_(None),
+            Departure.erased_at.is_(None),  # counted out already
+        )
+        .values(invitation_sent_at=message.sent_at)
+        .returning(*KEY_COLUMNS)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if noted is not None:
+        Tally().count(Key.of(*noted), invited=1).write(session)

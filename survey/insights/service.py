@@ -7,7 +7,8 @@ added across currencies: every amount is per currency.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -26,7 +27,9 @@ from sqlalchemy.orm import Session
 
 from survey.answers.models import Response
 from survey.departures.models import Departure
+from survey.departures.tallies import DepartureTally, ReasonTally
 from survey.errors import InvalidInput
+from survey.insights import tallied
 from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
 from survey.vocabulary import (
     FINISHED_STATUSES,
@@ -72,6 +75,18 @@ class Scope:
                 conditions.append(column == value)
         return conditions
 
+    def counted(self, table: Any, start: date | None = None) -> list[Any]:
+        """Return the conditions on a tally table for the period (from
+        ``start`` instead, if given) and the filters but the CSM's."""
+        return tallied.where(
+            table,
+            start or self.start,
+            self.end,
+            segment=self.segment,
+            plan=self.plan,
+            currency=self.currency,
+        )
+
     def departures(self) -> list[ColumnElement[bool]]:
         """Return the conditions on ``Departure`` for the period and filters."""
         return [
@@ -101,9 +116,62 @@ class ReasonRow:
     lost_mrr_cents: int
 
 
+def _by_reason(
+    session: Session,
+    answered_where: list[Any],
+    departed_where: list[Any],
+    *group: str,
+    month: bool = False,
+) -> list[tuple[Any, ...]]:
+    """From the tallies: (``group``..., reason, departures, lost MRR) rows,
+    ``None`` the reason of those without an answer (departed less answered);
+    ``month``: grouped by the month of the day first."""
+
+    def columns(table: Any) -> list[Any]:
+        by_month = [tallied.month(session, table.day)] if month else []
+        return by_month + [getattr(table, name) for name in group]
+
+    answers = tallied.answered(
+        session, answered_where, *columns(ReasonTally), ReasonTally.reason
+    )
+    rows, answered_cents = [], Counter[tuple[Any, ...]]()
+    for *key, reason, count, cents in answers:
+        if count:
+            rows.append((*key, reason, count, cents))
+        answered_cents[tuple(key)] += cents
+    for (
+        *key,
+        departures,
+        lost,
+        _invited,
+        _opened,
+        answered,
+        _consented,
+    ) in tallied.departed(session, departed_where, *columns(DepartureTally)):
+        if departures > answered:
+            rows.append(
+                (*key, None, departures - answered, lost - answered_cents[tuple(key)])
+            )
+    return rows
+
+
 def reasons(session: Session, scope: Scope) -> list[ReasonRow]:
     """Why they say they leave: departures and lost MRR by reason and currency,
     most departures first; departures without an answer under ``None``."""
+    if tallied.usable(scope.csm):
+        rows = [
+            ReasonRow(reason, currency, count, cents)
+            for currency, reason, count, cents in _by_reason(
+                session,
+                scope.counted(ReasonTally),
+                scope.counted(DepartureTally),
+                "currency",
+            )
+        ]
+        return sorted(
+            rows,
+            key=lambda r: (-r.departures, r.reason is None, r.reason or "", r.currency),
+        )
     departures = func.count(Departure.id)
     statement = (
         select(
@@ -176,6 +244,12 @@ class Funnel:
 def funnel(session: Session, scope: Scope) -> Funnel:
     """Departed, invited (the invitation sent), opened, answered, consented
     (the latest consent event a grant), and the median time to answer."""
+    median = _median_answer_time(session, scope)
+    if tallied.usable(scope.csm):
+        departed, _lost, invited, opened, answered, consented = tallied.departed(
+            session, scope.counted(DepartureTally)
+        )[0]
+        return Funnel(departed, invited, opened, answered, consented, median)
     row = session.execute(
         select(
             func.count(Departure.id),
@@ -187,7 +261,7 @@ def funnel(session: Session, scope: Scope) -> Funnel:
         .outerjoin(Response, Response.departure_id == Departure.id)
         .where(*scope.departures())
     ).one()
-    return Funnel(*row, median_answer_time=_median_answer_time(session, scope))
+    return Funnel(*row, median_answer_time=median)
 
 
 def _median_answer_time(session: Session, scope: Scope) -> timedelta | None:
@@ -358,6 +432,27 @@ class Breakdown:
 
 def breakdown(session: Session, scope: Scope, by: str) -> list[Breakdown]:
     """Departures by ``segment`` or ``plan``: most departures first."""
+    money: Sequence[Any]
+    answers: Sequence[Any]
+    if tallied.usable(scope.csm):
+        value = getattr(DepartureTally, by)
+        money = [
+            (tallied.stored(key), currency, departures, lost)
+            for key, currency, departures, lost, *_rest in tallied.departed(
+                session, scope.counted(DepartureTally), value, DepartureTally.currency
+            )
+        ]
+        answers = [
+            (tallied.stored(key), reason, count)
+            for key, reason, count, _cents in tallied.answered(
+                session,
+                scope.counted(ReasonTally),
+                getattr(ReasonTally, by),
+                ReasonTally.reason,
+            )
+            if count
+        ]
+        return _breakdown_rows(money, answers)
     column = {"segment": Departure.segment, "plan": Departure.plan}[by]
     money = session.execute(
         select(
@@ -376,6 +471,12 @@ def breakdown(session: Session, scope: Scope, by: str) -> list[Breakdown]:
         .where(*scope.departures())
         .group_by(column, Response.reason)
     ).all()
+    return _breakdown_rows(money, answers)
+
+
+def _breakdown_rows(money: Sequence[Any], answers: Sequence[Any]) -> list[Breakdown]:
+    """Breakdown rows from (value, currency, departures, lost MRR) and (value,
+    reason, answers) aggregates: most departures first."""
     # Aggregates only, a few rows a group: the top reason, ties by code.
     top: dict[str | None, tuple[int, str]] = {}
     for value, reason, count in answers:
@@ -436,12 +537,26 @@ def recurring(
         )
         return list(session.execute(statement))
 
-    reasons = counts(
-        Response.reason,
-        select()
-        .select_from(Departure)
-        .join(Response, Response.departure_id == Departure.id),
-    )
+    if tallied.usable(scope.csm):
+        lately = ReasonTally.day >= recent_since.date()
+        reasons = list(
+            session.execute(
+                select(
+                    ReasonTally.reason,
+                    tallied.whole(func.sum(ReasonTally.answers).filter(lately)),
+                    tallied.whole(func.sum(ReasonTally.answers).filter(~lately)),
+                )
+                .where(*scope.counted(ReasonTally, baseline_since.date()))
+                .group_by(ReasonTally.reason)
+            )
+        )
+    else:
+        reasons = counts(
+            Response.reason,
+            select()
+            .select_from(Departure)
+            .join(Response, Response.departure_id == Departure.id),
+        )
     causes = counts(
         RootCause.code,
         select()
@@ -600,6 +715,20 @@ def over_time(session: Session, scope: Scope) -> list[MonthRow]:
     period's end, by stated reason and currency (the filters apply)."""
     first = months_ending(scope.end)[0]
     since = datetime(int(first[:4]), int(first[5:]), 1, tzinfo=UTC)
+    if tallied.usable(scope.csm):
+        rows = [
+            MonthRow(month, reason, currency, count, cents)
+            for month, currency, reason, count, cents in _by_reason(
+                session,
+                scope.counted(ReasonTally, since.date()),
+                scope.counted(DepartureTally, since.date()),
+                "currency",
+                month=True,
+            )
+        ]
+        return sorted(
+            rows, key=lambda r: (r.month, r.reason is None, r.reason or "", r.currency)
+        )
     if session.get_bind().dialect.name == "postgresql":
         month = func.to_char(func.timezone("UTC", Departure.cancelled_at), "YYYY-MM")
     else:  # stored as UTC without a zone

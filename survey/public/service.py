@@ -27,6 +27,7 @@ from survey.departures.service import (
     find_by_public_id,
     queue_survey_email,
 )
+from survey.departures.tallies import KEY_COLUMNS, Key, Tally
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +100,19 @@ def mark_opened(session: Session, departure_id: int) -> None:
     The caller commits (page 1 through ``db.write_together``: a first open is
     a write on the busiest page).
     """
-    session.execute(
+    opened = session.execute(
         update(Departure)
-        .where(Departure.id == departure_id, Departure.first_opened_at.is_(None))
+        .where(
+            Departure.id == departure_id,
+            Departure.first_opened_at.is_(None),
+            Departure.erased_at.is_(None),  # counted out already
+        )
         .values(first_opened_at=clock.now())
+        .returning(*KEY_COLUMNS)
         .execution_options(synchronize_session=False)
-    )
+    ).first()
+    if opened is not None:
+        Tally().count(Key.of(*opened), opened=1).write(session)
 
 
 def request_fresh_link(session: Session, public_id: str) -> None:
