@@ -292,7 +292,7 @@ DEPARTURE_COLUMNS = words(
     "id public_id external_id company contact_name contact_email plan "
     "mrr_cents currency segment locale csm_email cancelled_at "
     "billing_reason source created_at invited_at first_opened_at "
-    "fresh_link_sent_at invitation_sent_at consent_granted"
+    "fresh_link_sent_at invitation_sent_at consent_granted answer_wait_seconds"
 )
 RESPONSE_COLUMNS = words(
     "id departure_id reason reason_other factors details destination "
@@ -503,6 +503,9 @@ class Generator:
                 fresh,
                 sent_at,
                 granted,
+                int((answered - sent_at).total_seconds())
+                if answered is not None and sent_at is not None and answered >= sent_at
+                else None,
             )
         )
         if self.queued and self.queued[-1].departure_id == number:

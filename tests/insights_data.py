@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from flask import Flask
-from sqlalchemy import select, update
+from flask import Flask, current_app
+from sqlalchemy import select
 
 from survey import db, outbox
-from survey.answers.models import Response
 from survey.answers.service import record_reason
 from survey.consent import record_consent
 from survey.contacts import erase_person
@@ -25,12 +24,13 @@ def at(month: int, day: int, hour: int = 9) -> datetime:
 
 
 def answer(session, departure: Departure, reason: str, answered_at: datetime):
-    record_reason(session, departure.public_id, reason, None)
-    session.execute(
-        update(Response)
-        .where(Response.departure_id == departure.id)
-        .values(answered_at=answered_at)
-    )
+    """Record the answer as the survey page does, at ``answered_at``."""
+    clock = current_app.config["CLOCK"]
+    today, clock.current = clock.current, answered_at
+    try:
+        record_reason(session, departure.public_id, reason, None)
+    finally:
+        clock.current = today
 
 
 def sent(session, departure: Departure, sent_at: datetime) -> None:

@@ -235,3 +235,37 @@ def test_departures_learn_their_invitation_s_sending_and_their_consent(
         command.downgrade(config, "d4e6f8a0b2c3")
         command.upgrade(config, "head")
     assert facts() == expected
+
+
+def test_departures_learn_how_long_their_answer_took(app, session, clock):
+    """Noted with the first answer; worked out from the answers when the
+    column arrives. An answer noted before its invitation's sending has none."""
+    from survey import outbox
+    from survey.answers.service import record_reason
+
+    waited, early = make_departure(app), make_departure(app)
+    with app.app_context():
+        with db.write_session() as writing:
+            record_reason(writing, early.public_id, "switched", None)
+            writing.commit()
+        clock.advance(seconds=1)
+        assert outbox.deliver_due().sent == 2
+        clock.advance(hours=2, seconds=5)
+        with db.write_session() as writing:
+            record_reason(writing, waited.public_id, "switched", None)
+            record_reason(writing, waited.public_id, "other", None)  # not first
+            writing.commit()
+
+    def waits():
+        session.rollback()
+        query = select(Departure.id, Departure.answer_wait_seconds)
+        found = dict(session.execute(query).all())
+        session.rollback()
+        return found
+
+    assert waits() == {waited.id: 7205, early.id: None}
+    with app.app_context():
+        config = alembic_config()
+        command.downgrade(config, "f6a8b0c2d4e5")
+        command.upgrade(config, "head")
+    assert waits() == {waited.id: 7205, early.id: None}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from survey import clock
@@ -31,8 +31,19 @@ def find_response(session: Session, departure: Departure) -> Response | None:
 #: The departure, locked (see ``for_writing``): what it is counted under.
 _LOCK_ANSWERING = Prepared(
     for_writing(
-        select(Departure.id, *KEY_COLUMNS, Departure.mrr_cents).where(LINKED_AND_KEPT)
+        select(
+            Departure.id,
+            *KEY_COLUMNS,
+            Departure.mrr_cents,
+            Departure.invitation_sent_at,
+        ).where(LINKED_AND_KEPT)
     )
+)
+#: A first answer: how long after the invitation went out.
+_NOTE_WAIT = Prepared(
+    update(Departure)
+    .where(Departure.id == bindparam("departure_id"))
+    .values(answer_wait_seconds=bindparam("seconds"))
 )
 #: The reason it gave so far, read once it is locked: a statement of its own,
 #: as PostgreSQL reads a joined row as it was when the statement began.
@@ -122,6 +133,12 @@ def record_reason(
         tally = Tally()
         if before is None:
             tally.count(key, answered=1)
+            sent_at = locked.invitation_sent_at
+            if sent_at is not None and departure["now"] >= sent_at:
+                wait = int((departure["now"] - sent_at).total_seconds())
+                _NOTE_WAIT.execute(
+                    connection, {"departure_id": locked.id, "seconds": wait}
+                )
         else:
             tally.count_reason(key, before, -1, locked.mrr_cents)
         tally.count_reason(key, reason, 1, locked.mrr_cents).write(session)

@@ -265,38 +265,27 @@ def funnel(session: Session, scope: Scope) -> Funnel:
 
 
 def _median_answer_time(session: Session, scope: Scope) -> timedelta | None:
-    """The median of (answer - invitation sent) over the scope, in SQL.
-
-    Taken as the middle row (the mean of the two middle ones for an even
-    count) of the waits in order: the same on SQLite and PostgreSQL.
-    """
-    sent_at = Departure.invitation_sent_at
-    rows = (
-        select(Response.answered_at)
-        .join(Departure, Departure.id == Response.departure_id)
-        .where(
-            *scope.departures(), sent_at.is_not(None), Response.answered_at >= sent_at
+    """The median wait from the invitation's sending to the answer, in SQL:
+    the middle one (the mean of the two middle ones for an even count) of the
+    waits in order, read from their index (see ``Departure``)."""
+    wait = Departure.answer_wait_seconds
+    waits = (
+        select(
+            wait,
+            func.row_number().over(order_by=wait).label("place"),
+            func.count().over().label("count"),
         )
+        .where(wait.is_not(None), *scope.departures())
+        .subquery()
     )
-    count = session.scalar(rows.with_only_columns(func.count())) or 0
-    if not count:
-        return None
-    wait = _seconds_between(session, sent_at, Response.answered_at)
     middle = session.scalars(
-        rows.with_only_columns(wait)
-        .order_by(wait)
-        .offset((count - 1) // 2)
-        .limit(2 - count % 2)
+        select(waits.c.answer_wait_seconds).where(
+            waits.c.place.in_([(waits.c.count + 1) // 2, (waits.c.count + 2) // 2])
+        )
     ).all()
-    # Whole seconds: SQLite's day fractions are floating point.
+    if not middle:
+        return None
     return timedelta(seconds=round(sum(middle) / len(middle)))
-
-
-def _seconds_between(session: Session, start: Any, end: Any) -> Any:
-    """An SQL expression: seconds from ``start`` to ``end`` (timestamps)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.extract("epoch", end - start)
-    return (func.julianday(end) - func.julianday(start)) * 86400.0
 
 
 @dataclass(frozen=True)
@@ -312,8 +301,9 @@ class SaidFound:
 def said_vs_found(session: Session, scope: Scope) -> list[SaidFound]:
     """Stated reason by primary root cause, over finished postmortems."""
     count = func.count(Postmortem.id)
+    said = ReviewItem.reason  # the answer's, kept on its item (None: no answer)
     statement = (
-        select(Response.reason, RootCause.code, count)
+        select(said, RootCause.code, count)
         .select_from(Departure)
         .join(ReviewItem, ReviewItem.departure_id == Departure.id)
         .join(Postmortem, Postmortem.departure_id == Departure.id)
@@ -321,12 +311,9 @@ def said_vs_found(session: Session, scope: Scope) -> list[SaidFound]:
             RootCause,
             and_(RootCause.postmortem_id == Postmortem.id, RootCause.is_primary),
         )
-        .outerjoin(Response, Response.departure_id == Departure.id)
         .where(ReviewItem.status.in_(FINISHED_STATUSES), *scope.departures())
-        .group_by(Response.reason, RootCause.code)
-        .order_by(
-            count.desc(), Response.reason.is_(None), Response.reason, RootCause.code
-        )
+        .group_by(said, RootCause.code)
+        .order_by(count.desc(), said.is_(None), said, RootCause.code)
     )
     return [SaidFound(*row) for row in session.execute(statement)]
 
