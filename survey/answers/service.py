@@ -28,27 +28,37 @@ def find_response(session: Session, departure: Departure) -> Response | None:
     return session.scalar(select(Response).where(Response.departure_id == departure.id))
 
 
-#: The departure, locked (see ``for_writing``): what it is counted under.
+def _answering() -> Any:
+    """The departure, locked (see ``for_writing``): what it is counted under."""
+    return select(
+        Departure.id,
+        *KEY_COLUMNS,
+        Departure.mrr_cents,
+        Departure.invitation_sent_at,
+    ).where(LINKED_AND_KEPT)
+
+
+#: The departure, locked, with the reason it gave so far. PostgreSQL reads a
+#: joined row as it was when the statement began, not once the lock is
+#: granted: there the reason is read by a statement of its own
+#: (``_REASON_SO_FAR``); SQLite lets one transaction write at a time, and the
+#: answer's began as a writing one, so one statement reads both.
 _LOCK_ANSWERING = Prepared(
-    for_writing(
-        select(
-            Departure.id,
-            *KEY_COLUMNS,
-            Departure.mrr_cents,
-            Departure.invitation_sent_at,
-        ).where(LINKED_AND_KEPT)
-    )
+    {
+        "postgresql": for_writing(_answering()),
+        "sqlite": _answering()
+        .add_columns(Response.reason)
+        .outerjoin(Response, Response.departure_id == Departure.id),
+    }
+)
+_REASON_SO_FAR = Prepared(
+    select(Response.reason).where(Response.departure_id == bindparam("departure_id"))
 )
 #: A first answer: how long after the invitation went out.
 _NOTE_WAIT = Prepared(
     update(Departure)
     .where(Departure.id == bindparam("departure_id"))
     .values(answer_wait_seconds=bindparam("seconds"))
-)
-#: The reason it gave so far, read once it is locked: a statement of its own,
-#: as PostgreSQL reads a joined row as it was when the statement began.
-_REASON_SO_FAR = Prepared(
-    select(Response.reason).where(Response.departure_id == bindparam("departure_id"))
 )
 
 
@@ -124,10 +134,13 @@ def record_reason(
     locked = _LOCK_ANSWERING.first(connection, {"public_id": public_id})
     if locked is None:
         return  # erased or unknown: nothing to write, the next page says why
-    so_far = _REASON_SO_FAR.first(connection, {"departure_id": locked.id})
+    if hasattr(locked, "reason"):  # read with the departure (SQLite)
+        before = locked.reason
+    else:
+        so_far = _REASON_SO_FAR.first(connection, {"departure_id": locked.id})
+        before = so_far.reason if so_far is not None else None
     _UPSERT_REASON.execute(connection, {**departure, "reason_other": other})
     _QUEUE_ANSWER.execute(connection, departure)
-    before = so_far.reason if so_far is not None else None
     if before != reason:
         key = Key.of(locked.cancelled_at, locked.currency, locked.segment, locked.plan)
         tally = Tally()
