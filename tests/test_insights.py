@@ -462,8 +462,8 @@ def test_each_panel_s_chart_has_a_title_a_summary_and_the_panel_s_counts(app, st
         ("We found a better alternative", 1),
     ]
     assert (
-        "Given most: It costs more than it is worth to us and No answer, 2 each"
-        " of 5 departures (40\N{NO-BREAK SPACE}%)." in reasons
+        "Given most: It costs more than it is worth to us, 2 of 3 answers"
+        " (67\N{NO-BREAK SPACE}%). 2 of 5 departures gave no answer." in reasons
     )
     funnel = _chart(html, "The funnel: departures at each step")
     assert [n for _step, n in _bars(funnel)] == [5, 4, 4, 3, 1]
@@ -476,6 +476,24 @@ def test_each_panel_s_chart_has_a_title_a_summary_and_the_panel_s_counts(app, st
     assert "Most departures: segment smb, 4 of 5 (80\N{NO-BREAK SPACE}%)." in segments
     plans = _chart(html, "Departures by plan")
     assert _bars(plans)[0] == ("growth", 3)
+
+
+def test_the_page_opens_on_what_costs_the_most_in_each_currency(app, story):
+    html = re.sub(r"\s+", " ", _march_page(app))
+    # No answer is no reason, however much it lost (JPY: none answered).
+    assert (
+        "Costing the most in this period: <strong>We found a better"
+        " alternative</strong>, €50.00 a month lost (1 departure);"
+        " <strong>It costs more than it is worth to us</strong>, $300.00 a month"
+        " lost (2 departures)." in html
+    )
+    assert insights.costliest(
+        [
+            ReasonRow("switched", "USD", 1, 500),
+            ReasonRow("too_expensive", "USD", 3, 500),
+            ReasonRow(None, "USD", 9, 9_000),
+        ]
+    ) == [ReasonRow("too_expensive", "USD", 3, 500)]  # a tie: more departures
 
 
 def test_an_empty_period_draws_no_chart(app, story):

@@ -149,11 +149,20 @@ def figures(found: Panels, months: MonthGrid) -> dict[str, Figure]:
     for row in found.reasons:
         per_reason[row.reason] += row.departures
     ranked = [(reason_name(code), n) for code, n in per_reason.most_common()]
-    names, count = _most(ranked)
+    given = [(reason_name(code), n) for code, n in per_reason.most_common() if code]
+    unanswered = per_reason[None]
+    if given:
+        names, count = _most(given)
+        answers = departed - unanswered
+        said = (
+            f"Given most: {names}, {count}{_each(given)} of {answers}"
+            f" answers ({_share(count, answers)})."
+        )
+    else:
+        said = "No answers yet."
     drawn["reasons"] = Figure(
         bars("Departures by stated reason", ranked),
-        f"Given most: {names}, {count}{_each(ranked)} of {departed}"
-        f" departures ({_share(count, departed)}).",
+        f"{said} {unanswered} of {departed} departures gave no answer.",
     )
     totals = months.totals
     busiest = max(totals)

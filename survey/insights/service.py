@@ -193,6 +193,21 @@ def reasons(session: Session, scope: Scope) -> list[ReasonRow]:
     return [ReasonRow(*row) for row in session.execute(statement)]
 
 
+def costliest(rows: Sequence[ReasonRow]) -> list[ReasonRow]:
+    """Of ``reasons`` rows, the stated reason losing the most MRR in each
+    currency (more departures, then the code, break a tie); no answer is no
+    reason. Currencies in order."""
+    best: dict[str, ReasonRow] = {}
+    for row in rows:
+        if row.reason is None:
+            continue
+        held = best.get(row.currency)
+        rank = (row.lost_mrr_cents, row.departures, row.reason)
+        if held is None or rank > (held.lost_mrr_cents, held.departures, held.reason):
+            best[row.currency] = row
+    return [best[currency] for currency in sorted(best)]
+
+
 @dataclass(frozen=True)
 class OtherText:
     """A customer's own words for "something else", with whose item it is."""
