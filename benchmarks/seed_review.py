@@ -235,6 +235,7 @@ class Queued:
     segment: str | None = None
     plan: str | None = None
     cancelled_at: datetime | None = None
+    currency: str = "USD"
 
 
 @dataclass
@@ -309,7 +310,7 @@ CONSENT_COLUMNS = words(
 )
 REVIEW_COLUMNS = words(
     "id departure_id status assignee_id queued_at updated_at origin mrr_cents reason "
-    "segment plan cancelled_at"
+    "segment plan cancelled_at currency erased"
 )
 POSTMORTEM_COLUMNS = words(
     "id departure_id what_happened who_was_involved followed_process "
@@ -480,6 +481,7 @@ class Generator:
             self.queued.append(
                 Queued(number, invited_at + timedelta(days=7), mrr, None, "unanswered")
             )
+        currency = self.currency(rng)
         departures.append(
             (
                 number,
@@ -490,7 +492,7 @@ class Generator:
                 email,
                 plan,
                 mrr,
-                self.currency(rng),
+                currency,
                 segment,
                 self.locale(rng),
                 f"csm{rng.randint(1, 20)}@staff.example" if with_csm else None,
@@ -511,7 +513,7 @@ class Generator:
         if self.queued and self.queued[-1].departure_id == number:
             queued = self.queued[-1]
             queued.segment, queued.plan = segment, plan
-            queued.cancelled_at = cancelled_at
+            queued.cancelled_at, queued.currency = cancelled_at, currency
 
     def _answer(
         self,
@@ -765,6 +767,8 @@ class Generator:
                 q.segment,
                 q.plan,
                 q.cancelled_at,
+                q.currency,
+                False,
             )
             for number, q in enumerate(items, start=1)
         ]

@@ -39,7 +39,7 @@ from survey.departures.service import departures_of
 from survey.departures.tallies import Tally, departure_left
 from survey.errors import InvalidInput
 from survey.outbox import OutboxMessage
-from survey.review.models import Note
+from survey.review.models import Note, ReviewItem
 
 log = logging.getLogger(__name__)
 
@@ -449,6 +449,11 @@ def _erase_departure(
     departure.contact_email = f"erased-{departure.public_id}{outbox.ERASED_DOMAIN}"
     departure.contact_name = None
     departure.erased_at = now
+    session.execute(
+        update(ReviewItem)
+        .where(ReviewItem.departure_id == departure.id)
+        .values(erased=True)
+    )
     session.execute(
         update(Response)
         .where(Response.departure_id == departure.id)

@@ -67,6 +67,7 @@ def postmortem(
             segment=departure.segment,
             plan=departure.plan,
             cancelled_at=departure.cancelled_at,
+            currency=departure.currency,
         )
         session.add(item)
     item.status = status

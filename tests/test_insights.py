@@ -27,10 +27,11 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from survey import db
 from survey.answers.service import record_reason
+from survey.departures.models import Departure
 from survey.insights import service as insights
 from survey.insights.service import (
     Breakdown,
@@ -98,6 +99,21 @@ def test_said_versus_found_counts_finished_postmortems_only(app, story):
     ]
     usd = Scope(MARCH.start, MARCH.end, currency="EUR")
     assert _panels(app, insights.said_vs_found, usd) == []
+
+
+def test_an_erased_person_s_postmortems_are_counted_out(app, story, runner):
+    with app.app_context(), db.new_session() as session:
+        d4 = session.scalars(
+            select(Departure).where(Departure.company == story["d4"])
+        ).one()
+    erased = runner.invoke(args=["contacts", "erase", d4.contact_email])
+    assert erased.exit_code == 0, erased.output
+    assert _panels(app, insights.said_vs_found, MARCH) == [
+        SaidFound("too_expensive", "failed_adoption", 1),
+        SaidFound("too_expensive", "poor_fit", 1),
+    ]
+    causes = _panels(app, insights.root_causes, MARCH)
+    assert "poor_service" not in {row.code for row in causes}
 
 
 def test_root_causes_by_team_primary_and_contributing_apart(app, story):

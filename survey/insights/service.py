@@ -87,6 +87,31 @@ class Scope:
             currency=self.currency,
         )
 
+    def item_filters(self) -> list[ColumnElement[bool]]:
+        """Return the filters as conditions on ``ReviewItem`` (which copies its
+        departure's facts): postmortems are counted without the departures,
+        but for a CSM filter."""
+        conditions: list[ColumnElement[bool]] = [ReviewItem.erased.is_(False)]
+        for column, value in (
+            (ReviewItem.segment, self.segment),
+            (ReviewItem.plan, self.plan),
+            (ReviewItem.currency, self.currency),
+        ):
+            if value:
+                conditions.append(column == value)
+        if self.csm:
+            of_csm = select(Departure.id).where(Departure.csm_email == self.csm)
+            conditions.append(ReviewItem.departure_id.in_(of_csm))
+        return conditions
+
+    def items(self) -> list[ColumnElement[bool]]:
+        """Return the conditions on ``ReviewItem`` for the period and filters."""
+        return [
+            ReviewItem.cancelled_at >= self.since,
+            ReviewItem.cancelled_at < self.until,
+            *self.item_filters(),
+        ]
+
     def departures(self) -> list[ColumnElement[bool]]:
         """Return the conditions on ``Departure`` for the period and filters."""
         return [
@@ -96,11 +121,11 @@ class Scope:
         ]
 
 
-def _lost_mrr(*where: ColumnElement[bool]) -> Any:
+def _lost_mrr(*where: ColumnElement[bool], of: Any = Departure.mrr_cents) -> Any:
     """The MRR of the counted departures (of those matching ``where``), in
     minor units: a whole number on every database (PostgreSQL's SUM of a
-    BIGINT is NUMERIC)."""
-    total: Any = func.sum(Departure.mrr_cents)
+    BIGINT is NUMERIC); ``of``: the column that holds it."""
+    total: Any = func.sum(of)
     if where:
         total = total.filter(*where)
     return cast(func.coalesce(total, 0), BigInteger)
@@ -319,14 +344,13 @@ def said_vs_found(session: Session, scope: Scope) -> list[SaidFound]:
     said = ReviewItem.reason  # the answer's, kept on its item (None: no answer)
     statement = (
         select(said, RootCause.code, count)
-        .select_from(Departure)
-        .join(ReviewItem, ReviewItem.departure_id == Departure.id)
-        .join(Postmortem, Postmortem.departure_id == Departure.id)
+        .select_from(ReviewItem)
+        .join(Postmortem, Postmortem.departure_id == ReviewItem.departure_id)
         .join(
             RootCause,
             and_(RootCause.postmortem_id == Postmortem.id, RootCause.is_primary),
         )
-        .where(ReviewItem.status.in_(FINISHED_STATUSES), *scope.departures())
+        .where(ReviewItem.status.in_(FINISHED_STATUSES), *scope.items())
         .group_by(said, RootCause.code)
         .order_by(count.desc(), said.is_(None), said, RootCause.code)
     )
@@ -396,20 +420,19 @@ def root_causes(session: Session, scope: Scope) -> list[RootCauseRow]:
     statement = (
         select(
             RootCause.code,
-            Departure.currency,
+            ReviewItem.currency,
             func.count(RootCause.id).filter(primary),
             func.count(RootCause.id).filter(RootCause.is_primary.is_(False)),
-            _lost_mrr(primary),
+            _lost_mrr(primary, of=ReviewItem.mrr_cents),
             verdict("yes"),
             verdict("partly"),
             verdict("no"),
         )
-        .select_from(Departure)
-        .join(ReviewItem, ReviewItem.departure_id == Departure.id)
-        .join(Postmortem, Postmortem.departure_id == Departure.id)
+        .select_from(ReviewItem)
+        .join(Postmortem, Postmortem.departure_id == ReviewItem.departure_id)
         .join(RootCause, RootCause.postmortem_id == Postmortem.id)
-        .where(ReviewItem.status.in_(FINISHED_STATUSES), *scope.departures())
-        .group_by(RootCause.code, Departure.currency)
+        .where(ReviewItem.status.in_(FINISHED_STATUSES), *scope.items())
+        .group_by(RootCause.code, ReviewItem.currency)
     )
     rows = [
         RootCauseRow(code, ROOT_CAUSES[code][1], currency, *counts)
@@ -559,15 +582,23 @@ def recurring(
             .select_from(Departure)
             .join(Response, Response.departure_id == Departure.id),
         )
-    causes = counts(
-        RootCause.code,
-        select()
-        .select_from(Departure)
-        .join(Postmortem, Postmortem.departure_id == Departure.id)
-        .join(
-            RootCause,
-            and_(RootCause.postmortem_id == Postmortem.id, RootCause.is_primary),
-        ),
+    lost = ReviewItem.cancelled_at
+    causes = list(
+        session.execute(
+            select(
+                RootCause.code,
+                func.count(RootCause.id).filter(lost >= recent_since),
+                func.count(RootCause.id).filter(lost < recent_since),
+            )
+            .select_from(ReviewItem)
+            .join(Postmortem, Postmortem.departure_id == ReviewItem.departure_id)
+            .join(
+                RootCause,
+                and_(RootCause.postmortem_id == Postmortem.id, RootCause.is_primary),
+            )
+            .where(lost >= baseline_since, lost < scope.until, *scope.item_filters())
+            .group_by(RootCause.code)
+        )
     )
     flags = []
     for kind, rows in (("reason", reasons), ("root_cause", causes)):
@@ -617,9 +648,9 @@ def fix_effects(session: Session, scope: Scope, *, now: datetime) -> list[FixEff
     }
     if not windows:
         return []
-    # One pass over the primary causes (few, next to the departures), two
+    # One pass over the primary causes (few, next to their items), two
     # counts per cause: its own days before and after.
-    when = Departure.cancelled_at
+    when = ReviewItem.cancelled_at
     counts: list[Any] = []
     for code, (done_at, after_until) in windows.items():
         is_code = RootCause.code == code
@@ -637,11 +668,11 @@ def fix_effects(session: Session, scope: Scope, *, now: datetime) -> list[FixEff
         select(*counts)
         .select_from(RootCause)
         .join(Postmortem, Postmortem.id == RootCause.postmortem_id)
-        .join(Departure, Departure.id == Postmortem.departure_id)
+        .join(ReviewItem, ReviewItem.departure_id == Postmortem.departure_id)
         .where(
             RootCause.is_primary.is_(True),
             RootCause.code.in_(list(windows)),
-            *scope.filters(),
+            *scope.item_filters(),
         )
     ).one()
     effects = []
@@ -684,8 +715,8 @@ def open_actions(session: Session, scope: Scope, *, today: date) -> list[TeamAct
             func.count(ActionItem.id).filter(ActionItem.due_date < today),
         )
         .join(Postmortem, Postmortem.id == ActionItem.postmortem_id)
-        .join(Departure, Departure.id == Postmortem.departure_id)
-        .where(ActionItem.done.is_(False), *scope.filters())
+        .join(ReviewItem, ReviewItem.departure_id == Postmortem.departure_id)
+        .where(ActionItem.done.is_(False), *scope.item_filters())
         .group_by(ActionItem.team)
     )
     teams = list(TEAMS)

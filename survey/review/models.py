@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
+    false,
     literal,
     select,
 )
@@ -79,6 +80,12 @@ class ReviewItem(Base):
     segment: Mapped[str | None] = mapped_column(String(80))
     plan: Mapped[str | None] = mapped_column(String(80))
     cancelled_at: Mapped[datetime]
+    #: The departure's currency (copied, as the facts above, for counting
+    #: without reading the departures), and whether its person was erased.
+    currency: Mapped[str] = mapped_column(String(3))
+    # Only a server default: the answer inserts its item through a prepared
+    # statement, which leaves out what SQLAlchemy would add on the way.
+    erased: Mapped[bool] = mapped_column(server_default=false())
 
     departure: Mapped[Departure] = relationship(lazy="joined", innerjoin=True)
     assignee: Mapped[StaffUser | None] = relationship(lazy="joined")
@@ -224,6 +231,7 @@ def new_items(origin: str) -> Select[Any]:
         Departure.segment,
         Departure.plan,
         Departure.cancelled_at,
+        Departure.currency,
     )
     return cast(Select[Any], items)
 
@@ -239,4 +247,5 @@ ITEM_COLUMNS = [
     "segment",
     "plan",
     "cancelled_at",
+    "currency",
 ]
