@@ -134,7 +134,7 @@ def record_reason(
     locked = _LOCK_ANSWERING.first(connection, {"public_id": public_id})
     if locked is None:
         return  # erased or unknown: nothing to write, the next page says why
-    if hasattr(locked, "reason"):  # read with the departure (SQLite)
+    if connection.dialect.name == "sqlite":  # read with the departure
         before = locked.reason
     else:
         so_far = _REASON_SO_FAR.first(connection, {"departure_id": locked.id})

@@ -15,11 +15,9 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Select,
     and_,
-    cast,
     func,
     select,
 )
@@ -126,9 +124,7 @@ def _lost_mrr(*where: ColumnElement[bool], of: Any = Departure.mrr_cents) -> Any
     minor units: a whole number on every database (PostgreSQL's SUM of a
     BIGINT is NUMERIC); ``of``: the column that holds it."""
     total: Any = func.sum(of)
-    if where:
-        total = total.filter(*where)
-    return cast(func.coalesce(total, 0), BigInteger)
+    return tallied.whole(total.filter(*where) if where else total)
 
 
 @dataclass(frozen=True)
