@@ -90,7 +90,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from survey.public import views as public
     from survey.review import views as review
     from survey.staff import admin as staff_admin
-    from survey.staff import formatting
+    from survey.staff import formatting, webhook_pages
     from survey.staff import views as staff
     from survey.winback import views as winback
 
@@ -99,6 +99,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(public.bp)
     app.register_blueprint(staff.bp)
     app.register_blueprint(staff_admin.bp)
+    app.register_blueprint(webhook_pages.bp)
     app.register_blueprint(review.bp)
     app.register_blueprint(winback.bp)
     app.register_blueprint(insights.bp)

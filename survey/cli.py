@@ -18,7 +18,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from survey import clock, db, outbox, resource_dir
+from survey import clock, db, outbox, resource_dir, webhooks
 from survey.config import require_mail_server
 from survey.errors import DatabaseBusy, SurveyError
 from survey.links import external_url
@@ -34,6 +34,8 @@ users_cli = AppGroup("users", help="Manage staff users.")
 review_cli = AppGroup("review", help="The review queue.")
 contacts_cli = AppGroup("contacts", help="People's data: export, erase, retention.")
 digest_cli = AppGroup("digest", help="The weekly insights digest for staff.")
+reminders_cli = AppGroup("reminders", help="Remind contacts who have not answered.")
+webhooks_cli = AppGroup("webhooks", help="Outgoing webhooks (Standard Webhooks).")
 
 
 def alembic_config() -> AlembicConfig:
@@ -315,9 +317,16 @@ def _deliver_until_stopped(
     once: bool, poll: float, stopping: _StopOnSigterm, worker: str
 ) -> None:
     failures = 0
-    next_review_sync = next_purge = next_digest = 0.0
+    next_review_sync = next_purge = next_digest = next_reminders = 0.0
+    next_stripe = 0.0
     while not stopping.is_set():
         try:
+            if time.monotonic() >= next_stripe:
+                _handle_stripe_due()
+                next_stripe = time.monotonic() + STRIPE_CHECK_SECONDS
+            if time.monotonic() >= next_reminders:
+                queue_reminders()
+                next_reminders = time.monotonic() + REMINDER_CHECK_SECONDS
             if time.monotonic() >= next_digest:
                 send_digest_if_due(f"worker {worker}")
                 next_digest = time.monotonic() + DIGEST_CHECK_SECONDS
@@ -391,8 +400,39 @@ def outbox_retry(message_ids: tuple[int, ...], all_failed: bool) -> None:
 #: and erases data past the retention period.
 REVIEW_SYNC_SECONDS = 600
 PURGE_SECONDS = 24 * 3600
-#: How often it looks whether the weekly digest is due.
+#: How often it looks whether the weekly digest, or reminders, are due.
 DIGEST_CHECK_SECONDS = 300
+REMINDER_CHECK_SECONDS = 300
+#: How often it tries again the Stripe events that could not be handled.
+STRIPE_CHECK_SECONDS = 30
+
+
+def _handle_stripe_due() -> int:
+    from survey import stripe_intake
+
+    with db.new_session() as session:
+        return stripe_intake.handle_due(session)
+
+
+def queue_reminders() -> int:
+    """Queue the reminders due now, in batches; return how many."""
+    from survey import reminders
+
+    total = 0
+    while True:
+        with db.write_session() as session:
+            count = reminders.queue_due(session)
+            session.commit()
+        total += count
+        if count < reminders.BATCH:
+            return total
+
+
+@reminders_cli.command("send")
+def reminders_send() -> None:
+    """Queue the reminders due now (the mail worker does it every few minutes)."""
+    count = queue_reminders()
+    click.echo(f"{count} reminder(s) queued; the mail worker sends them.")
 
 
 def _queue_unanswered() -> int:
@@ -516,6 +556,65 @@ def digest_send(dry_run: bool) -> None:
     click.echo(f"Digest for the week of {week.start} queued for {count} staff.")
 
 
+@webhooks_cli.command("add")
+@click.argument("url")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    required=True,
+    help="An event to send (repeatable): " + ", ".join(sorted(webhooks.EVENTS)),
+)
+@click.option("--slack", is_flag=True, help="A Slack incoming webhook: a sentence.")
+@click.option(
+    "--include-personal",
+    is_flag=True,
+    help="Send free text and contact details too.",
+)
+def webhooks_add(
+    url: str, events: tuple[str, ...], slack: bool, include_personal: bool
+) -> None:
+    """Register an endpoint and print its signing secret, once."""
+    with db.write_session() as session:
+        try:
+            endpoint = webhooks.add_endpoint(
+                session, url, events, slack=slack, include_personal=include_personal
+            )
+        except SurveyError as exc:
+            raise click.UsageError(exc.message) from None
+        session.commit()
+        click.echo(endpoint.secret)
+        click.echo(
+            f"Endpoint {endpoint.id} added for {', '.join(endpoint.event_list)}; "
+            "the secret above is shown only this once.",
+            err=True,
+        )
+
+
+@webhooks_cli.command("list")
+def webhooks_list() -> None:
+    """List the endpoints: id, URL, events, kind."""
+    with db.new_session() as session:
+        for endpoint in webhooks.endpoints(session):
+            kind = "slack" if endpoint.slack else "standard"
+            personal = " +personal" if endpoint.include_personal else ""
+            click.echo(
+                f"{endpoint.id}  {endpoint.url}  {','.join(endpoint.event_list)}"
+                f"  {kind}{personal}"
+            )
+
+
+@webhooks_cli.command("remove")
+@click.argument("endpoint_id", type=click.IntRange(1, db.INTEGER_MAX))
+def webhooks_remove(endpoint_id: int) -> None:
+    """Remove the endpoint ENDPOINT_ID (as `webhooks list` shows it)."""
+    with db.write_session() as session:
+        if not webhooks.remove_endpoint(session, endpoint_id):
+            raise click.ClickException(f"No endpoint {endpoint_id}.")
+        session.commit()
+    click.echo(f"Endpoint {endpoint_id} removed, with its deliveries.")
+
+
 @click.command("demo")
 @with_appcontext
 def demo_command() -> None:
@@ -556,6 +655,8 @@ def init_app(app: Flask) -> None:
         review_cli,
         contacts_cli,
         digest_cli,
+        reminders_cli,
+        webhooks_cli,
         demo_command,
     ):
         app.cli.add_command(group)

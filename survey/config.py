@@ -32,6 +32,8 @@ _RAW_STRING_KEYS = (
     "MAIL_USERNAME",
     "MAIL_PASSWORD",
     "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_KEY",
+    "STRIPE_API_BASE",
     "BASE_URL",
 )
 
@@ -95,7 +97,20 @@ DEFAULTS: dict[str, Any] = {
     #: Strict-Transport-Security max-age sent when BASE_URL is https (0: never).
     "HSTS_SECONDS": 365 * 24 * 3600,
     "COMPANY_NAME": "our team",
+    #: Reminders to contacts who have not answered (0 to 2), each this many
+    #: days after the email before it went out.
+    "REMINDERS": 1,
+    "REMINDER_AFTER_DAYS": 3,
+    #: Stripe intake: the endpoint's signing secret (whsec_...), and an API key
+    #: (restricted, Customers: read) to read each customer's email and name.
     "STRIPE_WEBHOOK_SECRET": None,
+    "STRIPE_API_KEY": None,
+    #: Where the stripe package talks to Stripe (tests point it elsewhere).
+    "STRIPE_API_BASE": None,
+    #: Outgoing webhooks: allow http:// and private, loopback or link-local
+    #: addresses (tests, a receiver inside the network); wait this long.
+    "WEBHOOKS_ALLOW_PRIVATE": False,
+    "WEBHOOK_TIMEOUT_SECONDS": 10,
     "WTF_CSRF_TIME_LIMIT": None,  # the CSRF token lives as long as the session
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
@@ -197,6 +212,9 @@ def _check(app: Flask) -> None:
         raise ConfigError(
             "SURVEY_DIGEST_TIMEZONE must be a time zone name such as Europe/Paris."
         ) from None
+    reminders = config["REMINDERS"]
+    if not _whole_number(reminders) or not 0 <= reminders <= 2:
+        raise ConfigError("SURVEY_REMINDERS must be 0, 1 or 2.")
     poll = config["OUTBOX_POLL_SECONDS"]
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not poll > 0:
         raise ConfigError("SURVEY_OUTBOX_POLL_SECONDS must be a positive number.")
@@ -226,6 +244,8 @@ def _check(app: Flask) -> None:
         "PUBLIC_MAX_BODY_BYTES",
         "FORM_MAX_BODY_BYTES",
         "RECURRING_MIN_COUNT",
+        "REMINDER_AFTER_DAYS",
+        "WEBHOOK_TIMEOUT_SECONDS",
     ):
         if not _whole_number(config[key]) or config[key] <= 0:
             raise ConfigError(f"SURVEY_{key} must be a positive whole number.")

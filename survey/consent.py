@@ -13,7 +13,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from survey import audit, clock
 from survey.db import Base
 from survey.departures.models import Departure
-from survey.departures.service import departures_of, lock_departure
+from survey.departures.service import departure_event, departures_of, lock_departure
 from survey.departures.tallies import Key, Tally
 from survey.i18n import gettext
 
@@ -153,6 +153,7 @@ def record_consent(
     if change := granted - (state.state == "granted"):
         Tally().count(Key.of_departure(locked), consented=change).write(session)
     session.flush()
+    departure_event(session, f"consent.{wanted}", locked, channel=channel)
     log.info("consent %s for departure %s via %s", wanted, departure.public_id, channel)
     return consent_event
 
@@ -185,7 +186,8 @@ def staff_withdrawal(
     """
     # Each of the person's departures is locked, in one order (as an erasure
     # locks them), before any is changed.
-    departures_of(session, departure.contact_email, writing=True)
+    if departure.contact_email:
+        departures_of(session, departure.contact_email, writing=True)
     changed = 0
     for each in [departure, *granted_elsewhere(session, departure)]:
         event = record_consent(

@@ -25,7 +25,7 @@ from sqlalchemy import JSON, Text, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from survey import audit, clock, outbox
-from survey.answers.models import Response
+from survey.answers.models import ANSWER_FIELDS, Response
 from survey.audit import AuditEvent
 from survey.consent import (
     ConsentEvent,
@@ -35,7 +35,7 @@ from survey.consent import (
 )
 from survey.departures.models import Departure
 from survey.departures.schemas import FIELDS, RECORDED, normalize_email
-from survey.departures.service import departures_of
+from survey.departures.service import departures_of, lock_departure
 from survey.departures.tallies import Tally, departure_left
 from survey.errors import InvalidInput
 from survey.outbox import OutboxMessage
@@ -83,21 +83,7 @@ def export_person(session: Session, email: str) -> dict[str, Any]:
             | {
                 "response": None
                 if response is None
-                else clock.as_json(
-                    response,
-                    (
-                        "reason",
-                        "reason_other",
-                        "factors",
-                        "details",
-                        "destination",
-                        "destination_name",
-                        "follow_up_reason",
-                        "follow_up_answer",
-                        "answered_at",
-                        "updated_at",
-                    ),
-                ),
+                else clock.as_json(response, ANSWER_FIELDS),
                 "consent_events": [
                     clock.as_json(
                         e,
@@ -402,7 +388,7 @@ def erase_person(
     # Locked: an answer or consent change arriving meanwhile waits, and is
     # erased too or finds nothing left to write to (see for_writing).
     departures = departures_of(session, address, writing=True)
-    emails = {address} | {d.contact_email for d in departures}
+    emails = {address} | {d.contact_email for d in departures if d.contact_email}
     names = {d.contact_name.strip() for d in departures if d.contact_name}
     names.discard("")
     now = clock.now()
@@ -442,7 +428,9 @@ def _erase_departure(
         )
         counted_out.add(departure_left(departure, answer=answer))
     # Their account facts may carry their name (a one-person company).
-    own = _pattern({departure.contact_email}, names)
+    own = _pattern(
+        {departure.contact_email} if departure.contact_email else set(), names
+    )
     if own is not None:
         departure.company = _scrub(departure.company, own)
         departure.billing_reason = _scrub(departure.billing_reason, own)
@@ -526,8 +514,11 @@ def purge_expired(
     for departure in expired:
         # All the person's departures, in the order every writer locks them:
         # carrying a withdrawal over changes the others.
-        departures_of(session, departure.contact_email, writing=True)
-        emails = {departure.contact_email}
+        if departure.contact_email:
+            departures_of(session, departure.contact_email, writing=True)
+        else:
+            lock_departure(session, departure.id, erased_ok=True)
+        emails = {departure.contact_email} if departure.contact_email else set()
         names = {departure.contact_name.strip()} if departure.contact_name else set()
         names.discard("")
         _carry_withdrawal(session, departure)

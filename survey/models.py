@@ -11,6 +11,8 @@ from survey.insights.digest import DigestWeek
 from survey.outbox import OutboxMessage
 from survey.review.models import ActionItem, Note, Postmortem, ReviewItem, RootCause
 from survey.staff.models import LoginFailure, StaffSession, StaffUser
+from survey.stripe_intake import StripeEvent
+from survey.webhooks import WebhookEndpoint
 
 __all__ = [
     "ActionItem",
@@ -31,4 +33,6 @@ __all__ = [
     "RootCause",
     "StaffSession",
     "StaffUser",
+    "StripeEvent",
+    "WebhookEndpoint",
 ]

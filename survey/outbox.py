@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import make_msgid
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import flask_mail
 from blinker import Namespace
@@ -104,6 +104,44 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    #: A webhook delivery's endpoint (see survey.webhooks; None for email)...
+    endpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    #: ...and the HTTP status its receiver last answered.
+    status_code: Mapped[int | None]
+
+
+#: Who delivers each kind of message that is not an email (see ``courier``).
+_COURIERS: dict[str, Courier] = {}
+
+
+class Courier(Protocol):
+    """Delivers one message some other way than email; returns a status code
+    (kept on the message) or raises DeliveryFailed."""
+
+    def __call__(self, session: Session, message: OutboxMessage) -> int | None: ...
+
+
+def courier(kind: str) -> Callable[[Courier], Courier]:
+    """Register the function that delivers messages of ``kind``."""
+
+    def register(function: Courier) -> Courier:
+        _COURIERS[kind] = function
+        return function
+
+    return register
+
+
+class DeliveryFailed(Exception):
+    """A courier's delivery did not succeed. ``final``: never worth retrying."""
+
+    def __init__(
+        self, error: str, *, status_code: int | None = None, final: bool = False
+    ) -> None:
+        super().__init__(error)
+        self.status_code = status_code
+        self.final = final
 
 
 def _one_line(text: str) -> str:
@@ -356,9 +394,18 @@ def _renew(session: Session, message_id: int, worker: str) -> OutboxMessage | No
 
 
 def _record_result(
-    session: Session, message: OutboxMessage, worker: str, error: str | None
+    session: Session,
+    message: OutboxMessage,
+    worker: str,
+    error: str | None,
+    *,
+    status_code: int | None = None,
+    final: bool = False,
 ) -> str | None:
-    """Store the outcome of one attempt; return it (None: nothing to store)."""
+    """Store the outcome of one attempt; return it (None: nothing to store).
+
+    ``final``: the error is not worth another attempt.
+    """
     db.begin_write(session)
     if error is None:
         message_settling.send(message, session=session)
@@ -371,11 +418,12 @@ def _record_result(
     now = clock.now()
     message.attempts += 1
     message.locked_until = None
+    message.status_code = status_code
     if error is None:
         message.status, message.sent_at, message.last_error = SENT, now, None
         message_sent.send(message, session=session)
         outcome = SENT
-    elif message.attempts >= current_app.config["OUTBOX_MAX_ATTEMPTS"]:
+    elif final or message.attempts >= current_app.config["OUTBOX_MAX_ATTEMPTS"]:
         message.status, message.last_error = FAILED, error
         outcome = FAILED
         log.error(
@@ -466,15 +514,24 @@ def _deliver_one(
     message = _renew(session, message_id, worker)
     if message is None:
         return None
+    error, status_code, final = None, None, False
     try:
-        mailer.send(message)
-        error = None
+        if message.kind in _COURIERS:
+            status_code = _COURIERS[message.kind](session, message)
+        else:
+            mailer.send(message)
+    except DeliveryFailed as exc:
+        error, status_code, final = str(exc)[:1000], exc.status_code, exc.final
     except (smtplib.SMTPException, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:1000]
+    except (SQLAlchemyError, DatabaseBusy):
+        raise
     except Exception as exc:  # a message that cannot be built: retry, then give up
         log.exception("message %s could not be sent", message_id)
         error = f"{type(exc).__name__}: {exc}"[:1000]
-    outcome = _record_result(session, message, worker, error)
+    outcome = _record_result(
+        session, message, worker, error, status_code=status_code, final=final
+    )
     if outcome is None and message.recipient.endswith(ERASED_DOMAIN):
         # Erased while it was in hand: no copy of it may stay on disk.
         for path in eml_files(message.id):

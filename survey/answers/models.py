@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from survey.db import Base
@@ -13,11 +13,27 @@ from survey.db import Base
 if TYPE_CHECKING:
     from survey.departures.models import Departure
 
+#: A response's answers, as exports and the API name them.
+ANSWER_FIELDS = (
+    "reason",
+    "reason_other",
+    "factors",
+    "details",
+    "destination",
+    "destination_name",
+    "follow_up_reason",
+    "follow_up_answer",
+    "answered_at",
+    "updated_at",
+)
+
 
 class Response(Base):
     """The customer's answers; the database allows one per departure."""
 
     __tablename__ = "responses"
+    #: The API lists answers "changed since" a time.
+    __table_args__ = (Index("ix_responses_updated_at", "updated_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     departure_id: Mapped[int] = mapped_column(

@@ -17,7 +17,7 @@ from survey.consent import record_consent
 from survey.db import per_dialect
 from survey.db.fastpath import Prepared
 from survey.departures.models import Departure
-from survey.departures.service import LINKED_AND_KEPT, for_writing
+from survey.departures.service import LINKED_AND_KEPT, departure_event, for_writing
 from survey.departures.tallies import KEY_COLUMNS, Key, Tally
 from survey.review.models import ITEM_COLUMNS, ReviewItem, new_items
 from survey.vocabulary import FOLLOW_UPS
@@ -146,6 +146,15 @@ def record_reason(
         tally = Tally()
         if before is None:
             tally.count(key, answered=1)
+            answered = session.get(Departure, locked.id)
+            if answered is not None:
+                departure_event(
+                    session,
+                    "response.submitted",
+                    answered,
+                    reason=reason,
+                    personal={"reason_other": other},
+                )
             sent_at = locked.invitation_sent_at
             if sent_at is not None and departure["now"] >= sent_at:
                 wait = int((departure["now"] - sent_at).total_seconds())

@@ -19,4 +19,10 @@ def _not_stored(response: HttpResponse) -> HttpResponse:
     return response
 
 
-from survey.api import contacts, departures, insights, winback  # noqa: E402, F401  (routes)
+from survey.api import (  # noqa: E402, F401  (routes)
+    contacts,
+    departures,
+    insights,
+    stripe,
+    winback,
+)

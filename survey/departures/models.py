@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, Index, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from survey.db import Base, Str80, Str320, new_public_id
+from survey.db import Base, Str80, new_public_id
 from survey.vocabulary import DEPARTURE_SOURCES
 
 #: The departures whose wait counts: answered after the invitation, not erased.
@@ -45,7 +45,8 @@ class Departure(Base):
     external_id: Mapped[str] = mapped_column(String(200), unique=True)
     company: Mapped[str | None] = mapped_column(String(200))
     contact_name: Mapped[str | None] = mapped_column(String(200))
-    contact_email: Mapped[Str320]
+    #: None: no one to ask (a Stripe customer without an address).
+    contact_email: Mapped[str | None] = mapped_column(String(320))
     plan: Mapped[str | None] = mapped_column(String(80))
     #: Monthly recurring revenue lost, in minor units of ``currency``.
     mrr_cents: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -74,6 +75,12 @@ class Departure(Base):
     fresh_link_sent_at: Mapped[datetime | None]
     #: When the contact's personal data was erased (their links then answer 410).
     erased_at: Mapped[datetime | None]
+    #: When the customer took the cancellation back (Stripe): no reminder, and
+    #: their link thanks them for staying and records nothing.
+    reactivated_at: Mapped[datetime | None]
+    #: Reminders queued so far (at most ``SURVEY_REMINDERS``) and the latest.
+    reminders_sent: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    last_reminded_at: Mapped[datetime | None]
 
     def __repr__(self) -> str:
         return f"<Departure {self.public_id}>"

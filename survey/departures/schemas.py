@@ -106,20 +106,25 @@ Text200 = Annotated[str | None, Field(default=None, max_length=200)]
 Text80 = Annotated[str | None, Field(default=None, max_length=80)]
 
 
-class DepartureIn(BaseModel):
-    """A departure as a billing system or a CSV file describes it."""
+class DepartureFacts(BaseModel):
+    """A departure as a billing system describes it, with or without a contact
+    (Stripe may know no address: the departure is kept, with no one to ask)."""
 
     model_config = ConfigDict(str_strip_whitespace=True, extra="ignore")
 
     external_id: str = Field(min_length=1, max_length=200)
     company: Text200
     contact_name: Text200
-    contact_email: str = Field(max_length=320)
+    contact_email: str | None = Field(default=None, max_length=320)
     plan: Text80
     mrr_cents: int | None = Field(default=0, ge=0, le=_MAX_MRR_CENTS)
     currency: str | None = "USD"
     segment: Text80
-    cancelled_at: Annotated[datetime | None, PlainValidator(parse_timestamp)] = None
+    cancelled_at: Annotated[
+        datetime | None,
+        # The schema published for it (the validator reads more than it shows).
+        PlainValidator(parse_timestamp, json_schema_input_type=datetime | None),
+    ] = None
     locale: str | None = Field(default=None, max_length=35)
     csm_email: str | None = Field(default=None, max_length=320)
     billing_reason: str | None = Field(default=None, max_length=2000)
@@ -132,14 +137,9 @@ class DepartureIn(BaseModel):
             raise ValueError("Must not contain control characters (such as NUL).")
         return value
 
-    @field_validator("contact_email")
+    @field_validator("contact_email", "csm_email")
     @classmethod
-    def _contact_email(cls, value: str) -> str:
-        return normalize_email(value)
-
-    @field_validator("csm_email")
-    @classmethod
-    def _csm_email(cls, value: str | None) -> str | None:
+    def _email(cls, value: str | None) -> str | None:
         return normalize_email(value) if value else None
 
     @field_validator("mrr_cents")
@@ -166,6 +166,12 @@ class DepartureIn(BaseModel):
         if locale is None:
             raise ValueError(f"Unknown locale {value!r}: use a code like en or fr-CA.")
         return locale
+
+
+class DepartureIn(DepartureFacts):
+    """A departure as the API or a CSV file gives it: always with a contact."""
+
+    contact_email: str = Field(max_length=320)
 
 
 _FRIENDLY = {

@@ -10,9 +10,9 @@ from sqlalchemy import Select, and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from survey import clock, links, outbox
+from survey import clock, links, outbox, webhooks
 from survey.departures.models import Departure
-from survey.departures.schemas import DepartureIn
+from survey.departures.schemas import DepartureFacts
 from survey.departures.tallies import KEY_COLUMNS, Key, Tally
 from survey.errors import SurveyError
 from survey.vocabulary import REASONS
@@ -32,6 +32,16 @@ class Erased(SurveyError):
         super().__init__("This person's data has been erased.")
 
 
+class Reactivated(SurveyError):
+    """The customer took the cancellation back: nothing more is asked of them."""
+
+    status = 200
+    code = "reactivated"
+
+    def __init__(self) -> None:
+        super().__init__("This customer stayed.")
+
+
 def for_writing(query: Query) -> Query:
     """Return ``query`` locking the departure rows it finds until the transaction
     ends, and reading them as they are once locked.
@@ -47,15 +57,54 @@ def for_writing(query: Query) -> Query:
     return query.with_for_update(of=Departure).execution_options(populate_existing=True)
 
 
+def departure_event(
+    session: Session, event_type: str, departure: Departure, **data: Any
+) -> None:
+    """Publish a webhook event about ``departure`` in the caller's transaction.
+
+    Ids, codes and amounts (and ``data``) for every endpoint; the account's
+    free text and the contact only for those that include them.
+    """
+    personal = {
+        "company": departure.company,
+        "contact_name": departure.contact_name,
+        "contact_email": departure.contact_email,
+        "billing_reason": departure.billing_reason,
+    }
+    facts = {
+        "departure_id": departure.public_id,
+        "external_id": departure.external_id,
+        "source": departure.source,
+        "plan": departure.plan,
+        "segment": departure.segment,
+        "mrr_cents": departure.mrr_cents,
+        "currency": departure.currency,
+        "cancelled_at": clock.iso(departure.cancelled_at),
+    }
+    webhooks.publish(
+        session,
+        webhooks.Event(
+            type=event_type,
+            data={**facts, **{k: v for k, v in data.items() if k != "personal"}},
+            personal={**personal, **data.get("personal", {})},
+            departure_id=departure.id,
+            link=links.external_url("review.item", public_id=departure.public_id),
+        ),
+    )
+
+
 def find_by_external_id(session: Session, external_id: str) -> Departure | None:
     """Return the departure recorded for ``external_id``, if any."""
     return session.scalar(select(Departure).where(Departure.external_id == external_id))
 
 
 #: In a statement: the departure named by the bound ``public_id``, unless its
-#: data has been erased (nothing may be written about it any more).
+#: data has been erased (nothing may be written about it any more) or the
+#: customer stayed after all (nothing more is asked of them).
 LINKED_AND_KEPT = and_(
-    Departure.public_id == bindparam("public_id"), Departure.erased_at.is_(None)
+    Departure.public_id == bindparam("public_id"),
+    Departure.erased_at.is_(None),
+    Departure.reactivated_at.is_(None),
 )
 
 
@@ -100,9 +149,11 @@ def lock_departure(
 
 
 def record_departure(
-    session: Session, data: DepartureIn, *, source: str
+    session: Session, data: DepartureFacts, *, source: str
 ) -> tuple[Departure, bool]:
     """Record a departure and queue its invitation; return (departure, created).
+
+    A departure without a contact is kept all the same, with no invitation.
 
     Idempotent on ``external_id``, also when the same departure arrives twice
     at once: the database's unique key decides, and the loser returns the
@@ -128,7 +179,9 @@ def record_departure(
                 departures=1,
                 lost_mrr_cents=departure.mrr_cents,
             ).write(session)
-            queue_invitation(session, departure)
+            if departure.contact_email:
+                queue_invitation(session, departure)
+            departure_event(session, "departure.recorded", departure)
     except IntegrityError:
         existing = find_by_external_id(session, data.external_id)
         if existing is None:
@@ -138,7 +191,7 @@ def record_departure(
     return departure, True
 
 
-def _note_differences(existing: Departure, data: DepartureIn) -> None:
+def _note_differences(existing: Departure, data: DepartureFacts) -> None:
     """Log which facts a repeated departure would have changed (the first wins).
 
     Names only: the values are customer data.
@@ -166,6 +219,8 @@ def queue_survey_email(
     email carries the survey link, the consent withdrawal link (also as the
     one-click unsubscribe) and who sends it.
     """
+    if departure.contact_email is None:
+        raise ValueError(f"departure {departure.public_id} has no one to write to")
     outbox.enqueue(
         session,
         kind=kind,
@@ -180,18 +235,31 @@ def queue_survey_email(
     )
 
 
-def queue_invitation(session: Session, departure: Departure) -> None:
-    """Write the survey invitation for ``departure`` to the outbox."""
+def _queue_question(session: Session, departure: Departure, kind: str) -> None:
+    """Write an email asking the question, each reason a link to its answer."""
     survey_url = links.survey_url(departure.public_id)
     queue_survey_email(
         session,
         departure,
-        "invitation",
+        kind,
         reason_links=[
             (label, f"{survey_url}?reason={code}") for code, label in REASONS.items()
         ],
     )
+
+
+def queue_invitation(session: Session, departure: Departure) -> None:
+    """Write the survey invitation for ``departure`` to the outbox."""
+    _queue_question(session, departure, "invitation")
     departure.invited_at = clock.now()
+
+
+def queue_reminder(session: Session, departure: Departure) -> None:
+    """Write a reminder repeating the question for ``departure`` (locked by
+    the caller, who checked it is due) and count it on the departure."""
+    _queue_question(session, departure, "reminder")
+    departure.reminders_sent += 1
+    departure.last_reminded_at = clock.now()
 
 
 @outbox.message_settling.connect

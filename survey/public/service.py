@@ -24,6 +24,7 @@ from survey.db.fastpath import Prepared
 from survey.departures.models import Departure
 from survey.departures.service import (
     Erased,
+    Reactivated,
     find_by_public_id,
     queue_survey_email,
 )
@@ -46,6 +47,8 @@ def departure_from_token(
         raise tokens.TokenInvalid
     if departure.erased_at is not None:
         raise Erased
+    if departure.reactivated_at is not None:
+        raise Reactivated
     return departure
 
 
@@ -56,6 +59,7 @@ SURVEY_STATE = Prepared(
         Departure.locale,
         Departure.first_opened_at,
         Departure.erased_at,
+        Departure.reactivated_at,
         Response.reason,
         Response.reason_other,
         Response.answered_at,
@@ -73,6 +77,7 @@ class SurveyState(Protocol):
     locale: str | None
     first_opened_at: datetime | None
     erased_at: datetime | None
+    reactivated_at: datetime | None
     reason: str | None
     reason_other: str | None
     answered_at: datetime | None
@@ -91,6 +96,8 @@ def survey_state(connection: Connection, public_id: str) -> SurveyState:
         raise tokens.TokenInvalid
     if state.erased_at is not None:
         raise Erased
+    if state.reactivated_at is not None:
+        raise Reactivated
     return state
 
 

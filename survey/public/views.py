@@ -33,7 +33,7 @@ from survey.consent import (
     withdrawal_wording,
 )
 from survey.departures.models import Departure
-from survey.departures.service import Erased, find_by_public_id
+from survey.departures.service import Erased, Reactivated, find_by_public_id
 from survey.public import service
 from survey.public.forms import DetailsForm, PublicForm, ReasonForm
 from survey.vocabulary import DESTINATIONS, FOLLOW_UPS, REASONS
@@ -59,6 +59,11 @@ def _invalid_link(_error: tokens.TokenInvalid) -> tuple[str, int]:
 @bp.errorhandler(Erased)
 def _erased(_error: Erased) -> tuple[str, int]:
     return render_template("public/link_gone.html"), 410
+
+
+@bp.errorhandler(Reactivated)
+def _stayed(_error: Reactivated) -> str:
+    return render_template("public/stayed.html")
 
 
 @bp.errorhandler(tokens.TokenExpired)

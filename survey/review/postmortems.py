@@ -15,7 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from survey import audit, clock
 from survey.departures.models import Departure
-from survey.departures.service import lock_departure
+from survey.departures.service import departure_event, lock_departure
 from survey.errors import InvalidInput, NotFound, SurveyError
 from survey.review import queue
 from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
@@ -263,6 +263,17 @@ def save_postmortem(
         departure_id=item.departure_id,
         version=postmortem.version,
     )
+    if finish and item.status != "postmortem_done":
+        primary = next((c for c in postmortem.root_causes if c.is_primary), None)
+        departure_event(
+            session,
+            "postmortem.completed",
+            departure,
+            primary_root_cause=primary.code if primary else None,
+            root_causes=[cause.code for cause in postmortem.root_causes],
+            preventable=postmortem.preventable,
+            winback_recommendation=postmortem.winback_recommendation,
+        )
     if finish:
         if item.status == "new":
             queue.change_status(session, item, "in_review", actor_id=actor_id)

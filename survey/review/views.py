@@ -238,7 +238,8 @@ def _render_item(
             if response
             else None,
             consent=current_consent(session, departure.id),
-            on_winback_list=winback.is_listed(session, departure.contact_email),
+            on_winback_list=departure.contact_email is not None
+            and winback.is_listed(session, departure.contact_email),
             consent_history=consent_history,
             postmortem=postmortem,
             form=postmortem_form or _postmortem_form(postmortem, departure),

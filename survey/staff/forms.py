@@ -1,4 +1,4 @@
-"""Staff forms: sign in, password, users. Field rules only."""
+"""Staff forms: sign in, password, users, webhooks. Field rules only."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from wtforms import (
     PasswordField,
     SelectChoice,
     SelectField,
+    SelectMultipleField,
     StringField,
 )
 from wtforms.validators import InputRequired, Length
 
 from survey.staff.models import NAME_MAX_LENGTH, ROLES
 from survey.staff.passwords import MIN_LENGTH
+from survey.webhooks import EVENTS
 
 ROLE_CHOICES = [SelectChoice(role, role) for role in ROLES]
 
@@ -74,4 +76,23 @@ class ContactForm(FlaskForm):  # type: ignore[misc]
     #: Erasing needs the address typed a second time.
     confirm = StringField(
         "Type the address again to confirm erasure", validators=[Length(max=320)]
+    )
+
+
+class WebhookForm(FlaskForm):  # type: ignore[misc]
+    """An admin registers a webhook endpoint; its secret is shown once."""
+
+    url = StringField(
+        "Endpoint URL (https://)", validators=[InputRequired(), Length(max=2000)]
+    )
+    events = SelectMultipleField(
+        "Events to send",
+        choices=[
+            SelectChoice(code, f"{code}: {label}") for code, label in EVENTS.items()
+        ],
+        validators=[InputRequired(message="Choose one or more events.")],
+    )
+    slack = BooleanField("This is a Slack incoming webhook: send a short sentence")
+    include_personal = BooleanField(
+        "Include free text and contact details (company, name, email, comments)"
     )

@@ -1,0 +1,457 @@
+"""Cancellations straight from Stripe: its webhook events become departures.
+
+Each event is verified (``verify``), stored once under its id (``store``:
+a repeat, even one arriving at the same moment, finds it there), then
+handled (``handle``): the customer's address is read from Stripe's API
+before any write, and the event is locked and handled only if still
+pending, so the request and the worker never both handle it. When Stripe's
+API cannot be reached the event waits, and the worker tries it again with
+back-off (``handle_due``); after the last attempt it is handled with what
+the subscription itself says.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import requests
+import stripe
+from flask import current_app
+from sqlalchemy import Index, String, Text, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from survey import clock, db, outbox
+from survey.db import Base
+from survey.departures.models import Departure
+from survey.departures.schemas import DepartureFacts, normalize_email
+from survey.departures.service import (
+    departure_event,
+    find_by_external_id,
+    lock_departure,
+    record_departure,
+)
+from survey.errors import SurveyError
+from survey.review.models import ITEM_COLUMNS, ReviewItem, new_items
+
+log = logging.getLogger(__name__)
+
+TOLERANCE_SECONDS = 300
+PENDING, DONE = "pending", "done"
+#: Attempts at reading the customer before the event is handled without it.
+MAX_ATTEMPTS = 12
+#: How long the request that stored an event has to handle it before the
+#: worker may take it over.
+GRACE = timedelta(seconds=60)
+HANDLED_TYPES = frozenset(
+    {
+        "customer.subscription.deleted",
+        "customer.subscription.updated",
+        "customer.subscription.resumed",
+    }
+)
+
+
+class StripeEvent(Base):
+    """A Stripe event as received: kept once per id, handled once."""
+
+    __tablename__ = "stripe_events"
+    __table_args__ = (Index("ix_stripe_events_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    #: The event's JSON until it is handled (it names a person), then None.
+    payload: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(10))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    handled_at: Mapped[datetime | None]
+
+
+class BadEvent(SurveyError):
+    """The request is not a genuine, readable Stripe event."""
+
+    status = 400
+    code = "bad_signature"
+
+
+def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
+    """Return the event if Stripe signed it within the tolerance; raise BadEvent.
+
+    Stripe's own check: several ``v1`` signatures are accepted (while a
+    secret is rolled, Stripe signs with both).
+    """
+    secret = current_app.config["STRIPE_WEBHOOK_SECRET"]
+    try:
+        stripe.WebhookSignature.verify_header(
+            payload, signature, secret, TOLERANCE_SECONDS
+        )
+    except (stripe.SignatureVerificationError, UnicodeDecodeError):
+        raise BadEvent("The Stripe-Signature header does not match.") from None
+    try:
+        event = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        event = None
+    if not (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), str)
+        and isinstance(event.get("type"), str)
+        and isinstance(event.get("data"), dict)
+        and isinstance(event["data"].get("object"), dict)
+    ):
+        error = BadEvent("The body is not a Stripe event.")
+        error.code = "bad_payload"
+        raise error
+    return event
+
+
+def store(session: Session, event: dict[str, Any]) -> bool:
+    """Keep the event; return False if it was kept already. The caller commits."""
+    now = clock.now()
+    try:
+        with session.begin_nested():
+            session.add(
+                StripeEvent(
+                    id=event["id"][:255],
+                    type=event["type"][:100],
+                    payload=json.dumps(event),
+                    status=PENDING,
+                    attempts=0,
+                    next_attempt_at=now + GRACE,
+                    received_at=now,
+                )
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+# --- reading the subscription ---------------------------------------------------
+
+
+#: How many of each interval make a month.
+_PER_MONTH = {"day": Decimal(365) / 12, "week": Decimal(52) / 12, "month": Decimal(1)}
+
+
+def monthly_cents(subscription: dict[str, Any]) -> int:
+    """Return the subscription's recurring amount per month, in minor units.
+
+    Quantity times unit amount for each item, brought to a month: yearly
+    divided by 12, weekly times 52/12, daily times 365/12, each divided by its
+    ``interval_count``.
+    """
+    total = Decimal(0)
+    for item in (subscription.get("items") or {}).get("data") or []:
+        price = item.get("price") or item.get("plan") or {}
+        recurring = price.get("recurring") or price
+        interval = recurring.get("interval") or "month"
+        count = Decimal(recurring.get("interval_count") or 1)
+        unit = price.get("unit_amount_decimal") or price.get("unit_amount") or 0
+        amount = Decimal(str(unit)) * Decimal(item.get("quantity") or 1)
+        if interval == "year":
+            total += amount / (12 * count)
+        else:
+            total += amount * _PER_MONTH.get(interval, Decimal(1)) / count
+    return max(0, int(total.quantize(Decimal(1))))
+
+
+def _plan(subscription: dict[str, Any]) -> str | None:
+    items = (subscription.get("items") or {}).get("data") or []
+    if not items:
+        return None
+    price = items[0].get("price") or items[0].get("plan") or {}
+    product = price.get("product")
+    if isinstance(product, dict):
+        product = product.get("name") or product.get("id")
+    name = price.get("nickname") or product
+    return str(name)[:80] if name else None
+
+
+def _currency(subscription: dict[str, Any]) -> str:
+    items = (subscription.get("items") or {}).get("data") or []
+    price = (items[0].get("price") or {}) if items else {}
+    return str(subscription.get("currency") or price.get("currency") or "usd").upper()
+
+
+def _when(*stamps: Any) -> datetime | None:
+    for stamp in stamps:
+        if isinstance(stamp, int) and stamp > 0:
+            return datetime.fromtimestamp(stamp, UTC)
+    return None
+
+
+def _period_end(subscription: dict[str, Any]) -> Any:
+    """The current period's end (on the items in newer API versions)."""
+    items = (subscription.get("items") or {}).get("data") or []
+    return subscription.get("current_period_end") or (
+        items[0].get("current_period_end") if items else None
+    )
+
+
+@dataclass(frozen=True)
+class Contact:
+    """Whom to ask, as far as anyone knows."""
+
+    email: str | None = None
+    name: str | None = None
+    locale: str | None = None
+
+
+class StripeUnreachable(Exception):
+    """Stripe's API did not answer; try again later."""
+
+
+def read_customer(customer_id: str | None) -> Contact:
+    """Return the customer's email and name from Stripe's API (an empty Contact
+    without an API key or a customer); raise StripeUnreachable."""
+    key = current_app.config["STRIPE_API_KEY"]
+    if not key or not customer_id:
+        return Contact()
+    base = current_app.config["STRIPE_API_BASE"]
+    http = requests.Session()
+    client = stripe.StripeClient(
+        key,
+        base_addresses={"api": base} if base else None,
+        max_network_retries=0,  # the worker retries, with back-off
+        http_client=stripe.RequestsClient(timeout=10, session=http),
+    )
+    try:
+        customer = client.v1.customers.retrieve(customer_id)
+    except stripe.InvalidRequestError:  # no such customer: metadata it is
+        return Contact()
+    except stripe.StripeError as error:
+        raise StripeUnreachable(f"{type(error).__name__}: {error}") from None
+    finally:
+        http.close()
+    found = customer.to_dict()
+    if found.get("deleted"):
+        return Contact()
+    locales = found.get("preferred_locales") or []
+    return Contact(
+        email=found.get("email"),
+        name=found.get("name"),
+        locale=locales[0] if locales else None,
+    )
+
+
+def _contact(subscription: dict[str, Any], found: Contact) -> Contact:
+    """The API's answer, else the subscription's ``email``/``name`` metadata."""
+    metadata = subscription.get("metadata") or {}
+    email = found.email or metadata.get("email")
+    try:
+        email = normalize_email(str(email)) if email else None
+    except ValueError:
+        log.warning(
+            "subscription %s: the contact's address is not valid",
+            subscription.get("id"),
+        )
+        email = None
+    return Contact(email, found.name or metadata.get("name"), found.locale)
+
+
+def _facts(subscription: dict[str, Any], contact: Contact, cancelled: Any) -> Any:
+    metadata = subscription.get("metadata") or {}
+    details = subscription.get("cancellation_details") or {}
+    reason = details.get("feedback")
+    if details.get("comment"):
+        reason = f"{reason or 'other'}: {details['comment']}"
+    raw = {
+        "external_id": subscription.get("id"),
+        "company": metadata.get("company") or contact.name,
+        "contact_name": contact.name,
+        "contact_email": contact.email,
+        "plan": _plan(subscription),
+        "mrr_cents": monthly_cents(subscription),
+        "currency": _currency(subscription),
+        "segment": metadata.get("segment"),
+        "cancelled_at": cancelled,
+        "csm_email": metadata.get("csm_email"),
+        "billing_reason": reason,
+    }
+    try:
+        return DepartureFacts.model_validate(raw)
+    except ValueError:
+        # Stripe's facts beyond the ids may not fit ours: keep the departure
+        # with what does (the address was checked already).
+        keep = ("external_id", "contact_email", "mrr_cents", "cancelled_at")
+        return DepartureFacts.model_validate({name: raw[name] for name in keep})
+
+
+# --- handling -------------------------------------------------------------------
+
+
+def _what_to_do(event: dict[str, Any]) -> str | None:
+    """Return ``depart``, ``reactivate`` or None for an event."""
+    subscription = event["data"]["object"]
+    before = event["data"].get("previous_attributes") or {}
+    kind = event["type"]
+    if kind == "customer.subscription.deleted":
+        return "depart"
+    if kind == "customer.subscription.resumed":
+        return "reactivate"
+    if kind == "customer.subscription.updated":
+        cancelling = bool(subscription.get("cancel_at_period_end")) or bool(
+            subscription.get("cancel_at")
+        )
+        was_cancelling = bool(
+            before.get("cancel_at_period_end", subscription.get("cancel_at_period_end"))
+        ) or bool(before.get("cancel_at", subscription.get("cancel_at")))
+        if cancelling and not was_cancelling:
+            return "depart"
+        if was_cancelling and not cancelling:
+            return "reactivate"
+    return None
+
+
+def needs_customer(event: dict[str, Any]) -> bool:
+    """Return whether handling the event reads the customer from Stripe."""
+    return _what_to_do(event) == "depart"
+
+
+def handle(session: Session, event_id: str, contact: Contact | None) -> bool:
+    """Handle a stored event if it is still pending; return whether it was.
+
+    ``contact``: what Stripe's API said (None: it could not be asked, and
+    the subscription's metadata will do). The caller commits.
+    """
+    db.begin_write(session)
+    stored = session.scalar(
+        select(StripeEvent)
+        .where(StripeEvent.id == event_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if stored is None or stored.status != PENDING or stored.payload is None:
+        return False
+    event = json.loads(stored.payload)
+    subscription = event["data"]["object"]
+    action = _what_to_do(event)
+    if action == "depart":
+        cancelled = (
+            _when(subscription.get("canceled_at"), subscription.get("ended_at"))
+            if event["type"] == "customer.subscription.deleted"
+            else _when(subscription.get("cancel_at"), _period_end(subscription))
+        )
+        facts = _facts(
+            subscription, _contact(subscription, contact or Contact()), cancelled
+        )
+        departure, created = record_departure(session, facts, source="stripe")
+        if created and departure.contact_email is None:
+            _queue_without_contact(session, departure)
+    elif action == "reactivate" and subscription.get("id"):
+        _reactivate(session, str(subscription["id"]))
+    stored.status, stored.payload = DONE, None
+    stored.handled_at, stored.last_error = clock.now(), None
+    return True
+
+
+def _queue_without_contact(session: Session, departure: Departure) -> None:
+    """No one can be asked: the departure goes to the review queue at once."""
+    session.connection().execute(
+        insert(ReviewItem).from_select(
+            ITEM_COLUMNS, new_items("unanswered").where(Departure.id == departure.id)
+        ),
+        {"now": clock.now(), "reason": None},
+    )
+
+
+def _reactivate(session: Session, subscription_id: str) -> None:
+    """Mark the subscription's departure reactivated: its unsent emails stay so."""
+    found = find_by_external_id(session, subscription_id)
+    if found is None:
+        return
+    departure = lock_departure(session, found.id, erased_ok=True)
+    if departure.reactivated_at is not None:
+        return
+    departure.reactivated_at = clock.now()
+    session.execute(
+        update(outbox.OutboxMessage)
+        .where(
+            outbox.OutboxMessage.departure_id == departure.id,
+            outbox.OutboxMessage.status == outbox.PENDING,
+            outbox.OutboxMessage.kind.in_(("invitation", "reminder")),
+        )
+        .values(status=outbox.FAILED, last_error="the customer stayed")
+    )
+    departure_event(session, "departure.reactivated", departure)
+    log.info("departure %s reactivated", departure.public_id)
+
+
+def postpone(session: Session, event_id: str, error: str) -> None:
+    """Note a failed attempt at reading the customer; the worker tries again."""
+    db.begin_write(session)
+    stored = session.get(StripeEvent, event_id, with_for_update=True)
+    if stored is None or stored.status != PENDING:
+        return
+    stored.attempts += 1
+    stored.last_error = error[:1000]
+    delay = 30 * 2 ** min(stored.attempts - 1, 10)
+    stored.next_attempt_at = clock.now() + timedelta(seconds=min(delay, 6 * 3600))
+    log.warning(
+        "Stripe event %s postponed (attempt %d): %s", event_id, stored.attempts, error
+    )
+
+
+def take_in(session: Session, event: dict[str, Any]) -> str:
+    """Store, then handle, an event just received; return what became of it:
+    ``duplicate``, ``handled`` or ``postponed`` (the worker goes on)."""
+    db.begin_write(session)
+    if not store(session, event):
+        session.rollback()
+        return "duplicate"
+    session.commit()
+    return _attempt(session, event["id"], event, final=False)
+
+
+def _attempt(
+    session: Session, event_id: str, event: dict[str, Any], *, final: bool
+) -> str:
+    contact: Contact | None = None
+    if needs_customer(event):
+        subscription = event["data"]["object"]
+        customer = subscription.get("customer")
+        customer_id = customer.get("id") if isinstance(customer, dict) else customer
+        try:
+            contact = read_customer(customer_id)  # outside any transaction
+        except StripeUnreachable as error:
+            if not final:
+                postpone(session, event_id, str(error))
+                session.commit()
+                return "postponed"
+            log.error(
+                "Stripe event %s handled without the customer: %s", event_id, error
+            )
+    handled = handle(session, event_id, contact)
+    session.commit()
+    return "handled" if handled else "duplicate"
+
+
+def handle_due(session: Session, limit: int = 50) -> int:
+    """Try the events left pending whose time has come; return how many were handled."""
+    now = clock.now()
+    due = [
+        (row.id, row.payload, row.attempts)
+        for row in session.execute(
+            select(StripeEvent.id, StripeEvent.payload, StripeEvent.attempts)
+            .where(StripeEvent.status == PENDING, StripeEvent.next_attempt_at <= now)
+            .order_by(StripeEvent.next_attempt_at)
+            .limit(limit)
+        )
+    ]
+    session.rollback()
+    handled = 0
+    for event_id, payload, attempts in due:
+        if payload is None:
+            continue
+        outcome = _attempt(
+            session, event_id, json.loads(payload), final=attempts + 1 >= MAX_ATTEMPTS
+        )
+        handled += outcome == "handled"
+    return handled

@@ -1,0 +1,477 @@
+"""Stripe intake: signed events become departures, once; Stripe's API read for
+the contact, and waited for when it is down."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import stripe
+from flask import Flask
+from sqlalchemy import func, select
+
+from survey import cli
+from survey.departures.models import Departure
+from survey.outbox import OutboxMessage
+from survey.review.models import ReviewItem
+from survey.stripe_intake import StripeEvent
+from tests.factories import hidden_fields, login, make_user, path_of, submit
+
+SECRET = "whsec_test_secret"
+_ids = itertools.count(1)
+
+
+@dataclass
+class FakeStripe:
+    """Stripe's API on loopback: customers by id; ``down`` answers 503."""
+
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    down: bool = False
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def stripe_api() -> Iterator[tuple[FakeStripe, str]]:
+    fake = FakeStripe()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fake.requests.append(self.path)
+            customer_id = self.path.rsplit("/", 1)[-1]
+            if fake.down:
+                status, body = 503, {"error": {"message": "down"}}
+            elif customer_id in fake.customers:
+                status, body = 200, fake.customers[customer_id]
+            else:
+                status = 404
+                body = {"error": {"type": "invalid_request_error", "message": "no"}}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def stripe_app(make_app, stripe_api) -> Flask:
+    return make_app(
+        STRIPE_WEBHOOK_SECRET=SECRET,
+        STRIPE_API_KEY="sk_test_123",
+        STRIPE_API_BASE=stripe_api[1],
+    )
+
+
+def subscription(**fields: Any) -> dict[str, Any]:
+    number = next(_ids)
+    sub = {
+        "id": f"sub_{number:06d}",
+        "object": "subscription",
+        "customer": f"cus_{number:06d}",
+        "currency": "eur",
+        "cancel_at_period_end": False,
+        "cancel_at": None,
+        "canceled_at": 1_780_000_000,
+        "ended_at": 1_780_000_100,
+        "current_period_end": 1_782_000_000,
+        "metadata": {},
+        "cancellation_details": {"feedback": "too_expensive", "comment": None},
+        "items": {"data": [item(29_900)]},
+    }
+    sub.update(fields)
+    return sub
+
+
+def item(
+    unit_amount: int, interval: str = "month", count: int = 1, quantity: int = 1
+) -> dict[str, Any]:
+    return {
+        "quantity": quantity,
+        "price": {
+            "nickname": "Pro",
+            "product": "prod_1",
+            "currency": "eur",
+            "unit_amount": unit_amount,
+            "recurring": {"interval": interval, "interval_count": count},
+        },
+    }
+
+
+def event(
+    kind: str, sub: dict[str, Any], previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"object": sub}
+    if previous is not None:
+        data["previous_attributes"] = previous
+    return {
+        "id": f"evt_{next(_ids):08d}",
+        "object": "event",
+        "type": kind,
+        "data": data,
+    }
+
+
+def signed(
+    body: str, secret: str = SECRET, timestamp: int | None = None
+) -> dict[str, str]:
+    header = stripe.WebhookSignature.generate_signature_header(
+        body, secret, timestamp=timestamp
+    )
+    return {"Stripe-Signature": header, "Content-Type": "application/json"}
+
+
+def post(client, evt: dict[str, Any], **signing: Any) -> Any:
+    body = json.dumps(evt)
+    return client.post(
+        "/api/v1/webhooks/stripe", data=body, headers=signed(body, **signing)
+    )
+
+
+def departures(session) -> list[Departure]:
+    session.rollback()
+    return list(session.scalars(select(Departure).order_by(Departure.id)))
+
+
+def invitations(session) -> list[OutboxMessage]:
+    session.rollback()
+    return list(
+        session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "invitation"))
+    )
+
+
+def test_a_deleted_subscription_becomes_a_departure(stripe_app, stripe_api, session):
+    fake, _ = stripe_api
+    sub = subscription(metadata={"segment": "smb", "email": "meta@example.com"})
+    fake.customers[sub["customer"]] = {
+        "id": sub["customer"],
+        "object": "customer",
+        "email": "Ada@Example.com",
+        "name": "Ada Lovelace",
+        "preferred_locales": ["fr"],
+    }
+    response = post(
+        stripe_app.test_client(), event("customer.subscription.deleted", sub)
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.json == {"received": True, "outcome": "handled"}
+    [departure] = departures(session)
+    assert departure.source == "stripe"
+    assert departure.external_id == sub["id"]
+    assert departure.contact_email == "ada@example.com"  # the API's, not metadata's
+    assert departure.contact_name == "Ada Lovelace"
+    assert (departure.plan, departure.mrr_cents, departure.currency) == (
+        "Pro",
+        29_900,
+        "EUR",
+    )
+    assert departure.segment == "smb"
+    assert departure.cancelled_at == datetime.fromtimestamp(sub["canceled_at"], UTC)
+    assert departure.billing_reason == "too_expensive"
+    [invitation] = invitations(session)
+    assert invitation.recipient == "ada@example.com"
+    assert fake.requests == [f"/v1/customers/{sub['customer']}"]
+    # Handled: the stored event no longer holds the person's data.
+    [stored] = session.scalars(select(StripeEvent)).all()
+    assert (stored.status, stored.payload) == ("done", None)
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        ([item(5_000)], 5_000),
+        ([item(120_000, "year")], 10_000),
+        ([item(1_000, "week")], 4_333),  # 1000 x 52 / 12
+        ([item(30_000, "month", count=3)], 10_000),
+        ([item(24_000, "year", count=2)], 1_000),
+        ([item(2_500, quantity=4), item(12_000, "year")], 11_000),
+    ],
+    ids=["monthly", "yearly", "weekly", "quarterly", "two-yearly", "multi-item"],
+)
+def test_mrr_is_normalized_to_a_month(stripe_app, session, items, expected):
+    sub = subscription(items={"data": items}, metadata={"email": "m@example.com"})
+    client = stripe_app.test_client()
+    assert post(client, event("customer.subscription.deleted", sub)).status_code == 200
+    [departure] = departures(session)
+    assert departure.mrr_cents == expected
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["missing", "wrong_secret", "changed_body", "stale", "garbage_header"],
+)
+def test_unsigned_badly_signed_or_stale_events_are_refused(stripe_app, session, tamper):
+    body = json.dumps(event("customer.subscription.deleted", subscription()))
+    headers = signed(body)
+    if tamper == "missing":
+        del headers["Stripe-Signature"]
+    elif tamper == "wrong_secret":
+        headers = signed(body, secret="whsec_other")
+    elif tamper == "changed_body":
+        body = body.replace("too_expensive", "switched")
+    elif tamper == "stale":
+        headers = signed(body, timestamp=int(time.time()) - 301)
+    else:
+        headers["Stripe-Signature"] = "t=abc,v1=zz"
+    response = stripe_app.test_client().post(
+        "/api/v1/webhooks/stripe", data=body, headers=headers
+    )
+    assert response.status_code == 400
+    assert response.json["error"] == "bad_signature"
+    assert departures(session) == []
+    assert session.scalar(select(func.count()).select_from(StripeEvent)) == 0
+
+
+def test_any_of_several_signatures_will_do_while_the_secret_rolls(stripe_app, session):
+    body = json.dumps(
+        event(
+            "customer.subscription.deleted", subscription(metadata={"email": "r@x.io"})
+        )
+    )
+    good = signed(body)["Stripe-Signature"]
+    timestamp, signature = good.split(",")
+    old = "0" * 64
+    header = f"{timestamp},v1={old},{signature}"
+    response = stripe_app.test_client().post(
+        "/api/v1/webhooks/stripe",
+        data=body,
+        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200
+    assert len(departures(session)) == 1
+
+
+def test_a_signed_body_that_is_not_an_event_is_refused(stripe_app, session):
+    body = json.dumps({"hello": "world"})
+    response = stripe_app.test_client().post(
+        "/api/v1/webhooks/stripe", data=body, headers=signed(body)
+    )
+    assert response.status_code == 400
+    assert response.json["error"] == "bad_payload"
+    assert session.scalar(select(func.count()).select_from(StripeEvent)) == 0
+
+
+def test_without_a_secret_nothing_is_accepted(make_app, session):
+    app = make_app()
+    body = json.dumps(event("customer.subscription.deleted", subscription()))
+    response = app.test_client().post(
+        "/api/v1/webhooks/stripe", data=body, headers=signed(body)
+    )
+    assert response.status_code == 503
+    assert response.json["error"] == "stripe_not_configured"
+    assert departures(session) == []
+
+
+def test_the_same_event_twice_at_once_makes_one_departure_and_one_email(
+    stripe_app, served_by, session
+):
+    host, port = served_by(stripe_app)
+    evt = event(
+        "customer.subscription.deleted", subscription(metadata={"email": "twice@x.io"})
+    )
+    body = json.dumps(evt).encode()
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+    outcomes: list[str] = []
+
+    def send() -> None:
+        headers = signed(body.decode())
+        request = urllib.request.Request(
+            f"http://{host}:{port}/api/v1/webhooks/stripe",
+            data=body,
+            headers=headers,
+            method="POST",
+        )
+        barrier.wait()
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            statuses.append(answer.status)
+            outcomes.append(json.load(answer)["outcome"])
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 8
+    assert sorted(outcomes).count("handled") == 1
+    assert len(departures(session)) == 1
+    assert len(invitations(session)) == 1
+
+
+def test_cancel_at_period_end_departs_now_and_the_deletion_adds_nothing(
+    stripe_app, session
+):
+    client = stripe_app.test_client()
+    sub = subscription(
+        cancel_at_period_end=True, canceled_at=None, metadata={"email": "p@x.io"}
+    )
+    updated = event(
+        "customer.subscription.updated", sub, {"cancel_at_period_end": False}
+    )
+    assert post(client, updated).json["outcome"] == "handled"
+    [departure] = departures(session)
+    assert departure.cancelled_at == datetime.fromtimestamp(
+        sub["current_period_end"], UTC
+    )
+    deleted = event(
+        "customer.subscription.deleted", {**sub, "canceled_at": 1_782_000_000}
+    )
+    assert post(client, deleted).status_code == 200
+    assert len(departures(session)) == 1
+    assert len(invitations(session)) == 1
+    # An update that changes something else records nothing.
+    other = event("customer.subscription.updated", sub, {"metadata": {}})
+    assert post(client, other).json["outcome"] == "handled"
+    assert len(departures(session)) == 1
+
+
+@pytest.mark.parametrize("how", ["uncancelled", "resumed"])
+def test_a_customer_who_stays_is_marked_reactivated(stripe_app, session, client, how):
+    stripe_client = stripe_app.test_client()
+    sub = subscription(
+        cancel_at_period_end=True, canceled_at=None, metadata={"email": "s@x.io"}
+    )
+    post(
+        stripe_client,
+        event("customer.subscription.updated", sub, {"cancel_at_period_end": False}),
+    )
+    [departure] = departures(session)
+    [invitation] = invitations(session)
+    survey_url = invitation.body_text.split("Or open your personal survey:")[1].split()[
+        0
+    ]
+    # The customer opened the survey before they changed their mind.
+    page_one = client.get(path_of(survey_url)).get_data(as_text=True)
+    stayed = {**sub, "cancel_at_period_end": False}
+    if how == "uncancelled":
+        back = event(
+            "customer.subscription.updated", stayed, {"cancel_at_period_end": True}
+        )
+    else:
+        back = event("customer.subscription.resumed", stayed)
+    assert post(stripe_client, back).json["outcome"] == "handled"
+    [departure] = departures(session)
+    assert departure.reactivated_at is not None
+    # The unsent invitation stays unsent; no reminder is ever due.
+    [invitation] = invitations(session)
+    assert invitation.status == "failed"
+    # The link thanks them and records nothing.
+    page = client.get(path_of(survey_url))
+    assert page.status_code == 200
+    assert "Thank you for staying" in page.get_data(as_text=True)
+    answer = client.post(
+        path_of(survey_url), data={**hidden_fields(page_one), "reason": "switched"}
+    )
+    assert answer.status_code == 303
+    thanks = client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "Thank you for staying" in thanks
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(ReviewItem)) == 0
+    # The queue shows it as such.
+    with stripe_app.app_context():
+        assert cli._queue_unanswered() == 0  # not invited: it waits for no answer
+    make_user(stripe_app, "admin", email="boss@example.com")
+    login(client, "boss@example.com")
+    item = client.get(f"/review/{departure.public_id}")
+    assert item.status_code == 404  # not queued: nothing to review
+
+
+def test_the_contact_comes_from_metadata_without_an_api_key(make_app, session):
+    app = make_app(STRIPE_WEBHOOK_SECRET=SECRET)
+    sub = subscription(metadata={"email": "Meta@Example.com", "name": "Meta Person"})
+    assert (
+        post(app.test_client(), event("customer.subscription.deleted", sub)).status_code
+        == 200
+    )
+    [departure] = departures(session)
+    assert (departure.contact_email, departure.contact_name) == (
+        "meta@example.com",
+        "Meta Person",
+    )
+
+
+def test_without_any_contact_the_departure_is_kept_and_queued(
+    stripe_app, session, client
+):
+    sub = subscription()  # the API knows no such customer; no metadata
+    response = post(
+        stripe_app.test_client(), event("customer.subscription.deleted", sub)
+    )
+    assert response.status_code == 200
+    [departure] = departures(session)
+    assert departure.contact_email is None
+    assert invitations(session) == []
+    make_user(stripe_app, "admin", email="boss@example.com")
+    login(client, "boss@example.com")
+    queue = client.get("/review").get_data(as_text=True)
+    assert "No contact" in queue
+    assert departure.public_id in queue
+
+
+def test_an_event_waits_while_stripe_is_down_and_is_handled_after(
+    stripe_app, stripe_api, clock, session
+):
+    fake, _ = stripe_api
+    fake.down = True
+    sub = subscription()
+    fake.customers[sub["customer"]] = {
+        "id": sub["customer"],
+        "object": "customer",
+        "email": "later@example.com",
+        "name": "Later",
+    }
+    response = post(
+        stripe_app.test_client(), event("customer.subscription.deleted", sub)
+    )
+    assert response.status_code == 200
+    assert response.json["outcome"] == "postponed"
+    assert departures(session) == []
+    [stored] = session.scalars(select(StripeEvent)).all()
+    assert (stored.status, stored.attempts) == ("pending", 1)
+    assert "503" in (stored.last_error or "") or "down" in (stored.last_error or "")
+    with stripe_app.app_context():
+        assert cli._handle_stripe_due() == 0  # not due yet: back-off
+    clock.advance(seconds=31)
+    with stripe_app.app_context():
+        assert cli._handle_stripe_due() == 0  # still down: later again
+    session.rollback()
+    assert session.scalar(select(StripeEvent.attempts)) == 2
+    fake.down = False
+    clock.advance(minutes=5)
+    with stripe_app.app_context():
+        assert cli._handle_stripe_due() == 1
+    [departure] = departures(session)
+    assert departure.contact_email == "later@example.com"
+    assert len(invitations(session)) == 1
+
+
+def test_the_survey_link_of_a_stripe_departure_works(stripe_app, session, client):
+    sub = subscription(metadata={"email": "link@x.io"})
+    post(stripe_app.test_client(), event("customer.subscription.deleted", sub))
+    [invitation] = invitations(session)
+    survey_url = invitation.body_text.split("Or open your personal survey:")[1].split()[
+        0
+    ]
+    assert (
+        submit(client, path_of(survey_url), {"reason": "too_expensive"}).status_code
+        == 303
+    )
