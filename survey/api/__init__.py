@@ -23,6 +23,8 @@ from survey.api import (  # noqa: E402, F401  (routes)
     contacts,
     departures,
     insights,
+    openapi,
+    responses,
     stripe,
     winback,
 )

@@ -8,18 +8,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from survey import db
 from survey.api import bp
 from survey.api.auth import require_scope
-from survey.errors import InvalidInput
+from survey.api.paging import limit_from_args
 from survey.winback import service as winback
-
-DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
-
-
-def _limit() -> int:
-    limit = db.parse_int(request.args.get("limit", str(DEFAULT_LIMIT)), MAX_LIMIT)
-    if not limit:
-        message = f"Give a whole number from 1 to {MAX_LIMIT}."
-        raise InvalidInput("The limit is not valid.", {"limit": [message]})
-    return limit
 
 
 @bp.get("/winback/contacts")
@@ -28,7 +18,9 @@ def winback_contacts() -> WerkzeugResponse:
     """One page of consenting contacts; ``next_cursor`` is null on the last."""
     wanted = winback.filter_from_args(request.args)
     session = db.session()
-    result = winback.page(session, wanted, request.args.get("cursor"), _limit())
+    result = winback.page(
+        session, wanted, request.args.get("cursor"), limit_from_args()
+    )
     winback.audit_export(
         actor_id=None,
         token_name=g.api_token.name,
