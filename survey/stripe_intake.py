@@ -17,13 +17,13 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import requests
 import stripe
 from flask import current_app
 from sqlalchemy import Index, String, Text, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from survey import clock, db, outbox
@@ -36,7 +36,7 @@ from survey.departures.service import (
     lock_departure,
     record_departure,
 )
-from survey.errors import SurveyError
+from survey.errors import DatabaseBusy, SurveyError
 from survey.review.models import ITEM_COLUMNS, ReviewItem, new_items
 
 log = logging.getLogger(__name__)
@@ -399,7 +399,10 @@ def postpone(session: Session, event_id: str, error: str) -> None:
     )
 
 
-def take_in(session: Session, event: dict[str, Any]) -> str:
+Outcome = Literal["handled", "duplicate", "postponed"]
+
+
+def take_in(session: Session, event: dict[str, Any]) -> Outcome:
     """Store, then handle, an event just received; return what became of it:
     ``duplicate``, ``handled`` or ``postponed`` (the worker goes on)."""
     db.begin_write(session)
@@ -412,7 +415,22 @@ def take_in(session: Session, event: dict[str, Any]) -> str:
 
 def _attempt(
     session: Session, event_id: str, event: dict[str, Any], *, final: bool
-) -> str:
+) -> Outcome:
+    try:
+        return _try(session, event_id, event, final=final)
+    except (SQLAlchemyError, DatabaseBusy):
+        raise  # the database's trouble: the caller's to report
+    except Exception as error:  # an event we cannot read: kept, tried again later
+        session.rollback()
+        log.exception("Stripe event %s could not be handled", event_id)
+        postpone(session, event_id, f"{type(error).__name__}: {error}")
+        session.commit()
+        return "postponed"
+
+
+def _try(
+    session: Session, event_id: str, event: dict[str, Any], *, final: bool
+) -> Outcome:
     contact: Contact | None = None
     if needs_customer(event):
         subscription = event["data"]["object"]

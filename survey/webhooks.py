@@ -202,9 +202,14 @@ def send_again(session: Session, message_id: int) -> bool:
     """Queue a delivery once more, whatever became of it; return whether found.
 
     The same ``webhook-id``: a receiver that kept the first copy knows it.
+    Never one about an erased person: erasure emptied it for good.
     """
     message = session.get(outbox.OutboxMessage, message_id)
-    if message is None or message.kind != KIND:
+    if (
+        message is None
+        or message.kind != KIND
+        or message.recipient.endswith(outbox.ERASED_DOMAIN)
+    ):
         return False
     message.status, message.attempts = outbox.PENDING, 0
     message.next_attempt_at, message.locked_until = clock.now(), None

@@ -475,3 +475,28 @@ def test_the_survey_link_of_a_stripe_departure_works(stripe_app, session, client
         submit(client, path_of(survey_url), {"reason": "too_expensive"}).status_code
         == 303
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "previous"),
+    [
+        ("customer.subscription.deleted", {"items": "not a list"}, None),
+        ("customer.subscription.updated", {}, "not an object"),
+    ],
+    ids=["odd-items", "odd-previous"],
+)
+def test_an_event_that_cannot_be_read_is_kept_and_never_stops_the_worker(
+    stripe_app, clock, session, kind, fields, previous
+):
+    sub = subscription(**fields, metadata={"email": "odd@x.io"})
+    response = post(stripe_app.test_client(), event(kind, sub, previous))
+    assert response.status_code == 200
+    assert response.json["outcome"] == "postponed"
+    clock.advance(minutes=5)
+    with stripe_app.app_context():
+        assert cli._handle_stripe_due() == 0  # tried again, and kept again
+    session.rollback()
+    [stored] = session.scalars(select(StripeEvent)).all()
+    assert (stored.status, stored.attempts) == ("pending", 2)
+    assert "Error" in stored.last_error
+    assert departures(session) == []

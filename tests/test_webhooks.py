@@ -357,3 +357,22 @@ def test_other_roles_cannot_manage_webhooks(hook_app, client):
     make_user(hook_app, "csm", email="csm@example.com")
     login(client, "csm@example.com")
     assert client.get("/admin/webhooks").status_code == 403
+
+
+def test_an_erased_persons_deliveries_are_never_sent(hook_app, receiver, session):
+    add(hook_app, receiver.url, "departure.recorded", include_personal=True)
+    departure = make_departure(hook_app, contact_email="gone@example.com")
+    runner = hook_app.test_cli_runner()
+    assert runner.invoke(args=["contacts", "erase", "gone@example.com"]).exit_code == 0
+    assert deliver(hook_app).handled == 0
+    session.rollback()
+    delivery = session.scalar(
+        select(OutboxMessage).where(OutboxMessage.kind == "webhook")
+    )
+    assert delivery.status == "failed"
+    assert departure.contact_email not in delivery.body_text
+    with hook_app.app_context(), db.write_session() as s:
+        assert not webhooks.send_again(s, delivery.id)
+        s.commit()
+    assert deliver(hook_app).handled == 0
+    assert receiver.posts == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from survey.answers.schemas import AnswersOut, ConsentOut
 from survey.insights import service as insights
@@ -168,10 +168,8 @@ class InsightsOut(BaseModel):
 class StripeReceived(BaseModel):
     """A Stripe event taken in (or seen before: the intake is idempotent)."""
 
-    model_config = ConfigDict(extra="allow")
-
     received: Literal[True]
-    outcome: str | None = Field(
-        default=None,
-        description="handled, duplicate (seen before) or postponed (retried later).",
+    outcome: Literal["handled", "duplicate", "postponed"] = Field(
+        description="handled, duplicate (seen before) or postponed (Stripe's API "
+        "did not answer: the worker tries again later)."
     )

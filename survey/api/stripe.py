@@ -7,6 +7,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import db, stripe_intake
 from survey.api import bp
+from survey.api.schemas import StripeReceived
 from survey.errors import SurveyError
 
 
@@ -28,4 +29,4 @@ def stripe_webhook() -> WerkzeugResponse:
     )
     with db.new_session() as session:
         outcome = stripe_intake.take_in(session, event)
-    return jsonify(received=True, outcome=outcome)
+    return jsonify(StripeReceived(received=True, outcome=outcome).model_dump())
