@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app survey
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint format lock bench bench-review bench-insights bench-export clean
+.PHONY: run test lint format lock bench bench-review bench-insights bench-export bench-outbox clean
 
 $(BIN)/.installed: requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,11 @@ bench-insights: $(BIN)/.installed
 ## Win-back CSV export of 1M contacts through gunicorn (and on BENCH_PG if set).
 bench-export: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_export.py $(if $(BENCH_PG),--postgres $(BENCH_PG))
+
+## Outbox throughput: 20,000 mixed messages through real workers (SQLite, one
+## worker; and BENCH_PG with one and two workers); each must arrive once.
+bench-outbox: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_outbox.py $(if $(BENCH_PG),--postgres $(BENCH_PG))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache dist build

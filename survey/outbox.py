@@ -22,7 +22,9 @@ whatever it still holds.
 from __future__ import annotations
 
 import email.policy
+import functools
 import logging
+import os
 import smtplib
 import ssl
 import uuid
@@ -48,6 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm.attributes import set_committed_value
 
 from survey import clock, db
 from survey.db import Base
@@ -200,19 +203,33 @@ class _TimeoutConnection(flask_mail.Connection):
         timeout = current_app.config["MAIL_TIMEOUT_SECONDS"]
         mail = self.mail
         host: smtplib.SMTP | smtplib.SMTP_SSL
-        # Verify the server's certificate and name; smtplib does not by default.
-        tls = ssl.create_default_context()
         if mail.use_ssl:
             host = smtplib.SMTP_SSL(
-                mail.server, mail.port, timeout=timeout, context=tls
+                mail.server, mail.port, timeout=timeout, context=_tls_context()
             )
         else:
             host = smtplib.SMTP(mail.server, mail.port, timeout=timeout)
         if mail.use_tls:
-            host.starttls(context=tls)
+            host.starttls(context=_tls_context())
         if mail.username and mail.password:
             host.login(mail.username, mail.password)
         return host
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Verify the server's certificate and name (smtplib does not by default).
+
+    Made once per set of trusted certificates (``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR`` name them): loading them took 27 ms, once per batch.
+    """
+    return _context_trusting(
+        os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    )
+
+
+@functools.cache
+def _context_trusting(_cert_file: str | None, _cert_dir: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context()
 
 
 class _MailMessage(flask_mail.Message):
@@ -220,12 +237,15 @@ class _MailMessage(flask_mail.Message):
 
     def as_bytes(self) -> bytes:
         # Flask-Mail encodes and folds the headers it writes itself. Refolded
-        # on the way out, a List-Unsubscribe <URL> longer than a line would
-        # become RFC 2047 encoded words, which mail programs do not read.
+        # on the way out by the modern policy, a List-Unsubscribe <URL> longer
+        # than a line would become RFC 2047 encoded words, which mail programs
+        # do not read; the compat32 policy the message was built with only
+        # folds at spaces (a URL has none), and writes a message five times
+        # faster (3.2 ms of the 11 ms a message took, make bench-outbox).
         return bytes(self._message().as_bytes(policy=_AS_WRITTEN))
 
 
-_AS_WRITTEN = email.policy.SMTP.clone(refold_source="none")
+_AS_WRITTEN = email.policy.compat32.clone(linesep="\r\n", max_line_length=0)
 
 
 def _sender_domain() -> str | None:
@@ -365,19 +385,33 @@ class _Mailer:
                 connection.host.close()
 
 
-def _renew(session: Session, message_id: int, worker: str) -> OutboxMessage | None:
+def _load(session: Session, message_ids: list[int]) -> dict[int, OutboxMessage]:
+    """Read a batch's messages in one query (one per message cost 0.5 ms)."""
+    if not message_ids:
+        return {}
+    loaded = session.scalars(
+        select(OutboxMessage).where(OutboxMessage.id.in_(message_ids))
+    )
+    messages = {message.id: message for message in loaded}
+    session.commit()  # kept loaded: the session does not expire on commit
+    return messages
+
+
+def _renew(
+    session: Session, message: OutboxMessage, worker: str
+) -> OutboxMessage | None:
     """Renew this worker's claim on one message just before sending it.
 
     Return the message, or None when it is no longer this worker's to send:
-    sent or given up meanwhile, or claimed by another worker after this
-    worker's lease ran out.
+    sent or given up meanwhile (an erasure, a reactivation), or claimed by
+    another worker after this worker's lease ran out.
     """
     now = clock.now()
     db.begin_write(session)
     renewed = session.execute(
         update(OutboxMessage)
         .where(
-            OutboxMessage.id == message_id,
+            OutboxMessage.id == message.id,
             OutboxMessage.status == PENDING,
             OutboxMessage.claimed_by == worker,
             OutboxMessage.locked_until >= now,
@@ -386,10 +420,10 @@ def _renew(session: Session, message_id: int, worker: str) -> OutboxMessage | No
         .execution_options(synchronize_session=False)
     )
     renewed = cast(CursorResult[Any], renewed)
-    message = session.get(OutboxMessage, message_id) if renewed.rowcount else None
-    session.commit()  # hold no transaction while talking SMTP (keeps it loaded)
-    if message is None:
-        log.warning("message %s skipped: no longer claimed by %s", message_id, worker)
+    session.commit()  # hold no transaction while talking SMTP
+    if not renewed.rowcount:
+        log.warning("message %s skipped: no longer claimed by %s", message.id, worker)
+        return None
     return message
 
 
@@ -408,7 +442,7 @@ def _record_result(
     """
     db.begin_write(session)
     if error is None:
-        message_settling.send(message, session=session)
+        return _record_sent(session, message, status_code)
     session.refresh(message, with_for_update=True)
     if message.status != PENDING or (error and message.claimed_by != worker):
         # Another worker took the message over; its attempt decides. (A message
@@ -419,11 +453,7 @@ def _record_result(
     message.attempts += 1
     message.locked_until = None
     message.status_code = status_code
-    if error is None:
-        message.status, message.sent_at, message.last_error = SENT, now, None
-        message_sent.send(message, session=session)
-        outcome = SENT
-    elif final or message.attempts >= current_app.config["OUTBOX_MAX_ATTEMPTS"]:
+    if final or message.attempts >= current_app.config["OUTBOX_MAX_ATTEMPTS"]:
         message.status, message.last_error = FAILED, error
         outcome = FAILED
         log.error(
@@ -441,6 +471,49 @@ def _record_result(
         )
     session.commit()
     return outcome
+
+
+def _record_sent(
+    session: Session, message: OutboxMessage, status_code: int | None
+) -> str | None:
+    """Mark a message sent, whoever claims it now, unless it is no longer
+    pending (another worker's attempt decided); return the outcome.
+
+    One UPDATE, after the departure's lock (``message_settling``): reading
+    the row first, then writing it, cost a third of a message's time.
+    """
+    message_settling.send(message, session=session)
+    now = clock.now()
+    marked = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message.id, OutboxMessage.status == PENDING)
+        .values(
+            status=SENT,
+            sent_at=now,
+            attempts=OutboxMessage.attempts + 1,
+            locked_until=None,
+            last_error=None,
+            status_code=status_code,
+        )
+        .returning(OutboxMessage.attempts)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if marked is None:
+        session.refresh(message)  # as the other side left it (erased, perhaps)
+        session.commit()
+        return None
+    for name, value in (
+        ("status", SENT),
+        ("sent_at", now),
+        ("attempts", marked.attempts),
+        ("locked_until", None),
+        ("last_error", None),
+        ("status_code", status_code),
+    ):
+        set_committed_value(message, name, value)
+    message_sent.send(message, session=session)
+    session.commit()
+    return SENT
 
 
 def new_worker_id() -> str:
@@ -482,12 +555,20 @@ def _deliver_claimed(
     report: DeliveryReport,
     should_stop: Callable[[], bool],
 ) -> None:
+    try:
+        loaded = _load(session, message_ids)
+    except (SQLAlchemyError, DatabaseBusy):
+        _release_if_possible(session, message_ids, worker)
+        raise
     for index, message_id in enumerate(message_ids):
         if should_stop():
             _release(session, message_ids[index:], worker)
             return
+        message = loaded.get(message_id)
+        if message is None:
+            continue  # deleted since it was claimed (its webhook endpoint went)
         try:
-            outcome = _deliver_one(session, message_id, worker, mailer)
+            outcome = _deliver_one(session, message, worker, mailer)
         except (SQLAlchemyError, DatabaseBusy):
             # The message in hand may have gone out unrecorded: sending it
             # again is the price of never losing it.
@@ -507,11 +588,11 @@ def _deliver_claimed(
 
 
 def _deliver_one(
-    session: Session, message_id: int, worker: str, mailer: _Mailer
+    session: Session, claimed: OutboxMessage, worker: str, mailer: _Mailer
 ) -> str | None:
     """Send one claimed message and record the outcome; return it (None: the
     message was no longer this worker's, or another worker's attempt decides)."""
-    message = _renew(session, message_id, worker)
+    message = _renew(session, claimed, worker)
     if message is None:
         return None
     error, status_code, final = None, None, False
@@ -527,7 +608,7 @@ def _deliver_one(
     except (SQLAlchemyError, DatabaseBusy):
         raise
     except Exception as exc:  # a message that cannot be built: retry, then give up
-        log.exception("message %s could not be sent", message_id)
+        log.exception("message %s could not be sent", message.id)
         error = f"{type(exc).__name__}: {exc}"[:1000]
     outcome = _record_result(
         session, message, worker, error, status_code=status_code, final=final

@@ -330,15 +330,24 @@ def deliver(session: Session, message: outbox.OutboxMessage) -> int:
 
     Raise ``outbox.DeliveryFailed`` on any other answer or none.
     """
-    endpoint = (
-        session.get(WebhookEndpoint, message.endpoint_id)
-        if message.endpoint_id
-        else None
+    # The endpoints, read once per pass of the worker (its session's life).
+    known: dict[int, tuple[bool, str, str] | None] = session.info.setdefault(
+        "webhook_endpoints", {}
     )
-    if endpoint is None:
+    if message.endpoint_id not in known:
+        endpoint = (
+            session.get(WebhookEndpoint, message.endpoint_id)
+            if message.endpoint_id
+            else None
+        )
+        known[message.endpoint_id or 0] = (
+            (endpoint.slack, endpoint.secret, endpoint.url) if endpoint else None
+        )
+        session.commit()  # no transaction open while the receiver answers
+    found = known.get(message.endpoint_id or 0)
+    if found is None:
         raise outbox.DeliveryFailed("the endpoint was removed", final=True)
-    slack, secret, url = endpoint.slack, endpoint.secret, endpoint.url
-    session.commit()  # no transaction open while the receiver answers
+    slack, secret, url = found
     try:
         url = check_url(url)
     except InvalidInput as refused:
