@@ -345,7 +345,9 @@ def test_cancel_at_period_end_departs_now_and_the_deletion_adds_nothing(
 
 
 @pytest.mark.parametrize("how", ["uncancelled", "resumed"])
-def test_a_customer_who_stays_is_marked_reactivated(stripe_app, session, client, how):
+def test_a_customer_who_stays_is_marked_reactivated(
+    stripe_app, session, client, clock, how
+):
     stripe_client = stripe_app.test_client()
     sub = subscription(
         cancel_at_period_end=True, canceled_at=None, metadata={"email": "s@x.io"}
@@ -386,13 +388,17 @@ def test_a_customer_who_stays_is_marked_reactivated(stripe_app, session, client,
     assert "Thank you for staying" in thanks
     session.rollback()
     assert session.scalar(select(func.count()).select_from(ReviewItem)) == 0
-    # The queue shows it as such.
+    # Unanswered long enough, it enters the queue, shown as reactivated.
+    clock.advance(days=stripe_app.config["REVIEW_UNANSWERED_AFTER_DAYS"] + 1)
     with stripe_app.app_context():
-        assert cli._queue_unanswered() == 0  # not invited: it waits for no answer
+        assert cli._queue_unanswered() == 1
+        assert cli.queue_reminders() == 0
     make_user(stripe_app, "admin", email="boss@example.com")
     login(client, "boss@example.com")
-    item = client.get(f"/review/{departure.public_id}")
-    assert item.status_code == 404  # not queued: nothing to review
+    queue = client.get("/review").get_data(as_text=True)
+    assert "Reactivated" in queue
+    item = client.get(f"/review/{departure.public_id}").get_data(as_text=True)
+    assert "Stayed" in item
 
 
 def test_the_contact_comes_from_metadata_without_an_api_key(make_app, session):
@@ -500,3 +506,41 @@ def test_an_event_that_cannot_be_read_is_kept_and_never_stops_the_worker(
     assert (stored.status, stored.attempts) == ("pending", 2)
     assert "Error" in stored.last_error
     assert departures(session) == []
+
+
+def test_stripe_departures_and_reactivations_are_published(stripe_app, session):
+    from survey import db, webhooks
+
+    stripe_app.config["WEBHOOKS_ALLOW_PRIVATE"] = True
+    with stripe_app.app_context(), db.write_session() as s:
+        webhooks.add_endpoint(
+            s,
+            "http://127.0.0.1:9/hook",
+            ["departure.recorded", "departure.reactivated"],
+        )
+        s.commit()
+    client = stripe_app.test_client()
+    sub = subscription(
+        cancel_at_period_end=True, canceled_at=None, metadata={"email": "w@x.io"}
+    )
+    post(
+        client,
+        event("customer.subscription.updated", sub, {"cancel_at_period_end": False}),
+    )
+    stayed = {**sub, "cancel_at_period_end": False}
+    post(
+        client,
+        event("customer.subscription.updated", stayed, {"cancel_at_period_end": True}),
+    )
+    session.rollback()
+    published = session.execute(
+        select(OutboxMessage.subject, OutboxMessage.body_text)
+        .where(OutboxMessage.kind == "webhook")
+        .order_by(OutboxMessage.id)
+    ).all()
+    assert [subject for subject, _ in published] == [
+        "departure.recorded",
+        "departure.reactivated",
+    ]
+    data = json.loads(published[1][1])["data"]
+    assert (data["external_id"], data["source"]) == (sub["id"], "stripe")
