@@ -21,10 +21,12 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from babel.numbers import get_currency_precision
 from flask import current_app
 from sqlalchemy import String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -249,9 +251,9 @@ class Event:
         """Return a short readable line about the event (Slack's mrkdwn)."""
         who = _slack_escape(str(self.personal.get("company") or "")) if personal else ""
         who = who or "A customer"
-        amount = self.data.get("mrr_cents")
-        if amount:
-            who += f" ({self.data.get('currency')} {amount / 100:,.0f}/month)"
+        amount, currency = self.data.get("mrr_cents"), self.data.get("currency")
+        if amount and currency:
+            who += f" ({currency} {_amount(int(amount), str(currency))}/month)"
         reason = str(self.data.get("reason") or "").replace("_", " ")
         what = {
             "departure.recorded": f"{who} cancelled",
@@ -262,6 +264,14 @@ class Event:
             "departure.reactivated": f"{who} stayed after all",
         }[self.type]
         return f"{what} — <{self.link}|open the item>" if self.link else what
+
+
+def _amount(minor_units: int, currency: str) -> str:
+    """Write an amount in minor units as people read it: 299, 299.50, 5,000."""
+    value = Decimal(minor_units).scaleb(-get_currency_precision(currency))
+    if value == value.to_integral_value():
+        return f"{value:,.0f}"
+    return f"{value:,.{get_currency_precision(currency)}f}"
 
 
 def _slack_escape(text: str) -> str:

@@ -145,7 +145,8 @@ def test_the_command_adds_an_endpoint_whose_deliveries_verify(
     assert answered["type"] == "response.submitted"
     assert answered["data"]["reason"] == "too_expensive"
 
-    removed = runner.invoke(args=["webhooks", "remove", "1"])
+    endpoint_id = listed.split()[0]  # the list starts with the endpoint's id
+    removed = runner.invoke(args=["webhooks", "remove", endpoint_id])
     assert removed.exit_code == 0, removed.output
     session.rollback()
     assert (
@@ -376,3 +377,21 @@ def test_an_erased_persons_deliveries_are_never_sent(hook_app, receiver, session
         s.commit()
     assert deliver(hook_app).handled == 0
     assert receiver.posts == []
+
+
+@pytest.mark.parametrize(
+    ("mrr_cents", "currency", "shown"),
+    [
+        (29_900, "EUR", "EUR 299/month"),
+        (29_950, "USD", "USD 299.50/month"),
+        (5_000, "JPY", "JPY 5,000/month"),
+    ],
+)
+def test_slack_amounts_read_as_people_write_them(
+    hook_app, receiver, mrr_cents, currency, shown
+):
+    add(hook_app, receiver.url, "departure.recorded", slack=True)
+    make_departure(hook_app, mrr_cents=mrr_cents, currency=currency)
+    deliver(hook_app)
+    [(_, body)] = receiver.posts
+    assert json.loads(body)["text"].startswith(f"A customer ({shown}) cancelled")
