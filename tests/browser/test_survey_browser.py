@@ -20,6 +20,9 @@ WIDTH = 360
 
 
 def assert_no_horizontal_scroll(page: Page) -> None:
+    # Measured once the stylesheet applies: a page seen before its load event
+    # (a slow CI run) can be laid out unstyled, a long word at full width.
+    page.wait_for_load_state("load")
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
     assert scroll_width <= WIDTH, f"{page.url} scrolls sideways: {scroll_width}px"
 
