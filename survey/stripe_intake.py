@@ -34,6 +34,7 @@ from survey.departures.service import (
     departure_event,
     find_by_external_id,
     lock_departure,
+    queue_invitation,
     record_departure,
 )
 from survey.errors import DatabaseBusy, SurveyError
@@ -345,6 +346,8 @@ def handle(session: Session, event_id: str, contact: Contact | None) -> bool:
         departure, created = record_departure(session, facts, source="stripe")
         if created and departure.contact_email is None:
             _queue_without_contact(session, departure)
+        elif not created and departure.reactivated_at is not None:
+            _leave_again(session, departure)
     elif action == "reactivate" and subscription.get("id"):
         _reactivate(session, str(subscription["id"]))
     stored.status, stored.payload = DONE, None
@@ -382,6 +385,23 @@ def _reactivate(session: Session, subscription_id: str) -> None:
     )
     departure_event(session, "departure.reactivated", departure)
     log.info("departure %s reactivated", departure.public_id)
+
+
+def _leave_again(session: Session, found: Departure) -> None:
+    """A customer who stayed cancels after all: the departure stands again,
+    and its invitation goes out if the first never did."""
+    departure = lock_departure(session, found.id, erased_ok=True)
+    if departure.reactivated_at is None:
+        return
+    departure.reactivated_at = None
+    if (
+        departure.contact_email
+        and departure.erased_at is None
+        and departure.invitation_sent_at is None
+    ):
+        queue_invitation(session, departure)
+    departure_event(session, "departure.recorded", departure)
+    log.info("departure %s cancelled again after a reactivation", departure.public_id)
 
 
 def postpone(session: Session, event_id: str, error: str) -> None:

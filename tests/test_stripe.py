@@ -544,3 +544,30 @@ def test_stripe_departures_and_reactivations_are_published(stripe_app, session):
     ]
     data = json.loads(published[1][1])["data"]
     assert (data["external_id"], data["source"]) == (sub["id"], "stripe")
+
+
+def test_a_customer_who_stayed_then_cancels_after_all_is_asked(stripe_app, session):
+    client = stripe_app.test_client()
+    sub = subscription(
+        cancel_at_period_end=True, canceled_at=None, metadata={"email": "twice@x.io"}
+    )
+    post(
+        client,
+        event("customer.subscription.updated", sub, {"cancel_at_period_end": False}),
+    )
+    stayed = {**sub, "cancel_at_period_end": False}
+    post(
+        client,
+        event("customer.subscription.updated", stayed, {"cancel_at_period_end": True}),
+    )
+    [departure] = departures(session)
+    assert departure.reactivated_at is not None
+    gone = {**sub, "canceled_at": 1_782_000_000}
+    assert post(client, event("customer.subscription.deleted", gone)).json == {
+        "received": True,
+        "outcome": "handled",
+    }
+    [departure] = departures(session)
+    assert departure.reactivated_at is None
+    statuses = sorted(message.status for message in invitations(session))
+    assert statuses == ["failed", "pending"]  # the first was never sent
