@@ -508,6 +508,19 @@ def test_an_event_that_cannot_be_read_is_kept_and_never_stops_the_worker(
     assert departures(session) == []
 
 
+def cancel_then_stay(client, email: str) -> dict[str, Any]:
+    """A customer cancels at the period's end, then changes their mind."""
+    sub = subscription(
+        cancel_at_period_end=True, canceled_at=None, metadata={"email": email}
+    )
+    cancelling = {"cancel_at_period_end": False}
+    assert post(client, event("customer.subscription.updated", sub, cancelling)).json
+    stayed = {**sub, "cancel_at_period_end": False}
+    back = {"cancel_at_period_end": True}
+    assert post(client, event("customer.subscription.updated", stayed, back)).json
+    return sub
+
+
 def test_stripe_departures_and_reactivations_are_published(stripe_app, session):
     from survey import db, webhooks
 
@@ -520,18 +533,7 @@ def test_stripe_departures_and_reactivations_are_published(stripe_app, session):
         )
         s.commit()
     client = stripe_app.test_client()
-    sub = subscription(
-        cancel_at_period_end=True, canceled_at=None, metadata={"email": "w@x.io"}
-    )
-    post(
-        client,
-        event("customer.subscription.updated", sub, {"cancel_at_period_end": False}),
-    )
-    stayed = {**sub, "cancel_at_period_end": False}
-    post(
-        client,
-        event("customer.subscription.updated", stayed, {"cancel_at_period_end": True}),
-    )
+    sub = cancel_then_stay(client, "w@x.io")
     session.rollback()
     published = session.execute(
         select(OutboxMessage.subject, OutboxMessage.body_text)
@@ -548,18 +550,7 @@ def test_stripe_departures_and_reactivations_are_published(stripe_app, session):
 
 def test_a_customer_who_stayed_then_cancels_after_all_is_asked(stripe_app, session):
     client = stripe_app.test_client()
-    sub = subscription(
-        cancel_at_period_end=True, canceled_at=None, metadata={"email": "twice@x.io"}
-    )
-    post(
-        client,
-        event("customer.subscription.updated", sub, {"cancel_at_period_end": False}),
-    )
-    stayed = {**sub, "cancel_at_period_end": False}
-    post(
-        client,
-        event("customer.subscription.updated", stayed, {"cancel_at_period_end": True}),
-    )
+    sub = cancel_then_stay(client, "twice@x.io")
     [departure] = departures(session)
     assert departure.reactivated_at is not None
     gone = {**sub, "canceled_at": 1_782_000_000}
