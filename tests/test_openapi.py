@@ -227,6 +227,9 @@ def every_scope(api_app: Flask) -> dict[str, str]:
 @settings(
     max_examples=MAX_EXAMPLES,
     database=None,  # no .hypothesis folder in the repository
+    # The same examples each run: a suite that passes passes again (CI once
+    # met a line break in a path that no earlier run had tried).
+    derandomize=True,
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
@@ -234,3 +237,16 @@ def test_the_api_answers_as_documented(
     case: Any, api_app: Flask, every_scope: dict[str, str]
 ) -> None:
     case.call_and_validate(app=api_app, headers=every_scope)
+
+
+def test_a_path_segment_no_route_takes_is_answered_as_documented(app, client):
+    """CI's schemathesis run once sent a line break as the erased address."""
+    doc = document(client)
+    headers = auth(make_token(app, *SCOPES))
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if "{" not in path:
+                continue
+            odd = re.sub(r"\{\w+\}", "a%0Ab", "/api/v1" + path)
+            answer = client.open(odd, method=method.upper(), headers=headers)
+            assert str(answer.status_code) in operation["responses"], (method, path)

@@ -136,7 +136,8 @@ _ERRORS = {
     "400": "Bad request",
     "401": "No token, or an unknown or revoked one (`WWW-Authenticate: Bearer`).",
     "403": "The token lacks the scope this operation needs.",
-    "404": "Nothing by that id.",
+    "404": "Nothing at that path: an unknown id, or a path segment no route "
+    "takes (a `/` or a line break in it).",
     "413": "The body is larger than `SURVEY_API_MAX_BODY_BYTES`.",
     "422": "Invalid input; `fields` says which and why. A NUL character "
     "anywhere in the address is refused this way too.",
@@ -390,7 +391,7 @@ def _paths() -> dict[str, Any]:
                         "content": _json(_ref(ErasureOut), {"erased_departures": 1}),
                     }
                 },
-                ("422", "503"),
+                ("404", "422", "503"),
                 operationId="eraseContact",
                 parameters=[_path("email", "The person's email address.")],
             )
