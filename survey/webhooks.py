@@ -279,14 +279,18 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def publish(session: Session, event: Event) -> int:
-    """Queue ``event`` for every endpoint that receives it, in the caller's
-    transaction; return how many deliveries were queued."""
-    subscribed = [
+def subscribers(session: Session, event_type: str) -> list[WebhookEndpoint]:
+    """Return the endpoints that receive ``event_type`` (most often none)."""
+    return [
         endpoint
         for endpoint in session.scalars(select(WebhookEndpoint))
-        if event.type in endpoint.event_list
+        if event_type in endpoint.event_list
     ]
+
+
+def publish(session: Session, event: Event, subscribed: list[WebhookEndpoint]) -> int:
+    """Queue ``event`` for the ``subscribed`` endpoints (``subscribers``), in
+    the caller's transaction; return how many deliveries were queued."""
     now = clock.now()
     for endpoint in subscribed:
         session.add(

@@ -146,15 +146,13 @@ def record_reason(
         tally = Tally()
         if before is None:
             tally.count(key, answered=1)
-            answered = session.get(Departure, locked.id)
-            if answered is not None:
-                departure_event(
-                    session,
-                    "response.submitted",
-                    answered,
-                    reason=reason,
-                    personal={"reason_other": other},
-                )
+            departure_event(
+                session,
+                "response.submitted",
+                locked.id,
+                reason=reason,
+                personal={"reason_other": other},
+            )
             sent_at = locked.invitation_sent_at
             if sent_at is not None and departure["now"] >= sent_at:
                 wait = int((departure["now"] - sent_at).total_seconds())

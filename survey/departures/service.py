@@ -58,13 +58,23 @@ def for_writing(query: Query) -> Query:
 
 
 def departure_event(
-    session: Session, event_type: str, departure: Departure, **data: Any
+    session: Session, event_type: str, departure: Departure | int, **data: Any
 ) -> None:
-    """Publish a webhook event about ``departure`` in the caller's transaction.
+    """Publish a webhook event about ``departure`` (or the one with that id)
+    in the caller's transaction.
 
     Ids, codes and amounts (and ``data``) for every endpoint; the account's
-    free text and the contact only for those that include them.
+    free text and the contact only for those that include them. With no
+    endpoint for the event, nothing is read or built.
     """
+    subscribed = webhooks.subscribers(session, event_type)
+    if not subscribed:
+        return
+    if isinstance(departure, int):
+        found = session.get(Departure, departure)
+        if found is None:
+            return
+        departure = found
     personal = {
         "company": departure.company,
         "contact_name": departure.contact_name,
@@ -90,6 +100,7 @@ def departure_event(
             departure_id=departure.id,
             link=links.external_url("review.item", public_id=departure.public_id),
         ),
+        subscribed,
     )
 
 
