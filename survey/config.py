@@ -58,7 +58,8 @@ DEFAULTS: dict[str, Any] = {
     #: down overnight fails no message.
     "OUTBOX_MAX_ATTEMPTS": 12,
     "OUTBOX_RETRY_BASE_SECONDS": 30,
-    "OUTBOX_BATCH_SIZE": 20,
+    "OUTBOX_BATCH_SIZE": 100,
+    "OUTBOX_SENDERS": 4,
     "OUTBOX_POLL_SECONDS": 5,
     #: Largest request bodies: the API's JSON, the customer's survey forms,
     #: and every other form (staff pages; a postmortem has ten long texts).
@@ -239,6 +240,8 @@ def _check(app: Flask) -> None:
         "WITHDRAW_LINK_MAX_AGE_DAYS",
         "OUTBOX_MAX_ATTEMPTS",
         "OUTBOX_RETRY_BASE_SECONDS",
+        "OUTBOX_BATCH_SIZE",
+        "OUTBOX_SENDERS",
         "MAIL_PORT",
         "API_MAX_BODY_BYTES",
         "PUBLIC_MAX_BODY_BYTES",

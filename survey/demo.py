@@ -786,7 +786,7 @@ class _Writer:
         assert message is not None
         message.status, message.attempts = outbox.SENT, 1
         message.sent_at = clock.now()
-        outbox.message_sent.send(message, session=self.session)
+        outbox.messages_sent.send((message,), session=self.session)
 
     def open(self, loss: _Loss) -> None:
         mark_opened(self.session, self.departures[loss.number].id)

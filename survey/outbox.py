@@ -1,16 +1,20 @@
 """Transactional outbox: emails written with the business change, sent by a worker.
 
 ``enqueue`` adds a message in the caller's transaction. ``deliver_due`` is the
-worker's step: it claims due messages (``FOR UPDATE SKIP LOCKED`` on
+worker's pass: it claims due messages (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, so several workers never take the same row and never wait for
-each other), leases them for a while, sends each through Flask-Mail and
-commits each result at once. Right before sending, a worker renews its
-claim on the message, and skips it if the claim has passed to another worker
-(a lease that ran out while this one was stuck on a slow server).
+each other) and leases them for a while. Its sender threads
+(``OUTBOX_SENDERS``) send side by side, each over an SMTP connection of its
+own; the worker records their outcomes together, a tenth of a second's worth
+per transaction, and at once when sending slows down. Shortly before sending,
+a worker renews its claim on the next few messages, and skips those whose
+claim has passed to another worker (a lease that ran out while this one was
+stuck on a slow server) or that were settled meanwhile (an erasure).
 
 Delivery is at least once. A message marked sent is never sent again, but a
 worker that dies, or loses the database, after the mail server took a
-message and before recording it as sent leaves it to be sent again. Every
+message and before recording it as sent leaves it to be sent again: the
+messages in hand then, and those sent in the tenth of a second before. Every
 copy carries the message's one ``Message-ID``, chosen when it was queued,
 so mail systems can tell a copy from a new message. A worker that dies
 leaves its messages to others once its lease runs out. A worker that loses
@@ -23,12 +27,17 @@ from __future__ import annotations
 
 import email.policy
 import functools
+import itertools
 import logging
 import os
 import smtplib
 import ssl
+import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import make_msgid
@@ -44,7 +53,6 @@ from sqlalchemy import (
     Index,
     String,
     Text,
-    bindparam,
     or_,
     select,
     update,
@@ -63,14 +71,15 @@ log = logging.getLogger(__name__)
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 
 _signals = Namespace()
-#: Sent in the transaction that marks a message sent (``sender``: the
-#: message; keyword ``session``): whoever keeps a fact about the sending
-#: writes it there, so it commits with the message's status or not at all.
-message_sent = _signals.signal("message-sent")
-#: Sent as that transaction begins, before the message's row is locked:
-#: whoever will write about the message's departure locks that first, in the
-#: order every write about a person takes (departure, then its messages).
-message_settling = _signals.signal("message-settling")
+#: Sent in the transaction that marks messages sent (``sender``: a tuple of
+#: the messages, all sent at one ``sent_at``; keyword ``session``): whoever
+#: keeps a fact about the sending writes it there, so it commits with the
+#: messages' status or not at all.
+messages_sent = _signals.signal("messages-sent")
+#: Sent as that transaction begins, before the messages' rows are locked:
+#: whoever will write about the messages' departures locks those first, in
+#: the order every write about a person takes (departure, then its messages).
+messages_settling = _signals.signal("messages-settling")
 #: Where erased contacts' addresses point (see survey.contacts).
 ERASED_DOMAIN = "@erased.invalid"
 
@@ -309,9 +318,14 @@ class DeliveryReport:
 
 def _lease(messages: int) -> timedelta:
     """How long a claim on ``messages`` messages lasts: each may hit the SMTP
-    timeout on connect, on every command and on the data, plus a margin."""
-    per_message = current_app.config["MAIL_TIMEOUT_SECONDS"] * 6
-    return timedelta(seconds=per_message * messages + 60)
+    timeout on connect, on every command and on the data (or a receiver's
+    on connect and on the answer), a sender at a time, plus a margin."""
+    config = current_app.config
+    per_message = max(
+        config["MAIL_TIMEOUT_SECONDS"] * 6, config["WEBHOOK_TIMEOUT_SECONDS"] * 2
+    )
+    rounds = -(-messages // config["OUTBOX_SENDERS"])
+    return timedelta(seconds=per_message * rounds + 60)
 
 
 def _claim(session: Session, limit: int, worker: str) -> list[int]:
@@ -394,65 +408,50 @@ def _load(session: Session, message_ids: list[int]) -> dict[int, OutboxMessage]:
         select(OutboxMessage).where(OutboxMessage.id.in_(message_ids))
     )
     messages = {message.id: message for message in loaded}
-    session.commit()  # kept loaded: the session does not expire on commit
+    session.commit()
+    # Plain objects from here on: the recorder's thread notes their outcome.
+    for message in messages.values():
+        session.expunge(message)
     return messages
 
 
-#: Statements the worker runs for every message, built once (building them
-#: anew each time was a tenth of a message's time).
-_RENEW = (
-    update(OutboxMessage)
-    .where(
-        OutboxMessage.id == bindparam("message_id"),
-        OutboxMessage.status == PENDING,
-        OutboxMessage.claimed_by == bindparam("worker"),
-        OutboxMessage.locked_until >= bindparam("now"),
-    )
-    .values(locked_until=bindparam("until"))
-    .execution_options(synchronize_session=False)
-)
-_MARK_SENT = (
-    update(OutboxMessage)
-    .where(OutboxMessage.id == bindparam("message_id"), OutboxMessage.status == PENDING)
-    .values(
-        status=SENT,
-        sent_at=bindparam("now"),
-        attempts=OutboxMessage.attempts + 1,
-        locked_until=None,
-        last_error=None,
-        status_code=bindparam("status_code"),
-    )
-    .returning(OutboxMessage.attempts)
-    .execution_options(synchronize_session=False)
-)
+#: How many messages the worker checks it may still send at once, right
+#: before sending them (one check per message cost a tenth of its time).
+RENEW_AHEAD = 25
+#: How long outcomes gather before they are written together (one
+#: transaction per message cost a third of its time).
+RECORD_EVERY_SECONDS = 0.1
 
 
-def _renew_claim(session: Session, message: OutboxMessage, worker: str) -> bool:
-    """Renew this worker's claim on a message about to be sent, in the
-    current transaction; return False when it is no longer this worker's to
-    send: sent or given up meanwhile (an erasure, a reactivation), or claimed
-    by another worker after this worker's lease ran out."""
+def _renew_claims(
+    session: Session, messages: list[OutboxMessage], worker: str
+) -> set[int]:
+    """Renew this worker's claim on messages about to be sent; return the
+    ids still this worker's to send. Not those sent or given up meanwhile
+    (an erasure, a reactivation), nor those another worker claimed after
+    this worker's lease ran out."""
     now = clock.now()
-    renewed = session.execute(
-        _RENEW,
-        {
-            "message_id": message.id,
-            "worker": worker,
-            "now": now,
-            "until": now + _lease(1),
-        },
-    )
-    if not cast(CursorResult[Any], renewed).rowcount:
-        log.warning("message %s skipped: no longer claimed by %s", message.id, worker)
-        return False
-    return True
-
-
-def _renew(session: Session, message: OutboxMessage, worker: str) -> bool:
-    """Renew the claim on one message in a transaction of its own."""
     db.begin_write(session)
-    renewed = _renew_claim(session, message, worker)
+    renewed = set(
+        session.scalars(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id.in_([m.id for m in messages]),
+                OutboxMessage.status == PENDING,
+                OutboxMessage.claimed_by == worker,
+                OutboxMessage.locked_until >= now,
+            )
+            .values(locked_until=now + _lease(len(messages)))
+            .returning(OutboxMessage.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
     session.commit()  # hold no transaction while talking SMTP
+    for message in messages:
+        if message.id not in renewed:
+            log.warning(
+                "message %s skipped: no longer claimed by %s", message.id, worker
+            )
     return renewed
 
 
@@ -466,34 +465,168 @@ class _Attempt:
     final: bool = False  # the error is not worth another attempt
 
 
-def _record_result(
-    session: Session,
-    attempt: _Attempt,
-    worker: str,
-    following: OutboxMessage | None,
-) -> tuple[str | None, bool | None]:
-    """Store the outcome of one attempt and renew the claim on the message
-    to send next, in one transaction (two cost a sixth of a message's time).
+class _Senders:
+    """Sends a pass's messages side by side on the worker's sender threads,
+    each over an SMTP connection and with a database session (for couriers)
+    of its own: a worker spends its time waiting on mail servers and
+    receivers, so it waits on several at once."""
 
-    Return the outcome (None: nothing stored, another worker's attempt
-    decides) and whether the claim on ``following`` was renewed (None: no
-    ``following``).
-    """
+    def __init__(self, app: Flask, count: int) -> None:
+        self._app = app
+        self._pool = _sender_threads(count)
+        self._own = threading.local()
+        self._opened: list[tuple[_Mailer, Session]] = []
+        self._lock = threading.Lock()
+        self._submitted: list[Future[_Attempt]] = []
+
+    def submit(self, message: OutboxMessage) -> Future[_Attempt]:
+        """Send ``message`` on the next free thread."""
+        future = self._pool.submit(self._send, message)
+        self._submitted.append(future)
+        return future
+
+    def close(self) -> None:
+        """Drop what was not started, wait for what was, close connections."""
+        for future in self._submitted:
+            future.cancel()
+        wait(self._submitted)
+        for mailer, session in self._opened:
+            mailer.close()
+            session.close()
+
+    def _send(self, message: OutboxMessage) -> _Attempt:
+        with self._app.app_context():
+            own: tuple[_Mailer, Session] | None = getattr(self._own, "tools", None)
+            if own is None:
+                own = self._own.tools = (_Mailer(), db.new_session())
+                with self._lock:
+                    self._opened.append(own)
+            mailer, session = own
+            return _send(session, message, mailer)
+
+
+@functools.cache
+def _sender_threads(count: int) -> ThreadPoolExecutor:
+    """The process's sender threads, kept from pass to pass."""
+    return ThreadPoolExecutor(count, thread_name_prefix="outbox-sender")
+
+
+class _Pass:
+    """One pass of a worker over the messages it claimed: renews its claims a
+    few messages ahead, hands the messages to the senders, and records their
+    outcomes a batch at a time (at once when sending slows down)."""
+
+    def __init__(
+        self,
+        session: Session,
+        worker: str,
+        report: DeliveryReport,
+        messages: list[OutboxMessage],
+    ) -> None:
+        self.session, self.worker, self.report = session, worker, report
+        self.waiting = deque(messages)  # not handed to a sender yet
+        self.renewed: set[int] = set()
+        self.checked: set[int] = set()
+        self.in_flight: dict[Future[_Attempt], OutboxMessage] = {}
+        self.done: list[_Attempt] = []
+        self.done_since = 0.0
+
+    def run(
+        self, senders: _Senders, room: int, should_stop: Callable[[], bool]
+    ) -> None:
+        """Send everything (``room``: how many messages may be in hand at
+        once) unless ``should_stop`` says otherwise; give back the rest."""
+        stopping = False
+        while True:
+            while not stopping and self.waiting and len(self.in_flight) < room:
+                if should_stop():
+                    stopping = True
+                    self._take_back_unstarted()
+                    break
+                if self.waiting[0].id not in self.checked:
+                    self._renew_ahead()
+                message = self.waiting.popleft()
+                if message.id in self.renewed:
+                    self.in_flight[senders.submit(message)] = message
+            if not self.in_flight:
+                break
+            if not stopping and should_stop():
+                stopping = True
+                self._take_back_unstarted()
+            finished, _ = wait(
+                self.in_flight,
+                timeout=RECORD_EVERY_SECONDS,
+                return_when=FIRST_COMPLETED,
+            )
+            for future in finished:
+                del self.in_flight[future]
+                if not self.done:
+                    self.done_since = time.monotonic()
+                self.done.append(future.result())
+            if self.done and (
+                not self.in_flight
+                or time.monotonic() - self.done_since >= RECORD_EVERY_SECONDS
+            ):
+                self._record()
+        self._record()
+        if self.waiting:
+            _release(self.session, [m.id for m in self.waiting], self.worker)
+
+    def _take_back_unstarted(self) -> None:
+        """Leave the messages no sender has started on to the next worker."""
+        for future, message in list(self.in_flight.items()):
+            if future.cancel():
+                del self.in_flight[future]
+                self.waiting.append(message)
+
+    def _renew_ahead(self) -> None:
+        ahead = list(itertools.islice(self.waiting, RENEW_AHEAD))
+        self.renewed = _renew_claims(self.session, ahead, self.worker)
+        self.checked = {m.id for m in ahead}
+
+    def _record(self) -> None:
+        if not self.done:
+            return
+        batch, self.done = self.done, []
+        outcomes = _record_results(self.session, batch, self.worker)
+        for attempt, outcome in zip(batch, outcomes, strict=True):
+            message = attempt.message
+            if outcome is None and message.recipient.endswith(ERASED_DOMAIN):
+                # Erased while it was in hand: no copy of it may stay on disk.
+                for path in eml_files(message.id):
+                    path.unlink(missing_ok=True)
+            if outcome == SENT:
+                self.report.sent += 1
+            elif outcome == FAILED:
+                self.report.failed += 1
+            elif outcome is not None:
+                self.report.retried += 1
+
+
+def _record_results(
+    session: Session, attempts: list[_Attempt], worker: str
+) -> list[str | None]:
+    """Store the outcomes of attempts in one transaction (one per message
+    cost a third of a message's time); return each outcome (None: nothing
+    stored, another worker's attempt decides)."""
     db.begin_write(session)
-    if attempt.error is None:
-        outcome = _record_sent(session, attempt.message, attempt.status_code)
-    else:
-        outcome = _record_failure(session, attempt, worker)
-    renewed = _renew_claim(session, following, worker) if following else None
-    session.commit()  # hold no transaction while talking SMTP
-    return outcome, renewed
+    sent = _record_sent(session, [a for a in attempts if a.error is None], clock.now())
+    outcomes = [
+        sent.get(a.message.id)
+        if a.error is None
+        else _record_failure(session, a, worker)
+        for a in attempts
+    ]
+    session.commit()
+    return outcomes
 
 
 def _record_failure(session: Session, attempt: _Attempt, worker: str) -> str | None:
     """Note a failed attempt: retry with back-off, or give up."""
-    message = attempt.message
-    session.refresh(message, with_for_update=True)
-    if message.status != PENDING or message.claimed_by != worker:
+    message = session.get(
+        OutboxMessage, attempt.message.id, with_for_update=True, populate_existing=True
+    )
+    if message is None or message.status != PENDING or message.claimed_by != worker:
         return None  # another worker took the message over; its attempt decides
     now = clock.now()
     message.attempts += 1
@@ -521,34 +654,60 @@ def _record_failure(session: Session, attempt: _Attempt, worker: str) -> str | N
 
 
 def _record_sent(
-    session: Session, message: OutboxMessage, status_code: int | None
-) -> str | None:
-    """Mark a message sent, whoever claims it now, unless it is no longer
-    pending (another worker's attempt decided); return the outcome.
+    session: Session, attempts: list[_Attempt], now: datetime
+) -> dict[int, str]:
+    """Mark messages sent, whoever claims them now, unless no longer pending
+    (another worker's attempt decided); return ``SENT`` by the ids marked.
 
-    One UPDATE, after the departure's lock (``message_settling``): reading
-    the row first, then writing it, cost a third of a message's time.
+    An UPDATE per status code, after the departures' locks
+    (``messages_settling``): reading the rows first cost a third of a
+    message's time.
     """
-    message_settling.send(message, session=session)
-    now = clock.now()
-    marked = session.execute(
-        _MARK_SENT,
-        {"message_id": message.id, "now": now, "status_code": status_code},
-    ).first()
-    if marked is None:
-        session.refresh(message)  # as the other side left it (erased, perhaps)
-        return None
-    for name, value in (
-        ("status", SENT),
-        ("sent_at", now),
-        ("attempts", marked.attempts),
-        ("locked_until", None),
-        ("last_error", None),
-        ("status_code", status_code),
-    ):
-        set_committed_value(message, name, value)
-    message_sent.send(message, session=session)
-    return SENT
+    if not attempts:
+        return {}
+    messages = tuple(a.message for a in attempts)
+    messages_settling.send(messages, session=session)
+    by_status_code: dict[int | None, list[int]] = {}
+    for attempt in attempts:
+        by_status_code.setdefault(attempt.status_code, []).append(attempt.message.id)
+    marked: dict[int, int] = {}
+    for status_code, ids in by_status_code.items():
+        rows = session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == PENDING)
+            .values(
+                status=SENT,
+                sent_at=now,
+                attempts=OutboxMessage.attempts + 1,
+                locked_until=None,
+                last_error=None,
+                status_code=status_code,
+            )
+            .returning(OutboxMessage.id, OutboxMessage.attempts)
+            .execution_options(synchronize_session=False)
+        )
+        marked.update((row.id, row.attempts) for row in rows)
+    for attempt in attempts:
+        message = attempt.message
+        if message.id not in marked:
+            # As the other side left it (erased, perhaps).
+            recipient = session.scalar(
+                select(OutboxMessage.recipient).where(OutboxMessage.id == message.id)
+            )
+            set_committed_value(message, "recipient", recipient or message.recipient)
+            continue
+        for name, value in (
+            ("status", SENT),
+            ("sent_at", now),
+            ("attempts", marked[message.id]),
+            ("locked_until", None),
+            ("last_error", None),
+            ("status_code", attempt.status_code),
+        ):
+            set_committed_value(message, name, value)
+    if done := tuple(m for m in messages if m.id in marked):
+        messages_sent.send(done, session=session)
+    return dict.fromkeys(marked, SENT)
 
 
 def new_worker_id() -> str:
@@ -564,77 +723,42 @@ def deliver_due(
     """Send the messages that are due now; return what happened.
 
     ``should_stop`` is asked before each message: a worker told to stop
-    finishes the message in hand and leaves the rest to the next worker.
+    finishes the messages in hand and leaves the rest to the next worker.
     ``worker`` is the caller's identity (``new_worker_id``; a new one when
     None), the same on each of its passes and never used by two callers at
     once: a pass takes back the messages an earlier failed pass still holds.
     """
-    limit = limit or current_app.config["OUTBOX_BATCH_SIZE"]
+    config = current_app.config
+    limit = limit or config["OUTBOX_BATCH_SIZE"]
     worker = worker or new_worker_id()
     report = DeliveryReport()
-    mailer = _Mailer()
     with db.new_session() as session:
+        claimed = _claim(session, limit, worker)
+        if not claimed:
+            return report
         try:
-            claimed = _claim(session, limit, worker)
-            _deliver_claimed(session, claimed, worker, mailer, report, should_stop)
-        finally:
-            mailer.close()
-    return report
-
-
-def _deliver_claimed(
-    session: Session,
-    message_ids: list[int],
-    worker: str,
-    mailer: _Mailer,
-    report: DeliveryReport,
-    should_stop: Callable[[], bool],
-) -> None:
-    try:
-        loaded = _load(session, message_ids)
-    except (SQLAlchemyError, DatabaseBusy):
-        _release_if_possible(session, message_ids, worker)
-        raise
-    # Not those deleted since they were claimed (their webhook endpoint went).
-    queue = [loaded[i] for i in message_ids if i in loaded]
-    renewed: bool | None = None  # the claim on the next message, if renewed
-    for index, message in enumerate(queue):
-        if should_stop():
-            _release(session, [m.id for m in queue[index:]], worker)
-            return
-        try:
-            if renewed is None:
-                renewed = _renew(session, message, worker)
-            if not renewed:
-                renewed = None
-                continue
-            attempt = _send(session, message, mailer)
-            following = (
-                queue[index + 1]
-                if index + 1 < len(queue) and not should_stop()
-                else None
-            )
-            outcome, renewed = _record_result(session, attempt, worker, following)
+            loaded = _load(session, claimed)
         except (SQLAlchemyError, DatabaseBusy):
-            # The message in hand may have gone out unrecorded: sending it
-            # again is the price of never losing it.
-            log.warning(
-                "worker %s lost the database at message %s; giving back its claims",
-                worker,
-                message.id,
-            )
-            _release_if_possible(session, [m.id for m in queue[index:]], worker)
+            _release_if_possible(session, claimed, worker)
             raise
-        if outcome is None and message.recipient.endswith(ERASED_DOMAIN):
-            # Erased while it was in hand: no copy of it may stay on disk.
-            for path in eml_files(message.id):
-                path.unlink(missing_ok=True)
-        if outcome == SENT:
-            report.sent += 1
-        elif outcome == FAILED:
-            report.failed += 1
-        elif outcome is not None:
-            report.retried += 1
+        # Not those deleted since they were claimed (their webhook endpoint went).
+        messages = [loaded[i] for i in claimed if i in loaded]
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        senders = _Senders(app, config["OUTBOX_SENDERS"])
+        try:
+            _Pass(session, worker, report, messages).run(
+                senders, 2 * config["OUTBOX_SENDERS"], should_stop
+            )
+        except (SQLAlchemyError, DatabaseBusy):
+            # Messages in hand may have gone out unrecorded: sending them
+            # again is the price of never losing them.
+            log.warning("worker %s lost the database; giving back its claims", worker)
+            senders.close()
+            _release_if_possible(session, claimed, worker)
+            raise
+        finally:
+            senders.close()
+    return report
 
 
 def _send(session: Session, message: OutboxMessage, mailer: _Mailer) -> _Attempt:

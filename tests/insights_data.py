@@ -42,7 +42,7 @@ def sent(session, departure: Departure, sent_at: datetime) -> None:
         )
     ).one()
     message.status, message.sent_at = "sent", sent_at
-    outbox.message_sent.send(message, session=session)
+    outbox.messages_sent.send((message,), session=session)
 
 
 def postmortem(

@@ -273,33 +273,52 @@ def queue_reminder(session: Session, departure: Departure) -> None:
     departure.last_reminded_at = clock.now()
 
 
-@outbox.message_settling.connect
-def _lock_for_invitation(message: outbox.OutboxMessage, *, session: Session) -> None:
-    """An invitation's sending is about to be noted on its departure: lock the
-    departure first (see ``for_writing``), as an erasure does."""
-    if message.kind == "invitation" and message.departure_id is not None:
+def _invited_departures(messages: tuple[outbox.OutboxMessage, ...]) -> list[int]:
+    return sorted(
+        {
+            m.departure_id
+            for m in messages
+            if m.kind == "invitation" and m.departure_id is not None
+        }
+    )
+
+
+@outbox.messages_settling.connect
+def _lock_for_invitations(
+    messages: tuple[outbox.OutboxMessage, ...], *, session: Session
+) -> None:
+    """Invitations' sending is about to be noted on their departures: lock the
+    departures first (see ``for_writing``), as an erasure does, in id order
+    (two workers' batches never wait for each other in a circle)."""
+    if departure_ids := _invited_departures(messages):
         session.execute(
             for_writing(
-                select(Departure.id).where(Departure.id == message.departure_id)
+                select(Departure.id)
+                .where(Departure.id.in_(departure_ids))
+                .order_by(Departure.id)
             )
         )
 
 
-@outbox.message_sent.connect
-def _note_invitation_sent(message: outbox.OutboxMessage, *, session: Session) -> None:
+@outbox.messages_sent.connect
+def _note_invitations_sent(
+    messages: tuple[outbox.OutboxMessage, ...], *, session: Session
+) -> None:
     """Keep when a departure's first invitation went out, and count it."""
-    if message.kind != "invitation" or message.departure_id is None:
+    if not (departure_ids := _invited_departures(messages)):
         return
     noted = session.execute(
         update(Departure)
         .where(
-            Departure.id == message.departure_id,
+            Departure.id.in_(departure_ids),
             Departure.invitation_sent_at.is_(None),
             Departure.erased_at.is_(None),  # counted out already
         )
-        .values(invitation_sent_at=message.sent_at)
+        .values(invitation_sent_at=messages[0].sent_at)
         .returning(*KEY_COLUMNS)
         .execution_options(synchronize_session=False)
-    ).first()
-    if noted is not None:
-        Tally().count(Key.of(*noted), invited=1).write(session)
+    )
+    tally = Tally()
+    for row in noted:
+        tally.count(Key.of(*row), invited=1)
+    tally.write(session)
