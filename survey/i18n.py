@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
 from babel.support import LazyProxy, NullTranslations, Translations
 from flask import Flask, g, has_app_context
 
@@ -57,8 +59,15 @@ def lazy_gettext(message: str) -> LazyProxy:
     return LazyProxy(gettext, message, enable_cache=False)
 
 
+def long_date(value: date) -> str:
+    """Write ``value`` as the current locale writes a date in a sentence
+    ("3 December 2026", "3. Dezember 2026")."""
+    return format_date(value, format="long", locale=g.get("locale") or DEFAULT_LOCALE)
+
+
 def init_app(app: Flask) -> None:
     """Install the translation functions into the app's Jinja environment."""
+    app.jinja_env.filters["long_date"] = long_date
     app.jinja_env.add_extension("jinja2.ext.i18n")
     # Jinja's "newstyle" wrappers fill in the variables and keep autoescaping.
     app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]

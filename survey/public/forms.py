@@ -125,6 +125,9 @@ class DetailsForm(PublicForm):
         _l("Did anything else play a part?"),
         choices=_choices(REASONS, leave_out="other"),
         validators=[Optional()],
+        # A code not offered (the main reason, from a tab left open) is
+        # dropped, not refused: see ``answers``.
+        validate_choice=False,
     )
     details = TextAreaField(
         _l("Anything else you would like us to know?"), validators=[Length(max=5000)]
@@ -135,7 +138,7 @@ class DetailsForm(PublicForm):
         validate_choice=False,
     )
     destination_name = StringField(
-        _l("Which one? (optional)"), validators=[Length(max=200)]
+        _l("If another product, which one? (optional)"), validators=[Length(max=200)]
     )
     follow_up = TextAreaField(validators=[Length(max=1000)])
     winback_consent = BooleanField()
@@ -170,10 +173,18 @@ class DetailsForm(PublicForm):
         ticked = bool(self.winback_consent.data)
         return None if ticked == (self.consent_shown.data == "y") else ticked
 
+    def leave_out_of_factors(self, main_reason: str) -> None:
+        """Ask what else played a part without offering the main reason."""
+        self.factors.choices = _choices(
+            {code: label for code, label in REASONS.items() if code != main_reason},
+            leave_out="other",
+        )
+
     def answers(self) -> dict[str, Any]:
         """Return the cleaned answers (without consent)."""
+        offered = {choice.value for choice in self.factors.choices}
         return {
-            "factors": [code for code in self.factors.data or [] if code != "other"],
+            "factors": [code for code in self.factors.data or [] if code in offered],
             "details": (self.details.data or "").strip() or None,
             "destination": self.destination.data or None,
             "destination_name": (self.destination_name.data or "").strip() or None,

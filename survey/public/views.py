@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+from datetime import date
 from typing import Any
 
 from flask import (
@@ -112,10 +113,12 @@ _FORM_SLOT = f"form{secrets.token_hex(8)}"
 
 
 def _render_page_one(locale: str | None, **context: Any) -> str:
+    """Render page 1, or the confirmation of a reason chosen in the email."""
     with i18n.force_locale(locale):
         return render_template(
-            "public/reason.html",
+            "public/confirm.html" if context.get("chosen") else "public/reason.html",
             reasons=[(code, str(label)) for code, label in REASONS.items()],
+            labels={code: str(label) for code, label in REASONS.items()},
             **context,
         )
 
@@ -123,8 +126,9 @@ def _render_page_one(locale: str | None, **context: Any) -> str:
 def _shared_page_one(
     locale: str | None,
     selected: str | None,
-    answered_on: str | None,
+    answered_on: date | None,
     consent_state: str | None,
+    chosen: str | None = None,
 ) -> str:
     """Render page 1 for a language and answers, with slots for the link.
 
@@ -139,6 +143,7 @@ def _shared_page_one(
         selected=selected,
         answered_on=answered_on,
         consent_state=consent_state,
+        chosen=chosen,
         reason_other="",
         errors={},
         token=_LINK_SLOT,
@@ -153,16 +158,17 @@ def _page_one(
     selected: str | None,
     reason_other: str | None,
     errors: dict[str, list[str]],
+    chosen: str | None = None,
 ) -> str:
-    """Return page 1 for this link: the app's shared page, with the link's values
+    """Return page 1 for this link (or, with ``chosen``, the confirmation of a
+    reason chosen in the email): the app's shared page, with the link's values
     in its slots, unless it shows errors or the customer's own words.
     """
     answers = {
         "selected": selected if selected in REASONS else None,
-        "answered_on": state.answered_at.strftime("%Y-%m-%d")
-        if state.answered_at
-        else None,
+        "answered_on": state.answered_at.date() if state.answered_at else None,
         "consent_state": state.consent_state,
+        "chosen": chosen,
     }
     form_token = tokens.form_token(public_id)
     if errors or reason_other:  # a refusal, or the customer's own words
@@ -183,7 +189,8 @@ def _page_one(
 
 @bp.route("/s/<token>", methods=["GET", "POST"])
 def survey(token: str) -> str | WerkzeugResponse:
-    """Page 1: the one question. A GET records only the first-opened time.
+    """Page 1: the one question. A GET records only the first-opened time;
+    with ``?reason=`` (a reason link in the email) it asks to confirm it.
 
     The busiest page: one query (``service.survey_state``), no ORM objects,
     and a page rendered once for many links (``_shared_page_one``). A POST
@@ -198,9 +205,11 @@ def survey(token: str) -> str | WerkzeugResponse:
             db.write_together(
                 lambda session: service.mark_opened(session, departure_id)
             )
-        preselect = request.args.get("reason")
-        selected = preselect if preselect in REASONS else state.reason
-        return _page_one(token, public_id, state, selected, state.reason_other, {})
+        # A reason clicked in the email is only proposed: mail scanners
+        # follow links, so the customer's POST from the page records it.
+        if (chosen := request.args.get("reason")) in REASONS:
+            return _page_one(token, public_id, state, state.reason, None, {}, chosen)
+        return _page_one(token, public_id, state, state.reason, state.reason_other, {})
 
     form = ReasonForm.for_link(public_id)
     if not form.validate_on_submit():
@@ -250,6 +259,7 @@ def details(token: str) -> str | WerkzeugResponse:
         consent_shown="y" if consent.granted else "",
         follow_up_for=answers.follow_up_reason(response.reason) or "",
     )
+    form.leave_out_of_factors(response.reason)
     wording = consent_wording()
     if form.validate_on_submit():
         if form.is_bot():

@@ -53,7 +53,8 @@ def live_server(live_app: tuple[Flask, str]) -> Iterator[str]:
 
 @pytest.fixture
 def browser_page() -> Iterator[Page]:
-    """A Chromium page with a 360x740 viewport; skipped without Chromium."""
+    """A Chromium page with a 360x740 viewport, waiting at most 10 s for what
+    it expects; skipped without Chromium."""
     if not CHROMIUM.exists():
         pytest.skip(f"Chromium not found at {CHROMIUM}: browser test skipped")
     with sync_playwright() as playwright:
@@ -62,6 +63,7 @@ def browser_page() -> Iterator[Page]:
         )
         try:
             context = browser.new_context(viewport=VIEWPORT)
+            context.set_default_timeout(10_000)
             try:
                 yield context.new_page()
             finally:

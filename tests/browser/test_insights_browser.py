@@ -25,7 +25,6 @@ def test_change_the_period_and_follow_a_cell_to_the_queue(
 ) -> None:
     app, _ = live_app
     page = browser_page
-    page.set_default_timeout(10_000)
     companies = build_story(app)  # March 2026; today is later
     csm = make_user(app, "csm")
 

@@ -47,7 +47,6 @@ def test_webhooks_page_the_queue_and_a_customer_who_stayed(
     app, _ = live_app
     app.config.update(WEBHOOKS_ALLOW_PRIVATE=True, STRIPE_WEBHOOK_SECRET=SECRET)
     page = browser_page
-    page.set_default_timeout(10_000)
     admin = make_user(app, "admin", name="Ada Admin")
     page.goto(f"{live_server}/login")
     page.locator("#email").fill(admin.email)

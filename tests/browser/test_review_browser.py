@@ -40,7 +40,6 @@ def test_review_a_departure_and_finish_its_postmortem(
 ) -> None:
     app, _ = live_app
     page = browser_page
-    page.set_default_timeout(10_000)
     csm = make_user(app, "csm", name="Casey Csm")
     answers = {
         "Acme": ("missing_features", 49_900, "smb"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from survey import db
 from survey.answers.models import Response
 from survey.consent import ConsentEvent
+from survey.departures.models import Departure
 from tests.factories import make_departure, survey_path
 
 pytestmark = pytest.mark.browser
@@ -32,19 +34,30 @@ def screenshot(page: Page, path: Path) -> None:
     print(f"screenshot: {path}")
 
 
-def test_survey_on_a_small_phone(
-    live_app: tuple[Flask, str],
-    live_server: str,
-    browser_page: Page,
-    artifacts: Path,
-) -> None:
+@dataclass
+class Survey:
+    """A departure's survey, and the browser page to open it in."""
+
+    app: Flask
+    page: Page
+    departure: Departure
+    link: str
+
+
+@pytest.fixture
+def survey(live_app: tuple[Flask, str], live_server: str, browser_page: Page) -> Survey:
     app, _ = live_app
-    page = browser_page
-    page.set_default_timeout(10_000)
     departure = make_departure(app, contact_name="Ada", company="Acme")
+    return Survey(
+        app, browser_page, departure, live_server + survey_path(app, departure)
+    )
+
+
+def test_survey_on_a_small_phone(survey: Survey, artifacts: Path) -> None:
+    app, page, departure = survey.app, survey.page, survey.departure
 
     # Page 1: the one question, readable without sideways scrolling.
-    page.goto(live_server + survey_path(app, departure))
+    page.goto(survey.link)
     expect(page.get_by_text("What is the main reason you are leaving?")).to_be_visible()
     assert_no_horizontal_scroll(page)
 
@@ -65,24 +78,27 @@ def test_survey_on_a_small_phone(
     page.get_by_role("button", name="Send my answer").click()
 
     # Page 2: optional questions and the consent, unticked until ticked.
-    expect(page).to_have_url(live_server + survey_path(app, departure) + "/more")
+    expect(page).to_have_url(survey.link + "/more")
     assert_no_horizontal_scroll(page)
     page.get_by_label("It costs more than it is worth to us").check()
     page.get_by_label("Too many bugs or problems").check()
     page.get_by_label("Which feature were you missing most?").fill("SAML sign-on")
     page.get_by_label("Anything else you would like us to know?").fill("Needed SSO")
-    page.get_by_label("Another product").check()
-    page.get_by_label("Which one? (optional)").fill("Globex")
+    which_one = page.get_by_label("If another product, which one? (optional)")
+    expect(which_one).to_be_hidden()  # asked only after "Another product"
+    page.get_by_label("Another product", exact=True).check()
+    expect(which_one).to_be_visible()
+    which_one.fill("Globex")
     consent = page.get_by_label("Yes, you may contact me later about coming back")
     expect(consent).not_to_be_checked()
     page.locator("label", has_text="Yes, you may contact me later").click()
     expect(consent).to_be_checked()
     assert_no_horizontal_scroll(page)
     screenshot(page, artifacts / "survey-page2-360.png")
-    page.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Send", exact=True).click()
 
     # Thanks: what was kept, including the consent.
-    expect(page).to_have_url(live_server + survey_path(app, departure) + "/thanks")
+    expect(page).to_have_url(survey.link + "/thanks")
     expect(page.get_by_role("heading", name="Thank you")).to_be_visible()
     expect(page.get_by_text("Yes, you agreed")).to_be_visible()
     assert_no_horizontal_scroll(page)
@@ -108,7 +124,6 @@ def test_a_long_word_in_an_answer_does_not_widen_the_thanks_page(
 ) -> None:
     app, _ = live_app
     page = browser_page
-    page.set_default_timeout(10_000)
     departure = make_departure(app)
     long_word = "https://globex.example/" + "enterprisesinglesignon" * 4
 
@@ -121,3 +136,40 @@ def test_a_long_word_in_an_answer_does_not_widen_the_thanks_page(
     expect(page.get_by_role("heading", name="Thank you")).to_be_visible()
     expect(page.get_by_text(long_word)).to_be_visible()
     assert_no_horizontal_scroll(page)
+
+
+def test_a_reason_tapped_in_the_email_counts_with_one_more_tap(
+    survey: Survey, artifacts: Path
+) -> None:
+    """The confirmation's button shows without scrolling on a 360x740 phone."""
+    app, page, departure, link = (
+        survey.app,
+        survey.page,
+        survey.departure,
+        survey.link,
+    )
+
+    page.goto(link + "?reason=too_expensive")
+    expect(page.get_by_text("It costs more than it is worth to us")).to_be_visible()
+    send = page.get_by_role("button", name="Send this answer")
+    box = send.bounding_box()
+    assert box is not None
+    assert box["y"] + box["height"] <= page.viewport_size["height"], box
+    assert_no_horizontal_scroll(page)
+    screenshot(page, artifacts / "survey-confirm-360.png")
+    send.click()
+    expect(page).to_have_url(link + "/more")
+
+    # Another reason tapped later is offered as a change, not saved.
+    page.goto(link + "?reason=switched")
+    expect(page.get_by_role("heading", name="Change your answer?")).to_be_visible()
+    change = page.get_by_role("button", name="Change my answer")
+    box = change.bounding_box()
+    assert box is not None
+    assert box["y"] + box["height"] <= page.viewport_size["height"], box
+    screenshot(page, artifacts / "survey-confirm-change-360.png")
+    with app.app_context(), db.new_session() as session:
+        [saved] = session.scalars(
+            select(Response).where(Response.departure_id == departure.id)
+        )
+        assert saved.reason == "too_expensive"
