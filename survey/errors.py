@@ -16,6 +16,8 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from survey.i18n import lazy_gettext as _l
+
 log = logging.getLogger(__name__)
 
 
@@ -137,6 +139,39 @@ def handle_survey_error(error: SurveyError) -> Any:
     return response, status, error.headers()
 
 
+#: Our own words for the errors anyone may meet (Werkzeug's descriptions
+#: speak of servers and URLs); translated for the page's language.
+_IN_OUR_WORDS = {
+    403: (
+        _l("You cannot open this page"),
+        _l(
+            "This page is not open to you. If a link in one of our emails "
+            "brought you here, open our newest email and use its link."
+        ),
+    ),
+    404: (
+        _l("Page not found"),
+        _l(
+            "There is no page at this address. If you copied a link from one "
+            "of our emails, check that the whole link was copied."
+        ),
+    ),
+    410: (
+        _l("This page is no longer here"),
+        _l("What was on this page has been removed."),
+    ),
+    500: (
+        _l("Something went wrong"),
+        _l("Something went wrong on our side. Please try again in a few minutes."),
+    ),
+}
+
+
+def _http_page(status: int, name: str, description: str) -> tuple[str, int]:
+    title, message = _IN_OUR_WORDS.get(status, (name, description))
+    return _page(status, str(title), str(message))
+
+
 def handle_http_error(error: HTTPException) -> Any:
     """Answer Werkzeug's HTTP errors (404, 405, 413, ...) the same way."""
     status = error.code or 500
@@ -144,7 +179,9 @@ def handle_http_error(error: HTTPException) -> Any:
         code = (error.name or "error").lower().replace(" ", "_")
         body, _ = _json_error(status, code, str(error.description or ""))
     else:
-        body, _ = _page(status, error.name or "Error", str(error.description or ""))
+        body, _ = _http_page(
+            status, error.name or "Error", str(error.description or "")
+        )
     # Keep what the error says beyond its page: Allow on 405, Retry-After...
     headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
     return body, status, headers
@@ -210,7 +247,7 @@ def handle_unexpected(error: Exception) -> Any:
     log.exception("unhandled error on %s %s", request.method, rule)
     if is_api_request():
         return _json_error(500, "internal_error", "Something went wrong on our side.")
-    return _page(500, "Internal Server Error", "Something went wrong on our side.")
+    return _http_page(500, "Internal Server Error", "")
 
 
 def init_app(app: Flask) -> None:

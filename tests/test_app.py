@@ -239,7 +239,35 @@ def test_every_page_has_the_security_headers(client):
 def test_an_unknown_page_is_a_friendly_404(client):
     response = client.get("/no-such-page")
     assert response.status_code == 404
-    assert "<h1>Not Found</h1>" in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert "<h1>Page not found</h1>" in page
+    assert "check that the whole link was copied" in page
+    assert "requested URL" not in page  # Werkzeug's own words
+
+
+@pytest.mark.parametrize(
+    ("status", "title"),
+    [
+        (403, "You cannot open this page"),
+        (410, "This page is no longer here"),
+        (500, "Something went wrong"),
+    ],
+)
+def test_errors_a_customer_may_meet_are_in_our_words(make_app, status, title):
+    app = make_app()
+
+    @app.get("/fails")
+    def fails():
+        if status == 500:
+            raise RuntimeError("kaboom")
+        flask.abort(status)
+
+    response = app.test_client().get("/fails")
+    assert response.status_code == status
+    page = response.get_data(as_text=True)
+    assert f"<h1>{title}</h1>" in page
+    assert "kaboom" not in page
+    assert "server" not in page.split("<main", 1)[1]  # no framework wording
 
 
 @pytest.mark.parametrize("vary", [None, "Accept-Language", "Cookie"])
