@@ -6,7 +6,10 @@ FLASK := $(BIN)/flask --app survey
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint format lock bench bench-review bench-insights bench-export bench-outbox clean
+.PHONY: run test lint format lock translations catalogs bench bench-review bench-insights bench-export bench-outbox clean
+
+# Translation catalogs: text in the repository, compiled here (and into the wheel).
+CATALOGS := $(wildcard survey/translations/*/LC_MESSAGES/messages.po)
 
 $(BIN)/.installed: requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +17,22 @@ $(BIN)/.installed: requirements-dev.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
+survey/translations/%.mo: survey/translations/%.po $(BIN)/.installed
+	$(BIN)/pybabel compile -i $< -o $@
+
+catalogs: $(CATALOGS:.po=.mo)
+
+## Extract the customer-facing strings and add the new ones to every catalog.
+translations: $(BIN)/.installed
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --no-location --sort-output \
+		--project "Exit Survey" --copyright-holder "Exit Survey" -o survey/translations/messages.pot .
+	$(BIN)/pybabel update -i survey/translations/messages.pot -d survey/translations \
+		--no-fuzzy-matching --ignore-obsolete
+
 ## Set up, migrate the SQLite default, load demo data, run the worker and serve.
 run: export SURVEY_ENV = development
 run: export SURVEY_BASE_URL ?= http://$(HOST):$(PORT)
-run: $(BIN)/.installed
+run: $(BIN)/.installed catalogs
 	$(FLASK) db upgrade
 	$(FLASK) demo
 	@echo "Serving on http://$(HOST):$(PORT) (emails land in instance/mail/). Ctrl-C stops."
@@ -30,7 +45,7 @@ run: $(BIN)/.installed
 
 ## Set up and run the whole suite (SQLite; PostgreSQL too when
 ## SURVEY_TEST_DATABASE_URL is set; browser tests when Chromium is installed).
-test: $(BIN)/.installed lint
+test: $(BIN)/.installed catalogs lint
 	@if [ -x /usr/bin/chromium ]; then echo "Chromium found: browser tests run."; \
 	else echo "NOTE: /usr/bin/chromium not found: browser tests are SKIPPED (apt-get install chromium)."; fi
 	@if [ -x /usr/sbin/nginx ]; then echo "nginx found: the README's proxy settings are tested."; \

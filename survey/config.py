@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask
 
+from survey.i18n import shipped_languages
+
 #: Environments in which the service may run without a configured secret key.
 RELAXED_ENVIRONMENTS = frozenset({"development", "testing"})
 
@@ -101,6 +103,9 @@ DEFAULTS: dict[str, Any] = {
     #: Reminders to contacts who have not answered (0 to 2), each this many
     #: days after the email before it went out.
     "REMINDERS": 1,
+    #: The customer's language when neither their departure nor their
+    #: browser names one we speak.
+    "DEFAULT_LOCALE": "en",
     "REMINDER_AFTER_DAYS": 3,
     #: Stripe intake: the endpoint's signing secret (whsec_...), and an API key
     #: (restricted, Customers: read) to read each customer's email and name.
@@ -213,6 +218,12 @@ def _check(app: Flask) -> None:
         raise ConfigError(
             "SURVEY_DIGEST_TIMEZONE must be a time zone name such as Europe/Paris."
         ) from None
+    if config["DEFAULT_LOCALE"] not in shipped_languages():
+        raise ConfigError(
+            "SURVEY_DEFAULT_LOCALE must be one of "
+            + ", ".join(sorted(shipped_languages()))
+            + "."
+        )
     reminders = config["REMINDERS"]
     if not _whole_number(reminders) or not 0 <= reminders <= 2:
         raise ConfigError("SURVEY_REMINDERS must be 0, 1 or 2.")

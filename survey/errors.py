@@ -11,12 +11,17 @@ import sqlite3
 from typing import Any
 
 import psycopg
-from flask import Flask, jsonify, render_template, request
+from babel.support import LazyProxy
+from flask import Flask, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from survey.i18n import customer_locale, force_locale
 from survey.i18n import lazy_gettext as _l
+
+#: Text for a page: a string, or one translated when rendered.
+Text = str | LazyProxy
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +120,14 @@ def _json_error(
     return jsonify(error=code, message=message, fields=fields or {}), status
 
 
-def _page(status: int, title: str, message: str) -> tuple[str, int]:
-    return (
-        render_template(
+def _page(status: int, title: Text, message: Text) -> tuple[str, int]:
+    # In the page's language, else the browser's: a customer who mistyped a
+    # link reads the error in their own.
+    with force_locale(g.get("locale") or customer_locale(None)):
+        page = render_template(
             "errors/error.html", status=status, title=title, message=message
-        ),
-        status,
-    )
+        )
+    return page, status
 
 
 def handle_survey_error(error: SurveyError) -> Any:
@@ -169,7 +175,7 @@ _IN_OUR_WORDS = {
 
 def _http_page(status: int, name: str, description: str) -> tuple[str, int]:
     title, message = _IN_OUR_WORDS.get(status, (name, description))
-    return _page(status, str(title), str(message))
+    return _page(status, title, message)
 
 
 def handle_http_error(error: HTTPException) -> Any:
@@ -191,9 +197,11 @@ def handle_csrf_error(_error: CSRFError) -> Any:
     """Explain a refused form in words a customer understands."""
     return _page(
         400,
-        "Please try again",
-        "This form has expired or was sent from somewhere else. "
-        "Go back, reload the page and send it again.",
+        _l("Please try again"),
+        _l(
+            "This form has expired or was sent from somewhere else. "
+            "Go back, reload the page and send it again."
+        ),
     )
 
 

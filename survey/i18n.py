@@ -17,7 +17,7 @@ from typing import Any
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.support import LazyProxy, NullTranslations, Translations
-from flask import Flask, g, has_app_context
+from flask import Flask, current_app, g, has_app_context, has_request_context, request
 
 TRANSLATIONS_DIR = Path(__file__).parent / "translations"
 DEFAULT_LOCALE = "en"
@@ -39,6 +39,30 @@ def normalize_locale(value: str | None) -> str | None:
         return str(Locale.parse(value.replace("-", "_")))
     except (ValueError, UnknownLocaleError):
         return None
+
+
+@cache
+def shipped_languages() -> frozenset[str]:
+    """Return the languages we speak: English and each one with a catalog."""
+    return frozenset(
+        {DEFAULT_LOCALE}
+        | {folder.parent.name for folder in TRANSLATIONS_DIR.glob("*/LC_MESSAGES")}
+    )
+
+
+def customer_locale(preferred: str | None) -> str:
+    """Return the locale to speak to a customer in: ``preferred`` (their
+    departure's) when we speak its language, else their browser's choice
+    (``Accept-Language``), else ``SURVEY_DEFAULT_LOCALE``."""
+    if preferred and preferred.split("_")[0] in shipped_languages():
+        return preferred
+    if has_request_context():
+        chosen = request.accept_languages.best_match(sorted(shipped_languages()))
+        if chosen:
+            return chosen
+    if has_app_context():
+        return str(current_app.config["DEFAULT_LOCALE"])
+    return DEFAULT_LOCALE
 
 
 def current_translations() -> NullTranslations:

@@ -124,6 +124,17 @@ def test_the_installed_wheel_migrates_and_serves_from_anywhere(installed, tmp_pa
             assert error.code == 404
             assert b"This link does not work" in error.read()
             error.close()
+        # The catalogs are compiled into the wheel: a German browser reads German.
+        request = urllib.request.Request(
+            f"{base}/no-such-page", headers={"Accept-Language": "de"}
+        )
+        try:
+            urllib.request.urlopen(request, timeout=5)
+        except urllib.error.HTTPError as error:
+            assert error.code == 404
+            assert b'<html lang="de">' in (page := error.read())
+            assert b"Page not found" not in page
+            error.close()
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -82,7 +82,7 @@ def _load(
     departure = service.departure_from_token(
         db.session(), purpose, token, writing=writing
     )
-    g.locale = departure.locale
+    g.locale = i18n.customer_locale(departure.locale)
     return departure
 
 
@@ -173,14 +173,16 @@ def _page_one(
     form_token = tokens.form_token(public_id)
     if errors or reason_other:  # a refusal, or the customer's own words
         return _render_page_one(
-            state.locale,
+            i18n.customer_locale(state.locale),
             **answers,
             reason_other=reason_other or "",
             errors=errors,
             token=token,
             form_token=form_token,
         )
-    shared: str = current_app.extensions[_PAGE_ONE](state.locale, **answers)
+    shared: str = current_app.extensions[_PAGE_ONE](
+        i18n.customer_locale(state.locale), **answers
+    )
     # load_token accepted the token, so it is URL-safe base64; escaped anyway.
     return shared.replace(_LINK_SLOT, str(escape(token))).replace(
         _FORM_SLOT, form_token

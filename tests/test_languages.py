@@ -1,0 +1,110 @@
+"""The customer's language: shipped catalogs, and which one a page speaks."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from babel.messages.pofile import read_po
+
+from survey import create_app
+from survey.config import ConfigError
+from survey.i18n import TRANSLATIONS_DIR
+from tests.factories import make_departure, survey_path
+from tests.test_app import PRODUCTION
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = ("de", "fr", "es")
+QUESTION = "What is the main reason you are leaving?"
+
+
+def catalog(locale: str):
+    with (TRANSLATIONS_DIR / locale / "LC_MESSAGES" / "messages.po").open("rb") as po:
+        return read_po(po)
+
+
+def translated(locale: str, message: str) -> str:
+    """The shipped translation of ``message`` (the wiring is tested, not wording)."""
+    found = catalog(locale).get(message)
+    assert found is not None and found.string, (locale, message)
+    return str(found.string)
+
+
+@pytest.fixture(scope="module")
+def used_messages(tmp_path_factory) -> set[str]:
+    """Every customer-facing string the code uses now (babel.cfg's sources)."""
+    pot = tmp_path_factory.mktemp("pot") / "messages.pot"
+    subprocess.run(
+        [
+            str(Path(REPO, ".venv", "bin", "pybabel")),
+            "extract",
+            "-F",
+            "babel.cfg",
+            "-k",
+            "_l",
+            "-k",
+            "lazy_gettext",
+            "-o",
+            str(pot),
+            ".",
+        ],
+        cwd=REPO,
+        check=True,
+        timeout=120,
+    )
+    with pot.open("rb") as source:
+        return {message.id for message in read_po(source) if message.id}
+
+
+@pytest.mark.parametrize("locale", SHIPPED)
+def test_every_customer_facing_string_is_translated(used_messages, locale):
+    shipped = {message.id: message for message in catalog(locale) if message.id}
+    missing = sorted(used_messages - shipped.keys())
+    untranslated = sorted(i for i, m in shipped.items() if not m.string or m.fuzzy)
+    assert missing == [], f"{locale}: not in the catalog (make translations)"
+    assert untranslated == [], f"{locale}: not translated"
+
+
+@pytest.mark.parametrize("locale", SHIPPED)
+def test_no_catalog_keeps_a_string_the_code_no_longer_uses(used_messages, locale):
+    unused = {m.id for m in catalog(locale) if m.id} - used_messages
+    assert sorted(unused) == []
+
+
+def test_the_page_speaks_the_departures_language(app, client):
+    page = client.get(survey_path(app, make_departure(app, locale="de")))
+    html = page.get_data(as_text=True)
+    assert '<html lang="de">' in html
+    assert translated("de", QUESTION) in html
+
+
+def test_without_one_the_browsers_language_is_spoken(app, client):
+    link = survey_path(app, make_departure(app, locale=None))
+    html = client.get(link, headers={"Accept-Language": "ja, fr;q=0.8, en;q=0.5"})
+    assert translated("fr", QUESTION) in html.get_data(as_text=True)
+    # A language we do not ship on the departure: the browser's again.
+    link = survey_path(app, make_departure(app, locale="ja"))
+    html = client.get(link, headers={"Accept-Language": "es"})
+    assert translated("es", QUESTION) in html.get_data(as_text=True)
+
+
+def test_else_the_configured_default_is_spoken(make_app):
+    app = make_app(DEFAULT_LOCALE="es")
+    link = survey_path(app, make_departure(app, locale=None))
+    html = app.test_client().get(link).get_data(as_text=True)
+    assert translated("es", QUESTION) in html
+
+
+def test_an_unknown_page_is_explained_in_the_browsers_language(client):
+    page = client.get("/no-such-page", headers={"Accept-Language": "de-DE"})
+    assert page.status_code == 404
+    assert f"<h1>{translated('de', 'Page not found')}</h1>" in page.get_data(
+        as_text=True
+    )
+
+
+def test_a_default_language_we_do_not_ship_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SURVEY_DEFAULT_LOCALE", "ja")
+    with pytest.raises(ConfigError, match="SURVEY_DEFAULT_LOCALE must be one of"):
+        create_app(PRODUCTION | {"INSTANCE_PATH": str(tmp_path)})
