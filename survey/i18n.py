@@ -50,10 +50,22 @@ def shipped_languages() -> frozenset[str]:
     )
 
 
+def language_names() -> list[tuple[str, str]]:
+    """Return each shipped language's code and name, in itself ("Deutsch")."""
+    names = []
+    for code in sorted(shipped_languages()):
+        name = Locale.parse(code).get_display_name(code) or code
+        names.append((code, name[:1].upper() + name[1:]))
+    return names
+
+
 def customer_locale(preferred: str | None) -> str:
-    """Return the locale to speak to a customer in: ``preferred`` (their
-    departure's) when we speak its language, else their browser's choice
+    """Return the locale to speak to a customer in: the language they chose
+    on the page (``g.chosen_locale``), else ``preferred`` (their departure's)
+    when we speak its language, else their browser's choice
     (``Accept-Language``), else ``SURVEY_DEFAULT_LOCALE``."""
+    if has_app_context() and (chosen := g.get("chosen_locale")):
+        return str(chosen)
     if preferred and preferred.split("_")[0] in shipped_languages():
         return preferred
     if has_request_context():

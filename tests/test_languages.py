@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+from html import unescape
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from babel.messages.pofile import read_po
@@ -11,7 +14,7 @@ from babel.messages.pofile import read_po
 from survey import create_app
 from survey.config import ConfigError
 from survey.i18n import TRANSLATIONS_DIR
-from tests.factories import make_departure, survey_path
+from tests.factories import make_departure, submit, survey_path
 from tests.test_app import PRODUCTION
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,3 +111,30 @@ def test_a_default_language_we_do_not_ship_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("SURVEY_DEFAULT_LOCALE", "ja")
     with pytest.raises(ConfigError, match="SURVEY_DEFAULT_LOCALE must be one of"):
         create_app(PRODUCTION | {"INSTANCE_PATH": str(tmp_path)})
+
+
+def test_the_customer_switches_language_with_a_link_and_keeps_it(app, client):
+    link = survey_path(app, make_departure(app, locale="de"))
+    page = client.get(link).get_data(as_text=True)
+    assert '<span lang="de" aria-current="true">Deutsch</span>' in page
+    assert f'<a href="{link}?lang=fr" lang="fr" hreflang="fr">Français</a>' in page
+    french = client.get(link + "?lang=fr").get_data(as_text=True)
+    assert '<html lang="fr">' in french
+    assert translated("fr", QUESTION) in french
+    # The answer sent from the French page goes on in French.
+    sent = submit(client, link + "?lang=fr", {"reason": "switched"})
+    assert sent.headers["Location"].endswith(f"{link}/more?lang=fr")
+    more = client.get(sent.headers["Location"]).get_data(as_text=True)
+    assert '<html lang="fr">' in more
+    # A language we do not ship is ignored.
+    assert '<html lang="de">' in client.get(link + "?lang=xx").get_data(as_text=True)
+
+
+def test_switching_language_on_the_confirmation_keeps_the_reason(app, client):
+    link = survey_path(app, make_departure(app, locale="en"))
+    page = client.get(link + "?reason=switched").get_data(as_text=True)
+    [spanish] = re.findall(r'<a href="([^"]+)" lang="es"', page)
+    assert parse_qs(urlsplit(unescape(spanish)).query) == {
+        "reason": ["switched"],
+        "lang": ["es"],
+    }

@@ -52,6 +52,25 @@ def _private_page(response: HttpResponse) -> HttpResponse:
     return response
 
 
+@bp.before_request
+def _language_chosen_on_the_page() -> None:
+    """A language chosen with the page's switch (``?lang=``) is spoken; the
+    page's links and forms keep it (the customer's pages set no cookie)."""
+    if (chosen := request.args.get("lang")) in i18n.shipped_languages():
+        g.chosen_locale = chosen
+
+
+@bp.url_defaults
+def _keep_the_chosen_language(_endpoint: str, values: dict[str, Any]) -> None:
+    if "lang" not in values and (chosen := g.get("chosen_locale")):
+        values["lang"] = chosen
+
+
+@bp.context_processor
+def _languages() -> dict[str, Any]:
+    return {"languages": i18n.language_names()}
+
+
 @bp.errorhandler(tokens.TokenInvalid)
 def _invalid_link(_error: tokens.TokenInvalid) -> tuple[str, int]:
     return render_template("public/link_invalid.html"), 404
