@@ -7,6 +7,7 @@ from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from flask import Flask
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
@@ -20,6 +21,12 @@ from tests.test_languages import translated
 from tests.test_outbox import text_part
 
 pytestmark = pytest.mark.browser
+
+
+def assert_accessible(page: Page) -> None:
+    """axe-core finds nothing wrong with the page as it is now."""
+    results = Axe().run(page)
+    assert results.violations_count == 0, results.generate_report()
 
 
 @pytest.fixture
@@ -58,6 +65,7 @@ def test_the_survey_in_each_language_from_the_email_to_the_thanks(
     reason = translated(locale, "It costs more than it is worth to us")
     expect(page.get_by_text(reason)).to_be_visible()
     assert_no_horizontal_scroll(page)
+    assert_accessible(page)
     screenshot(page, artifacts / f"survey-{locale}-confirm-360.png")
     page.get_by_role("button", name=translated(locale, "Send this answer")).click()
 
@@ -65,6 +73,7 @@ def test_the_survey_in_each_language_from_the_email_to_the_thanks(
     expect(page).to_have_url(re.compile(r"/more$"))
     expect(page.locator("html")).to_have_attribute("lang", locale)
     assert_no_horizontal_scroll(page)
+    assert_accessible(page)
     screenshot(page, artifacts / f"survey-{locale}-page2-360.png")
     page.get_by_role("button", name=translated(locale, "Send"), exact=True).click()
     expect(page).to_have_url(re.compile(r"/thanks$"))
@@ -72,6 +81,7 @@ def test_the_survey_in_each_language_from_the_email_to_the_thanks(
         page.get_by_role("heading", name=translated(locale, "Thank you"))
     ).to_be_visible()
     assert_no_horizontal_scroll(page)
+    assert_accessible(page)
     screenshot(page, artifacts / f"survey-{locale}-thanks-360.png")
 
     with app.app_context(), db.new_session() as session:
