@@ -165,10 +165,10 @@ def _one_line(text: str) -> str:
 def render_email(name: str, locale: str | None, **context: Any) -> tuple[str, str, str]:
     """Render ``templates/email/<name>/`` into (subject, text, html)."""
     with force_locale(locale):
-        subject = render_template(f"email/{name}/subject.txt", **context)
+        subject = _one_line(render_template(f"email/{name}/subject.txt", **context))
         text = render_template(f"email/{name}/body.txt", **context)
-        html = render_template(f"email/{name}/body.html", **context)
-    return _one_line(subject), text, html
+        html = render_template(f"email/{name}/body.html", subject=subject, **context)
+    return subject, text, html
 
 
 def enqueue(

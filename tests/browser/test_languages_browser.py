@@ -18,9 +18,11 @@ from tests.browser.test_survey_browser import assert_no_horizontal_scroll, scree
 from tests.conftest import SmtpSink, free_port
 from tests.factories import make_departure
 from tests.test_languages import translated
-from tests.test_outbox import text_part
+from tests.test_outbox import html_part, text_part
 
 pytestmark = pytest.mark.browser
+
+TEN_SECONDS = "It takes ten seconds: choose the answer that fits best."
 
 
 def assert_accessible(page: Page) -> None:
@@ -56,6 +58,17 @@ def test_the_survey_in_each_language_from_the_email_to_the_thanks(
     assert subject.startswith(translated(locale, "One question before you go"))
     body = text_part(email)
     assert translated(locale, "What is the main reason you are leaving?") in body
+    assert translated(locale, TEN_SECONDS) in body
+
+    # The HTML part: accessible, its reasons easy to tap on a phone.
+    page.set_content(html_part(email))
+    assert_accessible(page)
+    heights = page.eval_on_selector_all(
+        'a[href*="?reason="]', "links => links.map(a => a.offsetHeight)"
+    )
+    assert len(heights) == 10 and min(heights) >= 44, heights
+    screenshot(page, artifacts / f"email-{locale}-360.png")
+
     reason_link = re.search(r"^\s*(http://\S+\?reason=too_expensive)\s*$", body, re.M)
     assert reason_link is not None, body
 
