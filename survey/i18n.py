@@ -72,6 +72,15 @@ def customer_locale(preferred: str | None) -> str:
         chosen = request.accept_languages.best_match(sorted(shipped_languages()))
         if chosen:
             return chosen
+    return email_locale(None)
+
+
+def email_locale(preferred: str | None) -> str:
+    """Return the locale of an email to a customer: ``preferred`` (their
+    departure's) when we speak its language, else ``SURVEY_DEFAULT_LOCALE``
+    (an email has no browser to ask)."""
+    if preferred and preferred.split("_")[0] in shipped_languages():
+        return preferred
     if has_app_context():
         return str(current_app.config["DEFAULT_LOCALE"])
     return DEFAULT_LOCALE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from email.header import decode_header, make_header
 from html import unescape
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -11,11 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from babel.messages.pofile import read_po
 
-from survey import create_app
+from survey import create_app, outbox
 from survey.config import ConfigError
 from survey.i18n import TRANSLATIONS_DIR
 from tests.factories import make_departure, submit, survey_path
 from tests.test_app import PRODUCTION
+from tests.test_outbox import html_part
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = ("de", "fr", "es")
@@ -138,3 +140,15 @@ def test_switching_language_on_the_confirmation_keeps_the_reason(app, client):
         "reason": ["switched"],
         "lang": ["es"],
     }
+
+
+def test_an_email_to_someone_of_no_known_language_uses_the_default(make_app, smtp):
+    app = make_app(MAIL_SERVER=smtp.host, MAIL_PORT=smtp.port, DEFAULT_LOCALE="fr")
+    make_departure(app, locale=None, company="Acme")
+    make_departure(app, locale="ja", company="Acme")
+    with app.app_context():
+        assert outbox.deliver_due().sent == 2
+    subject = translated("fr", "One question before you go")
+    for email in smtp.messages:
+        assert str(make_header(decode_header(email["Subject"]))).startswith(subject)
+        assert '<html lang="fr">' in html_part(email)

@@ -10,7 +10,7 @@ from sqlalchemy import Select, and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from survey import clock, links, outbox, webhooks
+from survey import clock, i18n, links, outbox, webhooks
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureFacts
 from survey.departures.tallies import KEY_COLUMNS, Key, Tally
@@ -236,7 +236,7 @@ def queue_survey_email(
         session,
         kind=kind,
         recipient=departure.contact_email,
-        locale=departure.locale,
+        locale=i18n.email_locale(departure.locale),
         departure_id=departure.id,
         departure=departure,
         survey_url=links.survey_url(departure.public_id),
