@@ -50,6 +50,11 @@ def shipped_languages() -> frozenset[str]:
     )
 
 
+def _speaks(locale: str | None) -> bool:
+    """Return whether we ship ``locale``'s language (``fr_CA``: French)."""
+    return bool(locale) and str(locale).split("_")[0] in shipped_languages()
+
+
 def language_names() -> list[tuple[str, str]]:
     """Return each shipped language's code and name, in itself ("Deutsch")."""
     names = []
@@ -66,8 +71,8 @@ def customer_locale(preferred: str | None) -> str:
     (``Accept-Language``), else ``SURVEY_DEFAULT_LOCALE``."""
     if has_app_context() and (chosen := g.get("chosen_locale")):
         return str(chosen)
-    if preferred and preferred.split("_")[0] in shipped_languages():
-        return preferred
+    if _speaks(preferred):
+        return str(preferred)
     if has_request_context():
         chosen = request.accept_languages.best_match(sorted(shipped_languages()))
         if chosen:
@@ -79,8 +84,8 @@ def email_locale(preferred: str | None) -> str:
     """Return the locale of an email to a customer: ``preferred`` (their
     departure's) when we speak its language, else ``SURVEY_DEFAULT_LOCALE``
     (an email has no browser to ask)."""
-    if preferred and preferred.split("_")[0] in shipped_languages():
-        return preferred
+    if _speaks(preferred):
+        return str(preferred)
     if has_app_context():
         return str(current_app.config["DEFAULT_LOCALE"])
     return DEFAULT_LOCALE
