@@ -86,6 +86,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf = CSRFProtect(app)
 
     from survey import api, health
+    from survey.branding import views as branding
     from survey.insights import views as insights
     from survey.public import views as public
     from survey.review import views as review
@@ -100,6 +101,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(staff.bp)
     app.register_blueprint(staff_admin.bp)
     app.register_blueprint(webhook_pages.bp)
+    app.register_blueprint(branding.assets)
+    app.register_blueprint(branding.admin)
     app.register_blueprint(review.bp)
     app.register_blueprint(winback.bp)
     app.register_blueprint(insights.bp)

@@ -623,7 +623,8 @@ def demo_command() -> None:
     A database holding real departures is left alone: no demo data, no demo
     admin, no one's link printed.
     """
-    from survey.demo import demo_admin, holds_other_data, load_demo
+    from survey.branding.service import forget
+    from survey.demo import demo_admin, demo_brand, holds_other_data, load_demo
 
     logging.getLogger("survey").setLevel(logging.WARNING)  # keep the links visible
     with db.write_session() as session:
@@ -633,6 +634,9 @@ def demo_command() -> None:
                 "no demo data loaded, no demo admin created."
             )
             return
+        if demo_brand(session):  # committed first: the demo's emails carry it
+            session.commit()
+            forget(current_app)
         links = load_demo(session)
         email, password = demo_admin(session)
         session.commit()

@@ -38,6 +38,8 @@ from sqlalchemy.orm import Session
 from survey import clock, links, outbox
 from survey.answers.models import Response
 from survey.answers.service import find_response, record_reason, submit_details
+from survey.branding import service as branding
+from survey.branding.logos import checked_logo
 from survey.consent import consent_wording, record_consent, withdrawal_wording
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
@@ -80,6 +82,31 @@ def demo_admin(session: Session) -> tuple[str, str]:
         user.active = True
         user.role = ADMIN
     return DEMO_ADMIN_EMAIL, password
+
+
+#: The demo company: who asks the demo customers.
+DEMO_BRAND = {
+    "company_name": "Northwind Analytics",
+    "sender_name": "Priya at Northwind Analytics",
+    "reply_to": "success@northwind.example",
+    "website_url": "https://northwind.example/",
+    "accent_color": "#146c43",
+}
+DEMO_LOGO = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 48 48">
+<title>Northwind Analytics</title>
+<rect width="48" height="48" rx="10" fill="#146c43"/>
+<path d="M12 36V12l24 24V12" fill="none" stroke="#fff" stroke-width="5"
+ stroke-linecap="round" stroke-linejoin="round"/>
+</svg>"""
+
+
+def demo_brand(session: Session) -> bool:
+    """Give the survey the demo company's brand, unless one is set; return
+    whether it was set."""
+    if branding.current().company_name:
+        return False
+    branding.save_brand(session, DEMO_BRAND, logo=checked_logo(DEMO_LOGO))
+    return True
 
 
 #: What every demo departure's external id starts with.

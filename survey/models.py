@@ -3,6 +3,7 @@
 from survey.answers.models import Response
 from survey.api.auth import ApiToken
 from survey.audit import AuditEvent
+from survey.branding.models import Brand
 from survey.consent import ConsentEvent
 from survey.db import Base
 from survey.departures.models import Departure
@@ -19,6 +20,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "Base",
+    "Brand",
     "ConsentEvent",
     "Departure",
     "DepartureTally",

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import make_msgid
+from email.utils import formataddr, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -103,6 +103,10 @@ class OutboxMessage(Base):
     #: Where the recipient's mail program withdraws consent in one click
     #: (``List-Unsubscribe``, RFC 8058); None for mail without such a link.
     unsubscribe_url: Mapped[str | None] = mapped_column(Text)
+    #: The From name and the Reply-To address, as the brand was when written
+    #: (None: the configured sender's own, and no Reply-To).
+    sender_name: Mapped[str | None] = mapped_column(String(100))
+    reply_to: Mapped[str | None] = mapped_column(String(320))
     #: The ``Message-ID`` header, chosen once when queued: every copy sent
     #: (a retry, a resend after a crash) is the same message to mail systems.
     msgid: Mapped[str] = mapped_column(String(320))
@@ -178,9 +182,12 @@ def enqueue(
     recipient: str,
     locale: str | None,
     departure_id: int | None = None,
+    sender_name: str | None = None,
+    reply_to: str | None = None,
     **context: Any,
 ) -> OutboxMessage:
-    """Add an email to the outbox in the caller's transaction.
+    """Add an email to the outbox in the caller's transaction, from
+    ``sender_name`` at the configured sender's address.
 
     An email whose ``context`` has a consent withdrawal link (``withdraw_url``)
     offers it to mail programs as their one-click unsubscribe too (RFC 8058).
@@ -195,6 +202,8 @@ def enqueue(
         body_text=text,
         body_html=html,
         unsubscribe_url=context.get("withdraw_url"),
+        sender_name=_one_line(sender_name)[:100] if sender_name else None,
+        reply_to=_one_line(reply_to) if reply_to else None,
         msgid=make_msgid(domain=_sender_domain()),
         status=PENDING,
         attempts=0,
@@ -264,13 +273,24 @@ def _sender_domain() -> str | None:
     return domain.strip("> ") or None
 
 
+def _sender(name: str | None) -> str:
+    """The configured sender, under ``name`` when one is given."""
+    configured = str(current_app.config["MAIL_DEFAULT_SENDER"])
+    if not name:
+        return configured
+    # Quoted here: Flask-Mail writes a (name, address) pair unquoted, and a
+    # name holding an address would then become the sender.
+    return formataddr((name, parseaddr(configured)[1] or configured))
+
+
 def _as_mail(message: OutboxMessage) -> flask_mail.Message:
     mail_message = _MailMessage(
         subject=message.subject,
         recipients=[message.recipient],
         body=message.body_text,
         html=message.body_html,
-        sender=current_app.config["MAIL_DEFAULT_SENDER"],
+        sender=_sender(message.sender_name),
+        reply_to=message.reply_to,
     )
     mail_message.msgId = message.msgid
     if message.unsubscribe_url:

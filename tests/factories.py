@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from survey import db, links
 from survey.api.auth import create_token
+from survey.branding import service as branding
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
@@ -37,6 +38,15 @@ def make_departure(app: Flask, **fields: Any) -> Departure:
         departure, _ = record_departure(session, DepartureIn(**data), source="api")
         session.commit()
         return departure
+
+
+def set_brand(app: Flask, **fields: Any) -> None:
+    """Set the brand as the admin page would (text fields; ``logo=`` a Logo)."""
+    logo = fields.pop("logo", None)
+    with app.app_context(), db.write_session() as session:
+        branding.save_brand(session, fields, logo=logo)
+        session.commit()
+    branding.forget(app)
 
 
 def make_token(app: Flask, *scopes: str) -> str:

@@ -31,6 +31,8 @@ def catalog(locale: str):
 
 def translated(locale: str, message: str) -> str:
     """The shipped translation of ``message`` (the wiring is tested, not wording)."""
+    if locale == "en":
+        return message
     found = catalog(locale).get(message)
     assert found is not None and found.string, (locale, message)
     return str(found.string)

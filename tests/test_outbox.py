@@ -16,9 +16,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
+from email.header import decode_header, make_header
 from email.message import Message
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, func, select
 
 from survey import db, outbox
+from survey.branding.models import Brand
 from survey.consent import ConsentEvent
 from survey.outbox import OutboxMessage
 from tests.conftest import SECRET, SmtpSink, free_port
@@ -203,20 +206,31 @@ def test_the_mail_programs_unsubscribe_button_withdraws_in_one_click(
     assert refused.status_code == 400
 
 
-def test_names_and_subjects_cannot_inject_headers(mail_app, smtp):
-    make_departure(
-        mail_app,
-        contact_name="Eve\r\nBcc: victim@example.com",
-        company="Evil\nBcc: other@example.com\nX-Injected: yes",
+def test_names_and_subjects_cannot_inject_headers(mail_app, smtp, session):
+    # Written past the admin page, which would not take them.
+    session.merge(
+        Brand(
+            id=1,
+            company_name="Evil\nBcc: other@example.com\nX-Injected: yes",
+            sender_name="Eve\r\nBcc: victim@example.com",
+            reply_to="reply@example.com\r\nX-Injected: yes",
+            updated_at=datetime.now(UTC),
+        )
     )
+    session.commit()
+    make_departure(mail_app, contact_name="Eve\r\nBcc: victim@example.com")
     assert deliver(mail_app).sent == 1
     [received] = smtp.messages
     assert received["Bcc"] is None
     assert received["X-Injected"] is None
     # Long subjects are folded (CRLF + space), which is not a new header.
     assert re.sub(r"\r\n[ \t]", " ", received["Subject"]).strip() == (
-        "One question before you go (Evil Bcc: other@example.com X-Injected: yes)"
+        "One question from Evil Bcc: other@example.com X-Injected: yes before you go"
     )
+    # The name, whatever it holds, stays a name: mail goes from our address.
+    name, address = parseaddr(received["From"])
+    assert address == "survey@localhost"
+    assert str(make_header(decode_header(name))) == "Eve Bcc: victim@example.com"
     assert received["X-Envelope-To"] == received["To"]
 
 

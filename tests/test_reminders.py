@@ -18,6 +18,7 @@ from tests.factories import (
     login,
     make_departure,
     make_user,
+    set_brand,
     submit,
     survey_path,
     withdraw_path,
@@ -48,6 +49,7 @@ def send_all(app: Flask) -> outbox.DeliveryReport:
 def test_one_reminder_goes_out_three_days_after_the_invitation(
     mail_app, smtp, clock, session, client
 ):
+    set_brand(mail_app, company_name="Northwind")
     departure = make_departure(mail_app, company="Acme")
     assert queue(mail_app) == 0  # the invitation has not gone out yet
     assert send_all(mail_app).sent == 1
@@ -59,7 +61,8 @@ def test_one_reminder_goes_out_three_days_after_the_invitation(
     assert "1 reminder(s) queued" in result.output
     assert send_all(mail_app).sent == 1
     reminder = smtp.messages[-1]
-    assert reminder["Subject"] == "Still one question before you go (Acme)"
+    # Who asks, never the customer's own company.
+    assert reminder["Subject"] == "Still one question from Northwind before you go"
     [text] = [p for p in reminder.walk() if p.get_content_type() == "text/plain"]
     body = text.get_payload(decode=True).decode()
     assert "What is the main reason you are leaving?" in body

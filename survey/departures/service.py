@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeVar
 
-from flask import current_app
 from sqlalchemy import Select, and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from survey import clock, i18n, links, outbox, webhooks
+from survey.branding import service as branding
+from survey.branding.logos import SVG
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureFacts
 from survey.departures.tallies import KEY_COLUMNS, Key, Tally
@@ -232,6 +233,7 @@ def queue_survey_email(
     """
     if departure.contact_email is None:
         raise ValueError(f"departure {departure.public_id} has no one to write to")
+    brand = branding.current()
     outbox.enqueue(
         session,
         kind=kind,
@@ -241,7 +243,12 @@ def queue_survey_email(
         departure=departure,
         survey_url=links.survey_url(departure.public_id),
         withdraw_url=links.withdraw_url(departure.public_id),
-        sender_name=current_app.config["COMPANY_NAME"],
+        sender_name=brand.sender,
+        reply_to=brand.reply_to,
+        brand=brand,
+        logo_url=links.external_url("brand.logo", file=brand.logo_file)
+        if brand.logo and brand.logo.content_type != SVG
+        else None,
         **context,
     )
 

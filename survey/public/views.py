@@ -73,11 +73,13 @@ def _languages() -> dict[str, Any]:
 
 @bp.errorhandler(tokens.TokenInvalid)
 def _invalid_link(_error: tokens.TokenInvalid) -> tuple[str, int]:
+    g.locale = i18n.customer_locale(None)  # no departure: the browser's language
     return render_template("public/link_invalid.html"), 404
 
 
 @bp.errorhandler(Erased)
 def _erased(_error: Erased) -> tuple[str, int]:
+    g.locale = g.get("locale") or i18n.customer_locale(None)
     return render_template("public/link_gone.html"), 410
 
 
@@ -91,6 +93,7 @@ def _expired_link(error: tokens.TokenExpired) -> tuple[str, int]:
     departure = find_by_public_id(db.session(), error.public_id)
     if departure is not None and departure.erased_at is not None:
         return _erased(Erased())  # no address left to send a link to
+    g.locale = i18n.customer_locale(departure.locale if departure else None)
     form = PublicForm.for_link(error.public_id)
     return render_template("public/link_expired.html", form=form), 410
 

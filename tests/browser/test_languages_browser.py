@@ -14,14 +14,22 @@ from sqlalchemy import select
 
 from survey import db, outbox
 from survey.answers.models import Response
-from tests.browser.test_survey_browser import assert_no_horizontal_scroll, screenshot
+from survey.contacts import erase_person
+from survey.demo import DEMO_BRAND
+from tests.browser.test_survey_browser import (
+    assert_no_horizontal_scroll,
+    screenshot,
+    with_demo_brand,
+)
 from tests.conftest import SmtpSink, free_port
-from tests.factories import make_departure
+from tests.factories import make_departure, survey_path, withdraw_path
 from tests.test_languages import translated
 from tests.test_outbox import html_part, text_part
 
 pytestmark = pytest.mark.browser
 
+#: A laptop's screen.
+DESKTOP = {"width": 1280, "height": 800}
 TEN_SECONDS = "It takes ten seconds: choose the answer that fits best."
 
 
@@ -39,7 +47,7 @@ def live_app(make_app, smtp: SmtpSink) -> tuple[Flask, str]:
     return app, base_url
 
 
-@pytest.mark.parametrize("locale", ["de", "fr", "es"])
+@pytest.mark.parametrize("locale", ["en", "de", "fr", "es"])
 def test_the_survey_in_each_language_from_the_email_to_the_thanks(
     live_app: tuple[Flask, str],
     live_server: str,
@@ -50,12 +58,17 @@ def test_the_survey_in_each_language_from_the_email_to_the_thanks(
 ) -> None:
     app, _ = live_app
     page = browser_page
+    with_demo_brand(app)
+    company = DEMO_BRAND["company_name"]
     departure = make_departure(app, locale=locale, company="Acme")
     with app.app_context():
         assert outbox.deliver_due().sent == 1
     [email] = smtp.messages
     subject = str(make_header(decode_header(email["Subject"])))
-    assert subject.startswith(translated(locale, "One question before you go"))
+    # Who asks: the company the customer knew, not their own.
+    assert subject == translated(
+        locale, "One question from %(company)s before you go"
+    ) % {"company": company}
     body = text_part(email)
     assert translated(locale, "What is the main reason you are leaving?") in body
     assert translated(locale, TEN_SECONDS) in body
@@ -72,33 +85,90 @@ def test_the_survey_in_each_language_from_the_email_to_the_thanks(
     reason_link = re.search(r"^\s*(http://\S+\?reason=too_expensive)\s*$", body, re.M)
     assert reason_link is not None, body
 
-    # The reason clicked in the email, to confirm, in the customer's language.
+    # The reason clicked in the email, to confirm, in the customer's language,
+    # under the company's name and logo.
     page.goto(reason_link.group(1))
     expect(page.locator("html")).to_have_attribute("lang", locale)
+    expect(page.locator(".brand-header")).to_contain_text(company)
+    expect(page.locator(".brand-header img")).to_be_visible()
     reason = translated(locale, "It costs more than it is worth to us")
     expect(page.get_by_text(reason)).to_be_visible()
     assert_no_horizontal_scroll(page)
     assert_accessible(page)
     screenshot(page, artifacts / f"survey-{locale}-confirm-360.png")
-    page.get_by_role("button", name=translated(locale, "Send this answer")).click()
+
+    # Another answer instead: page 1, the whole question.
+    page.get_by_role("link", name=translated(locale, "Choose another answer")).click()
+    question = translated(locale, "What is the main reason you are leaving?")
+    expect(page.get_by_role("heading", name=question)).to_be_visible()
+    assert_no_horizontal_scroll(page)
+    assert_accessible(page)
+    screenshot(page, artifacts / f"survey-{locale}-page1-360.png")
+    page.locator(
+        "label", has_text=translated(locale, "We found a better alternative")
+    ).click()
+    page.get_by_role("button", name=translated(locale, "Send my answer")).click()
 
     # Page 2, then the thanks, still in the customer's language.
-    expect(page).to_have_url(re.compile(r"/more$"))
+    expect(page).to_have_url(re.compile(r"/more(\?lang=\w+)?$"))
     expect(page.locator("html")).to_have_attribute("lang", locale)
     assert_no_horizontal_scroll(page)
     assert_accessible(page)
     screenshot(page, artifacts / f"survey-{locale}-page2-360.png")
     page.get_by_role("button", name=translated(locale, "Send"), exact=True).click()
-    expect(page).to_have_url(re.compile(r"/thanks$"))
+    expect(page).to_have_url(re.compile(r"/thanks(\?lang=\w+)?$"))
     expect(
         page.get_by_role("heading", name=translated(locale, "Thank you"))
     ).to_be_visible()
+    website = translated(locale, "Go to %(company)s's website") % {"company": company}
+    expect(page.get_by_role("link", name=website)).to_have_attribute(
+        "href", DEMO_BRAND["website_url"]
+    )
     assert_no_horizontal_scroll(page)
     assert_accessible(page)
     screenshot(page, artifacts / f"survey-{locale}-thanks-360.png")
+
+    # The same pages on a laptop.
+    page.set_viewport_size(DESKTOP)
+    screenshot(page, artifacts / f"survey-{locale}-thanks-1280.png")
+    page.goto(reason_link.group(1).split("?")[0])
+    expect(page.get_by_role("heading", name=question)).to_be_visible()
+    assert_accessible(page)
+    screenshot(page, artifacts / f"survey-{locale}-page1-1280.png")
 
     with app.app_context(), db.new_session() as session:
         [saved] = session.scalars(
             select(Response).where(Response.departure_id == departure.id)
         )
-        assert saved.reason == "too_expensive"
+        assert saved.reason == "switched"
+
+
+@pytest.mark.parametrize("locale", ["en", "de", "fr", "es"])
+def test_the_customer_error_pages_in_each_language(
+    live_app: tuple[Flask, str],
+    live_server: str,
+    browser_page: Page,
+    artifacts: Path,
+    locale: str,
+) -> None:
+    app, _ = live_app
+    page = browser_page
+    with_demo_brand(app)
+    page.set_extra_http_headers({"Accept-Language": locale})
+    departure = make_departure(app, locale=locale)
+    erased = make_departure(app, locale=locale)
+    with app.app_context(), db.write_session() as session:
+        erase_person(session, erased.contact_email, actor_id=None, via="test")
+        session.commit()
+    pages = {
+        "404": (live_server + "/s/not-a-real-link", 404),
+        "410": (live_server + survey_path(app, erased), 410),
+        "withdraw": (live_server + withdraw_path(app, departure), 200),
+    }
+    for name, (url, status) in pages.items():
+        answer = page.goto(url)
+        assert answer is not None and answer.status == status, (name, answer)
+        expect(page.locator("html")).to_have_attribute("lang", locale)
+        assert_no_horizontal_scroll(page)
+        assert_accessible(page)
+        screenshot(page, artifacts / f"page-{name}-{locale}-360.png")

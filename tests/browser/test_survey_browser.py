@@ -12,9 +12,11 @@ from sqlalchemy import select
 
 from survey import db
 from survey.answers.models import Response
+from survey.branding.logos import checked_logo
 from survey.consent import ConsentEvent
+from survey.demo import DEMO_BRAND, DEMO_LOGO
 from survey.departures.models import Departure
-from tests.factories import make_departure, survey_path
+from tests.factories import make_departure, set_brand, survey_path
 
 pytestmark = pytest.mark.browser
 
@@ -34,6 +36,32 @@ def screenshot(page: Page, path: Path) -> None:
     print(f"screenshot: {path}")
 
 
+def with_demo_brand(app: Flask) -> None:
+    """Ask as the demo company does: its name, logo and colour."""
+    set_brand(app, **DEMO_BRAND, logo=checked_logo(DEMO_LOGO))
+
+
+def press_tab_until(page: Page, description: str, check: str) -> None:
+    """Press Tab until the focused element satisfies ``check`` (a JavaScript
+    test of ``el``), checking that every element reached shows its focus."""
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            f"""() => {{
+                const el = document.activeElement;
+                return {{
+                    found: Boolean(el && ({check})),
+                    outline: getComputedStyle(el).outlineStyle,
+                    what: el.outerHTML.slice(0, 80),
+                }};
+            }}"""
+        )
+        assert focused["outline"] != "none", f"focus not shown on {focused['what']}"
+        if focused["found"]:
+            return
+    raise AssertionError(f"Tab never reached {description}")
+
+
 @dataclass
 class Survey:
     """A departure's survey, and the browser page to open it in."""
@@ -47,6 +75,7 @@ class Survey:
 @pytest.fixture
 def survey(live_app: tuple[Flask, str], live_server: str, browser_page: Page) -> Survey:
     app, _ = live_app
+    with_demo_brand(app)
     departure = make_departure(app, contact_name="Ada", company="Acme")
     return Survey(
         app, browser_page, departure, live_server + survey_path(app, departure)
@@ -113,6 +142,45 @@ def test_survey_on_a_small_phone(survey: Survey, artifacts: Path) -> None:
         assert saved.follow_up_answer == "SAML sign-on"
         assert saved.details == "Needed SSO"
         assert (saved.destination, saved.destination_name) == ("competitor", "Globex")
+        actions = session.scalars(
+            select(ConsentEvent.action).where(ConsentEvent.departure_id == departure.id)
+        ).all()
+        assert actions == ["granted"]
+
+
+def test_the_survey_can_be_answered_with_the_keyboard_alone(
+    survey: Survey, artifacts: Path
+) -> None:
+    app, page, departure, link = (
+        survey.app,
+        survey.page,
+        survey.departure,
+        survey.link,
+    )
+    page.goto(link)
+    # Page 1: into the reasons, an arrow key to the second, then the button.
+    press_tab_until(page, "the first reason", "el.type === 'radio'")
+    page.keyboard.press("ArrowDown")
+    expect(page.get_by_label("It is missing something we need")).to_be_checked()
+    press_tab_until(page, "the button", "el.tagName === 'BUTTON'")
+    page.keyboard.press("Enter")
+
+    # Page 2: the consent ticked with the space bar, then sent.
+    expect(page).to_have_url(link + "/more")
+    press_tab_until(page, "the consent", "el.name === 'winback_consent'")
+    page.keyboard.press("Space")
+    press_tab_until(page, "the button", "el.tagName === 'BUTTON'")
+    page.keyboard.press("Enter")
+
+    # Thanks: the way back to the answers, reached by the keyboard.
+    expect(page).to_have_url(link + "/thanks")
+    press_tab_until(page, "the change link", "el.textContent === 'Change my answers'")
+    screenshot(page, artifacts / "survey-keyboard-thanks-360.png")
+    with app.app_context(), db.new_session() as session:
+        [saved] = session.scalars(
+            select(Response).where(Response.departure_id == departure.id)
+        )
+        assert saved.reason == "missing_features"
         actions = session.scalars(
             select(ConsentEvent.action).where(ConsentEvent.departure_id == departure.id)
         ).all()
