@@ -94,6 +94,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from survey.staff import formatting, webhook_pages
     from survey.staff import views as staff
     from survey.winback import views as winback
+    from survey.wording import views as wording
 
     staff.init_app(app)
     formatting.init_app(app)
@@ -103,6 +104,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(webhook_pages.bp)
     app.register_blueprint(branding.assets)
     app.register_blueprint(branding.admin)
+    app.register_blueprint(wording.bp)
     app.register_blueprint(review.bp)
     app.register_blueprint(winback.bp)
     app.register_blueprint(insights.bp)

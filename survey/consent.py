@@ -16,19 +16,19 @@ from survey.departures.models import Departure
 from survey.departures.service import departure_event, departures_of, lock_departure
 from survey.departures.tallies import Key, Tally
 from survey.i18n import gettext
+from survey.wording import service as wordings
+from survey.wording.service import BUILT_IN_CONSENT_VERSION
 
 log = logging.getLogger(__name__)
 
-#: Bump when the consent wording changes; stored with every event.
-WORDING_VERSION = "2026-11-v1"
+#: The built-in consent wording's version, stored with events given under it.
+WORDING_VERSION = BUILT_IN_CONSENT_VERSION
 
 
 def consent_wording() -> str:
-    """Return the consent sentence as shown to the customer (in their language)."""
-    return gettext(
-        "Yes, you may contact me later about coming back, for example with an "
-        "offer. I can change my mind at any time."
-    )
+    """Return the consent sentence the survey shows now (in the language
+    being rendered): the built-in one, or the team's own."""
+    return wordings.current().consent()
 
 
 def withdrawal_wording() -> str:
@@ -118,6 +118,7 @@ def record_consent(
     granted: bool,
     channel: str,
     wording: str,
+    wording_version: str = WORDING_VERSION,
     note: str | None = None,
 ) -> ConsentEvent | None:
     """Append a consent event when it changes the state; return it, or None.
@@ -140,7 +141,7 @@ def record_consent(
         action=wanted,
         channel=channel,
         wording=wording,
-        wording_version=WORDING_VERSION,
+        wording_version=wording_version,
         note=note,
         created_at=clock.now(),
     )

@@ -40,7 +40,7 @@ from survey.answers.models import Response
 from survey.answers.service import find_response, record_reason, submit_details
 from survey.branding import service as branding
 from survey.branding.logos import checked_logo
-from survey.consent import consent_wording, record_consent, withdrawal_wording
+from survey.consent import record_consent, withdrawal_wording
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
@@ -58,6 +58,7 @@ from survey.staff import passwords
 from survey.staff import service as staff_service
 from survey.staff.models import ADMIN, CSM
 from survey.vocabulary import FOLLOW_UPS, REASONS, ROOT_CAUSES
+from survey.wording import service as wordings
 
 DEMO_ADMIN_EMAIL = "admin@demo.example"
 
@@ -845,7 +846,7 @@ class _Writer:
             },
             follow_up_for=loss.reason,
             winback_consent=loss.consent,
-            consent_wording=consent_wording(),
+            wording=wordings.current(),
         )
 
     def withdraw(self, loss: _Loss) -> None:

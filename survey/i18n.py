@@ -104,6 +104,16 @@ def gettext(message: str, **variables: Any) -> str:
     return text % variables if variables else text
 
 
+def N_(message: str) -> str:
+    """Mark ``message`` for the catalogs; it is translated where it is shown."""
+    return message
+
+
+def translate(message: str, locale: str | None) -> str:
+    """Translate ``message`` into ``locale``, whatever is being rendered."""
+    return translations(locale).gettext(message)
+
+
 def lazy_gettext(message: str) -> LazyProxy:
     """Mark ``message`` for translation when it is rendered, not when defined."""
     return LazyProxy(gettext, message, enable_cache=False)

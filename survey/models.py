@@ -14,6 +14,7 @@ from survey.review.models import ActionItem, Note, Postmortem, ReviewItem, RootC
 from survey.staff.models import LoginFailure, StaffSession, StaffUser
 from survey.stripe_intake import StripeEvent
 from survey.webhooks import WebhookEndpoint
+from survey.wording.models import SurveyVersion
 
 __all__ = [
     "ActionItem",
@@ -36,5 +37,6 @@ __all__ = [
     "StaffSession",
     "StaffUser",
     "StripeEvent",
+    "SurveyVersion",
     "WebhookEndpoint",
 ]

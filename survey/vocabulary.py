@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from typing import Final
 
+from survey.i18n import N_
 from survey.i18n import lazy_gettext as _l
 
-#: Survey reasons: code -> label in the customer's language.
-REASONS: Final = {
-    "too_expensive": _l("It costs more than it is worth to us"),
-    "missing_features": _l("It is missing something we need"),
-    "product_issues": _l("Too many bugs or problems"),
-    "hard_to_adopt": _l("We could not get our team using it"),
-    "poor_service": _l("Support or service let us down"),
-    "not_meeting_goals": _l("It did not deliver the results we expected"),
-    "switched": _l("We found a better alternative"),
-    "no_longer_needed": _l("We no longer need it"),
-    "business_change": _l("Our business changed (budget, closure, merger)"),
-    "other": _l("Something else"),
+#: Survey reasons: code -> label (in English, as the catalogs know it).
+REASON_TEXTS: Final = {
+    "too_expensive": N_("It costs more than it is worth to us"),
+    "missing_features": N_("It is missing something we need"),
+    "product_issues": N_("Too many bugs or problems"),
+    "hard_to_adopt": N_("We could not get our team using it"),
+    "poor_service": N_("Support or service let us down"),
+    "not_meeting_goals": N_("It did not deliver the results we expected"),
+    "switched": N_("We found a better alternative"),
+    "no_longer_needed": N_("We no longer need it"),
+    "business_change": N_("Our business changed (budget, closure, merger)"),
+    "other": N_("Something else"),
 }
+
+#: Survey reasons: code -> label in the customer's language.
+REASONS: Final = {code: _l(text) for code, text in REASON_TEXTS.items()}
 
 #: Where the customer is going instead.
 DESTINATIONS: Final = {
@@ -29,16 +33,17 @@ DESTINATIONS: Final = {
 }
 
 #: The one reason-specific follow-up question asked on the second page.
-FOLLOW_UPS: Final = {
-    "too_expensive": _l("What price would have worked for you?"),
-    "missing_features": _l("Which feature were you missing most?"),
-    "product_issues": _l("Which problem affected you most?"),
-    "hard_to_adopt": _l("What made it hard to get your team using it?"),
-    "poor_service": _l("What should we have done differently?"),
-    "not_meeting_goals": _l("Which result did you expect that you did not get?"),
-    "switched": _l("Which alternative did you choose, and what made it better?"),
-    "business_change": _l("Is there anything we could have done to help?"),
+FOLLOW_UP_TEXTS: Final = {
+    "too_expensive": N_("What price would have worked for you?"),
+    "missing_features": N_("Which feature were you missing most?"),
+    "product_issues": N_("Which problem affected you most?"),
+    "hard_to_adopt": N_("What made it hard to get your team using it?"),
+    "poor_service": N_("What should we have done differently?"),
+    "not_meeting_goals": N_("Which result did you expect that you did not get?"),
+    "switched": N_("Which alternative did you choose, and what made it better?"),
+    "business_change": N_("Is there anything we could have done to help?"),
 }
+FOLLOW_UPS: Final = {code: _l(text) for code, text in FOLLOW_UP_TEXTS.items()}
 
 DEPARTURE_SOURCES: Final = ("api", "stripe", "csv", "staff")
 CONSENT_ACTIONS: Final = ("granted", "withdrawn")

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from survey.audit import AuditEvent
 from survey.branding.logos import MAX_UPLOAD_BYTES, checked_logo
 from survey.branding.models import Brand
+from survey.demo import DEMO_BRAND, DEMO_LOGO
 from tests.factories import (
     login,
     make_departure,
@@ -369,3 +370,32 @@ def test_a_company_name_is_escaped_on_the_pages(app):
     page = app.test_client().get(survey_path(app, departure)).get_data(as_text=True)
     assert "&lt;b&gt;Acme&lt;/b&gt;" in page
     assert "<b>Acme</b>" not in page
+
+
+def test_a_branded_customer_page_weighs_under_30_kb(app):
+    """HTML, stylesheets and logo of each survey page, as a browser fetches them."""
+    set_brand(app, **DEMO_BRAND, logo=checked_logo(DEMO_LOGO))
+    departure = make_departure(app)
+    customer = app.test_client()
+    link = survey_path(app, departure)
+    answered = submit(customer, link, {"reason": "switched"})
+    assert answered.status_code == 303
+    for path in (
+        link,
+        link + "?reason=too_expensive",
+        link + "/more",
+        link + "/thanks",
+    ):
+        page = customer.get(path)
+        assert page.status_code == 200, path
+        html = page.get_data(as_text=True)
+        assets = re.findall(
+            r'<(?:link rel="stylesheet"|img) (?:href|src)="([^"]+)"', html
+        )
+        assert any("/brand/logo-" in asset for asset in assets), assets
+        weights = {path: len(page.data)}
+        for asset in assets:
+            with customer.get(asset) as fetched:  # a static file: closed after
+                assert fetched.status_code == 200, asset
+                weights[asset] = len(fetched.data)
+        assert sum(weights.values()) < 30 * 1024, weights

@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import func, select
 
 from survey.answers.models import Response
-from survey.consent import WORDING_VERSION, ConsentEvent, consent_wording
+from survey.consent import WORDING_VERSION, ConsentEvent
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
+from survey.wording.service import BUILT_IN_CONSENT
 from tests.factories import (
     csrf_token,
     hidden_fields,
@@ -218,7 +219,7 @@ def test_page_2_saves_follow_ups_and_consent_with_its_wording(client, page1, ses
     html = client.get(page2).get_data(as_text=True)
     assert "Which feature were you missing most?" in html
     assert 'name="winback_consent" value="y">' in html  # unchecked by default
-    assert consent_wording() in html
+    assert BUILT_IN_CONSENT in html
     response = submit(
         client,
         page2,
@@ -241,7 +242,7 @@ def test_page_2_saves_follow_ups_and_consent_with_its_wording(client, page1, ses
     [granted] = consent_events(session)
     assert granted.action == "granted"
     assert granted.channel == "survey"
-    assert granted.wording == consent_wording()
+    assert granted.wording == BUILT_IN_CONSENT
     assert granted.wording_version == WORDING_VERSION
 
 

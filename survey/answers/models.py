@@ -50,6 +50,11 @@ class Response(Base):
     #: The reason-specific question that was asked (its reason code) and the answer.
     follow_up_reason: Mapped[str | None] = mapped_column(String(40))
     follow_up_answer: Mapped[str | None] = mapped_column(Text)
+    #: The survey version the customer last answered in (None: the built-in
+    #: wording); staff read the answers in its words.
+    survey_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("survey_versions.id")
+    )
     answered_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     #: When the second page was last saved.

@@ -20,7 +20,7 @@ from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, departure_event, for_writing
 from survey.departures.tallies import KEY_COLUMNS, Key, Tally
 from survey.review.models import ITEM_COLUMNS, ReviewItem, new_items
-from survey.vocabulary import FOLLOW_UPS
+from survey.wording.service import Wording
 
 
 def find_response(session: Session, departure: Departure) -> Response | None:
@@ -70,6 +70,7 @@ def _upsert_reason(insert: Any) -> Any:
             "departure_id",
             "reason",
             "reason_other",
+            "survey_version_id",
             "factors",
             "answered_at",
             "updated_at",
@@ -80,6 +81,7 @@ def _upsert_reason(insert: Any) -> Any:
                 Departure.id,
                 bindparam("reason", type_=column.reason.type),
                 bindparam("reason_other", type_=column.reason_other.type),
+                bindparam("survey_version_id", type_=column.survey_version_id.type),
                 bindparam("factors", [], type_=column.factors.type),
                 now,
                 now,
@@ -91,6 +93,7 @@ def _upsert_reason(insert: Any) -> Any:
         set_={
             "reason": statement.excluded.reason,
             "reason_other": statement.excluded.reason_other,
+            "survey_version_id": statement.excluded.survey_version_id,
             "updated_at": statement.excluded.updated_at,
         },
     )
@@ -115,7 +118,11 @@ _QUEUE_ANSWER = Prepared(per_dialect(_answer_upsert))
 
 
 def record_reason(
-    session: Session, public_id: str, reason: str, reason_other: str | None
+    session: Session,
+    public_id: str,
+    reason: str,
+    reason_other: str | None,
+    survey_version: int = 0,
 ) -> None:
     """Save page 1's answer and queue it for review, in ``session``'s transaction.
 
@@ -128,6 +135,7 @@ def record_reason(
     nothing, and the next page says why.
     """
     departure = {"public_id": public_id, "reason": reason, "now": clock.now()}
+    version = {"survey_version_id": survey_version or None}
     # Kept whatever the reason: a customer's own words are never dropped.
     other = (reason_other or "").strip() or None
     connection = session.connection()  # the statements run in its transaction
@@ -139,7 +147,7 @@ def record_reason(
     else:
         so_far = _REASON_SO_FAR.first(connection, {"departure_id": locked.id})
         before = so_far.reason if so_far is not None else None
-    _UPSERT_REASON.execute(connection, {**departure, "reason_other": other})
+    _UPSERT_REASON.execute(connection, {**departure, **version, "reason_other": other})
     _QUEUE_ANSWER.execute(connection, departure)
     if before != reason:
         key = Key.of(locked.cancelled_at, locked.currency, locked.segment, locked.plan)
@@ -164,9 +172,9 @@ def record_reason(
         tally.count_reason(key, reason, 1, locked.mrr_cents).write(session)
 
 
-def follow_up_reason(reason: str | None) -> str | None:
+def follow_up_reason(reason: str | None, wording: Wording) -> str | None:
     """Return ``reason`` if page 2 asks a follow-up question for it, else None."""
-    return reason if reason in FOLLOW_UPS else None
+    return reason if wording.follow_up(reason) else None
 
 
 def submit_details(
@@ -177,10 +185,11 @@ def submit_details(
     *,
     follow_up_for: str | None,
     winback_consent: bool | None,
-    consent_wording: str,
+    wording: Wording,
 ) -> None:
-    """Save the second page, and the consent choice as a ledger event if it
-    changes the state (None: no choice made, the consent stays as it is).
+    """Save the second page as asked in ``wording``, and the consent choice
+    as a ledger event (with the consent sentence shown) if it changes the
+    state (None: no choice made, the consent stays as it is).
 
     ``follow_up_for`` is the main reason whose follow-up question the page
     asked. When the main reason has changed since (in another tab), an answer
@@ -192,8 +201,8 @@ def submit_details(
     answer = answers.pop("follow_up_answer", None)
     for name, value in answers.items():
         setattr(response, name, value)
-    asked = follow_up_reason(follow_up_for)
-    current = follow_up_reason(response.reason)
+    asked = follow_up_reason(follow_up_for, wording)
+    current = follow_up_reason(response.reason, wording)
     if asked == current:
         response.follow_up_reason = asked
         response.follow_up_answer = answer if asked else None
@@ -202,12 +211,14 @@ def submit_details(
     ):
         response.follow_up_reason, response.follow_up_answer = asked, answer
     response.details_saved_at = response.updated_at = now
+    response.survey_version_id = wording.version or None
     if winback_consent is not None:
         record_consent(
             session,
             departure,
             granted=winback_consent,
             channel="survey",
-            wording=consent_wording,
+            wording=wording.consent(),
+            wording_version=wording.consent_version(),
         )
     session.flush()

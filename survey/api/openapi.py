@@ -230,7 +230,12 @@ _CURSOR = _query(
 
 def _winback_filters() -> list[dict[str, Any]]:
     return [
-        _query("reason", "Stated reason code.", enum=list(REASONS)),
+        _query(
+            "reason",
+            "Stated reason code: a built-in one, or one of the team's own "
+            "reasons (set on the survey's admin pages); an unknown code is a 422.",
+            examples=list(REASONS),
+        ),
         _query("segment", "Segment, exactly."),
         _query("plan", "Plan, exactly."),
         _query(

@@ -9,7 +9,7 @@ from flask import Response as HttpResponse
 from flask_login import current_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from survey import audit, db
+from survey import audit, db, i18n
 from survey.branding import service
 from survey.branding.forms import BrandForm
 from survey.branding.logos import MAX_UPLOAD_BYTES, LogoRefused, checked_logo
@@ -102,4 +102,9 @@ def brand() -> str | WerkzeugResponse:
                 "success",
             )
             return redirect(url_for(".brand"), 303)
-    return render_template("branding/brand.html", form=form, current=current)
+    return render_template(
+        "branding/brand.html",
+        form=form,
+        current=current,
+        survey_languages=i18n.language_names(),
+    )

@@ -16,7 +16,7 @@ from survey.departures.models import Departure
 from survey.departures.schemas import DepartureFacts
 from survey.departures.tallies import KEY_COLUMNS, Key, Tally
 from survey.errors import SurveyError
-from survey.vocabulary import REASONS
+from survey.wording import service as wordings
 
 log = logging.getLogger(__name__)
 
@@ -256,13 +256,13 @@ def queue_survey_email(
 def _queue_question(session: Session, departure: Departure, kind: str) -> None:
     """Write an email asking the question, each reason a link to its answer."""
     survey_url = links.survey_url(departure.public_id)
+    wording = wordings.current()
     queue_survey_email(
         session,
         departure,
         kind,
-        reason_links=[
-            (label, f"{survey_url}?reason={code}") for code, label in REASONS.items()
-        ],
+        wording=wording,
+        reason_links=[(code, f"{survey_url}?reason={code}") for code in wording.shown],
     )
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from markupsafe import Markup, escape
 
 from survey.insights.service import MonthGrid, Panels
-from survey.vocabulary import REASONS, ROOT_CAUSES
+from survey.vocabulary import ROOT_CAUSES
+from survey.wording import service as wordings
 
 #: One colour per series, in order (distinct for common colour blindness).
 PALETTE = (
@@ -116,7 +117,7 @@ class Figure:
 
 def reason_name(code: str | None) -> str:
     """A stated reason's name; ``None`` (or ``"none"``) is no answer."""
-    return str(REASONS[code]) if code in REASONS else "No answer"
+    return wordings.known_reasons().get(code or "none", "No answer")
 
 
 def _share(part: int, whole: int) -> str:

@@ -29,13 +29,8 @@ from survey.departures.tallies import DepartureTally, ReasonTally
 from survey.errors import InvalidInput
 from survey.insights import tallied
 from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
-from survey.vocabulary import (
-    FINISHED_STATUSES,
-    REASON_NAMES_CAUSE,
-    REASONS,
-    ROOT_CAUSES,
-    TEAMS,
-)
+from survey.vocabulary import FINISHED_STATUSES, ROOT_CAUSES, TEAMS
+from survey.wording import service as wordings
 
 
 @dataclass(frozen=True)
@@ -367,7 +362,7 @@ class Matrix:
 
 def said_found_matrix(rows: list[SaidFound]) -> Matrix:
     """Arrange ``said_vs_found`` rows as a grid, in the vocabulary's order."""
-    reasons, causes = list(REASONS), list(ROOT_CAUSES)
+    reasons, causes = list(wordings.known_reasons()), list(ROOT_CAUSES)
     said = sorted(
         {row.said for row in rows},
         key=lambda code: len(reasons) if code is None else reasons.index(code),
@@ -375,7 +370,7 @@ def said_found_matrix(rows: list[SaidFound]) -> Matrix:
     found = sorted({row.found for row in rows}, key=causes.index)
     total = sum(row.count for row in rows)
     differs = sum(
-        row.count for row in rows if REASON_NAMES_CAUSE.get(row.said or "") != row.found
+        row.count for row in rows if wordings.named_cause(row.said) != row.found
     )
     return Matrix(
         said,
@@ -901,7 +896,7 @@ class MonthGrid:
 def month_grid(rows: list[MonthRow], months: list[str]) -> MonthGrid:
     """Arrange ``over_time`` rows by month, reasons in the vocabulary's order."""
     index = {month: i for i, month in enumerate(months)}
-    order = [*REASONS, "none"]
+    order = [*wordings.known_reasons(), "none"]
     departures: dict[str, list[int]] = {}
     lost: dict[str, list[int]] = {}
     for row in rows:

@@ -18,7 +18,6 @@ from wtforms import (
 )
 from wtforms.csrf.core import CSRF, CSRFTokenField
 from wtforms.validators import (
-    AnyOf,
     InputRequired,
     Length,
     Optional,
@@ -26,9 +25,9 @@ from wtforms.validators import (
 )
 
 from survey import tokens
-from survey.consent import WORDING_VERSION
 from survey.i18n import lazy_gettext as _l
 from survey.vocabulary import DESTINATIONS, REASONS
+from survey.wording.service import BUILT_IN_CONSENT_VERSION, Wording
 
 
 # Flask-WTF ships no type hints, hence the ignore.
@@ -96,22 +95,31 @@ class PublicForm(FlaskForm):  # type: ignore[misc]
 
 
 class ReasonForm(PublicForm):
-    """Page 1: the one question."""
+    """Page 1: the one question (its reasons: see ``offering``)."""
+
+    #: The reason codes this form accepts (the survey's, once offered).
+    accepted: frozenset[str] = frozenset(REASONS)
 
     reason = RadioField(
         _l("What is the main reason you are leaving?"),
         choices=_choices(REASONS),
-        # AnyOf instead of WTForms' own choice check, which builds every
-        # choice anew for each answer: same verdicts, same messages.
+        # Checked by validate_reason instead of WTForms' own choice check,
+        # which builds every choice anew for each answer.
         validate_choice=False,
-        validators=[
-            InputRequired(message=_l("Please choose one answer.")),
-            AnyOf(list(REASONS), message=_l("Not a valid choice.")),
-        ],
+        validators=[InputRequired(message=_l("Please choose one answer."))],
     )
     reason_other = StringField(
         _l("In your own words (optional)"), validators=[Length(max=1000)]
     )
+
+    def offering(self, wording: Wording) -> Self:
+        """Accept the reasons ``wording`` shows."""
+        self.accepted = frozenset(wording.shown)
+        return self
+
+    def validate_reason(self, field: RadioField) -> None:
+        if field.data not in self.accepted:
+            raise ValidationError(_l("Not a valid choice."))
 
     def validate_reason_other(self, field: StringField) -> None:
         if self.reason.data == "other" and not (field.data or "").strip():
@@ -144,13 +152,15 @@ class DetailsForm(PublicForm):
     winback_consent = BooleanField()
     #: Which consent wording the page showed; a yes to older wording is asked again.
     consent_version = HiddenField()
+    #: The consent wording's version now (see ``offering``).
+    current_consent_version = BUILT_IN_CONSENT_VERSION
     #: Whether the page showed the box ticked ("y") or not (see ``consent_choice``).
     consent_shown = HiddenField()
     #: The main reason whose follow-up question the page asked ("" for none).
     follow_up_for = HiddenField()
 
     def validate_winback_consent(self, field: BooleanField) -> None:
-        if field.data and self.consent_version.data != WORDING_VERSION:
+        if field.data and self.consent_version.data != self.current_consent_version:
             field.data = False
             raise ValidationError(
                 _l(
@@ -173,12 +183,16 @@ class DetailsForm(PublicForm):
         ticked = bool(self.winback_consent.data)
         return None if ticked == (self.consent_shown.data == "y") else ticked
 
-    def leave_out_of_factors(self, main_reason: str) -> None:
-        """Ask what else played a part without offering the main reason."""
-        self.factors.choices = _choices(
-            {code: label for code, label in REASONS.items() if code != main_reason},
-            leave_out="other",
-        )
+    def offering(self, wording: Wording, *, leaving_out: str) -> Self:
+        """Ask about the reasons ``wording`` shows, in its consent wording,
+        without offering the main reason (``leaving_out``) as another factor."""
+        self.factors.choices = [
+            SelectChoice(code, label)
+            for code, label in wording.reasons()
+            if code not in (leaving_out, "other")
+        ]
+        self.current_consent_version = wording.consent_version()
+        return self
 
     def answers(self) -> dict[str, Any]:
         """Return the cleaned answers (without consent)."""

@@ -26,18 +26,15 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import db, i18n, tokens
 from survey.answers import service as answers
-from survey.consent import (
-    WORDING_VERSION,
-    consent_wording,
-    current_consent,
-    record_consent,
-    withdrawal_wording,
-)
+from survey.branding import service as branding
+from survey.consent import current_consent, record_consent, withdrawal_wording
 from survey.departures.models import Departure
 from survey.departures.service import Erased, Reactivated, find_by_public_id
 from survey.public import service
 from survey.public.forms import DetailsForm, PublicForm, ReasonForm
-from survey.vocabulary import DESTINATIONS, FOLLOW_UPS, REASONS
+from survey.vocabulary import DESTINATIONS
+from survey.wording import service as wordings
+from survey.wording.service import Wording
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +105,13 @@ def _load(
     return departure
 
 
-def _render(template: str, departure: Departure, **context: Any) -> str:
+def _render(
+    template: str, departure: Departure, wording: Wording, **context: Any
+) -> str:
     return render_template(
         template,
         departure=departure,
-        reasons=REASONS,
+        wording=wording,
         destinations=DESTINATIONS,
         **context,
     )
@@ -134,19 +133,21 @@ _LINK_SLOT = f"link{secrets.token_hex(8)}"
 _FORM_SLOT = f"form{secrets.token_hex(8)}"
 
 
-def _render_page_one(locale: str | None, **context: Any) -> str:
+def _render_page_one(locale: str | None, wording: Wording, **context: Any) -> str:
     """Render page 1, or the confirmation of a reason chosen in the email."""
     with i18n.force_locale(locale):
         return render_template(
             "public/confirm.html" if context.get("chosen") else "public/reason.html",
-            reasons=[(code, str(label)) for code, label in REASONS.items()],
-            labels={code: str(label) for code, label in REASONS.items()},
+            wording=wording,
+            reasons=wording.reasons(),
             **context,
         )
 
 
 def _shared_page_one(
     locale: str | None,
+    wording: Wording,
+    brand_revision: str,
     selected: str | None,
     answered_on: date | None,
     consent_state: str | None,
@@ -162,6 +163,7 @@ def _shared_page_one(
     """
     return _render_page_one(
         locale,
+        wording,
         selected=selected,
         answered_on=answered_on,
         consent_state=consent_state,
@@ -186,8 +188,9 @@ def _page_one(
     reason chosen in the email): the app's shared page, with the link's values
     in its slots, unless it shows errors or the customer's own words.
     """
+    wording = wordings.current()
     answers = {
-        "selected": selected if selected in REASONS else None,
+        "selected": selected if wording.knows(selected) else None,
         "answered_on": state.answered_at.date() if state.answered_at else None,
         "consent_state": state.consent_state,
         "chosen": chosen,
@@ -196,14 +199,19 @@ def _page_one(
     if errors or reason_other:  # a refusal, or the customer's own words
         return _render_page_one(
             i18n.customer_locale(state.locale),
+            wording,
             **answers,
             reason_other=reason_other or "",
             errors=errors,
             token=token,
             form_token=form_token,
         )
+    # Kept per wording version and brand: a change shows on the next page.
     shared: str = current_app.extensions[_PAGE_ONE](
-        i18n.customer_locale(state.locale), **answers
+        i18n.customer_locale(state.locale),
+        wording,
+        branding.current().revision,
+        **answers,
     )
     # load_token accepted the token, so it is URL-safe base64; escaped anyway.
     return shared.replace(_LINK_SLOT, str(escape(token))).replace(
@@ -231,11 +239,12 @@ def survey(token: str) -> str | WerkzeugResponse:
             )
         # A reason clicked in the email is only proposed: mail scanners
         # follow links, so the customer's POST from the page records it.
-        if (chosen := request.args.get("reason")) in REASONS:
+        chosen = request.args.get("reason")
+        if chosen in wordings.current().shown:
             return _page_one(token, public_id, state, state.reason, None, {}, chosen)
         return _page_one(token, public_id, state, state.reason, state.reason_other, {})
 
-    form = ReasonForm.for_link(public_id)
+    form = ReasonForm.for_link(public_id).offering(wordings.current())
     if not form.validate_on_submit():
         with db.engine().connect() as connection:  # no write lock for a refusal
             state = service.survey_state(connection, public_id)
@@ -251,11 +260,14 @@ def survey(token: str) -> str | WerkzeugResponse:
         log.info("honeypot filled on %s; answer dropped", public_id)
         return redirect(url_for(".thanks", token=token), 303)
     reason, other = form.reason.data, form.reason_other.data
+    version = wordings.current().version
     # Committed when write_together returns (on SQLite perhaps in one
     # transaction with other threads' answers: see survey.db.fastpath).
     # An erased departure gets nothing written; the next page says so.
     db.write_together(
-        lambda session: answers.record_reason(session, public_id, reason, other)
+        lambda session: answers.record_reason(
+            session, public_id, reason, other, version
+        )
     )
     return redirect(url_for(".details", token=token), 303)
 
@@ -271,6 +283,7 @@ def details(token: str) -> str | WerkzeugResponse:
     if response is None:
         return redirect(url_for(".survey", token=token), 303)
     consent = current_consent(session, departure.id)
+    wording = wordings.current()
     form = DetailsForm.for_link(
         departure.public_id,
         obj=response,
@@ -281,10 +294,8 @@ def details(token: str) -> str | WerkzeugResponse:
         else None,
         winback_consent=consent.granted,
         consent_shown="y" if consent.granted else "",
-        follow_up_for=answers.follow_up_reason(response.reason) or "",
-    )
-    form.leave_out_of_factors(response.reason)
-    wording = consent_wording()
+        follow_up_for=answers.follow_up_reason(response.reason, wording) or "",
+    ).offering(wording, leaving_out=response.reason)
     if form.validate_on_submit():
         if form.is_bot():
             return redirect(url_for(".thanks", token=token), 303)
@@ -295,18 +306,17 @@ def details(token: str) -> str | WerkzeugResponse:
             form.answers(),
             follow_up_for=form.follow_up_for.data,
             winback_consent=form.consent_choice(),
-            consent_wording=wording,
+            wording=wording,
         )
         session.commit()
         return redirect(url_for(".thanks", token=token), 303)
     return _render(
         "public/details.html",
         departure,
+        wording,
         form=form,
         response=response,
-        follow_up_question=FOLLOW_UPS.get(form.follow_up_for.data or ""),
-        consent_wording=wording,
-        consent_version=WORDING_VERSION,
+        follow_up_question=wording.follow_up(form.follow_up_for.data or None),
         token=token,
     )
 
@@ -316,10 +326,13 @@ def thanks(token: str) -> str:
     """Thank the customer and show what we kept, with a way to change it."""
     session = db.session()
     departure = _load(token)
+    response = answers.find_response(session, departure)
     return _render(
         "public/thanks.html",
         departure,
-        response=answers.find_response(session, departure),
+        # What they answered, in the words they answered it in.
+        wordings.version(session, response.survey_version_id if response else None),
+        response=response,
         consent=current_consent(session, departure.id),
         token=token,
     )
@@ -362,7 +375,7 @@ def withdraw(token: str) -> str:
     session = db.session()
     departure = _load(token, tokens.WITHDRAW_CONSENT)
     form = PublicForm.for_link(departure.public_id)
-    wording = withdrawal_wording()
+    withdrawal = withdrawal_wording()
     done = False
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
     if one_click or (form.validate_on_submit() and not form.is_bot()):
@@ -371,15 +384,16 @@ def withdraw(token: str) -> str:
             departure,
             granted=False,
             channel="withdrawal_link",
-            wording=wording,
+            wording=withdrawal,
         )
         session.commit()
         done = True
     return _render(
         "public/withdraw.html",
         departure,
+        wordings.current(),
         form=form,
-        wording=wording,
+        withdrawal=withdrawal,
         done=done,
         consent=current_consent(session, departure.id),
     )

@@ -26,13 +26,13 @@ from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
 from survey.review.queue import SORTS
 from survey.vocabulary import (
-    REASONS,
     REVIEW_STATUSES,
     ROOT_CAUSES,
     TEAMS,
     WINBACK_RECOMMENDATIONS,
     YES_PARTLY_NO,
 )
+from survey.wording import service as wordings
 
 
 def _choices(pairs: Any, blank: str | None = None) -> list[SelectChoice]:
@@ -46,10 +46,16 @@ STATUS_FILTERS = [
     SelectChoice("", "Any status"),
     *_choices(REVIEW_STATUSES.items()),
 ]
-REASON_FILTERS = [
-    *_choices(REASONS.items(), blank="Any reason"),
-    SelectChoice("none", "No answer"),
-]
+
+
+def reason_filters() -> list[SelectChoice]:
+    """Every reason there is (the team's own too), then "no answer"."""
+    return [
+        *_choices(wordings.known_reasons().items(), blank="Any reason"),
+        SelectChoice("none", "No answer"),
+    ]
+
+
 ROOT_CAUSE_FILTERS = _choices(
     ((code, meaning) for code, (meaning, _team) in ROOT_CAUSES.items()),
     blank="Any primary root cause",
@@ -79,9 +85,13 @@ class QueueFilterForm(FlaskForm):  # type: ignore[misc]
     class Meta:
         csrf = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reason.choices = reason_filters()
+
     status = SelectField("Status", choices=STATUS_FILTERS, default="open")
     assignee = SelectField("Assignee", choices=[], validate_choice=False)
-    reason = SelectField("Stated reason", choices=REASON_FILTERS, default="")
+    reason = SelectField("Stated reason", choices=[], default="")
     root_cause = SelectField(
         "Primary root cause", choices=ROOT_CAUSE_FILTERS, default=""
     )

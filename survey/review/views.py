@@ -15,7 +15,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms import SelectChoice
 
-from survey import clock, db
+from survey import clock, db, i18n
 from survey.answers.service import find_response
 from survey.consent import ConsentEvent, current_consent, staff_withdrawal
 from survey.departures.models import Departure
@@ -36,11 +36,11 @@ from survey.staff import access
 from survey.staff.models import StaffUser
 from survey.staff.views import private_pages, safe_next
 from survey.vocabulary import (
-    FOLLOW_UPS,
     REVIEW_STATUSES,
     ROOT_CAUSES,
 )
 from survey.winback import service as winback
+from survey.wording import service as wordings
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +234,12 @@ def _render_item(
             item=item,
             departure=departure,
             response=response,
-            follow_up_question=FOLLOW_UPS.get(response.follow_up_reason or "")
+            # The answers in the words the customer saw: their version of
+            # the survey, in their language.
+            seen=wordings.version(session, response.survey_version_id)
             if response
             else None,
+            seen_language=i18n.email_locale(departure.locale).split("_")[0],
             consent=current_consent(session, departure.id),
             on_winback_list=departure.contact_email is not None
             and winback.is_listed(session, departure.contact_email),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -11,13 +12,13 @@ from flask import Flask
 from survey import clock
 from survey.vocabulary import (
     DESTINATIONS,
-    REASONS,
     REVIEW_STATUSES,
     ROOT_CAUSES,
     TEAMS,
     WINBACK_RECOMMENDATIONS,
     YES_PARTLY_NO,
 )
+from survey.wording import service as wordings
 
 
 def money(minor_units: int | None, currency: str = "USD") -> str:
@@ -49,13 +50,28 @@ def duration(span: timedelta | None) -> str:
     return f"{seconds // 60}\u00a0min"
 
 
+class KnownReasons(Mapping[str, str]):
+    """Every reason there is, the team's own too, as staff read them
+    (English): read when a template first looks, so a page that never does
+    (an error page while the database is away) never asks the database."""
+
+    def __getitem__(self, code: str) -> str:
+        return wordings.known_reasons()[code]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(wordings.known_reasons())
+
+    def __len__(self) -> int:
+        return len(wordings.known_reasons())
+
+
 def init_app(app: Flask) -> None:
     """Register the template helpers of the staff pages."""
     app.jinja_env.filters["money"] = money
     app.jinja_env.filters["age"] = age
     app.jinja_env.filters["duration"] = duration
+    app.jinja_env.globals["REASONS"] = KnownReasons()
     app.jinja_env.globals.update(
-        REASONS=REASONS,
         REVIEW_STATUSES=REVIEW_STATUSES,
         ROOT_CAUSES=ROOT_CAUSES,
         TEAMS=TEAMS,

@@ -32,7 +32,7 @@ from survey.departures.schemas import parse_timestamp
 from survey.errors import InvalidInput
 from survey.review.models import Postmortem
 from survey.spreadsheets import neutral
-from survey.vocabulary import REASONS
+from survey.wording import service as wordings
 
 log = logging.getLogger(__name__)
 
@@ -324,8 +324,9 @@ def filter_from_args(args: Any) -> WinbackFilter:
     """Read the list's filters from a query string; raise InvalidInput per field."""
     problems: dict[str, list[str]] = {}
     reason = (args.get("reason") or "").strip() or None
-    if reason and reason not in REASONS:
-        problems["reason"] = [f"Unknown reason code; use one of {', '.join(REASONS)}."]
+    known = wordings.known_reasons()
+    if reason and reason not in known:
+        problems["reason"] = [f"Unknown reason code; use one of {', '.join(known)}."]
     bounds: dict[str, datetime | None] = {}
     for name in ("since", "until"):
         raw = (args.get(name) or "").strip()

@@ -1,0 +1,67 @@
+"""The survey's admin pages in a real browser: brand, reasons, a language."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from playwright.sync_api import Page, expect
+
+from survey.demo import DEMO_BRAND
+from tests.browser.test_survey_browser import assert_no_horizontal_scroll, screenshot
+from tests.factories import PASSWORD, make_user
+
+pytestmark = pytest.mark.browser
+
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def test_an_admin_brands_the_survey_adds_a_reason_and_previews_german(
+    live_app: tuple[Flask, str],
+    live_server: str,
+    browser_page: Page,
+    artifacts: Path,
+) -> None:
+    app, _ = live_app
+    page = browser_page
+    admin = make_user(app, "admin", name="Ada Admin")
+    page.goto(f"{live_server}/login")
+    page.locator("#email").fill(admin.email)
+    page.locator("#password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+    # The brand, on a phone.
+    page.get_by_role("link", name="Survey", exact=True).click()
+    page.get_by_label("Company name, as your customers know it").fill(
+        DEMO_BRAND["company_name"]
+    )
+    page.get_by_label("Accent colour").fill(DEMO_BRAND["accent_color"])
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Saved: customers see it from now on.")).to_be_visible()
+    expect(page.get_by_text("One question from Northwind Analytics")).to_be_visible()
+    assert_no_horizontal_scroll(page)
+    screenshot(page, artifacts / "admin-survey-brand-360.png")
+
+    # A reason of the team's own.
+    page.get_by_role("link", name="Reasons").click()
+    page.get_by_label("New reason's code").first.fill("data_migration")
+    page.get_by_label("Label (English)").first.fill("Moving our data was too hard")
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.get_by_text("Saved as version 1")).to_be_visible()
+    expect(page.get_by_text("Moving our data was too hard")).to_be_visible()
+    screenshot(page, artifacts / "admin-survey-reasons-360.png")
+
+    # The German wording, previewed before saving.
+    page.get_by_role("link", name="Wording: Deutsch").click()
+    page.get_by_label("Answer “data_migration”").fill("Der Datenumzug war zu schwer")
+    page.get_by_role("button", name="Preview").click()
+    preview = page.locator(".preview")
+    expect(preview).to_contain_text("Der Datenumzug war zu schwer")
+    expect(preview).to_contain_text("Eine Frage von Northwind Analytics")
+    assert_no_horizontal_scroll(page)
+    screenshot(page, artifacts / "admin-survey-wording-de-360.png")
+    page.set_viewport_size(DESKTOP)
+    screenshot(page, artifacts / "admin-survey-wording-de-1280.png")
+    page.get_by_role("link", name="Reasons").click()
+    screenshot(page, artifacts / "admin-survey-reasons-1280.png")

@@ -1,0 +1,398 @@
+"""The team's own wording, in versions: reasons, texts per language, consent."""
+
+from __future__ import annotations
+
+import html as html_module
+import re
+
+import pytest
+from sqlalchemy import select
+
+from survey.answers.models import Response
+from survey.consent import WORDING_VERSION, ConsentEvent
+from survey.wording.models import SurveyVersion
+from tests.factories import (
+    auth,
+    hidden_fields,
+    login,
+    make_departure,
+    make_token,
+    make_user,
+    path_of,
+    submit,
+    survey_path,
+)
+from tests.test_outbox import deliver, text_part
+
+REASONS_PAGE = "/admin/survey/reasons"
+
+
+def texts_page(language: str) -> str:
+    return f"/admin/survey/wording/{language}"
+
+
+@pytest.fixture
+def admin(app):
+    client = app.test_client()
+    user = make_user(app, role="admin")
+    assert login(client, user.email).status_code == 302
+    return client
+
+
+def page(client, path: str) -> str:
+    answer = client.get(path)
+    assert answer.status_code == 200, (path, answer.status_code)
+    return html_module.unescape(answer.get_data(as_text=True))
+
+
+def versions(session) -> list[SurveyVersion]:
+    session.rollback()
+    return list(session.scalars(select(SurveyVersion).order_by(SurveyVersion.id)))
+
+
+def text_fields(html: str) -> dict[str, str]:
+    """The texts page's fields: their label -> field name."""
+    return dict(
+        (label, name)
+        for name, label in re.findall(
+            r'<label for="(text_\d+)">([^<]+)</label>', html_module.unescape(html)
+        )
+    )
+
+
+def set_texts(client, language: str, texts: dict[str, str], action="save"):
+    """Fill the language's page like an admin: ``texts`` by field label."""
+    html = client.get(texts_page(language)).get_data(as_text=True)
+    names = text_fields(html)
+    data = {names[label]: value for label, value in texts.items()}
+    return client.post(
+        texts_page(language), data={**hidden_fields(html), **data, "action": action}
+    )
+
+
+def reason_rows(html: str) -> dict[str, str]:
+    """The reasons page's rows: reason code -> row prefix (rows-3)."""
+    rows = dict(
+        (code, prefix)
+        for prefix, code in re.findall(
+            r'name="(rows-\d+)-code" type="hidden" value="(\w*)"', html
+        )
+    )
+    return rows
+
+
+def set_reasons(client, changes: dict[str, str], action="save"):
+    """Post the reasons page as shown, with ``changes`` (field -> value;
+    a value of None unticks a box)."""
+    html = client.get(REASONS_PAGE).get_data(as_text=True)
+    data = hidden_fields(html)
+    for name, value in re.findall(
+        r'<input type="checkbox" id="[^"]+" name="([^"]+)" value="(y)" checked', html
+    ):
+        data[name] = value
+    for name, value in re.findall(
+        r'<input type="number"[^>]* name="([^"]+)" value="(\d*)"', html
+    ):
+        data[name] = value
+    for name, value in changes.items():
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    return client.post(REASONS_PAGE, data={**data, "action": action})
+
+
+def add_reason(client, code: str, label: str, root_cause: str = "", **extra):
+    html = client.get(REASONS_PAGE).get_data(as_text=True)
+    new = reason_rows(html)[""]  # the first empty row
+    return set_reasons(
+        client,
+        {
+            f"{new}-new_code": code,
+            f"{new}-label": label,
+            f"{new}-root_cause": root_cause,
+            **extra,
+        },
+    )
+
+
+def answer(app, departure, reason: str, **data):
+    customer = app.test_client()
+    sent = submit(customer, survey_path(app, departure), {"reason": reason, **data})
+    return customer, sent
+
+
+# --- who may ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", [REASONS_PAGE, texts_page("en"), "/admin/survey/versions"]
+)
+def test_only_admins_change_the_wording(app, path):
+    csm = app.test_client()
+    login(csm, make_user(app, role="csm").email)
+    assert csm.get(path).status_code == 403
+
+
+def test_an_unknown_language_has_no_page(admin):
+    assert admin.get(texts_page("xx")).status_code == 404
+
+
+# --- texts -------------------------------------------------------------------
+
+
+def test_the_teams_question_is_asked_on_the_page_and_in_the_email(
+    make_app, smtp, session
+):
+    app = make_app(MAIL_SERVER=smtp.host, MAIL_PORT=smtp.port)
+    admin = app.test_client()
+    login(admin, make_user(app, role="admin").email)
+    saved = set_texts(
+        admin,
+        "en",
+        {
+            "The question": "What made you cancel?",
+            "Answer “too_expensive”": "The price was too high",
+        },
+    )
+    assert saved.status_code == 303
+    [version] = versions(session)
+    assert version.id == 1 and version.based_on == 0
+    assert version.summary == "Changed the texts in en"
+
+    departure = make_departure(app)
+    html = page(app.test_client(), survey_path(app, departure))
+    assert "<h1>What made you cancel?</h1>" in html
+    assert "The price was too high" in html
+    assert "It costs more than it is worth to us" not in html
+    assert deliver(app).sent == 1
+    body = text_part(smtp.messages[-1])
+    assert "What made you cancel?" in body
+    assert "- The price was too high" in body
+    # The German survey keeps the built-in German: nothing was written for it.
+    german = make_departure(app, locale="de")
+    assert "Was ist der Hauptgrund" in page(app.test_client(), survey_path(app, german))
+
+
+def test_a_preview_shows_the_survey_and_the_email_and_saves_nothing(admin, session):
+    preview = set_texts(
+        admin, "fr", {"The question": "Pourquoi partez-vous ?"}, action="preview"
+    )
+    html = html_module.unescape(preview.get_data(as_text=True))
+    assert "Preview (not saved yet)" in html
+    assert html.count("Pourquoi partez-vous ?") >= 3  # field, page, email
+    assert "Subject:" in html
+    assert versions(session) == []
+
+
+def test_an_answer_keeps_the_wording_it_was_given_in(app, admin, session):
+    before = make_departure(app, company="Before Inc")
+    answer(app, before, "too_expensive")
+    assert (
+        set_texts(admin, "en", {"Answer “too_expensive”": "Priced out"}).status_code
+        == 303
+    )
+    after = make_departure(app, company="After Inc")
+    answer(app, after, "too_expensive")
+    session.rollback()
+    kept = {
+        row.departure_id: row.survey_version_id
+        for row in session.scalars(select(Response))
+    }
+    assert kept == {before.id: None, after.id: 1}
+
+    review = page(admin, f"/review/{before.public_id}")
+    assert "It costs more than it is worth to us" in review
+    assert "built-in wording" in review
+    assert "Priced out" not in review
+    review = page(admin, f"/review/{after.public_id}")
+    assert "Priced out" in review
+    assert "survey version 1" in review
+    # The customer's own thanks page too.
+    thanks = page(app.test_client(), survey_path(app, before) + "/thanks")
+    assert "It costs more than it is worth to us" in thanks
+
+
+def test_a_german_answer_is_shown_to_staff_in_german_with_the_english(app, admin):
+    departure = make_departure(app, locale="de")
+    answer(app, departure, "switched")
+    review = page(admin, f"/review/{departure.public_id}")
+    assert "Wir haben eine bessere Alternative gefunden" in review
+    assert "(We found a better alternative)" in review
+
+
+def test_consent_in_the_teams_words_stays_in_the_ledger(app, admin, session):
+    mine = "Ja, Sie dürfen mich mit einem Angebot kontaktieren."
+    assert (
+        set_texts(admin, "de", {"The win-back consent sentence": mine}).status_code
+        == 303
+    )
+    departure = make_departure(app, locale="de")
+    customer, sent = answer(app, departure, "switched")
+    more = path_of(sent.location)
+    html = customer.get(more).get_data(as_text=True)
+    assert mine in html_module.unescape(html)
+    assert submit(customer, more, {"winback_consent": "y"}).status_code == 303
+    # Changed again later: the event keeps the words the customer saw.
+    set_texts(admin, "de", {"The win-back consent sentence": "Etwas anderes."})
+    session.rollback()
+    [event] = session.scalars(
+        select(ConsentEvent).where(ConsentEvent.departure_id == departure.id)
+    )
+    assert event.wording == mine
+    assert event.wording_version.startswith("custom-")
+    assert event.wording_version != WORDING_VERSION
+
+
+def test_a_yes_to_consent_words_changed_since_the_page_opened_is_asked_again(
+    app, admin, session
+):
+    departure = make_departure(app)
+    customer, sent = answer(app, departure, "switched")
+    more = path_of(sent.location)
+    opened = customer.get(more).get_data(as_text=True)
+    set_texts(admin, "en", {"The win-back consent sentence": "New words."})
+    posted = customer.post(more, data={**hidden_fields(opened), "winback_consent": "y"})
+    assert posted.status_code == 200
+    assert "has changed since the page was opened" in posted.get_data(as_text=True)
+    session.rollback()
+    assert session.scalars(select(ConsentEvent)).all() == []
+
+
+def test_two_admins_saving_at_once_do_not_overwrite_each_other(app, admin, session):
+    other = app.test_client()
+    login(other, make_user(app, role="admin").email)
+    first = admin.get(texts_page("en")).get_data(as_text=True)
+    second = other.get(texts_page("en")).get_data(as_text=True)
+    names = text_fields(first)
+    assert (
+        admin.post(
+            texts_page("en"),
+            data={**hidden_fields(first), names["The question"]: "One?"},
+        ).status_code
+        == 303
+    )
+    late = other.post(
+        texts_page("en"),
+        data={**hidden_fields(second), names["The question"]: "Two?"},
+        follow_redirects=True,
+    )
+    assert "saved a new version of the survey while you were editing" in (
+        html_module.unescape(late.get_data(as_text=True))
+    )
+    [version] = versions(session)
+    assert version.definition["texts"]["en"]["question"] == "One?"
+
+
+def test_saving_the_same_texts_makes_no_version(admin, session):
+    assert set_texts(admin, "en", {}).status_code == 303
+    assert versions(session) == []
+
+
+# --- reasons -------------------------------------------------------------------
+
+
+def test_a_hidden_reason_is_not_offered_nor_accepted(app, admin, session):
+    html = admin.get(REASONS_PAGE).get_data(as_text=True)
+    row = reason_rows(html)["no_longer_needed"]
+    assert set_reasons(admin, {f"{row}-shown": None}).status_code == 303
+    assert versions(session)[0].definition["reasons"][-1] == "other"
+    departure = make_departure(app)
+    survey = page(app.test_client(), survey_path(app, departure))
+    assert 'value="no_longer_needed"' not in survey
+    _, refused = answer(app, departure, "no_longer_needed")
+    assert refused.status_code == 200
+    assert "Not a valid choice" in refused.get_data(as_text=True)
+
+
+def test_reasons_are_offered_in_the_order_set(app, admin):
+    html = admin.get(REASONS_PAGE).get_data(as_text=True)
+    rows = reason_rows(html)
+    assert set_reasons(admin, {f"{rows['switched']}-position": "1"}).status_code == 303
+    survey = page(app.test_client(), survey_path(app, make_departure(app)))
+    offered = re.findall(r'name="reason" value="(\w+)"', survey)
+    assert offered[:2] == ["switched", "too_expensive"]
+    assert offered[-1] == "other"
+
+
+def test_a_reason_of_the_teams_own_flows_everywhere_codes_go(app, admin, session):
+    added = add_reason(
+        admin, "data_migration", "Moving our data was too hard", "failed_adoption"
+    )
+    assert added.status_code == 303
+    [version] = versions(session)
+    assert version.definition["custom"] == {
+        "data_migration": {"root_cause": "failed_adoption"}
+    }
+    # The customer sees it, in English and (no German text) in English too.
+    departure = make_departure(app, company="Custom Co")
+    survey = page(app.test_client(), survey_path(app, departure))
+    assert "Moving our data was too hard" in survey
+    customer, sent = answer(app, departure, "data_migration")
+    more = path_of(sent.location)
+    assert submit(customer, more, {"winback_consent": "y"}).status_code == 303
+
+    # The review queue: filtered by it, labelled with it.
+    queue = page(admin, "/review?reason=data_migration")
+    assert "Custom Co" in queue
+    assert "Moving our data was too hard" in queue
+    assert '<option value="data_migration"' in page(admin, "/review")
+    # The win-back list, on the page, in the API and its CSV.
+    assert "Custom Co" in page(admin, "/winback?reason=data_migration")
+    reader = auth(make_token(app, "winback:read", "responses:read"))
+    client = app.test_client()
+    listed = client.get(
+        "/api/v1/winback/contacts?reason=data_migration", headers=reader
+    )
+    assert listed.status_code == 200
+    [row] = listed.get_json()["contacts"]
+    assert row["primary_reason"] == "data_migration"
+    csv = client.get(
+        "/api/v1/winback/contacts.csv?reason=data_migration", headers=reader
+    )
+    assert "data_migration" in csv.get_data(as_text=True)
+    answers = client.get("/api/v1/responses", headers=reader).get_json()
+    assert [r["reason"] for r in answers["responses"]] == ["data_migration"]
+    # A code no version knows is still refused.
+    unknown = client.get("/api/v1/winback/contacts?reason=made_up", headers=reader)
+    assert unknown.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("code", "label", "message"),
+    [
+        ("Data Migration", "x", "cannot be a reason code"),
+        ("too_expensive", "x", "built-in reason's code already"),
+        ("data_migration", "", "needs a label"),
+    ],
+)
+def test_a_bad_reason_of_the_teams_own_is_refused(admin, session, code, label, message):
+    refused = add_reason(admin, code, label)
+    assert refused.status_code == 200
+    assert message in html_module.unescape(refused.get_data(as_text=True))
+    assert versions(session) == []
+
+
+def test_at_most_five_reasons_of_the_teams_own(admin, session):
+    for number in range(5):
+        assert add_reason(admin, f"mine_{number}", f"Mine {number}").status_code == 303
+    html = admin.get(REASONS_PAGE).get_data(as_text=True)
+    assert "" not in reason_rows(html)  # no room for a sixth
+    assert len(versions(session)) == 5
+
+
+def test_something_else_always_stays(admin, session):
+    html = admin.get(REASONS_PAGE).get_data(as_text=True)
+    row = reason_rows(html)["other"]
+    response = set_reasons(admin, {f"{row}-shown": None})
+    # The page sends it anyway (a disabled box), and the service insists.
+    assert response.status_code == 303 or "always" in response.get_data(as_text=True)
+    for version in versions(session):
+        assert "other" in version.definition["reasons"]
+
+
+def test_the_versions_page_lists_who_changed_what(admin):
+    set_texts(admin, "es", {"The question": "¿Por qué nos deja?"})
+    html = page(admin, "/admin/survey/versions")
+    assert "Changed the texts in es" in html
+    assert "Admin" in html
