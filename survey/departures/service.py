@@ -39,8 +39,10 @@ class Reactivated(SurveyError):
     status = 200
     code = "reactivated"
 
-    def __init__(self) -> None:
+    def __init__(self, locale: str | None = None) -> None:
         super().__init__("This customer stayed.")
+        #: The departure's language: the page saying so speaks it.
+        self.locale = locale
 
 
 def for_writing(query: Query) -> Query:

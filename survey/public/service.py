@@ -48,7 +48,7 @@ def departure_from_token(
     if departure.erased_at is not None:
         raise Erased
     if departure.reactivated_at is not None:
-        raise Reactivated
+        raise Reactivated(departure.locale)
     return departure
 
 
@@ -97,7 +97,7 @@ def survey_state(connection: Connection, public_id: str) -> SurveyState:
     if state.erased_at is not None:
         raise Erased
     if state.reactivated_at is not None:
-        raise Reactivated
+        raise Reactivated(state.locale)
     return state
 
 

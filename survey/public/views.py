@@ -81,7 +81,8 @@ def _erased(_error: Erased) -> tuple[str, int]:
 
 
 @bp.errorhandler(Reactivated)
-def _stayed(_error: Reactivated) -> str:
+def _stayed(error: Reactivated) -> str:
+    g.locale = i18n.customer_locale(error.locale)
     return render_template("public/stayed.html")
 
 
@@ -355,10 +356,14 @@ def renew(token: str) -> str:
     """Send a fresh link for an expired one; the answer never tells what happened."""
     public_id = _public_id_of_any_link(token)
     if public_id is None:  # a made-up link: nothing to do, and no telling
+        g.locale = i18n.customer_locale(None)
         return render_template("public/link_renewed.html")
+    session = db.session()
+    departure = find_by_public_id(session, public_id)
+    # In the language the expired link's page spoke.
+    g.locale = i18n.customer_locale(departure.locale if departure else None)
     form = PublicForm.for_link(public_id)
     if form.validate_on_submit() and not form.is_bot():
-        session = db.session()
         service.request_fresh_link(session, public_id)
         session.commit()
     return render_template("public/link_renewed.html")

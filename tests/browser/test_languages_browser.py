@@ -10,19 +10,20 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from flask import Flask
 from playwright.sync_api import Page, expect
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from survey import db, outbox
 from survey.answers.models import Response
 from survey.contacts import erase_person
 from survey.demo import DEMO_BRAND
+from survey.departures.models import Departure
 from tests.browser.test_survey_browser import (
     assert_no_horizontal_scroll,
     screenshot,
     with_demo_brand,
 )
-from tests.conftest import SmtpSink, free_port
-from tests.factories import make_departure, survey_path, withdraw_path
+from tests.conftest import Clock, SmtpSink, free_port
+from tests.factories import make_departure, submit, survey_path, withdraw_path
 from tests.test_languages import translated
 from tests.test_outbox import html_part, text_part
 
@@ -144,31 +145,63 @@ def test_the_survey_in_each_language_from_the_email_to_the_thanks(
 
 
 @pytest.mark.parametrize("locale", ["en", "de", "fr", "es"])
-def test_the_customer_error_pages_in_each_language(
+def test_every_other_customer_page_in_each_language(
     live_app: tuple[Flask, str],
     live_server: str,
     browser_page: Page,
     artifacts: Path,
+    clock: Clock,
     locale: str,
 ) -> None:
+    """The states a customer may meet besides the survey's path: each in
+    their language, accessible, at phone width."""
     app, _ = live_app
     page = browser_page
     with_demo_brand(app)
     page.set_extra_http_headers({"Accept-Language": locale})
-    departure = make_departure(app, locale=locale)
-    erased = make_departure(app, locale=locale)
+    answered, erased, stayed, expiring = (
+        make_departure(app, locale=locale) for _ in range(4)
+    )
+    assert (
+        submit(
+            app.test_client(), survey_path(app, answered), {"reason": "switched"}
+        ).status_code
+        == 303
+    )
     with app.app_context(), db.write_session() as session:
         erase_person(session, erased.contact_email, actor_id=None, via="test")
+        session.execute(
+            update(Departure)
+            .where(Departure.id == stayed.id)
+            .values(reactivated_at=clock())
+        )
         session.commit()
-    pages = {
-        "404": (live_server + "/s/not-a-real-link", 404),
-        "410": (live_server + survey_path(app, erased), 410),
-        "withdraw": (live_server + withdraw_path(app, departure), 200),
-    }
-    for name, (url, status) in pages.items():
+
+    def check(name: str, url: str, status: int) -> None:
         answer = page.goto(url)
         assert answer is not None and answer.status == status, (name, answer)
         expect(page.locator("html")).to_have_attribute("lang", locale)
         assert_no_horizontal_scroll(page)
         assert_accessible(page)
         screenshot(page, artifacts / f"page-{name}-{locale}-360.png")
+
+    link = live_server + survey_path(app, answered)
+    check("confirm-change", link + "?reason=too_expensive", 200)
+    check("confirm-same", link + "?reason=switched", 200)
+    check("404", live_server + "/s/not-a-real-link", 404)
+    check("410-erased", live_server + survey_path(app, erased), 410)
+    check("stayed", live_server + survey_path(app, stayed), 200)
+    check("withdraw", live_server + withdraw_path(app, answered), 200)
+    page.get_by_role("button", name=translated(locale, "Confirm")).click()
+    expect(page.get_by_role("heading", name=translated(locale, "Done"))).to_be_visible()
+    assert_accessible(page)
+    screenshot(page, artifacts / f"page-withdrawn-{locale}-360.png")
+
+    # A link past its age: a fresh one offered, and asked for.
+    expired_link = live_server + survey_path(app, expiring)
+    clock.advance(days=app.config["LINK_MAX_AGE_DAYS"] + 1)
+    check("410-expired", expired_link, 410)
+    page.get_by_role("button", name=translated(locale, "Send me a new link")).click()
+    expect(page.locator("html")).to_have_attribute("lang", locale)
+    assert_accessible(page)
+    screenshot(page, artifacts / f"page-renewed-{locale}-360.png")
