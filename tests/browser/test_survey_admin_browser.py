@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def test_an_admin_brands_the_survey_adds_a_reason_and_previews_german(
     page.get_by_label("New reason's code").first.fill("data_migration")
     page.get_by_label("Label (English)").first.fill("Moving our data was too hard")
     page.get_by_role("button", name="Save as a new version").click()
-    expect(page.get_by_text("Saved as version 1")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Saved as version \d+"))).to_be_visible()
     expect(page.get_by_text("Moving our data was too hard")).to_be_visible()
     screenshot(page, artifacts / "admin-survey-reasons-360.png")
 
