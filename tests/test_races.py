@@ -20,12 +20,14 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from survey.answers.models import Response
+from survey.branding.models import Brand
 from survey.consent import ConsentEvent
 from survey.departures.models import Departure
 from survey.staff.models import StaffUser
+from survey.wording.models import SurveyVersion
 from tests.factories import (
     PASSWORD,
     auth,
@@ -281,6 +283,69 @@ def test_two_admins_demoting_each_other_at_once_leave_one(app, served, session):
             select(StaffUser).where(StaffUser.role == "admin", StaffUser.active)
         ).all()
         assert len(left) == 1, f"round {round_}: {action}"
+
+
+def test_admins_saving_the_survey_at_once_make_one_version(app, served, session):
+    """Each admin changed the version they opened; one change is saved, the
+    others are told someone saved meanwhile, none is silently lost."""
+    browsers = [signed_in(served, make_user(app, "admin").email) for _ in range(4)]
+    for round_ in range(ROUNDS):
+        forms = []
+        for browser in browsers:
+            status, page = call(
+                served, "GET", "/admin/survey/wording/en", headers=browser
+            )
+            assert status == 200
+            forms.append(hidden_fields(page))
+        requests = [
+            partial(
+                call,
+                served,
+                "POST",
+                "/admin/survey/wording/en",
+                {**form, "text_0": f"Round {round_}, admin {number}?"},
+                browser,
+            )
+            for number, (browser, form) in enumerate(zip(browsers, forms, strict=True))
+        ]
+        assert set(at_once(requests)) == {303}
+        session.rollback()
+        saved = session.scalars(select(SurveyVersion).order_by(SurveyVersion.id)).all()
+        assert len(saved) == round_ + 1, f"round {round_}"
+        assert saved[-1].based_on == (saved[-2].id if round_ else 0)
+        assert (
+            saved[-1]
+            .definition["texts"]["en"]["question"]
+            .startswith(f"Round {round_}, admin ")
+        )
+
+
+def test_admins_saving_the_brand_at_once_leave_one_whole_brand(app, served, session):
+    browsers = [signed_in(served, make_user(app, "admin").email) for _ in range(4)]
+    for round_ in range(ROUNDS):
+        session.rollback()
+        session.execute(delete(Brand))  # the row made again by the first save
+        session.commit()
+        forms = []
+        for browser in browsers:
+            status, page = call(served, "GET", "/admin/survey", headers=browser)
+            assert status == 200
+            forms.append(hidden_fields(page))
+        requests = [
+            partial(
+                call,
+                served,
+                "POST",
+                "/admin/survey",
+                {**form, "company_name": f"Co {number}", "sender_name": f"Co {number}"},
+                browser,
+            )
+            for number, (browser, form) in enumerate(zip(browsers, forms, strict=True))
+        ]
+        assert set(at_once(requests)) == {303}, f"round {round_}"
+        session.rollback()
+        [brand] = session.scalars(select(Brand)).all()
+        assert brand.company_name == brand.sender_name  # one admin's, whole
 
 
 def purge_now(app: Flask, purged: list[int]) -> tuple[int, str]:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from survey import clock, db
 from survey.branding.logos import EXTENSIONS, SHOWN_HEIGHT, SHOWN_MAX_WIDTH, Logo
 from survey.branding.models import BRAND_ID, Brand
+from survey.db import per_dialect
 from survey.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,10 @@ def _view(app: Flask, brand: Brand | None) -> BrandView:
     return replace(view, revision=f"{brand.updated_at.timestamp()}:{view.logo_file}")
 
 
+_MAKE_THE_ROW = per_dialect(
+    lambda insert: insert(Brand).on_conflict_do_nothing(index_elements=[Brand.id])
+)
+
 #: The brand's text fields, as forms and the audit log name them.
 TEXT_FIELDS = ("company_name", "sender_name", "reply_to", "website_url", "accent_color")
 
@@ -168,12 +173,15 @@ def save_brand(
 ) -> list[str]:
     """Set the brand's ``fields`` (blank: not set) and its logo; return the
     names of what changed. The caller commits, then calls ``forget``."""
+    # The migration writes the one row; made here too if it is gone, by one
+    # of two admins saving at once (the other's insert does nothing).
+    session.execute(
+        _MAKE_THE_ROW[session.get_bind().dialect.name],
+        {"id": BRAND_ID, "updated_at": clock.now()},
+    )
     brand = session.scalars(
         select(Brand).where(Brand.id == BRAND_ID).with_for_update()
-    ).one_or_none()
-    if brand is None:
-        brand = Brand(id=BRAND_ID, updated_at=clock.now())
-        session.add(brand)
+    ).one()
     changed = []
     for name in TEXT_FIELDS:
         value = (fields.get(name) or "").strip() or None
