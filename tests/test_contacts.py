@@ -312,7 +312,9 @@ def test_without_retention_nothing_is_purged(runner):
     assert "everything is kept" in result.stdout
 
 
-def test_an_admin_erases_only_after_typing_the_address_again(app, session, person):
+def test_an_admin_erases_only_after_typing_the_address_again(
+    app, session, person, clock
+):
     admin = app.test_client()
     login(admin, make_user(app, "admin").email)
     page = admin.get("/admin/contacts").get_data(as_text=True)
@@ -322,6 +324,11 @@ def test_an_admin_erases_only_after_typing_the_address_again(app, session, perso
     )
     assert download.mimetype == "application/json"
     assert len(download.get_json()["departures"]) == 2
+    # Named after whose data it is and when: downloads stay apart.
+    today = clock().date().isoformat()
+    assert download.headers["Content-Disposition"] == (
+        f'attachment; filename="personal-data-{EMAIL.lower()}-{today}.json"'
+    )
     refused = admin.post(
         "/admin/contacts",
         data=hidden_fields(page) | {"email": EMAIL, "confirm": "", "action": "erase"},
@@ -336,6 +343,18 @@ def test_an_admin_erases_only_after_typing_the_address_again(app, session, perso
     )
     assert "Erased 2 departure(s)" in done.get_data(as_text=True)
     assert EMAIL.lower() not in everything_as_text(session)
+
+
+def test_exporting_an_address_nobody_has_says_nothing_is_held(app, session):
+    admin = app.test_client()
+    login(admin, make_user(app, "admin").email)
+    page = admin.get("/admin/contacts").get_data(as_text=True)
+    answer = admin.post(
+        "/admin/contacts",
+        data=hidden_fields(page) | {"email": "nobody@example.com", "action": "export"},
+    )
+    assert answer.mimetype == "text/html"  # no empty document to download
+    assert "Nothing held about nobody@example.com" in answer.get_data(as_text=True)
 
 
 def test_erasing_an_address_that_is_also_a_staff_login_keeps_the_account(

@@ -289,6 +289,14 @@ def test_changing_ones_password_signs_out_every_other_session(app, client):
 # --- admins manage users --------------------------------------------------------
 
 
+def test_a_new_user_is_offered_the_csm_role_not_admin(app, client):
+    login(client, make_user(app, "admin").email)
+    page = client.get("/admin/users").get_data(as_text=True)
+    form = page[page.index("Add a staff user") :]
+    assert re.search(r'<option value="csm" selected>', form)
+    assert not re.search(r'<option value="admin" selected>', form)
+
+
 def test_an_admin_adds_a_user_and_sees_the_password_once(app, client):
     admin = make_user(app, "admin")
     login(client, admin.email)

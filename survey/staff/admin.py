@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask import Response as HttpResponse
 from flask_login import current_user
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from survey import audit, db
+from survey import audit, clock, db
 from survey import contacts as contacts_service
 from survey.errors import InvalidInput
 from survey.staff import access, passwords, service
@@ -113,9 +115,11 @@ def contacts() -> str | WerkzeugResponse:
         return render_template("staff/contacts.html", form=form)
     db_session = db.session()
     if request.form.get("action") == "export":
-        body = contacts_service.to_json(
-            contacts_service.export_person(db_session, address)
-        )
+        held = contacts_service.export_person(db_session, address)
+        if not held["departures"]:
+            flash(f"Nothing held about {address}: there is nothing to export.", "info")
+            return render_template("staff/contacts.html", form=form)
+        body = contacts_service.to_json(held)
         audit.record(
             db_session,
             "contact.exported",
@@ -123,12 +127,13 @@ def contacts() -> str | WerkzeugResponse:
             email_hash=contacts_service.email_hash(address),
         )
         db_session.commit()
+        # Named after whose data it is and when, so downloads stay apart.
+        person = re.sub(r"[^A-Za-z0-9@._-]+", "_", address)
+        name = f"personal-data-{person}-{clock.now():%Y-%m-%d}.json"
         return HttpResponse(
             body,
             mimetype="application/json",
-            headers={
-                "Content-Disposition": 'attachment; filename="personal-data.json"'
-            },
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
     if (form.confirm.data or "").strip().lower() != address:
         form.confirm.errors = ["Type the same address again to erase."]

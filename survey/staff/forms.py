@@ -56,7 +56,8 @@ class NewUserForm(FlaskForm):  # type: ignore[misc]
     name = StringField(
         "Name", validators=[InputRequired(), Length(max=NAME_MAX_LENGTH)]
     )
-    role = SelectField("Role", choices=ROLE_CHOICES)
+    # The least power that does the daily work: admin is a deliberate choice.
+    role = SelectField("Role", choices=ROLE_CHOICES, default="csm")
 
 
 class UserActionForm(FlaskForm):  # type: ignore[misc]
