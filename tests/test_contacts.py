@@ -586,3 +586,24 @@ def test_retention_cleans_everything_tied_to_the_expired_departure(
     assert "1 departure(s) erased" in result.stdout
     text = everything_as_text(session)
     assert "olga oldfield" not in text and "old@x.example" not in text
+
+
+def test_staff_read_an_erased_contact_as_erased_person(app, runner):
+    departure = make_departure(app, company="Gone Corp")
+    assert (
+        submit(
+            app.test_client(), survey_path(app, departure), {"reason": "switched"}
+        ).status_code
+        == 303
+    )
+    assert (
+        runner.invoke(args=["contacts", "erase", departure.contact_email]).exit_code
+        == 0
+    )
+    staff = app.test_client()
+    login(staff, make_user(app, "admin").email)
+    for path in ("/review?status=", f"/review/{departure.public_id}"):
+        page = staff.get(path).get_data(as_text=True)
+        assert "Gone Corp" in page, path
+        assert "erased person" in page, path
+        assert "@erased.invalid" not in page, path

@@ -10,6 +10,7 @@ from babel.numbers import format_currency, get_currency_precision
 from flask import Flask
 
 from survey import clock
+from survey.outbox import ERASED_DOMAIN
 from survey.vocabulary import (
     DESTINATIONS,
     REVIEW_STATUSES,
@@ -50,6 +51,14 @@ def duration(span: timedelta | None) -> str:
     return f"{seconds // 60}\u00a0min"
 
 
+def contact(address: str | None) -> str:
+    """A contact's address as staff read it: an erased person's stand-in
+    address (``erased-…@erased.invalid``) reads "erased person"."""
+    if address and address.endswith(ERASED_DOMAIN):
+        return "erased person"
+    return address or ""
+
+
 class KnownReasons(Mapping[str, str]):
     """Every reason there is, the team's own too, as staff read them
     (English): read when a template first looks, so a page that never does
@@ -70,6 +79,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["money"] = money
     app.jinja_env.filters["age"] = age
     app.jinja_env.filters["duration"] = duration
+    app.jinja_env.filters["contact"] = contact
     app.jinja_env.globals["REASONS"] = KnownReasons()
     app.jinja_env.globals.update(
         REVIEW_STATUSES=REVIEW_STATUSES,
