@@ -324,6 +324,8 @@ def test_bulk_assign_and_bulk_status(app, staff, csm, session):
     response = staff.post("/review/bulk", data=data)
     assert response.headers["Location"] == "/review?status=open"
     assert {item.assignee_id for item in items(session)} == {other.id}
+    # Saying what changed, not only that something did.
+    assert "2 items assigned to Ada Admin." in page_of(staff, "/review")
 
     post(
         staff,
@@ -336,7 +338,7 @@ def test_bulk_assign_and_bulk_status(app, staff, csm, session):
         data=data | {"action": "status", "status": "in_review"},
         follow_redirects=True,
     ).get_data(as_text=True)
-    assert "1 item changed." in result
+    assert "1 item moved to “In review”." in result
     assert "One: “In review” cannot move to “In review”" in result
     assert {item.status for item in items(session)} == {"in_review"}
 

@@ -158,10 +158,23 @@ def bulk() -> WerkzeugResponse:
             company = item.departure.company or "(no company)"
             refused.append(f"{company}: {exc.message}")
     session.commit()
-    flash(f"{changed} item{'s' if changed != 1 else ''} changed.", "info")
+    flash(_bulk_outcome(form, changed, reviewers), "info")
     for message in refused:
         flash(message, "error")
     return redirect(back)
+
+
+def _bulk_outcome(form: BulkForm, changed: int, reviewers: list[StaffUser]) -> str:
+    """Say what a bulk action did: "3 items assigned to Ada Admin"."""
+    items = f"{changed} item{'' if changed == 1 else 's'}"
+    if form.action.data != "assign":
+        status = REVIEW_STATUSES.get(form.status.data)
+        return f"{items} moved to “{status}”." if status else f"{items} changed."
+    assignee = db.parse_int(form.assignee.data)
+    names = {user.id: user.name for user in reviewers}
+    if assignee is None or assignee not in names:
+        return f"{items} unassigned."
+    return f"{items} assigned to {names[assignee]}."
 
 
 def _item_or_404(public_id: str) -> ReviewItem:
