@@ -504,6 +504,29 @@ def test_an_action_item_without_its_text_is_explained_at_the_field(app, staff):
     assert 'value="Dana"' in html  # what was typed stays
 
 
+def test_an_action_item_without_a_team_is_explained_at_its_own_row(app, staff):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    refused = post(
+        staff,
+        page,
+        f"{page}/postmortem",
+        {
+            # A blank first row, then the one written in: the message goes
+            # to the second row, where the team is missing.
+            "action_items-0-team": "",
+            "action_items-1-text": "Call them back",
+            "action_items-1-team": "",
+            "intent": "save",
+        },
+    )
+    assert refused.status_code == 422
+    html = refused.get_data(as_text=True)
+    assert re.search(r'id="action_items-1-team-errors">\s*<li>Choose a team.', html)
+    assert 'id="action_items-0-team-errors"' not in html
+    assert 'aria-describedby="action_items-1-team-errors"' in html
+
+
 def test_a_second_editor_is_refused_and_keeps_their_text(app, staff, csm, session):
     departure = answered(app)
     page = f"/review/{departure.public_id}"

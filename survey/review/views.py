@@ -369,14 +369,24 @@ def withdraw_consent(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     return redirect(url_for(".item", public_id=public_id))
 
 
+def _filled_rows(form: PostmortemForm) -> list[int]:
+    """The positions of the action item rows with anything in them (a blank
+    row is skipped; an emptied one removes its action item)."""
+    return [
+        index
+        for index, entry in enumerate(form.action_items.entries)
+        if (entry.form.text.data or "").strip()
+        or entry.form.owner.data
+        or entry.form.due_date.data
+        or entry.form.done.data
+    ]
+
+
 def _postmortem_input(form: PostmortemForm) -> postmortems.PostmortemInput:
     rows = []
-    for entry in form.action_items.entries:
-        row = entry.form
+    for index in _filled_rows(form):
+        row = form.action_items.entries[index].form
         text = (row.text.data or "").strip()
-        filled = text or row.owner.data or row.due_date.data or row.done.data
-        if not filled:
-            continue  # a blank row; an emptied one removes its action item
         rows.append(
             postmortems.ActionItemInput(
                 id=db.parse_int(row.id.data),
@@ -463,8 +473,10 @@ def _with_blank_rows(form: PostmortemForm) -> PostmortemForm:
 
 def _field_errors(form: PostmortemForm, name: str) -> list[str]:
     if name.startswith("action_items-"):
+        # The service numbers the filled rows only; the form, every row.
         _, index, field_name = name.split("-", 2)
-        field = getattr(form.action_items.entries[int(index)].form, field_name)
+        row = _filled_rows(form)[int(index)]
+        field = getattr(form.action_items.entries[row].form, field_name)
     else:
         field = getattr(form, name)
     if not isinstance(field.errors, list):
