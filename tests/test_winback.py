@@ -207,6 +207,30 @@ def test_marketing_sees_the_list_and_downloads_it(app):
     assert marketing.get("/review").status_code == 403
 
 
+def test_a_filtered_list_downloads_as_the_filtered_list(app):
+    make_consenting(app, segment="smb")
+    marketing = app.test_client()
+    login(marketing, make_user(app, "marketing").email)
+    html = marketing.get("/winback?segment=smb").get_data(as_text=True)
+    assert "Download this filtered list as CSV" in html
+    assert "Download the whole list" not in html
+    assert 'href="/winback/contacts.csv?segment=smb"' in html
+
+
+def test_an_inverted_date_range_is_explained_not_shown_empty(app, client, reader):
+    make_consenting(app)
+    marketing = app.test_client()
+    login(marketing, make_user(app, "marketing").email)
+    page = marketing.get("/winback?since=2026-12-01&until=2026-11-01")
+    assert page.status_code == 422
+    assert "not after “from”" in page.get_data(as_text=True)
+    api = client.get(
+        "/api/v1/winback/contacts?since=2026-12-01&until=2026-11-01", headers=reader
+    )
+    assert api.status_code == 422
+    assert "until" in api.get_json()["fields"]
+
+
 def test_do_not_contact_takes_a_contact_off_the_list(app, client, reader):
     departure = make_consenting(app)
     staff = app.test_client()

@@ -334,6 +334,11 @@ def filter_from_args(args: Any) -> WinbackFilter:
             bounds[name] = parse_timestamp(raw) if raw else None
         except ValueError as exc:
             problems[name] = [str(exc)]
+    since, until = bounds.get("since"), bounds.get("until")
+    if since is not None and until is not None and until <= since:
+        problems["until"] = [
+            "This is not after “from”: no one can have said yes in between."
+        ]
     distinct = (args.get("distinct") or "").strip()
     if distinct not in ("", "email"):
         problems["distinct"] = ["Use distinct=email, or leave it out."]
