@@ -13,8 +13,9 @@ from typing import Any
 import psycopg
 from babel.support import LazyProxy
 from flask import Flask, g, jsonify, render_template, request
+from flask_login import current_user
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from survey.i18n import customer_locale, force_locale
@@ -120,12 +121,37 @@ def _json_error(
     return jsonify(error=code, message=message, fields=fields or {}), status
 
 
+#: What a signed-in staff member is told instead, on the staff side's pages.
+_FOR_STAFF = {
+    403: ("Not open to your role", "Your role does not open this page."),
+    404: ("Page not found", "There is no such page, or nothing at this address now."),
+}
+
+
+def _staff_member() -> bool:
+    """Whether a signed-in staff member asked (never on a customer's page)."""
+    if request.blueprint == "public":
+        return False
+    try:
+        return bool(getattr(current_user, "is_authenticated", False))
+    except SQLAlchemyError:  # the database is away: the plain page will do
+        return False
+
+
 def _page(status: int, title: Text, message: Text) -> tuple[str, int]:
-    # In the page's language, else the browser's: a customer who mistyped a
-    # link reads the error in their own.
+    # A staff member stays in the staff layout, with its navigation; anyone
+    # else reads it in the page's language, else the browser's: a customer
+    # who mistyped a link reads the error in their own.
+    staff_page = status in _FOR_STAFF and _staff_member()
+    if staff_page:
+        title, message = _FOR_STAFF[status]
     with force_locale(g.get("locale") or customer_locale(None)):
         page = render_template(
-            "errors/error.html", status=status, title=title, message=message
+            "errors/error.html",
+            status=status,
+            title=title,
+            message=message,
+            staff_page=staff_page,
         )
     return page, status
 

@@ -434,3 +434,27 @@ def test_an_unknown_role_is_refused_clearly(app, client, session):
     assert refused.status_code == 422
     assert "Choose a role" in refused.get_data(as_text=True)
     assert user_named(session, csm.email).role == "csm"
+
+
+def test_staff_errors_keep_the_staff_navigation(app, client):
+    login(client, make_user(app, "csm").email)
+    forbidden = client.get("/admin/users")
+    assert forbidden.status_code == 403
+    html = forbidden.get_data(as_text=True)
+    assert "Not open to your role" in html
+    assert 'href="/review"' in html  # the way back, not a dead end
+    missing = client.get("/review/not-an-item")
+    assert missing.status_code == 404
+    assert 'href="/review"' in missing.get_data(as_text=True)
+    # A customer's page stays the customer's, whoever opens it.
+    link = client.get("/s/not-a-real-link")
+    assert link.status_code == 404
+    assert 'href="/review"' not in link.get_data(as_text=True)
+
+
+def test_an_error_for_someone_signed_out_has_no_staff_navigation(client):
+    page = client.get("/no-such-page")
+    assert page.status_code == 404
+    html = page.get_data(as_text=True)
+    assert "Page not found" in html
+    assert 'href="/review"' not in html
