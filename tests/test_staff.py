@@ -9,7 +9,14 @@ import pytest
 from sqlalchemy import func, select
 
 from survey.staff.models import LoginFailure, StaffUser
-from tests.factories import PASSWORD, csrf_token, login, make_user, submit
+from tests.factories import (
+    PASSWORD,
+    csrf_token,
+    hidden_fields,
+    login,
+    make_user,
+    submit,
+)
 
 HOME = "/review"  # where a CSM lands after signing in
 
@@ -458,3 +465,47 @@ def test_an_error_for_someone_signed_out_has_no_staff_navigation(client):
     html = page.get_data(as_text=True)
     assert "Page not found" in html
     assert 'href="/review"' not in html
+
+
+@pytest.mark.parametrize(
+    ("change", "then"),
+    [({"action": "role", "role": "csm"}, "csm"), ({"action": "deactivate"}, None)],
+)
+def test_an_admin_confirms_before_giving_up_their_own_access(
+    app, client, session, change, then
+):
+    me = make_user(app, "admin", name="Ada Admin")
+    make_user(app, "admin")  # someone to give it back
+    login(client, me.email)
+    page = client.get("/admin/users").get_data(as_text=True)
+    asked = client.post(
+        f"/admin/users/{me.id}", data={"csrf_token": csrf_token(page), **change}
+    )
+    assert asked.status_code == 200
+    html = asked.get_data(as_text=True)
+    assert "Give up your own admin access?" in html
+    assert user_named(session, me.email).role == "admin"  # nothing yet
+    assert user_named(session, me.email).active
+    done = client.post(
+        f"/admin/users/{me.id}",
+        data={**hidden_fields(html), **change, "confirmed": "yes"},
+    )
+    assert done.status_code == 302
+    assert done.headers["Location"] != "/admin/users"  # not onto a 403
+    user = user_named(session, me.email)
+    if then:
+        assert user.role == then
+    else:
+        assert not user.active
+
+
+def test_an_admin_changes_someone_elses_role_without_a_question(app, client, session):
+    csm = make_user(app, "csm")
+    login(client, make_user(app, "admin").email)
+    page = client.get("/admin/users").get_data(as_text=True)
+    done = client.post(
+        f"/admin/users/{csm.id}",
+        data={"csrf_token": csrf_token(page), "action": "role", "role": "marketing"},
+    )
+    assert done.status_code == 302
+    assert user_named(session, csm.email).role == "marketing"

@@ -15,6 +15,7 @@ from survey import contacts as contacts_service
 from survey.errors import InvalidInput
 from survey.staff import access, passwords, service
 from survey.staff.forms import ContactForm, NewUserForm, UserActionForm
+from survey.staff.models import ADMIN
 from survey.staff.views import private_pages
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -80,6 +81,16 @@ def change_user(user_id: int) -> str | WerkzeugResponse:
         db_session.commit()
         # Shown on this page only, never in a redirect or the session cookie.
         return _users_page(db_session, new_password=(user.email, password))
+    gives_up_admin = user.id == current_user.id and (
+        action == "deactivate" or (action == "role" and form.role.data != ADMIN)
+    )
+    if (
+        gives_up_admin
+        and form.confirmed.data != "yes"
+        and not service.is_last_admin(db_session, user)  # refused below anyway
+    ):
+        # Asked first: the next page would be the one they can no longer open.
+        return render_template("staff/confirm_own_access.html", form=form, user=user)
     try:
         if action == "deactivate":
             service.set_active(db_session, user, False, actor_id=current_user.id)
@@ -98,6 +109,8 @@ def change_user(user_id: int) -> str | WerkzeugResponse:
         return redirect(url_for(".users"))
     db_session.commit()
     flash(message, "info")
+    if gives_up_admin:
+        return redirect(url_for("staff.login"))  # where their role now lands
     return redirect(url_for(".users"))
 
 

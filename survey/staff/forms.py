@@ -66,6 +66,8 @@ class UserActionForm(FlaskForm):  # type: ignore[misc]
     action = HiddenField(validators=[InputRequired()])
     # Checked by set_role, and only for the "role" action.
     role = SelectField("Role", choices=ROLE_CHOICES, validate_choice=False)
+    #: "yes" once an admin confirmed giving up their own admin access.
+    confirmed = HiddenField()
 
 
 class ContactForm(FlaskForm):  # type: ignore[misc]

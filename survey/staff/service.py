@@ -56,6 +56,16 @@ class LastAdmin(SurveyError):
         super().__init__("The last active admin cannot be deactivated or demoted.")
 
 
+def is_last_admin(session: Session, user: StaffUser) -> bool:
+    """Return whether ``user`` is the only active admin (read, not locked)."""
+    if user.role != ADMIN or not user.active:
+        return False
+    others = select(StaffUser.id).where(
+        StaffUser.role == ADMIN, StaffUser.active.is_(True), StaffUser.id != user.id
+    )
+    return session.scalar(others.limit(1)) is None
+
+
 def _keep_an_admin(session: Session, user: StaffUser, *, stays_admin: bool) -> None:
     """Raise LastAdmin if ``user`` is the last active admin and would stop being one.
 
