@@ -333,7 +333,10 @@ def test_an_admin_erases_only_after_typing_the_address_again(
         "/admin/contacts",
         data=hidden_fields(page) | {"email": EMAIL, "confirm": "", "action": "erase"},
     )
-    assert "Type the same address again" in refused.get_data(as_text=True)
+    said = refused.get_data(as_text=True)
+    assert "Type the same address again" in said
+    # What it would remove, said before anything goes.
+    assert "removes the personal data of <strong>2 departures</strong>" in said
     assert EMAIL.lower() in everything_as_text(session)
     done = admin.post(
         "/admin/contacts",

@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import audit, clock, db
 from survey import contacts as contacts_service
+from survey.departures.service import departures_of
 from survey.errors import InvalidInput
 from survey.staff import access, passwords, service
 from survey.staff.forms import ContactForm, NewUserForm, UserActionForm
@@ -128,11 +129,11 @@ def contacts() -> str | WerkzeugResponse:
         return render_template("staff/contacts.html", form=form)
     db_session = db.session()
     if request.form.get("action") == "export":
-        held = contacts_service.export_person(db_session, address)
-        if not held["departures"]:
+        data = contacts_service.export_person(db_session, address)
+        if not data["departures"]:
             flash(f"Nothing held about {address}: there is nothing to export.", "info")
             return render_template("staff/contacts.html", form=form)
-        body = contacts_service.to_json(held)
+        body = contacts_service.to_json(data)
         audit.record(
             db_session,
             "contact.exported",
@@ -149,8 +150,14 @@ def contacts() -> str | WerkzeugResponse:
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
     if (form.confirm.data or "").strip().lower() != address:
+        # Said before anything goes: how much this address holds.
         form.confirm.errors = ["Type the same address again to erase."]
-        return render_template("staff/contacts.html", form=form)
+        return render_template(
+            "staff/contacts.html",
+            form=form,
+            address=address,
+            held=len(departures_of(db_session, address)),
+        )
     done = contacts_service.erase_person(
         db_session, address, actor_id=current_user.id, via="admin"
     )
