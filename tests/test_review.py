@@ -741,3 +741,31 @@ def test_simultaneous_moves_move_the_item_once(app, csm, session):
         select(AuditEvent).where(AuditEvent.kind == "review.status")
     ).all()
     assert [(m.detail["old"], m.detail["new"]) for m in moves] == [("new", "in_review")]
+
+
+def test_the_postmortem_form_speaks_in_meanings_and_presets_no_team(app, staff):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    saved = post(
+        staff,
+        page,
+        f"{page}/postmortem",
+        {
+            "root_causes": ["poor_service"],
+            "primary_cause": "poor_service",
+            "intent": "save",
+        },
+    )
+    assert saved.status_code in (302, 303)
+    html = page_of(staff, page)
+    # Root causes by what they mean, not by their codes.
+    assert "Their business or budget failed" in html
+    assert ">customer_business_failure<" not in html
+    assert "<strong>customer_business_failure</strong>" not in html
+    # Blank action rows choose no team for the writer.
+    blank_rows = re.findall(
+        r'<select id="action_items-\d+-team"[^>]*>(.*?)</select>', html, re.S
+    )
+    assert blank_rows
+    for options in blank_rows:
+        assert re.findall(r'<option value="(\w*)" selected>', options) == [""]

@@ -37,7 +37,6 @@ from survey.staff.models import StaffUser
 from survey.staff.views import private_pages, safe_next
 from survey.vocabulary import (
     REVIEW_STATUSES,
-    ROOT_CAUSES,
 )
 from survey.winback import service as winback
 from survey.wording import service as wordings
@@ -455,19 +454,16 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
 
 
 def _with_blank_rows(form: PostmortemForm) -> PostmortemForm:
-    """Offer blank action item rows under the others (posted rows keep errors).
-
-    New rows start with the team of the primary root cause, if one is chosen.
-    """
+    """Offer blank action item rows under the others (posted rows keep
+    errors); blank means blank: no team is chosen for the writer."""
     blanks = sum(
         1
         for entry in form.action_items.entries
         if not (entry.form.text.data or entry.form.id.data or entry.form.owner.data)
     )
-    default_team = ROOT_CAUSES.get(form.primary_cause.data or "", ("", ""))[1]
     room = form.action_items.max_entries - len(form.action_items)
     for _ in range(min(max(0, BLANK_ACTION_ROWS - blanks), room)):
-        form.action_items.append_entry({"team": default_team})
+        form.action_items.append_entry({"team": ""})
     return form
 
 
