@@ -285,18 +285,24 @@ def test_two_admins_demoting_each_other_at_once_leave_one(app, served, session):
         assert len(left) == 1, f"round {round_}: {action}"
 
 
+def forms_on(
+    address: tuple[str, int], browsers: list[dict[str, str]], path: str
+) -> list[dict[str, str]]:
+    """Open ``path`` in each browser; return each page's hidden fields."""
+    forms = []
+    for browser in browsers:
+        status, page = call(address, "GET", path, headers=browser)
+        assert status == 200, path
+        forms.append(hidden_fields(page))
+    return forms
+
+
 def test_admins_saving_the_survey_at_once_make_one_version(app, served, session):
     """Each admin changed the version they opened; one change is saved, the
     others are told someone saved meanwhile, none is silently lost."""
     browsers = [signed_in(served, make_user(app, "admin").email) for _ in range(4)]
     for round_ in range(ROUNDS):
-        forms = []
-        for browser in browsers:
-            status, page = call(
-                served, "GET", "/admin/survey/wording/en", headers=browser
-            )
-            assert status == 200
-            forms.append(hidden_fields(page))
+        forms = forms_on(served, browsers, "/admin/survey/wording/en")
         requests = [
             partial(
                 call,
@@ -326,11 +332,7 @@ def test_admins_saving_the_brand_at_once_leave_one_whole_brand(app, served, sess
         session.rollback()
         session.execute(delete(Brand))  # the row made again by the first save
         session.commit()
-        forms = []
-        for browser in browsers:
-            status, page = call(served, "GET", "/admin/survey", headers=browser)
-            assert status == 200
-            forms.append(hidden_fields(page))
+        forms = forms_on(served, browsers, "/admin/survey")
         requests = [
             partial(
                 call,

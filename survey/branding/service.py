@@ -7,6 +7,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from flask import Flask, current_app
@@ -57,7 +58,7 @@ class BrandView:
         """The email's From name (None: the configured sender's own)."""
         return self.sender_name or self.company_name
 
-    @property
+    @cached_property  # hashed once per brand read, not once per page
     def logo_file(self) -> str | None:
         """The logo's file name in its URL, which changes with the logo."""
         if self.logo is None:

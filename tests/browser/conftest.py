@@ -17,6 +17,7 @@ from playwright.sync_api import Page, sync_playwright
 from werkzeug.serving import make_server
 
 from tests.conftest import free_port
+from tests.factories import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -70,6 +71,14 @@ def browser_page() -> Iterator[Page]:
                 context.close()
         finally:
             browser.close()
+
+
+def sign_in(page: Page, base_url: str, email: str) -> None:
+    """Sign in through the login page, as a person would."""
+    page.goto(f"{base_url}/login")
+    page.locator("#email").fill(email)
+    page.locator("#password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
 
 
 @pytest.fixture

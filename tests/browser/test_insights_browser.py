@@ -10,8 +10,9 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
 
+from tests.browser.conftest import sign_in
 from tests.browser.test_review_browser import DESKTOP, listed_companies, screenshot
-from tests.factories import PASSWORD, make_user
+from tests.factories import make_user
 from tests.insights_data import build_story
 
 pytestmark = pytest.mark.browser
@@ -29,10 +30,7 @@ def test_change_the_period_and_follow_a_cell_to_the_queue(
     csm = make_user(app, "csm")
 
     page.set_viewport_size(DESKTOP)
-    page.goto(f"{live_server}/login")
-    page.locator("#email").fill(csm.email)
-    page.locator("#password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, csm.email)
     page.get_by_role("link", name="Insights").click()
     expect(page.get_by_role("heading", name="Insights", exact=True)).to_be_visible()
     expect(page.get_by_text("No departures in this period.")).to_be_visible()

@@ -15,8 +15,9 @@ from sqlalchemy import select
 
 from survey import db, outbox
 from survey.outbox import OutboxMessage
+from tests.browser.conftest import sign_in
 from tests.browser.test_review_browser import DESKTOP, screenshot
-from tests.factories import PASSWORD, make_departure, make_user, path_of
+from tests.factories import make_departure, make_user, path_of
 
 pytestmark = pytest.mark.browser
 
@@ -48,10 +49,7 @@ def test_webhooks_page_the_queue_and_a_customer_who_stayed(
     app.config.update(WEBHOOKS_ALLOW_PRIVATE=True, STRIPE_WEBHOOK_SECRET=SECRET)
     page = browser_page
     admin = make_user(app, "admin", name="Ada Admin")
-    page.goto(f"{live_server}/login")
-    page.locator("#email").fill(admin.email)
-    page.locator("#password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, admin.email)
 
     # Add an endpoint on a phone: the secret is shown once.
     page.goto(f"{live_server}/admin/webhooks")

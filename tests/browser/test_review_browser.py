@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from survey import db
 from survey.review.models import Postmortem, ReviewItem
+from tests.browser.conftest import sign_in
 from tests.conftest import Clock
-from tests.factories import PASSWORD, make_departure, make_user, submit, survey_path
+from tests.factories import make_departure, make_user, submit, survey_path
 
 pytestmark = pytest.mark.browser
 
@@ -60,10 +61,7 @@ def test_review_a_departure_and_finish_its_postmortem(
     due = clock.current.date() + timedelta(days=14)
 
     # Sign in on a phone: the CSM lands on the queue, largest loss first.
-    page.goto(f"{live_server}/login")
-    page.locator("#email").fill(csm.email)
-    page.locator("#password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, csm.email)
     expect(page).to_have_url(f"{live_server}/review")
     expect(page.get_by_role("heading", name="Review queue")).to_be_visible()
     assert listed_companies(page) == ["Globex", "Acme", "Initech"]

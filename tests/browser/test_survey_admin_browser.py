@@ -10,8 +10,9 @@ from flask import Flask
 from playwright.sync_api import Page, expect
 
 from survey.demo import DEMO_BRAND
+from tests.browser.conftest import sign_in
 from tests.browser.test_survey_browser import assert_no_horizontal_scroll, screenshot
-from tests.factories import PASSWORD, make_user
+from tests.factories import make_user
 
 pytestmark = pytest.mark.browser
 
@@ -27,10 +28,7 @@ def test_an_admin_brands_the_survey_adds_a_reason_and_previews_german(
     app, _ = live_app
     page = browser_page
     admin = make_user(app, "admin", name="Ada Admin")
-    page.goto(f"{live_server}/login")
-    page.locator("#email").fill(admin.email)
-    page.locator("#password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, admin.email)
 
     # The brand, on a phone.
     page.get_by_role("link", name="Survey", exact=True).click()
