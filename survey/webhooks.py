@@ -21,12 +21,10 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from babel.numbers import get_currency_precision
 from flask import current_app
 from sqlalchemy import String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -35,6 +33,7 @@ from standardwebhooks.webhooks import Webhook
 from survey import clock, outbox
 from survey.db import Base
 from survey.errors import InvalidInput
+from survey.money import major_units
 
 log = logging.getLogger(__name__)
 
@@ -268,10 +267,8 @@ class Event:
 
 def _amount(minor_units: int, currency: str) -> str:
     """Write an amount in minor units as people read it: 299, 299.50, 5,000."""
-    value = Decimal(minor_units).scaleb(-get_currency_precision(currency))
-    if value == value.to_integral_value():
-        return f"{value:,.0f}"
-    return f"{value:,.{get_currency_precision(currency)}f}"
+    value = major_units(minor_units, currency)
+    return f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,}"
 
 
 def _slack_escape(text: str) -> str:

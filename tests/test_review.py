@@ -50,9 +50,7 @@ def items(session) -> list[ReviewItem]:
 
 
 def companies(html: str) -> list[str]:
-    return re.findall(
-        r'<td data-label="Company"><a href="/review/[\w-]{16}">([^<]+)</a></td>', html
-    )
+    return re.findall(r'<a class="company" href="/review/[\w-]{16}">([^<]+)</a>', html)
 
 
 def page_of(client, path: str) -> str:
@@ -139,10 +137,28 @@ def test_the_queue_shows_the_columns_lost_mrr_first(app, staff):
         "€2,500.00",
         "enterprise",
         "scale",
-        "carl@us.example",
         "New",
     ):
         assert shown in html
+    # Status and Age last, after fewer, denser columns; the CSM is on the item.
+    headers = re.findall(r'<th scope="col"[^>]*>([^<]*)</th>', html)
+    assert headers[-2:] == ["Status", "Age"]
+    assert len(headers) <= 8
+    big = re.search(r'href="(/review/[\w-]{16})">Big Co<', html)
+    assert big and "carl@us.example" in page_of(staff, big.group(1))
+
+
+def test_the_bulk_bar_sits_above_the_list_and_rarer_filters_fold_away(app, staff):
+    answered(app, company="Acme", segment="smb")
+    html = page_of(staff, "/review")
+    assert html.index('class="bulk-bar"') < html.index('<table class="queue')
+    assert re.search(r'<details class="more">\s*<summary>More filters</summary>', html)
+    # A rarer filter set (or refused) keeps them open, and says how many.
+    filtered = page_of(staff, "/review?segment=smb&mrr_min=x")
+    assert re.search(
+        r'<details class="more" open>\s*<summary>More filters \(2 set\)</summary>',
+        filtered,
+    )
 
 
 def test_lost_mrr_is_shown_in_the_currencys_own_minor_units(app, staff):
@@ -549,6 +565,14 @@ def test_a_second_editor_is_refused_and_keeps_their_text(app, staff, csm, sessio
     html = refused.get_data(as_text=True)
     assert "Changed by Olga Other at" in html
     assert "Casey&#39;s view" in html  # kept, to re-apply
+    # Their version beside mine, for the part that differs only.
+    [compared] = re.findall(r'<div class="compare" id="compare-(\w+)">', html)
+    assert compared == "lessons"
+    assert re.search(
+        r'<h4>Their version</h4><div class="version">Olga&#39;s view</div>', html
+    )
+    assert 'name="resolve-lessons" value="mine" checked' in html
+    assert 'href="#compare-lessons"' in html  # the summary leads there
     session.rollback()
     assert session.scalar(select(Postmortem.lessons)) == "Olga's view"
 
@@ -769,3 +793,133 @@ def test_the_postmortem_form_speaks_in_meanings_and_presets_no_team(app, staff):
     assert blank_rows
     for options in blank_rows:
         assert re.findall(r'<option value="(\w*)" selected>', options) == [""]
+
+
+def test_after_a_conflict_each_part_keeps_mine_or_takes_theirs(app, staff, session):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    other = app.test_client()
+    login(other, make_user(app, "admin", name="Olga Other").email)
+    mine, theirs = (
+        hidden_fields(page_of(staff, page)),
+        hidden_fields(page_of(other, page)),
+    )
+    saved = other.post(
+        f"{page}/postmortem",
+        data=theirs
+        | {
+            "what_happened": "Olga: the price",
+            "lessons": "Olga's lessons",
+            "preventable": "yes",
+            "action_items-0-text": "Olga's action",
+            "action_items-0-team": "sales",
+            "intent": "save",
+        },
+    )
+    assert saved.status_code == 302
+    mine_now = {
+        "what_happened": "Casey: the onboarding",
+        "lessons": "Casey's lessons",
+        "preventable": "no",
+        "intent": "save",
+    }
+    refused = staff.post(f"{page}/postmortem", data=mine | mine_now)
+    assert refused.status_code == 409
+    html = refused.get_data(as_text=True)
+    differing = re.findall(r'<div class="compare" id="compare-(\w+)">', html)
+    assert differing == ["what_happened", "preventable", "lessons", "action_items"]
+    assert "Olga&#39;s action (Sales)" in html
+
+    # Keep my account and my answer on preventable; take their lessons and actions.
+    resolved = staff.post(
+        f"{page}/postmortem",
+        data=hidden_fields(html)
+        | mine_now
+        | {"resolve-lessons": "theirs", "resolve-action_items": "theirs"},
+    )
+    assert resolved.status_code == 302
+    session.rollback()
+    postmortem = session.scalar(select(Postmortem))
+    assert postmortem.what_happened == "Casey: the onboarding"
+    assert postmortem.preventable == "no"
+    assert postmortem.lessons == "Olga's lessons"
+    assert [(a.text, a.team) for a in postmortem.action_items] == [
+        ("Olga's action", "sales")
+    ]
+
+
+def test_a_row_is_added_without_saving_and_what_was_typed_stays(app, staff, session):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    html = page_of(staff, page)
+    rows = len(re.findall(r'id="action_items-\d+-text"', html))
+    added = staff.post(
+        f"{page}/postmortem",
+        data=hidden_fields(html)
+        | {
+            "what_happened": "Typed, not saved",
+            "action_items-0-text": "First",
+            "action_items-0-team": "product",
+            "action_items-1-text": "Second",
+            "action_items-1-team": "sales",
+            "intent": "add_row",
+        },
+    )
+    assert added.status_code == 200
+    html = added.get_data(as_text=True)
+    assert len(re.findall(r'id="action_items-\d+-text"', html)) == rows + 1
+    assert re.search(rf'id="action_items-{rows}-text"[^>]*autofocus', html)
+    assert "Typed, not saved" in html and 'value="Second"' in html
+    assert 'class="errors"' not in html  # nothing was checked: nothing refused
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(Postmortem)) == 0
+
+
+def test_a_refused_save_is_summarised_at_the_top_with_links(app, staff):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    refused = post(
+        staff,
+        page,
+        f"{page}/postmortem",
+        {"action_items-0-text": "Call them", "intent": "finish"},
+    )
+    assert refused.status_code == 422
+    html = refused.get_data(as_text=True)
+    summary = re.search(r'<div class="error-summary"[^>]*>(.*?)</div>', html, re.S)
+    assert summary and "autofocus" in summary.group(0)
+    links = re.findall(r'<a href="#([\w-]+)">([^<]+)</a>', summary.group(1))
+    assert ("action_items-0-team", "Action 1: Team — Choose a team.") in links
+    assert (
+        "what_happened",
+        "What happened: the final straw — Say what happened before finishing.",
+    ) in links
+    assert "Some answers need attention" not in html.split('class="error-summary"')[0]
+
+
+def test_a_finished_postmortem_reads_as_a_document_until_edit(app, staff):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    done = post(
+        staff,
+        page,
+        f"{page}/postmortem",
+        {
+            "what_happened": "They <b>left</b>",
+            "root_causes": ["oversold"],
+            "primary_cause": "oversold",
+            "preventable": "partly",
+            "action_items-0-text": "Price renewals",
+            "action_items-0-team": "sales",
+            "intent": "finish",
+        },
+    )
+    assert done.status_code == 302
+    html = page_of(staff, page)
+    assert 'class="read-view"' in html and 'id="what_happened"' not in html
+    assert "They &lt;b&gt;left&lt;/b&gt;" in html
+    assert "Expectations set in the sale were not real (primary)" in html
+    assert "Price renewals" in html and "Partly" in html
+    assert f'href="{page}?edit=1#postmortem">Edit the postmortem<' in html
+    editing = page_of(staff, f"{page}?edit=1")
+    assert 'class="read-view"' not in editing and 'id="what_happened"' in editing

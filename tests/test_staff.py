@@ -509,3 +509,32 @@ def test_an_admin_changes_someone_elses_role_without_a_question(app, client, ses
     )
     assert done.status_code == 302
     assert user_named(session, csm.email).role == "marketing"
+
+
+@pytest.mark.parametrize(
+    ("page", "data", "link"),
+    [
+        (
+            "/admin/users",
+            {"email": "not an address", "name": "Nora", "role": "csm"},
+            "email",
+        ),
+        (
+            "/admin/webhooks",
+            {"url": "ftp://x", "events": ["departure.recorded"]},
+            "url",
+        ),
+        ("/account", {"current_password": "", "new_password": "x"}, "current_password"),
+        ("/admin/contacts", {"email": "", "action": "export"}, "email"),
+    ],
+)
+def test_a_refused_staff_form_is_summarised_at_its_top(app, client, page, data, link):
+    login(client, make_user(app, "admin").email)
+    refused = submit(client, page, data)
+    html = refused.get_data(as_text=True)
+    summary = re.search(r'<div class="error-summary"([^>]*)>(.*?)</div>', html, re.S)
+    assert summary, f"no error summary on {page} ({refused.status_code})"
+    assert "autofocus" in summary.group(1)
+    links = re.findall(r'<a href="#([\w-]+)">', summary.group(2))
+    assert link in links
+    assert f'id="{link}"' in html  # the link leads to the field

@@ -203,7 +203,14 @@ def test_marketing_sees_the_list_and_downloads_it(app):
     download = marketing.get("/winback/contacts.csv")
     assert download.status_code == 200
     assert "attachment" in download.headers["Content-Disposition"]
-    assert "'=SUM(A1)" in download.get_data(as_text=True)
+    # For people: named columns, labels and amounts, not codes and cents.
+    [row] = csv.DictReader(io.StringIO(download.get_data(as_text=True), newline=""))
+    assert row["Email"] == "m@x.example"
+    assert row["Company"] == "'=SUM(A1)"  # a formula is kept as text
+    assert (row["Lost MRR"], row["Currency"]) == ("199.00", "USD")
+    assert row["Stated reason"] == "We found a better alternative"
+    assert row["Postmortem recommendation"] == ""
+    assert row["Unsubscribe link"].startswith("http://survey.test/w/")
     assert marketing.get("/review").status_code == 403
 
 

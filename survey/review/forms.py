@@ -41,8 +41,8 @@ def _choices(pairs: Any, blank: str | None = None) -> list[SelectChoice]:
 
 
 STATUS_FILTERS = [
-    SelectChoice("open", "Open (not closed)"),
-    SelectChoice("finished", "Postmortem finished (done or closed)"),
+    SelectChoice("open", "Open (all but closed)"),
+    SelectChoice("finished", "Finished (done or closed)"),
     SelectChoice("", "Any status"),
     *_choices(REVIEW_STATUSES.items()),
 ]
@@ -165,7 +165,7 @@ class ActionItemForm(Form):  # type: ignore[misc]
     """One row of action items (a sub-form: the outer form carries the CSRF token)."""
 
     id = HiddenField()
-    text = StringField("Action", validators=[Length(max=2000)])
+    text = StringField("What to do", validators=[Length(max=2000)])
     # Checked for the rows that are kept (blank rows have no team to check).
     team = SelectField(
         "Team",
@@ -246,4 +246,6 @@ class PostmortemForm(FlaskForm):  # type: ignore[misc]
         choices=_choices(WINBACK_RECOMMENDATIONS.items()),
         validators=[Optional()],
     )
-    action_items = FieldList(FormField(ActionItemForm), min_entries=0, max_entries=50)
+    action_items = FieldList(
+        FormField(ActionItemForm), "Action", min_entries=0, max_entries=50
+    )

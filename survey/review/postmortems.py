@@ -47,9 +47,9 @@ class PostmortemConflict(SurveyError):
     def __init__(self, by: str, at: datetime | None, version: int | None) -> None:
         when = f" at {at:%Y-%m-%d %H:%M} UTC" if at else ""
         super().__init__(
-            f"Changed by {by}{when} while you were editing. Your text is kept below: "
-            "compare it with theirs (reload the page in another tab), re-apply "
-            "what is still needed and save again; that save replaces their version."
+            f"Changed by {by}{when} while you were editing. Where their version "
+            "differs from yours, it is shown beside yours: keep yours or take "
+            "theirs for each, then save; that save replaces their version."
         )
         #: The version saved meanwhile (None if it was deleted): a save from the
         #: page showing this conflict starts from it, knowingly.

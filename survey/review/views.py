@@ -20,7 +20,8 @@ from survey.answers.service import find_response
 from survey.consent import ConsentEvent, current_consent, staff_withdrawal
 from survey.departures.models import Departure
 from survey.errors import InvalidInput, NotFound, SurveyError
-from survey.review import notes, postmortems, queue
+from survey.public.forms import DetailsForm
+from survey.review import conflicts, notes, postmortems, queue
 from survey.review.forms import (
     AssignForm,
     BulkForm,
@@ -33,6 +34,7 @@ from survey.review.forms import (
 from survey.review.models import Postmortem, ReviewItem
 from survey.review.timeline import timeline
 from survey.staff import access
+from survey.staff.formatting import Problem
 from survey.staff.models import StaffUser
 from survey.staff.views import private_pages, safe_next
 from survey.vocabulary import (
@@ -45,6 +47,23 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("review", __name__, url_prefix="/review")
 private_pages(bp)
+
+#: The queue's filters under "More filters" (open when one is set).
+MORE_FILTERS = (
+    "root_cause",
+    "segment",
+    "plan",
+    "mrr_min",
+    "mrr_max",
+    "cancelled_from",
+    "cancelled_to",
+)
+
+#: The questions of the survey's second page, as staff read them.
+PAGE_TWO_QUESTIONS = {
+    name: getattr(DetailsForm, name).args[0]
+    for name in ("factors", "details", "destination")
+}
 
 #: Blank action item rows offered under the existing ones.
 BLANK_ACTION_ROWS = 2
@@ -117,6 +136,9 @@ def queue_view() -> str:
         if page.next_cursor
         else None,
         first_url=_queue_url(query) if request.args.get("after") else None,
+        more_filters=sum(
+            1 for name in MORE_FILTERS if request.args.get(name) or form[name].errors
+        ),
     )
 
 
@@ -219,12 +241,19 @@ def _render_item(
     postmortem_form: PostmortemForm | None = None,
     note_form: NoteForm | None = None,
     consent_form: ConsentWithdrawalForm | None = None,
+    problem: str | None = None,
+    differences: dict[str, str] | None = None,
+    new_row: bool = False,
     status: int = 200,
 ) -> tuple[str, int]:
+    """Draw the item page; a postmortem form given back (refused, in
+    conflict, or with a row added) is shown for editing, with its problems
+    summarised above it and the other version beside each part that differs."""
     session = db.session()
     departure = item.departure
     response = find_response(session, departure)
     postmortem = postmortems.get_postmortem(session, departure.id)
+    form = postmortem_form or _postmortem_form(postmortem, departure)
     reviewers = _reviewers()
     assign_form = AssignForm(assignee=str(item.assignee_id or ""))
     assign_form.assignee.choices = _assignee_choices(reviewers, filters=False)
@@ -257,7 +286,27 @@ def _render_item(
             and winback.is_listed(session, departure.contact_email),
             consent_history=consent_history,
             postmortem=postmortem,
-            form=postmortem_form or _postmortem_form(postmortem, departure),
+            form=form,
+            # A finished postmortem reads as a document until "edit".
+            editing=postmortem_form is not None
+            or postmortem is None
+            or postmortem.done_at is None
+            or request.args.get("edit") == "1",
+            sections=conflicts.SECTIONS,
+            shown=conflicts.shown,
+            action_rows=conflicts.action_rows,
+            problem=problem,
+            differences=differences or {},
+            conflict_problems=[
+                Problem(
+                    f"compare-{name}",
+                    conflicts.label(form, name),
+                    "they saved another version",
+                )
+                for name in differences or {}
+            ],
+            new_row=new_row,
+            questions=PAGE_TWO_QUESTIONS,
             note_form=note_form
             or NoteForm(after_erasure="y" if departure.erased_at else ""),
             consent_form=consent_form or ConsentWithdrawalForm(),
@@ -411,12 +460,16 @@ def _postmortem_input(form: PostmortemForm) -> postmortems.PostmortemInput:
 @bp.post("/<public_id>/postmortem")
 @access.requires(access.REVIEW)
 def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
-    """Save the postmortem as a draft, or mark it done."""
+    """Save the postmortem as a draft or mark it done; or, without saving,
+    come back with one more empty action item row."""
     review_item = _item_or_404(public_id)
     form = PostmortemForm()
-    finish = request.form.get("intent") == "finish"
+    intent = request.form.get("intent")
+    if intent == "add_row":
+        form.action_items.append_entry({"team": ""})
+        return _render_item(review_item, postmortem_form=form, new_row=True)
+    taken = _take_theirs(form, review_item)
     if not form.validate_on_submit():
-        flash("Some answers need attention.", "error")
         return _render_item(
             review_item, postmortem_form=_with_blank_rows(form), status=422
         )
@@ -428,29 +481,55 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
             _postmortem_input(form),
             base_version=db.parse_int(form.version.data),
             actor_id=current_user.id,
-            finish=finish,
+            finish=intent == "finish",
         )
     except postmortems.PostmortemConflict as conflict:
         session.rollback()
-        flash(conflict.message, "error")
         form.version.data = "" if conflict.version is None else str(conflict.version)
+        theirs = _postmortem_form(
+            postmortems.get_postmortem(session, review_item.departure_id),
+            review_item.departure,
+        )
         return _render_item(
-            review_item, postmortem_form=_with_blank_rows(form), status=409
+            review_item,
+            postmortem_form=_with_blank_rows(form),
+            problem=conflict.message,
+            differences=conflicts.differences(form, theirs),
+            status=409,
         )
     except (InvalidInput, queue.InvalidTransition) as invalid:
         session.rollback()
-        flash(invalid.message, "error")
         for name, messages in getattr(invalid, "fields", {}).items():
             _field_errors(form, name).extend(messages)
         return _render_item(
-            review_item, postmortem_form=_with_blank_rows(form), status=422
+            review_item,
+            postmortem_form=_with_blank_rows(form),
+            problem=None if getattr(invalid, "fields", None) else invalid.message,
+            status=422,
         )
     session.commit()
-    if finish:
+    if taken:
+        log.info("postmortem saved taking the other version of %s", ", ".join(taken))
+    if intent == "finish":
         flash("Postmortem marked done.", "info")
         return redirect(url_for(".item", public_id=public_id))
     flash("Draft saved.", "info")
     return redirect(url_for(".item", public_id=public_id, _anchor="postmortem"))
+
+
+def _take_theirs(form: PostmortemForm, review_item: ReviewItem) -> list[str]:
+    """After a conflict, take the saved version of the parts the writer
+    chose ("take theirs"); the rest of the form stays theirs to write."""
+    wanted = {
+        name
+        for name in conflicts.field_names()
+        if request.form.get(f"resolve-{name}") == "theirs"
+    }
+    if not wanted:
+        return []
+    saved = postmortems.get_postmortem(db.session(), review_item.departure_id)
+    theirs = _postmortem_form(saved, review_item.departure)
+    return conflicts.take_theirs(form, theirs, wanted)
 
 
 def _with_blank_rows(form: PostmortemForm) -> PostmortemForm:

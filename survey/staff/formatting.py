@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from typing import Any
 
-from babel.numbers import format_currency, get_currency_precision
+from babel.numbers import format_currency
 from flask import Flask
 
 from survey import clock
+from survey.money import major_units
 from survey.outbox import ERASED_DOMAIN
 from survey.vocabulary import (
     DESTINATIONS,
@@ -26,9 +28,7 @@ def money(minor_units: int | None, currency: str = "USD") -> str:
     """Format minor units as money: 129900 EUR is €1,299.00, 5000 JPY is ¥5,000."""
     if minor_units is None:
         return ""
-    # Not every currency has cents: the yen has no minor unit, the dinar three.
-    amount = Decimal(minor_units).scaleb(-get_currency_precision(currency))
-    return format_currency(amount, currency, locale="en_US")
+    return format_currency(major_units(minor_units, currency), currency, locale="en_US")
 
 
 def age(moment: datetime | None) -> str:
@@ -59,6 +59,50 @@ def contact(address: str | None) -> str:
     return address or ""
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing a form refused: the element to go to, and what to do."""
+
+    target: str
+    label: str
+    message: str
+
+
+def form_problems(form: Any) -> list[Problem]:
+    """Return every error of a WTForms form, in field order, each with the id
+    of the element it concerns: rows of a list count from 1 ("Action 2: …"),
+    and a group of choices is reached through its first choice."""
+    problems: list[Problem] = []
+
+    def walk(fields: Any, prefix: str) -> None:
+        for field in fields:
+            if field.type == "FieldList":
+                for number, entry in enumerate(field.entries, start=1):
+                    walk(entry.form, f"{prefix}{field.label.text} {number}: ")
+                continue
+            if field.type == "FormField":
+                walk(field.form, prefix)
+                continue
+            if field.type in HIDDEN:
+                continue  # nothing to go to (a CSRF token is checked earlier)
+            messages = field.errors if isinstance(field.errors, list) else []
+            target = field.id
+            if field.type in GROUPS_OF_CHOICES and field.choices:
+                target = f"{field.id}-{next(iter(field.iter_choices()))[0]}"
+            label = f"{prefix}{field.label.text}"
+            problems.extend(Problem(target, label, message) for message in messages)
+
+    walk(form, "")
+    return problems
+
+
+#: Fields with no element a person can go to.
+HIDDEN = frozenset({"HiddenField", "CSRFTokenField"})
+
+#: Fields drawn as one input per choice, whose ids are ``<field>-<value>``.
+GROUPS_OF_CHOICES = frozenset({"RadioField", "SelectMultipleField"})
+
+
 class KnownReasons(Mapping[str, str]):
     """Every reason there is, the team's own too, as staff read them
     (English): read when a template first looks, so a page that never does
@@ -81,6 +125,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["duration"] = duration
     app.jinja_env.filters["contact"] = contact
     app.jinja_env.globals["REASONS"] = KnownReasons()
+    app.jinja_env.globals["form_problems"] = form_problems
     app.jinja_env.globals.update(
         REVIEW_STATUSES=REVIEW_STATUSES,
         ROOT_CAUSES=ROOT_CAUSES,

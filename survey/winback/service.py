@@ -30,8 +30,10 @@ from survey.consent import ConsentEvent
 from survey.departures.models import Departure
 from survey.departures.schemas import parse_timestamp
 from survey.errors import InvalidInput
+from survey.money import major_units
 from survey.review.models import Postmortem
 from survey.spreadsheets import neutral
+from survey.vocabulary import WINBACK_RECOMMENDATIONS
 from survey.wording import service as wordings
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,36 @@ COLUMNS = (
     "consent_wording_version",
     "unsubscribe_url",
 )
+
+#: The staff download's columns: people's words and amounts, where the API's
+#: CSV (``COLUMNS``) carries codes and minor units for programs.
+PEOPLE_COLUMNS = (
+    "Email",
+    "Name",
+    "Company",
+    "Plan",
+    "Segment",
+    "Lost MRR",
+    "Currency",
+    "Stated reason",
+    "Postmortem recommendation",
+    "Consented at (UTC)",
+    "Consent wording version",
+    "Unsubscribe link",
+)
+
+
+def for_people(values: list[Any]) -> list[Any]:
+    """Turn a row of ``COLUMNS`` into one of ``PEOPLE_COLUMNS``: the amount
+    in the currency's unit, the reason and recommendation by their labels."""
+    row = list(values)
+    mrr_cents, currency, reason, recommendation = row[5:9]
+    if mrr_cents is not None:
+        row[5] = major_units(mrr_cents, currency)
+    row[7] = wordings.known_reasons().get(reason, reason) if reason else ""
+    row[8] = WINBACK_RECOMMENDATIONS.get(recommendation, recommendation or "")
+    return row
+
 
 #: Rows fetched from the database at a time while streaming (a few MB).
 BATCH = 5_000
@@ -264,8 +296,11 @@ def csv_lines(
     session: Session,
     wanted: WinbackFilter,
     on_done: Callable[[int, bool], None],
+    *,
+    people: bool = False,
 ) -> Iterator[str]:
-    """Yield the list as CSV, a batch of rows at a time, in constant memory.
+    """Yield the list as CSV, a batch of rows at a time, in constant memory;
+    for ``people``, with their column names, labels and amounts.
 
     Rows stream from a server-side cursor (``yield_per``). ``on_done`` gets
     the row count and whether the export finished, also when the client
@@ -273,7 +308,8 @@ def csv_lines(
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(PEOPLE_COLUMNS if people else COLUMNS)
+    shape = for_people if people else list
     make_url = links.withdraw_url_maker()
     count, finished = 0, False
     try:
@@ -285,7 +321,9 @@ def csv_lines(
         for rows in result.partitions():
             buffer.seek(0)
             buffer.truncate()
-            writer.writerows([neutral(row_values(row, make_url)) for row in rows])
+            writer.writerows(
+                [neutral(shape(row_values(row, make_url))) for row in rows]
+            )
             count += len(rows)
             yield buffer.getvalue()
         finished = True
@@ -355,9 +393,14 @@ def filter_from_args(args: Any) -> WinbackFilter:
 
 
 def csv_download(
-    wanted: WinbackFilter, *, actor_id: int | None, token_name: str | None
+    wanted: WinbackFilter,
+    *,
+    actor_id: int | None,
+    token_name: str | None,
+    people: bool = False,
 ) -> HttpResponse:
-    """Stream the whole list as a CSV download, and audit it when done."""
+    """Stream the whole list as a CSV download, and audit it when done; for
+    ``people`` (the staff page), in their words (see ``csv_lines``)."""
     reader = db.new_session()
 
     def done(rows: int, finished: bool) -> None:
@@ -373,7 +416,7 @@ def csv_download(
 
     stamp = clock.now().astimezone(UTC).strftime("%Y%m%d-%H%M")
     return HttpResponse(
-        stream_with_context(csv_lines(reader, wanted, done)),
+        stream_with_context(csv_lines(reader, wanted, done, people=people)),
         mimetype="text/csv",
         headers={
             "Content-Disposition": f'attachment; filename="winback-{stamp}.csv"',

@@ -58,6 +58,9 @@ def contacts() -> tuple[str, int]:
 @bp.get("/contacts.csv", endpoint="csv")
 @access.requires(access.WINBACK)
 def contacts_csv() -> HttpResponse:
-    """The whole filtered list as a CSV download (streamed, audited)."""
+    """The whole filtered list as a CSV download (streamed, audited), with
+    labels and amounts for the people who open it in a spreadsheet."""
     wanted = winback.filter_from_args(request.args)
-    return winback.csv_download(wanted, actor_id=current_user.id, token_name=None)
+    return winback.csv_download(
+        wanted, actor_id=current_user.id, token_name=None, people=True
+    )

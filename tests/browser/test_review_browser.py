@@ -112,7 +112,12 @@ def test_review_a_departure_and_finish_its_postmortem(
     expect(page.get_by_role("status")).to_have_text("Postmortem marked done.")
     expect(page.locator("h1 .status")).to_have_text("Postmortem done")
     expect(page.locator("#postmortem")).to_contain_text("Marked done")
-    # The saved form is shown again, with the choices kept.
+    # Done, it reads as a document; "edit" brings the form, choices kept.
+    read_view = page.locator("#postmortem .read-view")
+    expect(read_view).to_contain_text("Renewal price rose 40% with no new value.")
+    expect(read_view).to_contain_text("Price renewals with the customer")
+    screenshot(page, artifacts / "review-postmortem-read.png")
+    page.get_by_role("link", name="Edit the postmortem").click()
     expect(page.locator("#what_happened")).to_have_value(
         "Renewal price rose 40% with no new value."
     )

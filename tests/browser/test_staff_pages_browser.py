@@ -1,0 +1,248 @@
+"""Every staff page on `make run`'s demo data, at a laptop's and a phone's size.
+
+Each page state is drawn at 1280x800 and at 360x740, saved as a screenshot
+(test-artifacts/staff-<page>-<width>.png) and checked: nothing scrolls
+sideways, no block of words is squeezed narrower than 200 px on the laptop,
+and axe-core finds no violation. The queue must show its Status and Age
+columns and at least ten items without scrolling on the laptop; a refused
+postmortem save must put focus on its error summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from flask import Flask
+from playwright.sync_api import Page, expect
+from sqlalchemy import func, select
+
+from survey import db
+from survey.answers.models import Response
+from survey.demo import load_demo
+from survey.departures.models import Departure
+from survey.review.models import Postmortem, ReviewItem
+from tests.browser.conftest import sign_in
+from tests.factories import login, make_user, submit
+
+pytestmark = pytest.mark.browser
+
+LAPTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 360, "height": 740}
+SIZES = {"1280": LAPTOP, "360": PHONE}
+
+#: Elements that hold words people read (customer's or staff's).
+TEXT_BLOCKS = (
+    "main :is(p, dd, dt, li, td, th, blockquote, label, legend, figcaption,"
+    " .quote, .version)"
+)
+
+#: The blocks of five words or more (their own text, not their parts')
+#: narrower than 200 px, hidden ones aside.
+SQUEEZED = """(selector) => {
+  const own = (el) => [...el.childNodes].filter((node) => node.nodeType === 3)
+    .map((node) => node.textContent).join(' ').trim();
+  const width = (el) => Math.round(el.getBoundingClientRect().width);
+  return [...document.querySelectorAll(selector)]
+    .filter((el) => el.getClientRects().length)
+    .filter((el) => !el.closest('.visually-hidden, summary'))
+    // A cross-tab's column headings are labels of numbers, not words to read.
+    .filter((el) => !el.matches('table.matrix thead th:not(:first-child)'))
+    .filter((el) => own(el).split(/\\s+/).length >= 5 && width(el) < 200)
+    .map((el) => `${el.tagName.toLowerCase()} ${width(el)}px: ${own(el)}`);
+}"""
+
+
+#: The tables wider than their box, but for scrollable regions (cross-tabs).
+CUT_OFF = """[...document.querySelectorAll('.table-wrap:not([role=region])')]
+  .filter((el) => el.scrollWidth > el.clientWidth + 1)
+  .map((el) => el.querySelector('th, td')?.innerText)"""
+
+
+@dataclass(frozen=True)
+class Demo:
+    """The demo data's people and the items worth looking at."""
+
+    admin: str
+    marketing: str
+    answered_with_follow_up: str
+    finished: str
+    draft_free: str
+
+
+@pytest.fixture
+def demo(live_app: tuple[Flask, str]) -> Demo:
+    """`make run`'s demo data, staff of each role, and interesting items."""
+    app, _ = live_app
+    with app.app_context(), db.write_session() as session:
+        load_demo(session)
+        session.commit()
+    admin = make_user(app, "admin", name="Ada Admin")
+    marketing = make_user(app, "marketing", name="Max Marketing")
+    with app.app_context(), db.new_session() as session:
+        open_items = (
+            select(Departure.public_id)
+            .join(ReviewItem, ReviewItem.departure_id == Departure.id)
+            .outerjoin(Postmortem, Postmortem.departure_id == Departure.id)
+            .where(ReviewItem.status.in_(("new", "in_review")))
+            .where(Postmortem.id.is_(None))
+        )
+        # The longest answer to a follow-up question: the page that broke.
+        follow_up = session.scalar(
+            open_items.join(Response, Response.departure_id == Departure.id)
+            .where(Response.follow_up_answer.is_not(None))
+            .order_by(func.length(Response.follow_up_answer).desc())
+            .limit(1)
+        )
+        finished = session.scalar(
+            select(Departure.public_id)
+            .join(Postmortem, Postmortem.departure_id == Departure.id)
+            .where(Postmortem.done_at.is_not(None))
+            .order_by(Departure.mrr_cents.desc())
+            .limit(1)
+        )
+        free = session.scalars(open_items.order_by(Departure.id).limit(2)).all()
+    assert follow_up and finished and len(free) == 2
+    return Demo(admin.email, marketing.email, follow_up, finished, free[1])
+
+
+def check(page: Page, artifacts: Path, name: str, size: str) -> None:
+    """Save the page, then check it reads well at this size."""
+    page.screenshot(path=str(artifacts / f"staff-{name}-{size}.png"), full_page=True)
+    sideways = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert sideways <= 0, f"{name} at {size} scrolls sideways by {sideways}px"
+    # Nor is a table cut off in its box; a cross-tab may scroll, as a region.
+    cut_off = page.evaluate(CUT_OFF)
+    assert not cut_off, f"{name} at {size}: tables cut off: {cut_off}"
+    if size == "1280":
+        squeezed = page.evaluate(SQUEEZED, TEXT_BLOCKS)
+        assert not squeezed, f"{name}: squeezed below 200px:\n" + "\n".join(squeezed)
+    results = Axe().run(page)
+    assert results.violations_count == 0, f"{name} at {size}:\n" + (
+        results.generate_report()
+    )
+
+
+def visit(page: Page, base: str, path: str, status: int = 200) -> None:
+    response = page.goto(base + path)
+    assert response is not None and response.status == status, path
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_every_staff_page_reads_well_at_both_sizes(
+    live_app: tuple[Flask, str],
+    live_server: str,
+    browser_page: Page,
+    artifacts: Path,
+    demo: Demo,
+    size: str,
+) -> None:
+    app, _ = live_app
+    page, base = browser_page, live_server
+    page.set_viewport_size(SIZES[size])
+    shot: Callable[[str], None] = lambda name: check(page, artifacts, name, size)  # noqa: E731
+
+    sign_in(page, base, demo.admin)
+    expect(page).to_have_url(f"{base}/review")
+
+    # The queue: Status and Age in view, ten items above the fold on a laptop.
+    rows = page.locator("table.queue tbody tr")
+    expect(rows.first).to_be_visible()
+    shot("queue")
+    if size == "1280":
+        for column in ("Status", "Age"):
+            header = page.get_by_role("columnheader", name=column, exact=True)
+            box = header.bounding_box()
+            assert box is not None and box["x"] + box["width"] <= LAPTOP["width"]
+        above_fold = [
+            box
+            for box in (row.bounding_box() for row in rows.all())
+            if box is not None and box["y"] + box["height"] <= LAPTOP["height"]
+        ]
+        assert len(above_fold) >= 10, f"{len(above_fold)} items above the fold"
+
+    # Filters, the less used ones open because one of them is set.
+    visit(page, base, "/review?status=&segment=enterprise&mrr_min=100&sort=age")
+    expect(page.locator("details.more")).to_have_attribute("open", "")
+    expect(page.locator("#segment")).to_be_visible()
+    shot("queue-filtered")
+
+    # An item whose customer answered a follow-up question at length.
+    visit(page, base, f"/review/{demo.answered_with_follow_up}")
+    answers = page.locator("#answers-heading ~ dl.answers")
+    expect(answers).to_be_visible()
+    shot("item")
+
+    # A finished postmortem reads as a document, with a way to edit it.
+    visit(page, base, f"/review/{demo.finished}")
+    expect(page.locator("#postmortem .read-view")).to_be_visible()
+    shot("item-postmortem-done")
+    page.locator("#postmortem").get_by_role("link", name="Edit the postmortem").click()
+    expect(page.locator("#what_happened")).to_be_visible()
+    shot("item-postmortem-edit")
+
+    # A refused "Mark done": the summary says why, and has focus.
+    visit(page, base, f"/review/{demo.draft_free}")
+    page.locator("#action_items-0-text").fill("Call them in a month")
+    page.get_by_role("button", name="Mark postmortem done").click()
+    summary = page.locator(".error-summary")
+    expect(summary).to_be_focused()
+    expect(summary).to_contain_text("Choose a team.")
+    shot("item-postmortem-errors")
+
+    # Someone else saves meanwhile: their version beside mine, field by field.
+    other = app.test_client()
+    assert login(other, demo.admin).status_code == 302
+    theirs = submit(
+        other,
+        f"/review/{demo.draft_free}",
+        {"what_happened": "Their account of it.", "intent": "save"},
+        action=f"/review/{demo.draft_free}/postmortem",
+    )
+    assert theirs.status_code == 302
+    assert theirs.location.endswith("#postmortem")
+    page.locator("#action_items-0-team").select_option("customer_success")
+    page.locator("#what_happened").fill("My account of it.")
+    page.get_by_role("button", name="Save draft").last.click()
+    expect(page.locator(".compare").first).to_contain_text("Their account of it.")
+    shot("item-postmortem-conflict")
+
+    visit(page, base, "/review/actions")
+    shot("actions")
+    visit(page, base, "/winback")
+    shot("winback")
+    visit(page, base, "/winback?since=2026-12-01&until=2026-01-01", 422)
+    shot("winback-refused")
+    visit(page, base, "/insights")
+    shot("insights")
+    visit(page, base, "/admin/users")
+    shot("users")
+    visit(page, base, "/admin/contacts")
+    shot("contacts")
+    visit(page, base, "/admin/webhooks")
+    shot("webhooks")
+    for name, path in (
+        ("survey-brand", "/admin/survey"),
+        ("survey-reasons", "/admin/survey/reasons"),
+        ("survey-wording", "/admin/survey/wording/en"),
+        ("survey-versions", "/admin/survey/versions"),
+    ):
+        visit(page, base, path)
+        shot(name)
+    visit(page, base, "/account")
+    shot("account")
+    visit(page, base, "/review/no-such-item", 404)
+    expect(page.get_by_role("navigation", name="Staff")).to_be_visible()
+    shot("404")
+
+    # Marketing may not open the queue: a 403 inside the staff layout.
+    page.context.clear_cookies()
+    sign_in(page, base, demo.marketing)
+    visit(page, base, "/review", 403)
+    expect(page.get_by_role("navigation", name="Staff")).to_be_visible()
+    shot("403")
