@@ -399,7 +399,11 @@ def test_a_bad_period_is_refused_on_the_page_with_the_field_named(app):
     admin = _staff(app, "admin")
     page = admin.get("/insights?from=2026-03-31&to=2026-03-01")
     assert page.status_code == 422
-    assert "The period must start on or before its end." in page.get_data(as_text=True)
+    html = page.get_data(as_text=True)
+    assert "The period must start on or before its end." in html
+    summary = html[html.index('class="error-summary"') :]
+    assert summary.index("Some filters need attention") < summary.index("</div>")
+    assert '<a href="#' in summary[: summary.index("</div>")]
 
 
 def test_marketing_and_strangers_are_refused_the_page_and_the_csvs(app, client):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -230,7 +231,15 @@ def test_an_inverted_date_range_is_explained_not_shown_empty(app, client, reader
     login(marketing, make_user(app, "marketing").email)
     page = marketing.get("/winback?since=2026-12-01&until=2026-11-01")
     assert page.status_code == 422
-    assert "not after “from”" in page.get_data(as_text=True)
+    html = page.get_data(as_text=True)
+    assert "not after “from”" in html
+    # Summed up above the filters, with a way to the date to change.
+    assert re.search(
+        r'class="error-summary"[^>]*autofocus.*?'
+        r'<a href="#until">Consented until \(before\) — ',
+        html,
+        re.S,
+    )
     api = client.get(
         "/api/v1/winback/contacts?since=2026-12-01&until=2026-11-01", headers=reader
     )

@@ -96,6 +96,21 @@ def form_problems(form: Any) -> list[Problem]:
     return problems
 
 
+def field_problems(
+    problems: Mapping[str, list[str]], labels: Mapping[str, str]
+) -> list[Problem]:
+    """Return the problems of a hand-written form (field name -> messages),
+    each leading to the element of that name; one without a field of its own
+    (a damaged page link) leads to its message."""
+    return [
+        Problem(name, labels[name], message)
+        if name in labels
+        else Problem(f"{name}-errors", "This page", message)
+        for name, messages in problems.items()
+        for message in messages
+    ]
+
+
 #: Fields with no element a person can go to.
 HIDDEN = frozenset({"HiddenField", "CSRFTokenField"})
 
@@ -126,6 +141,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["contact"] = contact
     app.jinja_env.globals["REASONS"] = KnownReasons()
     app.jinja_env.globals["form_problems"] = form_problems
+    app.jinja_env.globals["field_problems"] = field_problems
     app.jinja_env.globals.update(
         REVIEW_STATUSES=REVIEW_STATUSES,
         ROOT_CAUSES=ROOT_CAUSES,

@@ -26,7 +26,13 @@ from survey.demo import load_demo
 from survey.departures.models import Departure
 from survey.review.models import Postmortem, ReviewItem
 from tests.browser.conftest import sign_in
-from tests.factories import login, make_user, submit
+from tests.factories import (
+    login,
+    make_departure,
+    make_user,
+    submit,
+    survey_path,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -69,8 +75,10 @@ class Demo:
     admin: str
     marketing: str
     answered_with_follow_up: str
+    answered_at_length: str
     finished: str
     draft_free: str
+    person: str
 
 
 @pytest.fixture
@@ -80,6 +88,19 @@ def demo(live_app: tuple[Flask, str]) -> Demo:
     with app.app_context(), db.write_session() as session:
         load_demo(session)
         session.commit()
+    # A customer with a lot to say, one unbroken word of it (a pasted link).
+    talker = make_departure(app, company="Very Long Answers Ltd")
+    page1 = survey_path(app, talker)
+    customer = app.test_client()
+    assert submit(customer, page1, {"reason": "missing_features"}).status_code == 303
+    long_words = "We needed an audit trail for every export. " * 12
+    pasted = "https://tickets.example/" + "x" * 240
+    more = submit(
+        customer,
+        f"{page1}/more",
+        {"follow_up": long_words, "details": f"{long_words}\n{pasted}"},
+    )
+    assert more.status_code == 303
     admin = make_user(app, "admin", name="Ada Admin")
     marketing = make_user(app, "marketing", name="Max Marketing")
     with app.app_context(), db.new_session() as session:
@@ -105,8 +126,19 @@ def demo(live_app: tuple[Flask, str]) -> Demo:
             .limit(1)
         )
         free = session.scalars(open_items.order_by(Departure.id).limit(2)).all()
-    assert follow_up and finished and len(free) == 2
-    return Demo(admin.email, marketing.email, follow_up, finished, free[1])
+        person = session.scalar(
+            select(Departure.contact_email).order_by(Departure.id).limit(1)
+        )
+    assert follow_up and finished and len(free) == 2 and person
+    return Demo(
+        admin.email,
+        marketing.email,
+        follow_up,
+        talker.public_id,
+        finished,
+        free[1],
+        person,
+    )
 
 
 def check(page: Page, artifacts: Path, name: str, size: str) -> None:
@@ -177,6 +209,9 @@ def test_every_staff_page_reads_well_at_both_sizes(
     answers = page.locator("#answers-heading ~ dl.answers")
     expect(answers).to_be_visible()
     shot("item")
+    visit(page, base, f"/review/{demo.answered_at_length}")
+    expect(answers).to_contain_text("audit trail")
+    shot("item-long-answers")
 
     # A finished postmortem reads as a document, with a way to edit it.
     visit(page, base, f"/review/{demo.finished}")
@@ -224,6 +259,12 @@ def test_every_staff_page_reads_well_at_both_sizes(
     shot("users")
     visit(page, base, "/admin/contacts")
     shot("contacts")
+    # Erasing without the typed confirmation: what it would remove, and why not.
+    page.locator("#email").fill(demo.person)
+    page.get_by_role("button", name="Erase their data").click()
+    expect(page.locator(".error-summary")).to_be_focused()
+    expect(page.get_by_role("status")).to_contain_text("removes the personal data of")
+    shot("contacts-erase-unconfirmed")
     visit(page, base, "/admin/webhooks")
     shot("webhooks")
     for name, path in (
