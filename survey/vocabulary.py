@@ -52,6 +52,36 @@ CONSENT_CHANNELS: Final = ("survey", "withdrawal_link", "staff", "api")
 
 # --- staff side (labels in staff language: English) ---------------------------
 
+#: Staff roles, by what each may do.
+ROLE_LABELS: Final = {
+    "admin": "Admin (everything)",
+    "csm": "CSM (review queue, insights)",
+    "marketing": "Marketing (win-back list)",
+}
+
+#: Where a departure came from.
+SOURCE_LABELS: Final = {
+    "api": "API",
+    "stripe": "Stripe",
+    "csv": "CSV import",
+    "staff": "Staff",
+}
+
+#: A departure's win-back consent, as its latest event left it.
+CONSENT_STATES: Final = {
+    "none": "Not given",
+    "granted": "Granted",
+    "withdrawn": "Withdrawn",
+}
+
+#: How a consent event came in.
+CONSENT_CHANNEL_LABELS: Final = {
+    "survey": "the survey",
+    "withdrawal_link": "the link in an email",
+    "staff": "staff, on request",
+    "api": "the API",
+}
+
 #: Review queue statuses, in their usual order.
 REVIEW_STATUSES: Final = {
     "new": "New",

@@ -165,7 +165,7 @@ def test_staff_withdraw_on_written_request_with_a_note(app, client, reader, sess
     )
     assert listed(client, reader) == []
     html = staff.get(page).get_data(as_text=True)
-    assert "withdrawn through staff" in html
+    assert "Withdrawn through staff, on request" in html
     assert "Email of 3 March asking us to stop" in html
     status = client.get(
         f"/api/v1/departures/{departure.public_id}",

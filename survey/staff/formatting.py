@@ -14,9 +14,13 @@ from survey import clock
 from survey.money import major_units
 from survey.outbox import ERASED_DOMAIN
 from survey.vocabulary import (
+    CONSENT_CHANNEL_LABELS,
+    CONSENT_STATES,
     DESTINATIONS,
     REVIEW_STATUSES,
+    ROLE_LABELS,
     ROOT_CAUSES,
+    SOURCE_LABELS,
     TEAMS,
     WINBACK_RECOMMENDATIONS,
     YES_PARTLY_NO,
@@ -144,6 +148,10 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["field_problems"] = field_problems
     app.jinja_env.globals.update(
         REVIEW_STATUSES=REVIEW_STATUSES,
+        ROLE_LABELS=ROLE_LABELS,
+        SOURCE_LABELS=SOURCE_LABELS,
+        CONSENT_STATES=CONSENT_STATES,
+        CONSENT_CHANNEL_LABELS=CONSENT_CHANNEL_LABELS,
         ROOT_CAUSES=ROOT_CAUSES,
         TEAMS=TEAMS,
         DESTINATIONS=DESTINATIONS,

@@ -17,9 +17,10 @@ from wtforms.validators import InputRequired, Length
 
 from survey.staff.models import NAME_MAX_LENGTH, ROLES
 from survey.staff.passwords import MIN_LENGTH
+from survey.vocabulary import ROLE_LABELS
 from survey.webhooks import EVENTS
 
-ROLE_CHOICES = [SelectChoice(role, role) for role in ROLES]
+ROLE_CHOICES = [SelectChoice(role, ROLE_LABELS[role]) for role in ROLES]
 
 
 # Flask-WTF ships no type hints, hence the ignores.
