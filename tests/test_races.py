@@ -26,6 +26,7 @@ from survey.answers.models import Response
 from survey.branding.models import Brand
 from survey.consent import ConsentEvent
 from survey.departures.models import Departure
+from survey.review.models import Postmortem
 from survey.staff.models import StaffUser
 from survey.wording.models import SurveyVersion
 from tests.factories import (
@@ -436,3 +437,74 @@ def test_staff_writing_racing_an_erasure_does_not_bring_it_back(
             select(column).where(column.table.c.departure_id == departure.id)
         ).all()
         assert not [t for t in kept if t and "Bea Racer" in t], f"round {round_}"
+
+
+def test_editors_saving_one_postmortem_at_once_never_overwrite_each_other(
+    app, served, session
+):
+    """Each CSM saved the version they opened: one save goes in, the others
+    are shown their text beside the one saved (409), none silently lost; and
+    a save that takes the other version in part goes in whole."""
+    csms = [signed_in(served, make_user(app, "csm").email) for _ in range(4)]
+    departure, _page1, _first = answered(app, served)
+    item = f"/review/{departure.public_id}"
+    for round_ in range(ROUNDS):
+        forms = forms_on(served, csms, item)
+        assert len({form["version"] for form in forms}) == 1
+        requests = [
+            partial(
+                call,
+                served,
+                "POST",
+                f"{item}/postmortem",
+                {
+                    **form,
+                    "lessons": f"Round {round_}, CSM {number}",
+                    "what_happened": f"Seen by CSM {number}",
+                    "intent": "save",
+                },
+                browser,
+            )
+            for number, (browser, form) in enumerate(zip(csms, forms, strict=True))
+        ]
+        statuses = at_once(requests)
+        assert sorted(statuses) == [302, 409, 409, 409], f"round {round_}"
+        winner = statuses.index(302)
+        session.rollback()
+        saved = session.scalar(select(Postmortem))
+        assert saved is not None and saved.version == round_ + 1
+        assert saved.lessons == f"Round {round_}, CSM {winner}"
+
+    # A refused editor keeps their account, takes the winner's lessons.
+    loser = next(i for i in range(4) if i != winner)
+    status, page = call(
+        served,
+        "POST",
+        f"{item}/postmortem",
+        {**forms_on(served, [csms[loser]], item)[0], "version": str(ROUNDS - 1)}
+        | {"what_happened": "Mine, kept", "lessons": "mine", "intent": "save"},
+        csms[loser],
+    )
+    assert status == 409
+    assert (
+        call(
+            served,
+            "POST",
+            f"{item}/postmortem",
+            hidden_fields(page)
+            | {
+                "what_happened": "Mine, kept",
+                "lessons": "mine",
+                "resolve-lessons": "theirs",
+                "intent": "save",
+            },
+            csms[loser],
+        )[0]
+        == 302
+    )
+    session.rollback()
+    saved = session.scalar(select(Postmortem))
+    assert (saved.what_happened, saved.lessons) == (
+        "Mine, kept",
+        f"Round {ROUNDS - 1}, CSM {winner}",
+    )

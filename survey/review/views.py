@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("review", __name__, url_prefix="/review")
 private_pages(bp)
 
+#: The queue's filters used most, as the query string names them.
+FILTERS = ("q", "status", "assignee", "reason")
+
 #: The queue's filters under "More filters" (open when one is set).
 MORE_FILTERS = (
     "root_cause",
@@ -138,6 +141,9 @@ def queue_view() -> str:
         first_url=_queue_url(query) if request.args.get("after") else None,
         more_filters=sum(
             1 for name in MORE_FILTERS if request.args.get(name) or form[name].errors
+        ),
+        filters_set=sum(
+            1 for name in (*FILTERS, *MORE_FILTERS) if request.args.get(name)
         ),
     )
 

@@ -197,10 +197,21 @@ def test_every_staff_page_reads_well_at_both_sizes(
             if box is not None and box["y"] + box["height"] <= LAPTOP["height"]
         ]
         assert len(above_fold) >= 10, f"{len(above_fold)} items above the fold"
+    else:
+        # On a phone, filters and bulk changes fold away: the list comes first.
+        expect(page.get_by_text("Filters", exact=True)).to_be_visible()
+        expect(page.locator("#q")).to_be_hidden()
+        box = rows.first.bounding_box()
+        assert box is not None and box["y"] < PHONE["height"] / 2
+        page.get_by_text("Filters", exact=True).click()
+        expect(page.locator("#q")).to_be_visible()
 
     # Filters, the less used ones open because one of them is set.
-    visit(page, base, "/review?status=&segment=enterprise&mrr_min=100&sort=age")
+    visit(page, base, "/review?status=&segment=enterprise&mrr_min=100&sort=oldest")
+    if size == "360":  # folded, saying how many filters are set
+        page.get_by_text("Filters (2 set)", exact=True).click()
     expect(page.locator("details.more")).to_have_attribute("open", "")
+    expect(page.locator(".error-summary")).to_have_count(0)
     expect(page.locator("#segment")).to_be_visible()
     shot("queue-filtered")
 
