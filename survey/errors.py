@@ -125,6 +125,11 @@ def _json_error(
 _FOR_STAFF = {
     403: ("Not open to your role", "Your role does not open this page."),
     404: ("Page not found", "There is no such page, or nothing at this address now."),
+    500: (
+        "Something went wrong",
+        "Something went wrong on our side, and it was logged. Try again, or "
+        "go on from the navigation.",
+    ),
 }
 
 
@@ -142,18 +147,23 @@ def _page(status: int, title: Text, message: Text) -> tuple[str, int]:
     # A staff member stays in the staff layout, with its navigation; anyone
     # else reads it in the page's language, else the browser's: a customer
     # who mistyped a link reads the error in their own.
-    staff_page = status in _FOR_STAFF and _staff_member()
-    if staff_page:
-        title, message = _FOR_STAFF[status]
+    if status in _FOR_STAFF and _staff_member():
+        try:
+            return _rendered(status, *_FOR_STAFF[status], staff_page=True), status
+        except Exception:  # the staff layout needs what may have failed
+            log.exception("the staff error page failed; the plain one is shown")
+    return _rendered(status, title, message, staff_page=False), status
+
+
+def _rendered(status: int, title: Text, message: Text, *, staff_page: bool) -> str:
     with force_locale(g.get("locale") or customer_locale(None)):
-        page = render_template(
+        return render_template(
             "errors/error.html",
             status=status,
             title=title,
             message=message,
             staff_page=staff_page,
         )
-    return page, status
 
 
 def handle_survey_error(error: SurveyError) -> Any:

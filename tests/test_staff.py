@@ -459,6 +459,22 @@ def test_staff_errors_keep_the_staff_navigation(app, client):
     assert 'href="/review"' not in link.get_data(as_text=True)
 
 
+def test_a_failure_on_a_staff_page_keeps_the_staff_navigation(make_app):
+    app = make_app()
+
+    @app.get("/review/fails")
+    def fails():
+        raise RuntimeError("kaboom")
+
+    client = app.test_client()
+    login(client, make_user(app, "csm").email)
+    failed = client.get("/review/fails")
+    assert failed.status_code == 500
+    html = failed.get_data(as_text=True)
+    assert "<h1>Something went wrong</h1>" in html
+    assert 'href="/review"' in html and "kaboom" not in html
+
+
 def test_an_error_for_someone_signed_out_has_no_staff_navigation(client):
     page = client.get("/no-such-page")
     assert page.status_code == 404
