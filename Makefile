@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app survey
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint format lock translations catalogs bench bench-review bench-insights bench-export bench-outbox clean
+.PHONY: run test lint format lock translations catalogs bench bench-review bench-insights bench-export bench-outbox soak clean
 
 # Translation catalogs: text in the repository, compiled here (and into the wheel).
 CATALOGS := $(wildcard survey/translations/*/LC_MESSAGES/messages.po)
@@ -94,6 +94,12 @@ bench-insights: $(BIN)/.installed
 	  $(BIN)/python benchmarks/bench_insights.py --database-url $(BENCH_PG); fi
 
 ## Win-back CSV export of 1M contacts through gunicorn (and on BENCH_PG if set).
+## The deployment under load: two gunicorn servers, two mail workers, one
+## PostgreSQL (SOAK_DATABASE_URL, a database of its own), a kill of each midway.
+SOAK_SECONDS ?= 300
+soak: $(BIN)/.installed catalogs
+	$(BIN)/python benchmarks/soak.py --seconds $(SOAK_SECONDS)
+
 bench-export: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_export.py $(if $(BENCH_PG),--postgres $(BENCH_PG))
 

@@ -197,6 +197,22 @@ def survey_env(tmp: Path, port: int, database_url: str | None = None) -> dict[st
     return env
 
 
+def flask(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    """Run a ``flask --app survey`` command; return what it printed."""
+    done = subprocess.run(
+        [tool("flask"), "--app", "survey", *args],
+        env=env,
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"flask {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
 def migrate(env: dict[str, str]) -> None:
     """Apply the migrations with the project's own command."""
     done = subprocess.run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from functools import lru_cache
@@ -13,28 +12,9 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-__all__ = ["create_app"]
+from survey.resources import resource_dir
 
-_PACKAGE = Path(__file__).parent
-
-
-def resource_dir(name: str) -> Path:
-    """Return a shipped folder: inside the installed package, or the repo's top."""
-    inside = _PACKAGE / name
-    return inside if inside.is_dir() else _PACKAGE.parent / name
-
-
-def _configure_logging() -> None:
-    """Send our INFO logs to stderr unless the host (pytest, ...) set up logging."""
-    logger = logging.getLogger("survey")
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
-        logger.addHandler(handler)
+__all__ = ["create_app", "resource_dir"]
 
 
 class SurveyFlask(Flask):
@@ -65,7 +45,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         template_folder=str(resource_dir("templates")),
         static_folder=str(resource_dir("static")),
     )
-    from survey import cli, db, errors, i18n, outbox, security
+    from survey import cli, db, errors, i18n, logs, metrics, outbox, security
     from survey import config as settings
     from survey.sessions import CookielessSessionInterface
 
@@ -76,7 +56,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies
         )
-    _configure_logging()
+    logs.init_app(app)  # first: every later hook's lines name the request
+    metrics.init_app(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
     i18n.init_app(app)
@@ -86,6 +67,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf = CSRFProtect(app)
 
     from survey import api, health
+    from survey.api import metrics as metrics_page
     from survey.branding import views as branding
     from survey.insights import views as insights
     from survey.public import views as public
@@ -110,6 +92,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(insights.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(metrics_page.bp)
     csrf.exempt(api.bp)  # token-authenticated; no cookies involved
     csrf.exempt(public.bp)  # no cookies either: its forms are bound to the link
     cli.init_app(app)

@@ -8,7 +8,8 @@ import select
 import signal
 import sys
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import click
@@ -615,6 +616,19 @@ def webhooks_remove(endpoint_id: int) -> None:
     click.echo(f"Endpoint {endpoint_id} removed, with its deliveries.")
 
 
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Keep a logger to warnings inside the block (the demo's links stay
+    visible among its lines), as it was after."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 @click.command("demo")
 @with_appcontext
 def demo_command() -> None:
@@ -626,8 +640,7 @@ def demo_command() -> None:
     from survey.branding.service import forget
     from survey.demo import demo_admin, demo_brand, holds_other_data, load_demo
 
-    logging.getLogger("survey").setLevel(logging.WARNING)  # keep the links visible
-    with db.write_session() as session:
+    with _quiet("survey"), db.write_session() as session:
         if holds_other_data(session):
             click.echo(
                 "This database holds departures that are not demo data: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -12,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask
 
+from survey import logs
 from survey.i18n import shipped_languages
 
 #: Environments in which the service may run without a configured secret key.
@@ -95,6 +97,11 @@ DEFAULTS: dict[str, Any] = {
     #: Erase departures cancelled longer ago than this (None: keep); a person's
     #: newer departure keeps theirs.
     "RETENTION_DAYS": None,
+    #: Log lines as plain "text" or as "json" objects, one per line.
+    "LOG_FORMAT": "text",
+    #: Addresses or networks that may read /metrics without a token (a JSON
+    #: list, e.g. ["10.0.0.0/8"]); anyone else needs a metrics:read token.
+    "METRICS_ALLOW": [],
     #: Proxies in front of the service that set X-Forwarded-For/-Proto (0: none).
     "PROXY_COUNT": 0,
     #: Strict-Transport-Security max-age sent when BASE_URL is https (0: never).
@@ -224,6 +231,20 @@ def _check(app: Flask) -> None:
             + ", ".join(sorted(shipped_languages()))
             + "."
         )
+    if config["LOG_FORMAT"] not in logs.FORMATS:
+        raise ConfigError("SURVEY_LOG_FORMAT must be text or json.")
+    if isinstance(config["METRICS_ALLOW"], str):
+        config["METRICS_ALLOW"] = [config["METRICS_ALLOW"]]
+    try:
+        config["METRICS_ALLOW"] = [
+            ipaddress.ip_network(str(net), strict=False)
+            for net in config["METRICS_ALLOW"]
+        ]
+    except (TypeError, ValueError):
+        raise ConfigError(
+            "SURVEY_METRICS_ALLOW must be a JSON list of addresses or networks, "
+            'e.g. ["10.0.0.0/8"].'
+        ) from None
     reminders = config["REMINDERS"]
     if not _whole_number(reminders) or not 0 <= reminders <= 2:
         raise ConfigError("SURVEY_REMINDERS must be 0, 1 or 2.")

@@ -7,7 +7,9 @@ README): a gthread worker's thread waits for as long as a client takes to
 send its body.
 """
 
+import os
 import sys
+from typing import Any
 
 wsgi_app = "survey:create_app()"
 bind = ["127.0.0.1:8000"]
@@ -27,3 +29,12 @@ timeout = 30
 graceful_timeout = 30
 #: How long an idle keep-alive connection (from the proxy) stays open.
 keepalive = 5
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker that stops leaves its counters to /metrics, not its gauges
+    (prometheus-client's multiprocess mode, with PROMETHEUS_MULTIPROC_DIR)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

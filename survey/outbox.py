@@ -61,7 +61,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.orm.attributes import set_committed_value
 
-from survey import clock, db
+from survey import clock, db, logs, metrics
 from survey.db import Base
 from survey.errors import DatabaseBusy
 from survey.i18n import force_locale
@@ -118,6 +118,8 @@ class OutboxMessage(Base):
     locked_until: Mapped[datetime | None]
     #: Which worker holds (or last held) the claim.
     claimed_by: Mapped[str | None] = mapped_column(String(32))
+    #: The request that created the message (X-Request-ID), for the logs.
+    request_id: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
@@ -209,6 +211,7 @@ def enqueue(
         attempts=0,
         next_attempt_at=now,
         created_at=now,
+        request_id=logs.request_id(),
     )
     session.add(message)
     session.flush()
@@ -395,12 +398,9 @@ class _Mailer:
         mail_message = _as_mail(message)
         if current_app.config["MAIL_SUPPRESS_SEND"]:
             path = _write_eml(message, mail_message)
+            # The file holds the links; a log line never does (a survey link
+            # opens a customer's answers).
             log.info("no mail server configured: wrote %s", path)
-            # The documented way for a newcomer to click through locally.
-            for line in message.body_text.splitlines():
-                if "/s/" in line and "?" not in line:
-                    log.info("survey link for %s: %s", message.kind, line.strip())
-                    break
             return
         try:
             if self.connection is None:
@@ -515,7 +515,7 @@ class _Senders:
             session.close()
 
     def _send(self, message: OutboxMessage) -> _Attempt:
-        with self._app.app_context():
+        with self._app.app_context(), logs.acting_for(message.request_id):
             own: tuple[_Mailer, Session] | None = getattr(self._own, "tools", None)
             if own is None:
                 own = self._own.tools = (_Mailer(), db.new_session())
@@ -638,6 +638,9 @@ def _record_results(
         for a in attempts
     ]
     session.commit()
+    for attempt, outcome in zip(attempts, outcomes, strict=True):
+        if outcome is not None:
+            metrics.OUTBOX_ATTEMPTS.labels(attempt.message.kind, outcome).inc()
     return outcomes
 
 
@@ -648,6 +651,13 @@ def _record_failure(session: Session, attempt: _Attempt, worker: str) -> str | N
     )
     if message is None or message.status != PENDING or message.claimed_by != worker:
         return None  # another worker took the message over; its attempt decides
+    with logs.acting_for(message.request_id):
+        outcome = _retry_or_give_up(message, attempt)
+    session.flush()
+    return outcome
+
+
+def _retry_or_give_up(message: OutboxMessage, attempt: _Attempt) -> str:
     now = clock.now()
     message.attempts += 1
     message.locked_until = None
@@ -669,7 +679,6 @@ def _record_failure(session: Session, attempt: _Attempt, worker: str) -> str | N
         message.attempts,
         attempt.error,
     )
-    session.flush()
     return "retried"
 
 

@@ -8,7 +8,10 @@ transaction.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -30,13 +33,46 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
-from survey import create_app, db
+from survey import create_app, db, logs
 from survey.cli import alembic_config
 from survey.models import Base
+from tests.factories import PASSWORD
 
 PG_URL = os.environ.get("SURVEY_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 SECRET = "test-secret-key"
+
+
+#: A signed survey or withdrawal link's token (a JSON string, a timestamp, a
+#: signature): it opens a customer's answers, so no log line may hold one.
+LINK_TOKEN = re.compile(r"I[\w-]{20,}\.[\w-]{5,8}\.[\w-]{20,}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_log_line_of_the_run(tmp_path_factory: Any) -> Iterator[None]:
+    """Write our log lines of the whole run as JSON (SURVEY_LOG_FORMAT=json);
+    then check that each line is one JSON object and none holds a link's
+    token or a password."""
+    path = tmp_path_factory.mktemp("logs") / "survey.jsonl"
+    logger = logging.getLogger("survey")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)  # as the app sets it
+    with path.open("w", encoding="utf-8") as stream:
+        handler = logs.handler("json")
+        handler.setStream(stream)
+        handler.set_name("test-run-log")
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+    leaks = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        assert {"time", "level", "logger", "message"} <= set(record), line
+        if LINK_TOKEN.search(line) or PASSWORD in line:
+            leaks.append(line)
+    assert not leaks, "log lines holding a secret:\n" + "\n".join(leaks[:20])
 
 
 class Clock:

@@ -24,6 +24,7 @@ SCOPES = (
     "winback:read",
     "contacts:erase",
     "insights:read",
+    "metrics:read",
 )
 NAME_MAX_LENGTH = 200
 TOKEN_PREFIX = "es_"  # noqa: S105  (a visible marker, not a secret)
@@ -106,7 +107,8 @@ def revoke_token(session: Session, prefix: str) -> ApiToken:
     return token
 
 
-def _authenticate() -> ApiToken:
+def authenticate() -> ApiToken:
+    """Return the live token the request's Authorization header carries."""
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
@@ -130,7 +132,7 @@ def require_scope(*accepted: str) -> Callable[[F], F]:
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = _authenticate()
+            token = authenticate()
             if not set(accepted) & set(token.scopes):
                 raise Forbidden(f"This token lacks the scope {' or '.join(accepted)}.")
             g.api_token = token

@@ -20,7 +20,7 @@ from flask import Response as HttpResponse
 from flask_login import LoginManager, current_user, login_user, logout_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from survey import db
+from survey import db, metrics
 from survey.errors import InvalidInput
 from survey.staff import access, service
 from survey.staff.forms import DigestForm, LoginForm, PasswordForm
@@ -94,6 +94,7 @@ def login() -> str | WerkzeugResponse:
             user = service.finish_attempt(writer, attempt, ok, new_hash)
         except service.LoginRefused as refused:
             writer.commit()
+            metrics.SIGN_IN_FAILURES.inc()
             error = refused.message
         else:
             if current_user.is_authenticated and current_user.session_token:

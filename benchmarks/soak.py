@@ -1,0 +1,767 @@
+"""A soak of the deployment: two app servers and two mail workers on one
+PostgreSQL database, under a mixed load through HTTP only, with one worker
+and one app server killed and restarted midway; then a check that nothing
+was lost.
+
+It starts, on this machine: a real SMTP sink (aiosmtpd), two gunicorn
+instances as the README's production section runs them (its settings file,
+PostgreSQL, JSON logs, metrics in multiprocess mode), two ``flask outbox
+send`` workers; clients spread their requests over both servers in turn.
+
+The load, for ``--seconds`` (default 300): departures through the API (some
+sent twice at once), survey answers and changed answers through the
+customer's pages, consent withdrawals through the emails' one-click link,
+staff sign-ins and queue work, win-back exports, erasures.
+
+Then it checks and prints: every departure invited exactly once (a second
+copy counted apart, allowed only as the README's at-least-once delivery
+allows, when a worker was killed); every answer and consent change that got
+a 2xx/3xx is in the database; no erased person's data anywhere; no 5xx but
+during the kills (counted); p50/p95/p99 per route and the throughput. The
+exit status is 1 on any loss, 2 when the soak could not run.
+
+Usage::
+
+    .venv/bin/python benchmarks/soak.py [--seconds 300] [--clients 8]
+        [--database postgresql+psycopg://postgres@127.0.0.1:5432/soak]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from aiosmtpd.controller import Controller
+from sqlalchemy import create_engine, text
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from bench_survey import BenchError, flask, free_port, tool  # noqa: E402
+
+DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/soak"
+STAFF_PASSWORD = "soak staff password 8c2f"
+HIDDEN = re.compile(r'<input[^>]*type="hidden"[^>]*>')
+REASONS = ("too_expensive", "missing_features", "product_issues", "switched")
+
+
+class SoakError(BenchError):
+    """The soak could not run (not a finding about the service)."""
+
+
+# --- the mail sink ----------------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    """What the SMTP sink received, by recipient."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    by_recipient: dict[str, list[Any]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = message_from_bytes(envelope.content)
+        with self.lock:
+            for recipient in envelope.rcpt_tos:
+                self.by_recipient[recipient.lower()].append(message)
+        return "250 OK"
+
+    def received(self, address: str) -> list[Any]:
+        with self.lock:
+            return list(self.by_recipient.get(address.lower(), []))
+
+
+# --- the deployment -----------------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    """The processes of the soak, and how to restart them."""
+
+    env: dict[str, str]
+    ports: list[int]
+    servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: Path = Path()
+
+    def start_server(self, index: int) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"server-{index}.log").open("ab")
+        return subprocess.Popen(
+            [
+                tool("gunicorn"),
+                "-c",
+                "python:survey.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{self.ports[index]}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+            ],
+            env=self.env | {"PROMETHEUS_MULTIPROC_DIR": str(self.logs / f"m{index}")},
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def start_worker(self, index: int) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"worker-{index}.log").open("ab")
+        return subprocess.Popen(
+            [tool("flask"), "--app", "survey", "outbox", "send"],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def start(self) -> None:
+        for index in range(len(self.ports)):
+            (self.logs / f"m{index}").mkdir(exist_ok=True)
+            self.servers.append(self.start_server(index))
+        for index in range(2):
+            self.workers.append(self.start_worker(index))
+        for port in self.ports:
+            wait_until_ready(port)
+
+    def stop(self) -> None:
+        for process in [*self.servers, *self.workers]:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in [*self.servers, *self.workers]:
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until_ready(port: int, timeout: float = 60) -> None:
+    """Wait until the server on ``port`` answers /readyz with 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/readyz")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SoakError(f"the app server on port {port} did not get ready")
+
+
+def fresh_database(url: str) -> None:
+    """Create the soak's database if needed, and empty its schema."""
+    name = urlsplit(url.replace("+psycopg", "")).path.lstrip("/")
+    server = create_engine(
+        url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT"
+    )
+    with server.connect() as connection:
+        exists = connection.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        ).first()
+        if not exists:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    server.dispose()
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+# --- the clients ---------------------------------------------------------------
+
+
+@dataclass
+class Ledger:
+    """What the clients were told, to check against the database after."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: external id -> (public id, contact email, survey path)
+    departures: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    #: public id -> the reason last acknowledged (2xx/3xx)
+    reasons: dict[str, str] = field(default_factory=dict)
+    #: public id -> the consent last acknowledged ("granted" / "withdrawn")
+    consents: dict[str, str] = field(default_factory=dict)
+    erased: set[str] = field(default_factory=set)
+    #: route -> latencies (s)
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    statuses: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    server_errors: list[tuple[float, str, int]] = field(default_factory=list)
+    refused_connections: list[tuple[float, str]] = field(default_factory=list)
+    requests: int = 0
+
+
+class Client:
+    """One person at a browser or a program, spreading requests over the
+    servers in turn; a cookie jar of one session."""
+
+    def __init__(self, ports: list[int], ledger: Ledger, seed: int) -> None:
+        self.ports = itertools.cycle(ports)
+        self.ledger = ledger
+        self.cookie: str | None = None
+        self.random = random.Random(seed)
+        #: The departures this client recorded: only it answers, withdraws
+        #: or erases them, in order, so what it was told last is what holds.
+        self.mine: list[tuple[str, str, str]] = []
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        route: str,
+        *,
+        form: dict[str, Any] | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str, dict[str, str]]:
+        """Make a request on the next server (the other one when this one
+        refuses the connection: it is being restarted)."""
+        sent = dict(headers or {})
+        if self.cookie:
+            sent["Cookie"] = self.cookie
+        if form is not None:
+            body = urlencode(form, doseq=True).encode()
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        for _attempt in range(4):
+            port = next(self.ports)
+            started = time.monotonic()
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                connection.request(method, path, body=body, headers=sent)
+                answer = connection.getresponse()
+                content = answer.read().decode("utf-8", "replace")
+                answer_headers = {k.lower(): v for k, v in answer.getheaders()}
+                connection.close()
+            except (ConnectionError, http.client.HTTPException, TimeoutError) as exc:
+                with self.ledger.lock:
+                    self.ledger.refused_connections.append((time.time(), repr(exc)))
+                time.sleep(0.2)
+                continue
+            elapsed = time.monotonic() - started
+            if cookie := answer_headers.get("set-cookie"):
+                self.cookie = cookie.split(";", 1)[0]
+            with self.ledger.lock:
+                self.ledger.requests += 1
+                self.ledger.latencies[f"{method} {route}"].append(elapsed)
+                self.ledger.statuses[answer.status] += 1
+                if answer.status >= 500:
+                    self.ledger.server_errors.append(
+                        (time.time(), route, answer.status)
+                    )
+            return answer.status, content, answer_headers
+        return 0, "", {}
+
+
+def hidden_fields(page: str) -> dict[str, str]:
+    """The hidden inputs of a page (its CSRF or form token among them)."""
+    fields = {}
+    for tag in HIDDEN.findall(page):
+        name = re.search(r'name="([^"]+)"', tag)
+        value = re.search(r'value="([^"]*)"', tag)
+        if name:
+            fields[name.group(1)] = value.group(1) if value else ""
+    return fields
+
+
+class Load:
+    """The mixed load: one client's loop of things people and programs do."""
+
+    def __init__(
+        self,
+        ports: list[int],
+        ledger: Ledger,
+        mailbox: Mailbox,
+        token: str,
+        staff: str,
+        until: float,
+    ) -> None:
+        self.ports, self.ledger, self.mailbox = ports, ledger, mailbox
+        self.token, self.staff, self.until = token, staff, until
+        self.numbers = itertools.count()
+        self.numbers_lock = threading.Lock()
+
+    def api(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def record_departure(self, client: Client, twice: bool) -> None:
+        with self.numbers_lock:
+            number = next(self.numbers)
+        external_id = f"soak-{number}-{secrets.token_hex(3)}"
+        email = f"person{number}.{secrets.token_hex(2)}@soak.example"
+        payload = json.dumps(
+            {
+                "external_id": external_id,
+                "contact_email": email,
+                "contact_name": f"Person {number}",
+                "company": f"Company {number}",
+                "plan": "growth",
+                "mrr_cents": 10_000 + number,
+                "segment": "smb",
+            }
+        ).encode()
+        headers = self.api() | {"Content-Type": "application/json"}
+        answers: list[tuple[int, str]] = []
+
+        def post(other: Client) -> None:
+            status, body, _ = other.call(
+                "POST",
+                "/api/v1/departures",
+                "/api/v1/departures",
+                body=payload,
+                headers=headers,
+            )
+            answers.append((status, body))
+
+        if twice:  # the same departure, sent twice at once
+            twin = Client(self.ports, self.ledger, client.random.randrange(1 << 30))
+            threads = [threading.Thread(target=post, args=(c,)) for c in (client, twin)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        else:
+            post(client)
+        for status, body in answers:
+            if status == 201:
+                data = json.loads(body)
+                departure = (data["id"], email, urlsplit(data["survey_url"]).path)
+                client.mine.append(departure)
+                with self.ledger.lock:
+                    self.ledger.departures[external_id] = departure
+
+    def pick(self, client: Client) -> tuple[str, str, str] | None:
+        return client.random.choice(client.mine) if client.mine else None
+
+    def answer(self, client: Client) -> None:
+        picked = self.pick(client)
+        if picked is None:
+            return
+        public_id, _email, path = picked
+        status, page, _ = client.call("GET", path, "/s/<token>")
+        if status != 200:
+            return
+        reason = client.random.choice(REASONS)
+        status, _body, _headers = client.call(
+            "POST", path, "/s/<token>", form=hidden_fields(page) | {"reason": reason}
+        )
+        if status in (302, 303):
+            with self.ledger.lock:
+                self.ledger.reasons[public_id] = reason
+        else:
+            return
+        status, page, _ = client.call("GET", f"{path}/more", "/s/<token>/more")
+        if status != 200 or client.random.random() < 0.3:
+            return
+        consent = client.random.random() < 0.7
+        form = hidden_fields(page) | {"details": "Soak details text"}
+        if consent:
+            form["winback_consent"] = "y"
+        status, _body, _ = client.call(
+            "POST", f"{path}/more", "/s/<token>/more", form=form
+        )
+        if status in (302, 303):
+            with self.ledger.lock:
+                previous = self.ledger.consents.get(public_id)
+                if consent:
+                    self.ledger.consents[public_id] = "granted"
+                elif previous == "granted":
+                    self.ledger.consents[public_id] = "withdrawn"
+
+    def withdraw(self, client: Client) -> None:
+        picked = self.pick(client)
+        if picked is None:
+            return
+        public_id, email, _path = picked
+        links = [
+            m.get("List-Unsubscribe", "").strip("<>")
+            for m in self.mailbox.received(email)
+            if m.get("List-Unsubscribe")
+        ]
+        if not links:
+            return
+        path = urlsplit(links[0]).path
+        status, _body, _ = client.call(
+            "POST",
+            path,
+            "/w/<token>",
+            form={"List-Unsubscribe": "One-Click"},
+        )
+        if status in (200, 204, 302, 303):
+            with self.ledger.lock:  # recorded unless already withdrawn
+                self.ledger.consents[public_id] = "withdrawn"
+
+    def staff_work(self, client: Client) -> None:
+        if client.cookie is None:
+            status, page, _ = client.call("GET", "/login", "/login")
+            if status != 200:
+                return
+            form = hidden_fields(page) | {
+                "email": self.staff,
+                "password": STAFF_PASSWORD,
+            }
+            status, _body, _ = client.call("POST", "/login", "/login", form=form)
+            if status not in (302, 303):
+                client.cookie = None
+                return
+        status, page, _ = client.call("GET", "/review", "/review")
+        items = re.findall(r'href="(/review/[\w-]{16})"', page)
+        if status != 200 or not items:
+            return
+        item = client.random.choice(items)
+        status, page, _ = client.call("GET", item, "/review/<public_id>")
+        if status == 200:
+            client.call(
+                "POST",
+                f"{item}/assign",
+                "/review/<public_id>/assign",
+                form=hidden_fields(page) | {"to_me": "1", "assignee": ""},
+            )
+
+    def export(self, client: Client) -> None:
+        client.call(
+            "GET",
+            "/api/v1/winback/contacts.csv",
+            "/api/v1/winback/contacts.csv",
+            headers=self.api(),
+        )
+
+    def erase(self, client: Client) -> None:
+        picked = self.pick(client)
+        if picked is None:
+            return
+        public_id, email, _path = picked
+        status, _body, _ = client.call(
+            "DELETE",
+            f"/api/v1/contacts/{email}",
+            "/api/v1/contacts/<email>",
+            headers=self.api(),
+        )
+        if status == 200:
+            client.mine.remove(picked)
+            with self.ledger.lock:
+                self.ledger.erased.add(public_id)
+
+    def run(self, seed: int, role: str) -> None:
+        client = Client(self.ports, self.ledger, seed)
+        while time.monotonic() < self.until:
+            if role == "staff":
+                self.staff_work(client)
+                continue
+            roll = client.random.random()
+            if roll < 0.30:
+                self.record_departure(client, twice=client.random.random() < 0.2)
+            elif roll < 0.70:
+                self.answer(client)
+            elif roll < 0.82:
+                self.withdraw(client)
+            elif roll < 0.90:
+                self.export(client)
+            elif roll < 0.93:
+                self.erase(client)
+            else:
+                time.sleep(0.05)
+
+
+# --- the run, then the checks --------------------------------------------------
+
+
+@dataclass
+class Kills:
+    """When the soak killed something, to tell errors of a kill from others."""
+
+    windows: list[tuple[float, float, str]] = field(default_factory=list)
+
+    def during(self, moment: float) -> bool:
+        return any(start <= moment <= end + 5 for start, end, _ in self.windows)
+
+
+def kill_and_restart(
+    deployment: Deployment, kills: Kills, at: dict[str, float]
+) -> None:
+    """Kill one outbox worker, then one app server, and start each again."""
+    time.sleep(at["worker"])
+    started = time.time()
+    deployment.workers[0].kill()
+    deployment.workers[0].wait()
+    time.sleep(1)
+    deployment.workers[0] = deployment.start_worker(0)
+    kills.windows.append((started, time.time(), "outbox worker"))
+    time.sleep(at["server"])
+    started = time.time()
+    deployment.servers[1].kill()  # the master; its workers follow
+    deployment.servers[1].wait()
+    time.sleep(2)
+    deployment.servers[1] = deployment.start_server(1)
+    wait_until_ready(deployment.ports[1])
+    kills.windows.append((started, time.time(), "app server"))
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def check(
+    database_url: str, ledger: Ledger, mailbox: Mailbox, kills: Kills
+) -> list[str]:
+    """Compare what the clients were told with the database and the mail."""
+    losses: list[str] = []
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT d.public_id, d.contact_email, d.erased_at, r.reason, "
+                "r.details, "
+                "(SELECT action FROM consent_events c WHERE c.departure_id = d.id "
+                " ORDER BY c.id DESC LIMIT 1) AS consent, "
+                "(SELECT count(*) FROM outbox_messages o WHERE o.departure_id = d.id "
+                " AND o.kind = 'invitation') AS invitations "
+                "FROM departures d LEFT JOIN responses r ON r.departure_id = d.id"
+            )
+        ).all()
+        pending = connection.scalar(
+            text("SELECT count(*) FROM outbox_messages WHERE status = 'pending'")
+        )
+        erased_emails = [
+            email
+            for public_id, email, _path in ledger.departures.values()
+            if public_id in ledger.erased
+        ]
+        # An erased person's address anywhere: departures, emails, notes.
+        traces = sum(
+            connection.scalar(
+                text(
+                    "SELECT (SELECT count(*) FROM departures WHERE contact_email = :e)"
+                    " + (SELECT count(*) FROM outbox_messages WHERE recipient = :e"
+                    "    OR body_text LIKE :like)"
+                    " + (SELECT count(*) FROM review_notes WHERE body LIKE :like)"
+                ),
+                {"e": email, "like": f"%{email}%"},
+            )
+            or 0
+            for email in erased_emails
+        )
+    engine.dispose()
+    if traces:
+        losses.append(f"{traces} traces of erased people's addresses remain")
+    by_id = {row.public_id: row for row in rows}
+    recorded = {public_id for public_id, _e, _p in ledger.departures.values()}
+    duplicates = 0
+    if missing := recorded - set(by_id):
+        losses.append(f"{len(missing)} departures answered 201 are not stored")
+    for public_id, email, _path in ledger.departures.values():
+        row = by_id.get(public_id)
+        if row is None:
+            continue
+        if row.invitations != 1:
+            losses.append(f"{public_id}: {row.invitations} invitations queued")
+        if public_id in ledger.erased:
+            if row.erased_at is None:
+                losses.append(f"{public_id}: erasure acknowledged, not done")
+            if row.contact_email == email or row.details:
+                losses.append(f"{public_id}: erased person's data still held")
+            continue
+        message_ids = [m.get("Message-ID") for m in mailbox.received(email)]
+        if not message_ids:
+            losses.append(f"{public_id}: no invitation arrived")
+        duplicates += len(message_ids) - len(set(message_ids))
+        if public_id in ledger.reasons and row.reason != ledger.reasons[public_id]:
+            losses.append(
+                f"{public_id}: answer {ledger.reasons[public_id]!r} acknowledged, "
+                f"{row.reason!r} stored"
+            )
+        if public_id in ledger.consents and row.consent != ledger.consents[public_id]:
+            losses.append(
+                f"{public_id}: consent {ledger.consents[public_id]!r} acknowledged, "
+                f"{row.consent!r} stored"
+            )
+    if pending:
+        losses.append(f"{pending} messages still waiting in the outbox")
+    if duplicates and not kills.windows:
+        losses.append(f"{duplicates} emails arrived twice with no worker killed")
+    unexplained = [e for e in ledger.server_errors if not kills.during(e[0])]
+    if unexplained:
+        losses.append(
+            f"{len(unexplained)} 5xx answers outside the kills: {unexplained[:5]}"
+        )
+    print(f"  emails arrived twice (a worker killed mid-send): {duplicates}")
+    return losses
+
+
+def report(ledger: Ledger, seconds: float, kills: Kills) -> None:
+    print(
+        f"\n  {ledger.requests:,} requests in {seconds:.0f} s: "
+        f"{ledger.requests / seconds:.1f} requests/s"
+    )
+    print(f"  statuses: {dict(sorted(ledger.statuses.items()))}")
+    during = [e for e in ledger.server_errors if kills.during(e[0])]
+    print(
+        f"  5xx during the kills: {len(during)}; connections refused "
+        f"(retried on the other server): {len(ledger.refused_connections)}"
+    )
+    print(f"\n  {'route':<44}{'count':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    for route, values in sorted(ledger.latencies.items()):
+        print(
+            f"  {route:<44}{len(values):>7}"
+            f"{1000 * statistics.median(values):>9.0f}"
+            f"{1000 * percentile(values, 0.95):>9.0f}"
+            f"{1000 * percentile(values, 0.99):>9.0f}"
+        )
+
+
+def soak(database_url: str, seconds: float, clients: int) -> int:
+    fresh_database(database_url)
+    mailbox = Mailbox()
+    smtp_port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    with tempfile.TemporaryDirectory(prefix="soak-") as folder:
+        ports = [free_port(), free_port()]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SURVEY_")}
+        env.update(
+            SURVEY_SECRET_KEY=secrets.token_hex(32),
+            SURVEY_INSTANCE_PATH=folder,
+            SURVEY_DATABASE_URL=database_url,
+            SURVEY_BASE_URL=f"http://127.0.0.1:{ports[0]}",
+            SURVEY_MAIL_SERVER="127.0.0.1",
+            SURVEY_MAIL_PORT=str(smtp_port),
+            SURVEY_MAIL_DEFAULT_SENDER="Soak <soak@soak.example>",
+            SURVEY_LOG_FORMAT="json",
+            SURVEY_OUTBOX_POLL_SECONDS="1",
+        )
+        flask(env, "db", "upgrade")
+        token = (
+            flask(
+                env,
+                "tokens",
+                "create",
+                "--name",
+                "soak",
+                "--scope",
+                "departures:write",
+                "--scope",
+                "winback:read",
+                "--scope",
+                "contacts:erase",
+            )
+            .strip()
+            .splitlines()[-1]
+            .strip()
+        )
+        staff = "csm@soak.example"
+        flask(
+            env,
+            "users",
+            "create",
+            "--email",
+            staff,
+            "--name",
+            "Soak Csm",
+            "--role",
+            "csm",
+            "--password-stdin",
+            stdin=STAFF_PASSWORD + "\n",
+        )
+        deployment = Deployment(env, ports, logs=Path(folder))
+        ledger, kills = Ledger(), Kills()
+        try:
+            deployment.start()
+            print(
+                f"  soaking for {seconds:.0f} s with {clients} clients ...", flush=True
+            )
+            started = time.monotonic()
+            load = Load(ports, ledger, mailbox, token, staff, started + seconds)
+            threads = [
+                threading.Thread(
+                    target=load.run, args=(n, "staff" if n == 0 else "people")
+                )
+                for n in range(clients)
+            ]
+            killer = threading.Thread(
+                target=kill_and_restart,
+                args=(
+                    deployment,
+                    kills,
+                    {"worker": seconds / 3, "server": seconds / 6},
+                ),
+            )
+            for thread in [*threads, killer]:
+                thread.start()
+            for thread in [*threads, killer]:
+                thread.join()
+            elapsed = time.monotonic() - started
+            wait_for_outbox(database_url, timeout=120)
+        finally:
+            deployment.stop()
+            controller.stop()
+        report(ledger, elapsed, kills)
+        losses = check(database_url, ledger, mailbox, kills)
+    print()
+    for loss in losses[:50]:
+        print(f"  LOSS  {loss}")
+    print("FAIL: " + f"{len(losses)} losses" if losses else "PASS: nothing lost")
+    return 1 if losses else 0
+
+
+def wait_for_outbox(database_url: str, timeout: float) -> None:
+    """Wait until the outbox has nothing left to send (or the time is up)."""
+    engine = create_engine(database_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as connection:
+                waiting = connection.scalar(
+                    text(
+                        "SELECT count(*) FROM outbox_messages WHERE status = 'pending'"
+                    )
+                )
+            if not waiting:
+                return
+            time.sleep(1)
+    finally:
+        engine.dispose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--database",
+        default=os.environ.get("SOAK_DATABASE_URL", DEFAULT_DATABASE),
+        help="a PostgreSQL database of its own (its schema is replaced)",
+    )
+    args = parser.parse_args()
+    try:
+        return soak(args.database, args.seconds, args.clients)
+    except BenchError as error:
+        print(f"soak could not run: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
