@@ -924,3 +924,68 @@ def test_a_finished_postmortem_reads_as_a_document_until_edit(app, staff):
     assert f'href="{page}?edit=1#postmortem">Edit the postmortem<' in html
     editing = page_of(staff, f"{page}?edit=1")
     assert 'class="read-view"' not in editing and 'id="what_happened"' in editing
+
+
+def test_a_conflict_compares_as_saved_and_survives_adding_a_row(app, staff, session):
+    """Identical action items are no difference (a blank owner is no owner);
+    adding a row keeps the comparison; taking their unanswered question
+    takes the blank."""
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    other = app.test_client()
+    login(other, make_user(app, "admin", name="Olga Other").email)
+    mine, theirs = (
+        hidden_fields(page_of(staff, page)),
+        hidden_fields(page_of(other, page)),
+    )
+    same_action = {"action_items-0-text": "Call them ", "action_items-0-team": "sales"}
+    saved = other.post(
+        f"{page}/postmortem",
+        data=theirs | same_action | {"lessons": "Olga's", "intent": "save"},
+    )
+    assert saved.status_code == 302
+    mine_now = same_action | {"lessons": "Casey's", "preventable": "no"}
+    refused = staff.post(
+        f"{page}/postmortem", data=mine | mine_now | {"intent": "save"}
+    )
+    assert refused.status_code == 409
+    html = refused.get_data(as_text=True)
+    differing = re.findall(r'<div class="compare" id="compare-(\w+)">', html)
+    assert differing == ["preventable", "lessons"]
+
+    added = staff.post(
+        f"{page}/postmortem",
+        data=hidden_fields(html) | mine_now | {"intent": "add_row"},
+    )
+    assert added.status_code == 200
+    kept = re.findall(
+        r'<div class="compare" id="compare-(\w+)">', added.get_data(as_text=True)
+    )
+    assert kept == differing
+
+    resolved = staff.post(
+        f"{page}/postmortem",
+        data=hidden_fields(html)
+        | mine_now
+        | {"resolve-preventable": "theirs", "intent": "save"},
+    )
+    assert resolved.status_code == 302, resolved.get_data(as_text=True)[:2000]
+    session.rollback()
+    postmortem = session.scalar(select(Postmortem))
+    assert (postmortem.preventable, postmortem.lessons) == (None, "Casey's")
+
+
+def test_adding_a_row_past_the_last_one_is_refused_quietly(app, staff):
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    rows = {
+        f"action_items-{n}-{field}": value
+        for n in range(50)
+        for field, value in (("text", f"Action {n}"), ("team", "sales"))
+    }
+    full = post(staff, page, f"{page}/postmortem", rows | {"intent": "add_row"})
+    assert full.status_code == 200
+    html = full.get_data(as_text=True)
+    assert 'id="action_items-49-text"' in html
+    assert 'id="action_items-50-text"' not in html
+    assert ">Add another action<" not in html

@@ -91,6 +91,8 @@ def _allowed_address() -> bool:
         address = ipaddress.ip_address(request.remote_addr or "")
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped  # ::ffff:10.0.0.5 is 10.0.0.5
     return any(address in network for network in current_app.config["METRICS_ALLOW"])
 
 

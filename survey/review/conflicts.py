@@ -123,9 +123,15 @@ def differences(mine: PostmortemForm, theirs: PostmortemForm) -> dict[str, str]:
 
 
 def _comparable(form: PostmortemForm, name: str) -> Any:
-    if name == "action_items":
+    if name == "action_items":  # as saved: stripped, blanks as nothing
         return [
-            {key: value for key, value in row.items() if key != "id"}
+            (
+                (row.get("text") or "").strip(),
+                row.get("team") or "",
+                (row.get("owner") or "").strip(),
+                row.get("due_date"),
+                bool(row.get("done")),
+            )
             for row in action_rows(form)
         ]
     return shown(form, name)
@@ -147,6 +153,16 @@ def take_theirs(
                 mine.action_items.append_entry(row)
         else:
             for part in TAKEN_TOGETHER.get(name, (name,)):
-                mine[part].data = theirs[part].data
+                value = theirs[part].data
+                mine[part].data = value
+                # What validation reads as posted: nothing for an unanswered
+                # question, so Optional() lets it be.
+                mine[part].raw_data = (
+                    []
+                    if value in (None, "", [])
+                    else [*value]
+                    if isinstance(value, list)
+                    else [str(value)]
+                )
         taken.append(name)
     return taken

@@ -467,17 +467,28 @@ def _postmortem_input(form: PostmortemForm) -> postmortems.PostmortemInput:
 @access.requires(access.REVIEW)
 def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     """Save the postmortem as a draft or mark it done; or, without saving,
-    come back with one more empty action item row."""
+    come back with one more empty action item row. After a conflict, the
+    parts marked "take theirs" are taken from the version shown beside."""
     review_item = _item_or_404(public_id)
     form = PostmortemForm()
     intent = request.form.get("intent")
+    theirs = _version_compared(form, review_item)
+    taken = _take_theirs(form, theirs)
     if intent == "add_row":
-        form.action_items.append_entry({"team": ""})
-        return _render_item(review_item, postmortem_form=form, new_row=True)
-    taken = _take_theirs(form, review_item)
+        if len(form.action_items) < form.action_items.max_entries:
+            form.action_items.append_entry({"team": ""})
+        return _render_item(
+            review_item,
+            postmortem_form=form,
+            new_row=True,
+            differences=conflicts.differences(form, theirs) if theirs else None,
+        )
     if not form.validate_on_submit():
         return _render_item(
-            review_item, postmortem_form=_with_blank_rows(form), status=422
+            review_item,
+            postmortem_form=_with_blank_rows(form),
+            differences=conflicts.differences(form, theirs) if theirs else None,
+            status=422,
         )
     session = db.session()
     try:
@@ -492,15 +503,11 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     except postmortems.PostmortemConflict as conflict:
         session.rollback()
         form.version.data = "" if conflict.version is None else str(conflict.version)
-        theirs = _postmortem_form(
-            postmortems.get_postmortem(session, review_item.departure_id),
-            review_item.departure,
-        )
         return _render_item(
             review_item,
             postmortem_form=_with_blank_rows(form),
             problem=conflict.message,
-            differences=conflicts.differences(form, theirs),
+            differences=conflicts.differences(form, _saved_version(review_item)),
             status=409,
         )
     except (InvalidInput, queue.InvalidTransition) as invalid:
@@ -523,18 +530,35 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     return redirect(url_for(".item", public_id=public_id, _anchor="postmortem"))
 
 
-def _take_theirs(form: PostmortemForm, review_item: ReviewItem) -> list[str]:
-    """After a conflict, take the saved version of the parts the writer
-    chose ("take theirs"); the rest of the form stays theirs to write."""
+def _saved_version(review_item: ReviewItem) -> PostmortemForm:
+    """The saved postmortem as a form, read apart from the request's session
+    (whose postmortem is read again under the departure's lock)."""
+    with db.new_session() as reader:
+        saved = postmortems.get_postmortem(reader, review_item.departure_id)
+        return _postmortem_form(saved, review_item.departure)
+
+
+def _version_compared(
+    form: PostmortemForm, review_item: ReviewItem
+) -> PostmortemForm | None:
+    """The version a conflict page showed beside the writer's, while it is
+    still the saved one (None when none was shown, or it changed since: the
+    save is then refused and the newer one shown)."""
+    if request.form.get("comparing") != "1":
+        return None
+    theirs = _saved_version(review_item)
+    return theirs if theirs.version.data == form.version.data else None
+
+
+def _take_theirs(form: PostmortemForm, theirs: PostmortemForm | None) -> list[str]:
+    """Take the parts the writer marked "take theirs" from ``theirs``."""
     wanted = {
         name
         for name in conflicts.field_names()
         if request.form.get(f"resolve-{name}") == "theirs"
     }
-    if not wanted:
+    if theirs is None or not wanted:
         return []
-    saved = postmortems.get_postmortem(db.session(), review_item.departure_id)
-    theirs = _postmortem_form(saved, review_item.departure)
     return conflicts.take_theirs(form, theirs, wanted)
 
 
