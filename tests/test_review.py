@@ -67,6 +67,18 @@ def post(client, page: str, action: str, data: dict, follow=False):
     )
 
 
+def opened_by_two(app, staff, page: str):
+    """Open ``page`` as ``staff`` and as another admin (Olga Other); return
+    her client and the hidden fields of each one's page."""
+    other = app.test_client()
+    login(other, make_user(app, "admin", name="Olga Other").email)
+    return (
+        other,
+        hidden_fields(page_of(staff, page)),
+        hidden_fields(page_of(other, page)),
+    )
+
+
 # --- entering the queue --------------------------------------------------------
 
 
@@ -550,10 +562,7 @@ def test_a_second_editor_is_refused_and_keeps_their_text(app, staff, csm, sessio
     post(
         staff, page, f"{page}/postmortem", {"lessons": "First draft", "intent": "save"}
     )
-    other = app.test_client()
-    login(other, make_user(app, "admin", name="Olga Other").email)
-    mine = hidden_fields(page_of(staff, page))
-    theirs = hidden_fields(page_of(other, page))
+    other, mine, theirs = opened_by_two(app, staff, page)
     assert mine["version"] == theirs["version"] == "1"
     saved = other.post(
         f"{page}/postmortem", data=theirs | {"lessons": "Olga's view", "intent": "save"}
@@ -799,12 +808,7 @@ def test_the_postmortem_form_speaks_in_meanings_and_presets_no_team(app, staff):
 def test_after_a_conflict_each_part_keeps_mine_or_takes_theirs(app, staff, session):
     departure = answered(app)
     page = f"/review/{departure.public_id}"
-    other = app.test_client()
-    login(other, make_user(app, "admin", name="Olga Other").email)
-    mine, theirs = (
-        hidden_fields(page_of(staff, page)),
-        hidden_fields(page_of(other, page)),
-    )
+    other, mine, theirs = opened_by_two(app, staff, page)
     saved = other.post(
         f"{page}/postmortem",
         data=theirs
@@ -932,12 +936,7 @@ def test_a_conflict_compares_as_saved_and_survives_adding_a_row(app, staff, sess
     takes the blank."""
     departure = answered(app)
     page = f"/review/{departure.public_id}"
-    other = app.test_client()
-    login(other, make_user(app, "admin", name="Olga Other").email)
-    mine, theirs = (
-        hidden_fields(page_of(staff, page)),
-        hidden_fields(page_of(other, page)),
-    )
+    other, mine, theirs = opened_by_two(app, staff, page)
     same_action = {"action_items-0-text": "Call them ", "action_items-0-team": "sales"}
     saved = other.post(
         f"{page}/postmortem",
