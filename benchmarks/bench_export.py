@@ -4,14 +4,19 @@ What it does, per database (SQLite, and PostgreSQL when ``--postgres URL`` is
 given):
 
 1. creates a fresh database with the project's migrations;
-2. bulk-loads N departures (default 1,000,000) whose contacts consented;
+2. bulk-loads N departures (default 1,000,000) whose contacts consented, and
+   has the app work out its win-back list (``flask contacts rebuild-winback``:
+   what recording each grant keeps on its departure);
 3. serves the app with gunicorn (1 gthread worker, production settings);
 4. downloads ``GET /api/v1/winback/contacts.csv`` with an API token, timing
-   the first byte and the whole body, while sampling the worker's RSS.
+   the first byte and the whole body, while sampling the server's RSS;
+5. right after each download, times a plain SQLAlchemy Core query of the
+   same columns (the same tables joined as the export joins them; no
+   eligibility, no formatting), streamed to CSV in this process: the
+   baseline of what the database and the csv module give.
 
-5. in the same run, times a plain SQLAlchemy Core query of the same columns
-   (departures joined to their consent), streamed to CSV in this process:
-   the baseline of what the database and the csv module give.
+Steps 4 and 5 run three times, interleaved; each side keeps its best (this
+machine's noise is larger than some differences measured).
 
 Targets: total <= 8 s, first byte < 1 s, peak RSS of the server process
 < 150 MB, every row present, and at most 1.2 times the baseline. Exit 0
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import http.client
+import io
 import secrets
 import subprocess
 import sys
@@ -60,6 +66,8 @@ RATIO_TARGET = 1.2
 FIRST_BYTE_TARGET_S = 1.0
 RSS_TARGET_MB = 150.0
 BATCH = 20_000
+#: Downloads and baselines timed, each side taking its best.
+ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -140,24 +148,14 @@ def load(database_url: str, rows: int) -> float:
     return time.monotonic() - started
 
 
-class _Counting:
-    """A file that only counts what is written to it."""
-
-    def __init__(self) -> None:
-        self.size = 0
-
-    def write(self, text: str) -> int:
-        self.size += len(text)
-        return len(text)
-
-
 def baseline(database_url: str) -> float:
-    """Time a plain Core query of the exported columns, streamed to CSV."""
+    """Time a plain Core query of the exported columns, streamed to CSV: the
+    tables the export reads, joined as it joins them, and no more (no
+    eligibility, no formatting, the stored withdrawal token as it is)."""
     engine = create_engine(database_url)
     departures = table(
         "departures",
         column("id"),
-        column("public_id"),
         column("contact_email"),
         column("contact_name"),
         column("company"),
@@ -165,34 +163,47 @@ def baseline(database_url: str) -> float:
         column("segment"),
         column("mrr_cents"),
         column("currency"),
+        column("winback_grant_id"),
+        column("withdraw_token"),
     )
     consents = table(
-        "consent_events",
-        column("departure_id"),
-        column("created_at"),
-        column("wording_version"),
+        "consent_events", column("id"), column("created_at"), column("wording_version")
     )
-    query = select(
-        departures.c.contact_email,
-        departures.c.contact_name,
-        departures.c.company,
-        departures.c.plan,
-        departures.c.segment,
-        departures.c.mrr_cents,
-        departures.c.currency,
-        consents.c.created_at,
-        consents.c.wording_version,
-        departures.c.public_id,
-    ).join_from(departures, consents, consents.c.departure_id == departures.c.id)
-    sink = _Counting()
-    writer = csv.writer(sink, lineterminator="\r\n")
+    responses = table("responses", column("departure_id"), column("reason"))
+    postmortems = table(
+        "postmortems", column("departure_id"), column("winback_recommendation")
+    )
+    query = (
+        select(
+            departures.c.contact_email,
+            departures.c.contact_name,
+            departures.c.company,
+            departures.c.plan,
+            departures.c.segment,
+            departures.c.mrr_cents,
+            departures.c.currency,
+            responses.c.reason,
+            postmortems.c.winback_recommendation,
+            consents.c.created_at,
+            consents.c.wording_version,
+            departures.c.withdraw_token,
+        )
+        .join_from(departures, consents, consents.c.id == departures.c.winback_grant_id)
+        .outerjoin(responses, responses.c.departure_id == departures.c.id)
+        .outerjoin(postmortems, postmortems.c.departure_id == departures.c.id)
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
     started = time.monotonic()
     with engine.connect() as connection:
         result = connection.execution_options(yield_per=5_000).execute(
             query.order_by(departures.c.id)
         )
         for rows in result.partitions():
+            buffer.seek(0)
+            buffer.truncate()
             writer.writerows(rows)
+            buffer.getvalue()
     elapsed = time.monotonic() - started
     engine.dispose()
     return elapsed
@@ -218,8 +229,32 @@ def worker_pids(master: int) -> list[int]:
     return [int(pid) for pid in found.stdout.split()]
 
 
+def download(port: int, token: str) -> tuple[float, float, int, int]:
+    """Download the CSV once; return the seconds to its first byte and to its
+    end, its size and its line count (read into one buffer, counted in C)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    started = time.monotonic()
+    connection.request(
+        "GET",
+        "/api/v1/winback/contacts.csv",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    answer = connection.getresponse()
+    first = answer.read(1)
+    first_byte_s = time.monotonic() - started
+    size, lines = 1, first.count(b"\n")
+    buffer = bytearray(1 << 20)
+    while read := answer.readinto(buffer):
+        size += read
+        lines += buffer.count(b"\n", 0, read)
+    total_s = time.monotonic() - started
+    connection.close()
+    return first_byte_s, total_s, size, lines
+
+
 def export(database: str, database_url: str, rows: int) -> Outcome:
     """Set up one database, load it, and time one export through gunicorn."""
+    baselines: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
         instance = Path(folder)
         port = free_port()
@@ -227,6 +262,11 @@ def export(database: str, database_url: str, rows: int) -> Outcome:
         migrate(env)
         print(f"  {database}: loading {rows:,} consenting contacts ...", flush=True)
         load_s = load(database_url, rows)
+        # What recording each grant keeps on its departure (the listing and
+        # its withdrawal link), worked out by the app's own command.
+        started = time.monotonic()
+        flask(env, "contacts", "rebuild-winback")
+        load_s += time.monotonic() - started
         print(f"  {database}: loaded in {load_s:.1f} s", flush=True)
         token = flask(
             env, "tokens", "create", "--name", "bench", "--scope", "winback:read"
@@ -266,39 +306,32 @@ def export(database: str, database_url: str, rows: int) -> Outcome:
                 if time.monotonic() > deadline:
                     raise SystemExit("gunicorn did not start")
                 time.sleep(0.2)
+            # The workers are there once it answers; their RSS is read from
+            # /proc alone while downloading (no process started meanwhile).
+            watched = [server.pid, *worker_pids(server.pid)]
             peak = 0.0
             sampling = True
 
             def sample() -> None:
                 nonlocal peak
                 while sampling:
-                    for pid in [server.pid, *worker_pids(server.pid)]:
-                        peak = max(peak, rss_mb(pid))
+                    peak = max(peak, *(rss_mb(pid) for pid in watched))
                     time.sleep(0.05)
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            started = time.monotonic()
-            connection.request(
-                "GET",
-                "/api/v1/winback/contacts.csv",
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            answer = connection.getresponse()
-            first = answer.read(1)
-            first_byte_s = time.monotonic() - started
-            size, lines = 1, first.count(b"\n")
-            while chunk := answer.read(1 << 16):
-                size += len(chunk)
-                lines += chunk.count(b"\n")
-            total_s = time.monotonic() - started
+            # Best of a few, each beside the baseline: this machine's noise
+            # is larger than the difference measured.
+            timings = []
+            for _ in range(ROUNDS):
+                timings.append(download(port, token))
+                baselines.append(baseline(database_url))
             sampling = False
             sampler.join()
         finally:
             server.terminate()
             server.wait(timeout=30)
-        baseline_s = baseline(database_url)
+    first_byte_s, total_s, size, lines = min(timings, key=lambda timing: timing[1])
     return Outcome(
         database,
         lines - 1,
@@ -307,7 +340,7 @@ def export(database: str, database_url: str, rows: int) -> Outcome:
         total_s,
         size / 2**20,
         peak,
-        baseline_s,
+        min(baselines),
     )
 
 

@@ -17,11 +17,13 @@ def _engine() -> Engine:
     engine = config.attributes.get("engine")
     if engine is not None:
         return engine  # type: ignore[no-any-return]
-    # Run through plain ``alembic``: build the app to learn its database.
+    # Run through plain ``alembic``: build the app to learn its database, and
+    # stay in it while migrating (a migration may need its settings or keys).
     from survey import create_app, db
 
-    with create_app().app_context():
-        return db.engine()
+    app = create_app()
+    app.app_context().push()
+    return db.engine()
 
 
 @contextmanager

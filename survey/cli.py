@@ -483,6 +483,18 @@ def contacts_erase(email: str) -> None:
     )
 
 
+@contacts_cli.command("rebuild-winback")
+def contacts_rebuild_winback() -> None:
+    """Work out the win-back list again from the consent ledger and sign its
+    withdrawal links with the current key (after a key rotation)."""
+    from survey.consent import rebuild_winback_list
+
+    with db.write_session() as session:
+        listed = rebuild_winback_list(session)
+        session.commit()
+    click.echo(f"{listed} contact(s) on the win-back list, with new links.")
+
+
 @contacts_cli.command("purge-expired")
 def contacts_purge_expired() -> None:
     """Erase the personal data of departures older than SURVEY_RETENTION_DAYS."""

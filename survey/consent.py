@@ -7,10 +7,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text, event, select, update
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    String,
+    Text,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.orm import Mapped, Session, aliased, mapped_column, relationship
 
-from survey import audit, clock
+from survey import audit, clock, tokens
 from survey.db import Base
 from survey.departures.models import Departure
 from survey.departures.service import departure_event, departures_of, lock_departure
@@ -111,6 +121,10 @@ def current_consent(session: Session, departure_id: int) -> ConsentState:
     return ConsentState(latest.action, latest.created_at)
 
 
+#: The note on a withdrawal recorded through another departure of the person.
+CARRIED_FROM = "Withdrawn by the person through their departure {public_id}."
+
+
 def record_consent(
     session: Session,
     departure: Departure,
@@ -120,15 +134,25 @@ def record_consent(
     wording: str,
     wording_version: str = WORDING_VERSION,
     note: str | None = None,
+    carry: bool = True,
 ) -> ConsentEvent | None:
     """Append a consent event when it changes the state; return it, or None.
 
     A withdrawal is always recorded when the state is not already withdrawn,
-    so an explicit "don't contact me" stands even without an earlier grant.
+    so an explicit "don't contact me" stands even without an earlier grant;
+    it is the person's, so it is recorded too on each of their other
+    departures that holds a grant (unless ``carry`` is false: the caller
+    records those itself), and a later "yes" on any of them counts again.
     The departure is locked first (raise Erased if its person's data is
     gone): the state is read once the changes made meanwhile are in, so one
-    change makes one event, however many arrive at once.
+    change makes one event, however many arrive at once. A withdrawal takes
+    the person off the win-back list through all their departures, so it
+    locks them all, in the order every writer about a person does: a caller
+    that locked the departure beforehand locked the person
+    (``find_by_public_id(writing=True)``).
     """
+    if not granted and departure.contact_email:
+        departures_of(session, departure.contact_email, writing=True)
     locked = lock_departure(session, departure.id)
     state = current_consent(session, departure.id)
     wanted = "granted" if granted else "withdrawn"
@@ -146,17 +170,113 @@ def record_consent(
         created_at=clock.now(),
     )
     session.add(consent_event)
+    session.flush()
     session.execute(
         update(Departure)
         .where(Departure.id == departure.id)
         .values(consent_granted=granted)
     )
+    _relist(session, locked, consent_event)
     if change := granted - (state.state == "granted"):
         Tally().count(Key.of_departure(locked), consented=change).write(session)
     session.flush()
     departure_event(session, f"consent.{wanted}", locked, channel=channel)
     log.info("consent %s for departure %s via %s", wanted, departure.public_id, channel)
+    if not granted and carry:
+        for other in granted_elsewhere(session, locked):
+            record_consent(
+                session,
+                other,
+                granted=False,
+                channel=channel,
+                wording=wording,
+                wording_version=wording_version,
+                note=CARRIED_FROM.format(public_id=locked.public_id),
+                carry=False,
+            )
     return consent_event
+
+
+def _relist(session: Session, departure: Departure, event: ConsentEvent) -> None:
+    """Keep the win-back list's columns (``Departure.winback_grant_id``) as
+    ``event`` leaves them: a grant lists this departure, with a withdrawal
+    link made now; a withdrawal unlists every departure of the person."""
+    if event.action == "granted":
+        listed = Departure.id == departure.id
+        values = {
+            "winback_grant_id": event.id,
+            "withdraw_token": tokens.make_token(
+                tokens.WITHDRAW_CONSENT, departure.public_id
+            ),
+        }
+    else:
+        listed = (
+            Departure.contact_email == departure.contact_email
+            if departure.contact_email
+            else Departure.id == departure.id
+        )
+        values = {"winback_grant_id": None, "withdraw_token": None}
+    session.execute(update(Departure).where(listed).values(values))
+
+
+def rebuild_winback_list(session: Session) -> int:
+    """Work the win-back list out again from the ledger (what ``record_consent``
+    keeps on each departure) and sign its withdrawal links anew, with the
+    current key; return how many departures are listed.
+
+    For a repair, or after a key rotation that drops the key the stored
+    links were signed with. Consent changes wait until it commits.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE consent_events IN SHARE ROW EXCLUSIVE MODE"))
+    # Set-based, so that the databases plan it as joins: each departure's
+    # latest event, kept when it is a grant no withdrawal of the person
+    # (through any of their departures) has followed.
+    latest = (
+        select(ConsentEvent.departure_id, func.max(ConsentEvent.id).label("event_id"))
+        .group_by(ConsentEvent.departure_id)
+        .subquery()
+    )
+    withdrawal = aliased(ConsentEvent)
+    same_person = aliased(Departure)
+    session.execute(
+        update(Departure)
+        .where(Departure.winback_grant_id.is_not(None))
+        .values(winback_grant_id=None, withdraw_token=None)
+        .execution_options(synchronize_session=False)
+    )
+    listed = session.execute(
+        select(Departure.id, Departure.public_id, latest.c.event_id)
+        .join(latest, latest.c.departure_id == Departure.id)
+        .join(ConsentEvent, ConsentEvent.id == latest.c.event_id)
+        .where(
+            ConsentEvent.action == "granted",
+            Departure.erased_at.is_(None),
+            ~select(withdrawal.id)
+            .join(same_person, same_person.id == withdrawal.departure_id)
+            .where(
+                same_person.contact_email == Departure.contact_email,
+                withdrawal.action == "withdrawn",
+                withdrawal.id > latest.c.event_id,
+            )
+            .exists(),
+        )
+        .order_by(Departure.id)
+    ).all()
+    sign = tokens.make_token
+    for start in range(0, len(listed), 5_000):
+        session.execute(
+            update(Departure),
+            [
+                {
+                    "id": id,
+                    "winback_grant_id": grant_id,
+                    "withdraw_token": sign(tokens.WITHDRAW_CONSENT, public_id),
+                }
+                for id, public_id, grant_id in listed[start : start + 5_000]
+            ],
+        )
+    return len(listed)
 
 
 def granted_elsewhere(
@@ -198,6 +318,7 @@ def staff_withdrawal(
             channel="staff",
             wording="Withdrawn by staff at the customer's written request.",
             note=note.strip(),
+            carry=False,
         )
         if event is not None:
             changed += 1

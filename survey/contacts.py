@@ -436,6 +436,7 @@ def _erase_departure(
         departure.billing_reason = _scrub(departure.billing_reason, own)
     departure.contact_email = f"erased-{departure.public_id}{outbox.ERASED_DOMAIN}"
     departure.contact_name = None
+    departure.winback_grant_id = departure.withdraw_token = None
     departure.erased_at = now
     session.execute(
         update(ReviewItem)
@@ -485,6 +486,7 @@ def _carry_withdrawal(session: Session, departure: Departure) -> None:
             channel=withdrawal.channel,
             wording=withdrawal.wording,
             note=CARRIED_WITHDRAWAL,
+            carry=False,
         )
 
 

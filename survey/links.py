@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
@@ -32,11 +31,8 @@ def withdraw_url(public_id: str) -> str:
     return external_url("public.withdraw", token=token)
 
 
-def withdraw_url_maker() -> Callable[[str], str]:
-    """Return a fast ``withdraw_url`` for many departures (exports)."""
-    make_token = tokens.token_maker(tokens.WITHDRAW_CONSENT)
+def withdraw_url_prefix() -> str:
+    """Return what comes before the token in a "don't contact me" link: the
+    win-back list joins it to each contact's stored token in the database."""
     placeholder = "-"
-    prefix = external_url("public.withdraw", token=placeholder).removesuffix(
-        placeholder
-    )
-    return lambda public_id: prefix + make_token(public_id)
+    return external_url("public.withdraw", token=placeholder).removesuffix(placeholder)

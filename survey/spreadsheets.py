@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import String, case, func, literal
+from sqlalchemy import Integer, String, case, literal
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 #: A cell starting with one of these is a formula to a spreadsheet.
 _FORMULA_STARTS = frozenset(("=", "+", "-", "@", "\t", "\r"))
@@ -22,12 +24,30 @@ def neutral(values: list[Any]) -> list[Any]:
     ]
 
 
+class _FirstCodePoint(FunctionElement[int]):
+    """The code point of a text's first character (NULL for "" and NULL)."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_FirstCodePoint, "sqlite")
+def _first_sqlite(element: _FirstCodePoint, compiler: Any, **kw: Any) -> str:
+    return f"unicode({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_FirstCodePoint, "postgresql")
+def _first_postgresql(element: _FirstCodePoint, compiler: Any, **kw: Any) -> str:
+    return f"ascii({compiler.process(element.clauses, **kw)})"
+
+
 def inert(text: ColumnElement[Any]) -> ColumnElement[Any]:
     """``neutral`` for one text column, done by the database: an export of a
-    million rows then spends no Python on it, cell by cell."""
+    million rows then spends no Python on it, cell by cell. (The first code
+    point, compared as a number, costs the database least.)"""
     return case(
         (
-            func.substr(text, 1, 1).in_(sorted(_FORMULA_STARTS)),
+            _FirstCodePoint(text).in_(sorted(map(ord, _FORMULA_STARTS))),
             literal("'", String) + text,
         ),
         else_=text,

@@ -9,11 +9,9 @@ is listed there.
 from __future__ import annotations
 
 import binascii
-import hmac
 from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
-from json.encoder import encode_basestring
 from typing import NamedTuple
 
 from flask import current_app
@@ -25,7 +23,6 @@ from itsdangerous import (
     TimestampSigner,
     URLSafeTimedSerializer,
 )
-from itsdangerous.encoding import base64_encode, int_to_bytes
 
 from survey import clock
 
@@ -139,40 +136,6 @@ def is_form_token(public_id: str, token: str | None) -> bool:
     return _form_signer(_keys()).verify_signature(public_id, token)
 
 
-#: URL-safe base64 without padding, as itsdangerous's base64_encode, in C calls.
-_URL_SAFE = bytes.maketrans(b"+/", b"-_")
-
-
-def _b64(data: bytes) -> bytes:
-    return binascii.b2a_base64(data, newline=False).translate(_URL_SAFE).rstrip(b"=")
-
-
-def token_maker(purpose: str) -> Callable[[str], str]:
-    """Return a function making ``purpose`` tokens quickly, for many ids at once.
-
-    The very tokens ``make_token`` makes at this second (an export signs one
-    per row): one signer, one timestamp, and no compression attempt, which
-    never shortens a payload as small as a public id.
-    """
-    codec = _codec(purpose)
-    serializer, signer = codec.serializer, codec.signer
-    stamped = signer.sep + base64_encode(int_to_bytes(signer.get_timestamp()))
-    # Signer.get_signature with its default HMAC-SHA1, in one C call.
-    key, digest = signer.derive_key(), signer.digest_method().name
-
-    def make(public_id: str) -> str:
-        # The ids we generate are short and random: zlib never shortens them,
-        # so the serializer would not compress them either. Anything else
-        # (long or repetitive) takes the serializer's own path.
-        if len(public_id) > 24 or len(set(public_id)) < 12:
-            return str(serializer.dumps(public_id))
-        # What the serializer's compact JSON makes of a string, in C.
-        value = _b64(encode_basestring(public_id).encode()) + stamped
-        return (value + signer.sep + _b64(hmac.digest(key, value, digest))).decode()
-
-    return make
-
-
 def max_age(purpose: str) -> timedelta:
     """Return how long a link for ``purpose`` stays valid.
 
@@ -192,7 +155,13 @@ def make_token(purpose: str, public_id: str) -> str:
     return _codec(purpose).serializer.dumps(public_id)
 
 
+#: URL-safe base64 without padding, as itsdangerous's base64_encode, in C calls.
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URL_SAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def _b64(data: bytes) -> bytes:
+    return binascii.b2a_base64(data, newline=False).translate(_URL_SAFE).rstrip(b"=")
 
 
 def _is_canonical(token: str) -> bool:

@@ -269,3 +269,47 @@ def test_departures_learn_how_long_their_answer_took(app, session, clock):
         command.downgrade(config, "f6a8b0c2d4e5")
         command.upgrade(config, "head")
     assert waits() == {waited.id: 7205, early.id: None}
+
+
+def test_the_win_back_list_is_worked_out_when_its_columns_arrive(app, session):
+    first = make_consenting(app, contact_email="sam@x.example", external_id="s1")
+    second = make_consenting(app, contact_email="sam@x.example", external_id="s2")
+    stays = make_consenting(app, contact_email="stays@x.example")
+    with app.app_context():
+        config = alembic_config()
+        command.downgrade(config, "f3a5b7c9d1e2")
+    # Before the columns, a withdrawal was not carried to the person's other
+    # departures: it hid their grants from the list all the same.
+    with app.app_context(), db.write_session() as writer:
+        writer.execute(
+            ConsentEvent.__table__.insert().values(
+                departure_id=second.id,
+                action="withdrawn",
+                channel="withdrawal_link",
+                wording="No",
+                wording_version="v1",
+                created_at=first.created_at,
+            )
+        )
+        writer.commit()
+    with app.app_context():
+        command.upgrade(config, "head")
+    session.rollback()
+    grants = dict(
+        session.execute(
+            select(ConsentEvent.departure_id, func.max(ConsentEvent.id))
+            .where(ConsentEvent.action == "granted")
+            .group_by(ConsentEvent.departure_id)
+        ).all()
+    )
+    listing = {
+        row.id: (row.winback_grant_id, row.withdraw_token)
+        for row in session.execute(
+            select(Departure.id, Departure.winback_grant_id, Departure.withdraw_token)
+        )
+    }
+    assert listing[first.id] == listing[second.id] == (None, None)
+    grant, token = listing[stays.id]
+    assert grant == grants[stays.id]
+    client = app.test_client()
+    assert client.get(f"/w/{token}").status_code == 200

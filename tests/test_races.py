@@ -250,6 +250,62 @@ def test_racing_grants_and_withdrawals_never_repeat_an_event(app, served, sessio
         assert repeats == [], actions
 
 
+def test_one_person_saying_yes_and_no_through_two_departures_at_once(
+    app, served, session
+):
+    from survey import db
+    from survey.consent import rebuild_winback_list
+
+    for round_ in range(ROUNDS):
+        email = f"both{round_}@x.example"
+        sides = []
+        for side in ("a", "b"):
+            departure, page1, _first = answered(
+                app, served, contact_email=email, external_id=f"{side}-{round_}"
+            )
+            page2 = page1 + "/more"
+            grant = {**form_of(served, page2), "winback_consent": "y"}
+            assert call(served, "POST", page2, grant)[0] == 303
+            # The box unticked on a page that showed it ticked: a withdrawal
+            # from a request that locked its departure first.
+            untick = form_of(served, page2)
+            assert untick["consent_shown"] == "y"
+            withdraw = withdraw_path(app, departure)
+            sides.append((departure, page2, grant, untick, withdraw))
+        one_click = {"List-Unsubscribe": "One-Click"}
+        statuses = at_once(
+            [
+                request
+                for _departure, page2, grant, untick, withdraw in sides
+                for request in (
+                    *[partial(call, served, "POST", page2, grant)] * 6,
+                    *[partial(call, served, "POST", page2, untick)] * 6,
+                    *[partial(call, served, "POST", withdraw, one_click)] * 6,
+                )
+            ]
+        )
+        # No deadlock (a 503 asking to retry): the person's departures are
+        # locked in one order by every write.
+        assert set(statuses) <= {200, 303}, statuses
+        session.rollback()
+        for departure, *_ in sides:
+            latest = events(session, departure)[-1]
+            grant_id = session.scalar(
+                select(Departure.winback_grant_id).where(Departure.id == departure.id)
+            )
+            assert grant_id == (latest.id if latest.action == "granted" else None)
+        kept = dict(
+            session.execute(select(Departure.id, Departure.winback_grant_id)).all()
+        )
+        with app.app_context(), db.write_session() as writer:
+            rebuild_winback_list(writer)
+            rebuilt = dict(
+                writer.execute(select(Departure.id, Departure.winback_grant_id)).all()
+            )
+            writer.rollback()
+        assert rebuilt == kept
+
+
 def test_two_admins_demoting_each_other_at_once_leave_one(app, served, session):
     for round_ in range(ROUNDS):
         session.rollback()

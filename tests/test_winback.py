@@ -9,7 +9,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from survey import db
 from survey.audit import AuditEvent
@@ -430,7 +430,7 @@ def _rss_bytes() -> int:
 
 def _bulk_consenting(app, count: int) -> None:
     """Insert ``count`` consenting departures fast (Core, in batches)."""
-    from survey.consent import ConsentEvent
+    from survey.consent import ConsentEvent, rebuild_winback_list
 
     now = datetime.now(UTC)
     with app.app_context(), db.write_session() as session:
@@ -477,6 +477,7 @@ def _bulk_consenting(app, count: int) -> None:
             connection.execute(
                 ConsentEvent.__table__.insert(), events[start : start + 10_000]
             )
+        assert rebuild_winback_list(session) == count
         session.commit()
 
 
@@ -500,3 +501,76 @@ def test_exporting_200000_contacts_streams_in_constant_memory(app, reader):
     assert rows == 200_000
     growth = (peak - baseline) / 2**20
     assert growth < 50, f"memory grew by {growth:.0f} MB while streaming"
+
+
+def _listing(session) -> dict[int, tuple[int | None, bool]]:
+    """Each departure's listing grant, and whether it holds a withdrawal link."""
+    session.rollback()  # a fresh snapshot
+    return {
+        id: (grant, token is not None)
+        for id, grant, token in session.execute(
+            select(
+                Departure.id, Departure.winback_grant_id, Departure.withdraw_token
+            ).order_by(Departure.id)
+        )
+    }
+
+
+def test_the_list_kept_with_each_consent_change_is_the_ledgers(
+    app, client, reader, session
+):
+    from survey.consent import ConsentEvent, rebuild_winback_list
+
+    first = make_consenting(app, contact_email="pat@x.example", external_id="p1")
+    second = make_consenting(app, contact_email="pat@x.example", external_id="p2")
+    erased = make_consenting(app, contact_email="gone@x.example")
+    stays = make_consenting(app, contact_email="stays@x.example")
+    make_departure(app, contact_email="never@x.example")
+    # Pat says no through the second departure: both leave the list; then yes
+    # again on the first one's page: that one is back.
+    assert submit(client, withdraw_path(app, second), {}).status_code == 200
+    page2 = survey_path(app, first) + "/more"
+    assert submit(client, page2, {"winback_consent": "y"}).status_code == 303
+    eraser = auth(make_token(app, "contacts:erase"))
+    assert (
+        client.delete("/api/v1/contacts/gone@x.example", headers=eraser).status_code
+        == 200
+    )
+    regrant = session.scalar(
+        select(func.max(ConsentEvent.id)).where(ConsentEvent.departure_id == first.id)
+    )
+    kept = _listing(session)
+    assert kept[first.id] == (regrant, True)
+    assert kept[second.id] == kept[erased.id] == (None, False)
+    assert kept[stays.id][0] is not None
+    assert sorted(listed(client, reader)) == ["pat@x.example", "stays@x.example"]
+    # Worked out again from the ledger alone, the list is the same.
+    with app.app_context(), db.write_session() as writer:
+        writer.execute(update(Departure).values(winback_grant_id=None))
+        assert rebuild_winback_list(writer) == 2
+        writer.commit()
+    assert _listing(session) == kept
+
+
+def test_the_lists_links_outlive_a_key_rotation_once_rebuilt(app, client, reader):
+    make_consenting(app, contact_email="kim@x.example")
+
+    def link() -> str:
+        [row] = client.get("/api/v1/winback/contacts", headers=reader).get_json()[
+            "contacts"
+        ]
+        return row["unsubscribe_url"].removeprefix("http://survey.test")
+
+    signed_then = link()
+    old_key = app.config["SECRET_KEY"]
+    app.config["SECRET_KEY"] = "a new key of more than thirty-two characters"
+    app.config["SECRET_KEY_FALLBACKS"] = [old_key]
+    assert client.get(signed_then).status_code == 200
+    app.config["SECRET_KEY_FALLBACKS"] = []  # the old key dropped
+    assert client.get(signed_then).status_code == 404
+    done = app.test_cli_runner().invoke(args=["contacts", "rebuild-winback"])
+    assert done.exit_code == 0, done.output
+    assert "1 contact(s) on the win-back list" in done.output
+    signed_now = link()
+    assert signed_now != signed_then
+    assert client.get(signed_now).status_code == 200

@@ -34,6 +34,8 @@ class Departure(Base):
         ),
         # Finding a person's departures: erasure, export, win-back.
         Index("ix_departures_contact_email", "contact_email"),
+        # The win-back list, in the order of its cursor.
+        Index("ix_departures_winback_grant_id", "winback_grant_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -71,6 +73,16 @@ class Departure(Base):
     #: (``consent_events``) decides; this copy, written with each event, is
     #: for counting without reading the ledger.
     consent_granted: Mapped[bool] = mapped_column(default=False, server_default=false())
+    #: The grant (a ``consent_events`` id) that puts the contact on the
+    #: win-back list, None when not listed: the departure's latest event when
+    #: it is a grant that no withdrawal by the same person, through any of
+    #: their departures, has followed. Written with each consent event (see
+    #: ``consent.record_consent``), so listing a million contacts reads no
+    #: ledger history. Not a foreign key: the ledger already refers here.
+    winback_grant_id: Mapped[int | None]
+    #: The signed consent-withdrawal token the win-back list hands out with
+    #: that grant, made when it was given (an export then signs nothing).
+    withdraw_token: Mapped[str | None] = mapped_column(String(120))
     #: Last time a fresh link was sent after the old one expired.
     fresh_link_sent_at: Mapped[datetime | None]
     #: When the contact's personal data was erased (their links then answer 410).

@@ -127,9 +127,13 @@ def find_by_public_id(
 ) -> Departure | None:
     """Return the departure with this public id, if any.
 
-    ``writing``: locked for a write about its person (see ``for_writing``).
+    ``writing``: locked for a write about its person (see ``for_writing``),
+    with all their departures, in the order every such write locks them: a
+    withdrawal of consent changes them all (``consent.record_consent``).
     """
     query = select(Departure).where(Departure.public_id == public_id)
+    if writing and (found := session.scalar(query)) and found.contact_email:
+        departures_of(session, found.contact_email, writing=True)
     return session.scalar(for_writing(query) if writing else query)
 
 

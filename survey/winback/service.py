@@ -19,9 +19,9 @@ from typing import Any
 
 from flask import Response as HttpResponse
 from flask import stream_with_context
-from sqlalchemy import Select, String, func, or_, select
+from sqlalchemy import Select, String, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from survey import audit, clock, db, links
@@ -130,16 +130,17 @@ def _iso_postgresql(element: IsoUtc, compiler: Any, **kw: Any) -> str:
 
 
 def eligible(wanted: WinbackFilter, after: int | None = None) -> Select[Any]:
-    """Return the query of listed contacts, ordered by their consent event's id."""
-    later = aliased(ConsentEvent)
-    withdrawn = aliased(ConsentEvent)
-    same_person = aliased(Departure)
+    """Return the query of listed contacts, ordered by their grant's id.
+
+    Who is listed is kept on each departure as consent changes
+    (``Departure.winback_grant_id``): the list reads no ledger history.
+    """
     query: Select[Any] = (
         select(  # type: ignore[assignment]
-            ConsentEvent.id.label("cursor"),
+            Departure.winback_grant_id.label("cursor"),
             IsoUtc(ConsentEvent.created_at).label("consented_at"),
             ConsentEvent.wording_version.label("consent_wording_version"),
-            Departure.public_id,
+            Departure.withdraw_token,
             Departure.contact_email,
             Departure.contact_name,
             Departure.company,
@@ -150,29 +151,13 @@ def eligible(wanted: WinbackFilter, after: int | None = None) -> Select[Any]:
             Response.reason.label("primary_reason"),
             Postmortem.winback_recommendation.label("postmortem_recommendation"),
         )
-        .join(Departure, Departure.id == ConsentEvent.departure_id)
+        .select_from(Departure)
+        .join(ConsentEvent, ConsentEvent.id == Departure.winback_grant_id)
         .outerjoin(Response, Response.departure_id == Departure.id)
         .outerjoin(Postmortem, Postmortem.departure_id == Departure.id)
         .where(
-            ConsentEvent.action == "granted",
+            Departure.winback_grant_id.is_not(None),
             Departure.erased_at.is_(None),
-            # The departure's latest event: nothing after this grant.
-            ~select(later.id)
-            .where(
-                later.departure_id == ConsentEvent.departure_id,
-                later.id > ConsentEvent.id,
-            )
-            .exists(),
-            # Nor a withdrawal since, through another departure of the person.
-            ~select(withdrawn.id)
-            .join(same_person, same_person.id == withdrawn.departure_id)
-            .where(
-                # Addresses are stored in lower case: one person, one address.
-                same_person.contact_email == Departure.contact_email,
-                withdrawn.action == "withdrawn",
-                withdrawn.id > ConsentEvent.id,
-            )
-            .exists(),
             or_(
                 Postmortem.winback_recommendation.is_(None),
                 Postmortem.winback_recommendation != "do_not_contact",
@@ -203,16 +188,17 @@ def eligible(wanted: WinbackFilter, after: int | None = None) -> Select[Any]:
         query = query.where(ranked.c.rank == 1)
         cursor_column: Any = ranked.c.cursor
     else:
-        cursor_column = ConsentEvent.id
+        cursor_column = Departure.winback_grant_id
     if after is not None:
         query = query.where(cursor_column > after)
     return query.order_by(cursor_column)
 
 
-def csv_rows(wanted: WinbackFilter) -> Select[Any]:
-    """The rows of the API's CSV: ``COLUMNS`` but the link, in order, text
-    made inert by the database (``spreadsheets.inert``), and the public id
-    last, for the link."""
+def csv_rows(wanted: WinbackFilter, withdraw_url_prefix: str) -> Select[Any]:
+    """The rows of the API's CSV, in ``COLUMNS`` order, made by the database:
+    text that people typed made inert (``spreadsheets.inert``; the codes the
+    service writes itself start with a letter or a digit), the link joined
+    to its prefix."""
     listed = eligible(wanted).subquery()
     c = listed.c
     return select(
@@ -222,12 +208,12 @@ def csv_rows(wanted: WinbackFilter) -> Select[Any]:
         inert(c.plan),
         inert(c.segment),
         c.mrr_cents,
-        inert(c.currency),
-        inert(c.primary_reason),
-        inert(c.postmortem_recommendation),
+        c.currency,
+        c.primary_reason,
+        c.postmortem_recommendation,
         c.consented_at,
-        inert(c.consent_wording_version),
-        c.public_id,
+        c.consent_wording_version,
+        literal(withdraw_url_prefix, String) + c.withdraw_token,
     ).order_by(c.cursor)
 
 
@@ -237,17 +223,16 @@ def is_listed(session: Session, contact_email: str) -> bool:
     return session.execute(listed.limit(1)).first() is not None
 
 
-def row_values(row: Any, unsubscribe_url: Callable[[str], str]) -> list[Any]:
+def row_values(row: Any, withdraw_url_prefix: str) -> list[Any]:
     """Return one listed contact's values, in ``COLUMNS`` order.
 
-    ``row`` is a row of ``eligible``; unpacked by position, the export's
-    hottest loop.
+    ``row`` is a row of ``eligible``, unpacked by position.
     """
     (
         _cursor,
         consented_at,
         wording_version,
-        public_id,
+        withdraw_token,
         email,
         name,
         company,
@@ -270,13 +255,13 @@ def row_values(row: Any, unsubscribe_url: Callable[[str], str]) -> list[Any]:
         recommendation,
         consented_at,
         wording_version,
-        unsubscribe_url(public_id),
+        withdraw_url_prefix + withdraw_token,
     ]
 
 
-def row_dict(row: Any, unsubscribe_url: Callable[[str], str]) -> dict[str, Any]:
+def row_dict(row: Any, withdraw_url_prefix: str) -> dict[str, Any]:
     """Return one listed contact as the API shows it."""
-    return dict(zip(COLUMNS, row_values(row, unsubscribe_url), strict=True))
+    return dict(zip(COLUMNS, row_values(row, withdraw_url_prefix), strict=True))
 
 
 @dataclass(frozen=True)
@@ -305,8 +290,8 @@ def page(
     """Return one page of listed contacts after ``cursor``."""
     query = eligible(wanted, parse_cursor(cursor)).limit(limit + 1)
     rows = session.execute(query).all()
-    make_url = links.withdraw_url_maker()
-    contacts = [row_dict(row, make_url) for row in rows[:limit]]
+    prefix = links.withdraw_url_prefix()
+    contacts = [row_dict(row, prefix) for row in rows[:limit]]
     more = len(rows) > limit
     return Page(contacts, str(rows[limit - 1].cursor) if more else None)
 
@@ -331,15 +316,15 @@ def csv_lines(
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(PEOPLE_COLUMNS if people else COLUMNS)
-    make_url = links.withdraw_url_maker()
+    prefix = links.withdraw_url_prefix()
     count, finished = 0, False
     try:
         yield buffer.getvalue()
         # Core rows (no ORM loading), from a server-side cursor on PostgreSQL;
-        # for programs, cells made inert by the database: the least Python
-        # per row (a million rows are the expected size).
+        # for programs, each row whole from the database, written as it
+        # comes: no Python per cell (a million rows are the expected size).
         result = session.connection().execute(
-            eligible(wanted) if people else csv_rows(wanted),
+            eligible(wanted) if people else csv_rows(wanted, prefix),
             execution_options={"yield_per": BATCH},
         )
         for rows in result.partitions():
@@ -347,10 +332,10 @@ def csv_lines(
             buffer.truncate()
             if people:
                 writer.writerows(
-                    [neutral(for_people(row_values(row, make_url))) for row in rows]
+                    [neutral(for_people(row_values(row, prefix))) for row in rows]
                 )
             else:
-                writer.writerows([(*row[:-1], make_url(row[-1])) for row in rows])
+                writer.writerows(rows)
             count += len(rows)
             yield buffer.getvalue()
         finished = True
