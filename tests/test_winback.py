@@ -406,6 +406,55 @@ def test_csv_cells_that_look_like_formulas_are_neutralized(app, client, reader, 
     assert row["company"] == f"'{start}cmd|calc"
 
 
+AWKWARD_TEXT = [
+    "Comma, Inc.",
+    'The "Quoted" Company',
+    "Two\nlines",
+    "Carriage\rreturn",
+    "\rStarts with CR, and a comma",
+    '=HYPERLINK("x", "y")',
+    "-42",
+    "Ünïcødé ✓ 株式会社",
+    " padded ",
+    "''",
+    '"',
+]
+
+
+@pytest.mark.parametrize("base_url", ["http://survey.test", 'http://x.test/a,"b"'])
+def test_the_databases_csv_is_what_the_csv_module_writes(app, client, reader, base_url):
+    from survey.spreadsheets import neutral
+    from survey.winback.service import COLUMNS
+
+    app.config["BASE_URL"] = base_url
+
+    for number, text in enumerate(AWKWARD_TEXT):
+        departure = make_consenting(app, contact_email=f"p{number}@x.example")
+        with app.app_context(), db.write_session() as session:
+            session.execute(
+                update(Departure)
+                .where(Departure.id == departure.id)
+                .values(
+                    contact_name=text,
+                    company=text[::-1],
+                    plan=text if number % 2 else None,
+                    segment="," if number % 3 else "",
+                )
+            )
+            session.commit()
+    rows = client.get(
+        "/api/v1/winback/contacts", query_string={"limit": 100}, headers=reader
+    ).get_json()["contacts"]
+    assert len(rows) == len(AWKWARD_TEXT)
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(neutral([row[name] for name in COLUMNS]) for row in rows)
+    response = client.get("/api/v1/winback/contacts.csv", headers=reader)
+    assert response.status_code == 200
+    assert response.get_data(as_text=True) == expected.getvalue()
+
+
 def test_every_export_is_audited_with_who_filters_and_rows(
     app, client, reader, session
 ):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import operator
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from typing import Any
 
 from flask import Response as HttpResponse
 from flask import stream_with_context
-from sqlalchemy import Select, String, func, literal, or_, select
+from sqlalchemy import Select, String, func, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -32,7 +33,7 @@ from survey.departures.schemas import parse_timestamp
 from survey.errors import InvalidInput
 from survey.money import major_units
 from survey.review.models import Postmortem
-from survey.spreadsheets import inert, neutral
+from survey.spreadsheets import csv_code, csv_link, csv_record, csv_text, neutral
 from survey.vocabulary import WINBACK_RECOMMENDATIONS
 from survey.wording import service as wordings
 
@@ -83,6 +84,9 @@ def for_people(values: list[Any]) -> list[Any]:
     row[8] = WINBACK_RECOMMENDATIONS.get(recommendation, recommendation or "")
     return row
 
+
+#: A row's first value.
+first = operator.itemgetter(0)
 
 #: Rows fetched from the database at a time while streaming (a few MB).
 BATCH = 5_000
@@ -195,26 +199,27 @@ def eligible(wanted: WinbackFilter, after: int | None = None) -> Select[Any]:
 
 
 def csv_rows(wanted: WinbackFilter, withdraw_url_prefix: str) -> Select[Any]:
-    """The rows of the API's CSV, in ``COLUMNS`` order, made by the database:
-    text that people typed made inert (``spreadsheets.inert``; the codes the
-    service writes itself start with a letter or a digit), the link joined
-    to its prefix."""
-    listed = eligible(wanted).subquery()
-    c = listed.c
-    return select(
-        inert(c.contact_email),
-        inert(c.contact_name),
-        inert(c.company),
-        inert(c.plan),
-        inert(c.segment),
-        c.mrr_cents,
-        c.currency,
-        c.primary_reason,
-        c.postmortem_recommendation,
-        c.consented_at,
-        c.consent_wording_version,
-        literal(withdraw_url_prefix, String) + c.withdraw_token,
-    ).order_by(c.cursor)
+    """The API's CSV, a record (``COLUMNS``) per row, made by the database:
+    quoted as ``csv.writer`` quotes, text that people typed made inert
+    (``spreadsheets.csv_text``), the link joined to its prefix."""
+    c = eligible(wanted).subquery().c
+    record = csv_record(
+        [
+            csv_text(c.contact_email),
+            csv_text(c.contact_name),
+            csv_text(c.company),
+            csv_text(c.plan),
+            csv_text(c.segment),
+            csv_code(c.mrr_cents),
+            csv_code(c.currency),
+            csv_code(c.primary_reason),
+            csv_code(c.postmortem_recommendation),
+            csv_code(c.consented_at),
+            csv_code(c.consent_wording_version),
+            csv_link(withdraw_url_prefix, c.withdraw_token),
+        ]
+    )
+    return select(record).order_by(c.cursor)
 
 
 def is_listed(session: Session, contact_email: str) -> bool:
@@ -335,7 +340,7 @@ def csv_lines(
                     [neutral(for_people(row_values(row, prefix))) for row in rows]
                 )
             else:
-                writer.writerows(rows)
+                buffer.write("".join(map(first, rows)))
             count += len(rows)
             yield buffer.getvalue()
         finished = True
