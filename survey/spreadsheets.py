@@ -3,7 +3,7 @@ and whole CSV records made by the database for exports of a million rows."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Integer, String, case, cast, func, literal, or_
 from sqlalchemy.ext.compiler import compiles
@@ -25,21 +25,33 @@ def neutral(values: list[Any]) -> list[Any]:
     ]
 
 
-class _FirstCodePoint(FunctionElement[int]):
-    """The code point of a text's first character (NULL for "" and NULL)."""
+class _TextFunction(FunctionElement[int]):
+    """A function on text whose name differs by database."""
 
     type = Integer()
     inherit_cache = True
+    sqlite_name: ClassVar[str]
+    postgresql_name: ClassVar[str]
 
 
-@compiles(_FirstCodePoint, "sqlite")
-def _first_sqlite(element: _FirstCodePoint, compiler: Any, **kw: Any) -> str:
-    return f"unicode({compiler.process(element.clauses, **kw)})"
+@compiles(_TextFunction)
+def _text_function(element: _TextFunction, compiler: Any, **kw: Any) -> str:
+    name = getattr(element, f"{compiler.dialect.name}_name")
+    return f"{name}({compiler.process(element.clauses, **kw)})"
 
 
-@compiles(_FirstCodePoint, "postgresql")
-def _first_postgresql(element: _FirstCodePoint, compiler: Any, **kw: Any) -> str:
-    return f"ascii({compiler.process(element.clauses, **kw)})"
+class _FirstCodePoint(_TextFunction):
+    """The code point of a text's first character (NULL for NULL)."""
+
+    inherit_cache = True
+    sqlite_name, postgresql_name = "unicode", "ascii"
+
+
+class _Position(_TextFunction):
+    """Where a text holds another, from 1 (0: nowhere; NULL for NULL)."""
+
+    inherit_cache = True
+    sqlite_name, postgresql_name = "instr", "strpos"
 
 
 def inert(text: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -53,23 +65,6 @@ def inert(text: ColumnElement[Any]) -> ColumnElement[Any]:
         ),
         else_=text,
     )
-
-
-class _Position(FunctionElement[int]):
-    """Where a text holds another, from 1 (0: nowhere; NULL for NULL)."""
-
-    type = Integer()
-    inherit_cache = True
-
-
-@compiles(_Position, "sqlite")
-def _position_sqlite(element: _Position, compiler: Any, **kw: Any) -> str:
-    return f"instr({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(_Position, "postgresql")
-def _position_postgresql(element: _Position, compiler: Any, **kw: Any) -> str:
-    return f"strpos({compiler.process(element.clauses, **kw)})"
 
 
 #: A field holding one of these is quoted (the csv module's QUOTE_MINIMAL).
