@@ -171,12 +171,21 @@ def record_consent(
     )
     session.add(consent_event)
     session.flush()
+    # The copies kept for counting and for the win-back list. A withdrawal
+    # also unlists the person's other departures: by the events it carries.
     session.execute(
         update(Departure)
         .where(Departure.id == departure.id)
-        .values(consent_granted=granted)
+        .values(
+            consent_granted=granted,
+            winback_grant_id=consent_event.id if granted else None,
+            withdraw_token=tokens.make_token(
+                tokens.WITHDRAW_CONSENT, departure.public_id
+            )
+            if granted
+            else None,
+        )
     )
-    _relist(session, locked, consent_event)
     if change := granted - (state.state == "granted"):
         Tally().count(Key.of_departure(locked), consented=change).write(session)
     session.flush()
@@ -195,28 +204,6 @@ def record_consent(
                 carry=False,
             )
     return consent_event
-
-
-def _relist(session: Session, departure: Departure, event: ConsentEvent) -> None:
-    """Keep the win-back list's columns (``Departure.winback_grant_id``) as
-    ``event`` leaves them: a grant lists this departure, with a withdrawal
-    link made now; a withdrawal unlists every departure of the person."""
-    if event.action == "granted":
-        listed = Departure.id == departure.id
-        values = {
-            "winback_grant_id": event.id,
-            "withdraw_token": tokens.make_token(
-                tokens.WITHDRAW_CONSENT, departure.public_id
-            ),
-        }
-    else:
-        listed = (
-            Departure.contact_email == departure.contact_email
-            if departure.contact_email
-            else Departure.id == departure.id
-        )
-        values = {"winback_grant_id": None, "withdraw_token": None}
-    session.execute(update(Departure).where(listed).values(values))
 
 
 def rebuild_winback_list(session: Session) -> int:

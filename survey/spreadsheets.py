@@ -71,10 +71,10 @@ def inert(text: ColumnElement[Any]) -> ColumnElement[Any]:
 _NEEDS_QUOTES = (",", '"', "\r", "\n")
 
 
-def csv_text(value: ColumnElement[Any], *, formula_safe: bool = True) -> Any:
+def csv_text(value: ColumnElement[Any]) -> Any:
     """One text field of a CSV record, as ``csv.writer`` writes it: empty for
-    NULL, quoted when it must be, and (``formula_safe``) made ``inert``."""
-    shown = inert(value) if formula_safe else value
+    NULL, quoted when it must be, and made ``inert``."""
+    shown = inert(value)
     return case(
         (value.is_(None), literal("", String)),
         (

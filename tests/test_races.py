@@ -256,6 +256,7 @@ def test_one_person_saying_yes_and_no_through_two_departures_at_once(
     from survey import db
     from survey.consent import rebuild_winback_list
 
+    eraser = auth(make_token(app, "contacts:erase"))
     for round_ in range(ROUNDS):
         email = f"both{round_}@x.example"
         sides = []
@@ -273,6 +274,11 @@ def test_one_person_saying_yes_and_no_through_two_departures_at_once(
             withdraw = withdraw_path(app, departure)
             sides.append((departure, page2, grant, untick, withdraw))
         one_click = {"List-Unsubscribe": "One-Click"}
+        # Every other round, their erasure too.
+        erasing = round_ % 2 == 1
+        erasure = partial(
+            call, served, "DELETE", f"/api/v1/contacts/{quote(email)}", None, eraser
+        )
         statuses = at_once(
             [
                 request
@@ -283,17 +289,28 @@ def test_one_person_saying_yes_and_no_through_two_departures_at_once(
                     *[partial(call, served, "POST", withdraw, one_click)] * 6,
                 )
             ]
+            + ([erasure] if erasing else [])
         )
         # No deadlock (a 503 asking to retry): the person's departures are
-        # locked in one order by every write.
-        assert set(statuses) <= {200, 303}, statuses
+        # locked in one order by every write. A request the erasure went
+        # first answers 410.
+        assert set(statuses) <= {200, 303, 410}, statuses
+        assert (410 in statuses) <= erasing
+        if erasing:
+            assert statuses[-1] == 200
         session.rollback()
+        if erasing:
+            for departure, *_ in sides:
+                erased = session.get(Departure, departure.id, populate_existing=True)
+                assert erased.erased_at is not None
+                assert (erased.winback_grant_id, erased.withdraw_token) == (None, None)
         for departure, *_ in sides:
             latest = events(session, departure)[-1]
+            listed = latest.action == "granted" and not erasing
             grant_id = session.scalar(
                 select(Departure.winback_grant_id).where(Departure.id == departure.id)
             )
-            assert grant_id == (latest.id if latest.action == "granted" else None)
+            assert grant_id == (latest.id if listed else None)
         kept = dict(
             session.execute(select(Departure.id, Departure.winback_grant_id)).all()
         )

@@ -86,7 +86,7 @@ def for_people(values: list[Any]) -> list[Any]:
 
 
 #: A row's first value.
-first = operator.itemgetter(0)
+_first = operator.itemgetter(0)
 
 #: Rows fetched from the database at a time while streaming (a few MB).
 BATCH = 5_000
@@ -340,7 +340,7 @@ def csv_lines(
                     [neutral(for_people(row_values(row, prefix))) for row in rows]
                 )
             else:
-                buffer.write("".join(map(first, rows)))
+                buffer.write("".join(map(_first, rows)))
             count += len(rows)
             yield buffer.getvalue()
         finished = True
