@@ -780,6 +780,8 @@ def over_time(session: Session, scope: Scope) -> list[MonthRow]:
 #: Periods offered as presets (days ending today), and the longest allowed.
 PRESET_DAYS = (30, 90, 365)
 MAX_PERIOD_DAYS = 3660
+#: The dates a period may name.
+EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
 
 
 def scope_from(args: Mapping[str, str], today: date) -> Scope:
@@ -792,19 +794,25 @@ def scope_from(args: Mapping[str, str], today: date) -> Scope:
     for name in ("from", "to"):
         raw = (args.get(name) or "").strip()
         try:
-            dates[name] = date.fromisoformat(raw) if raw else None
+            given = dates[name] = date.fromisoformat(raw) if raw else None
         except ValueError:
             problems[name] = ["Give a date as YYYY-MM-DD."]
+            continue
+        if given is not None and not EARLIEST <= given <= LATEST:
+            # Periods and the 12-month chart count back and forth from it.
+            problems[name] = [f"Give a date between {EARLIEST} and {LATEST}."]
     days_raw = (args.get("days") or "").strip()
     days = int(days_raw) if days_raw in {str(d) for d in PRESET_DAYS} else None
     if days_raw and days is None:
         problems["days"] = [f"Use one of {', '.join(map(str, PRESET_DAYS))}."]
-    end = dates.get("to") or today
-    start = dates.get("from") or end - timedelta(days=(days or PRESET_DAYS[0]) - 1)
-    if not problems and start > end:
-        problems["from"] = ["The period must start on or before its end."]
-    elif not problems and (end - start).days >= MAX_PERIOD_DAYS:
-        problems["from"] = [f"Ask for at most {MAX_PERIOD_DAYS} days at once."]
+    end = start = today
+    if not problems:
+        end = dates.get("to") or today
+        start = dates.get("from") or end - timedelta(days=(days or PRESET_DAYS[0]) - 1)
+        if start > end:
+            problems["from"] = ["The period must start on or before its end."]
+        elif (end - start).days >= MAX_PERIOD_DAYS:
+            problems["from"] = [f"Ask for at most {MAX_PERIOD_DAYS} days at once."]
     currency = (args.get("currency") or "").strip().upper() or None
     if currency and not (
         len(currency) == 3 and currency.isascii() and currency.isalpha()
