@@ -457,11 +457,14 @@ def contacts_export(email: str) -> None:
     """Print, as JSON, everything held about the person at EMAIL (GDPR art. 15)."""
     from survey import contacts
 
+    try:
+        address = contacts.valid_address(email)
+    except SurveyError as exc:
+        raise click.ClickException(exc.message) from None
     with db.new_session() as session:
-        try:
-            click.echo(contacts.to_json(contacts.export_person(session, email)))
-        except SurveyError as exc:
-            raise click.ClickException(exc.message) from None
+        for chunk in contacts.export_json(session, address):
+            click.echo(chunk, nl=False)
+    click.echo()
 
 
 @contacts_cli.command("erase")

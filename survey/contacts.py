@@ -15,8 +15,10 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from flask import current_app
 from sqlalchemy import JSON, Text, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from survey import audit, clock, outbox
+from survey import audit, clock, db, outbox
 from survey.answers.models import ANSWER_FIELDS, Response
 from survey.audit import AuditEvent
 from survey.consent import (
@@ -54,71 +56,168 @@ def email_hash(address: str) -> str:
     return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
 
 
-def export_person(session: Session, email: str) -> dict[str, Any]:
-    """Return everything held about a person, as JSON-ready data.
+#: A person's departure as exported: its facts, then what we recorded.
+_DEPARTURE_FIELDS = ("public_id", *FIELDS, *RECORDED, "erased_at")
+#: What an export lists under each departure, each in the order it happened.
+_RECORDS: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "consent_events": (
+        ConsentEvent,
+        ("action", "channel", "wording", "wording_version", "note", "created_at"),
+    ),
+    "emails": (
+        OutboxMessage,
+        (
+            "kind",
+            "recipient",
+            "subject",
+            "body_text",
+            "status",
+            "created_at",
+            "sent_at",
+        ),
+    ),
+    "staff_notes": (Note, ("body", "created_at")),
+}
+#: Departures read at a time (with their records), and written out together.
+_BATCH = 1_000
 
-    Raise InvalidInput when ``email`` is not an address.
+
+def holds_anything(session: Session, address: str) -> bool:
+    """Return whether any departure has this normalized address."""
+    return (
+        session.scalar(select(Departure.id).where(Departure.contact_email == address))
+        is not None
+    )
+
+
+def export_json(session: Session, address: str) -> Iterator[str]:
+    """Yield everything held about a person (GDPR art. 15) as indented JSON,
+    a thousand departures at a time.
+
+    ``address`` is normalized (see ``valid_address``); ``session`` is fresh.
+    The departures stream from a server-side cursor on PostgreSQL, each
+    batch's records are read by one Core query per table, and times are
+    made text by the database: memory stays flat however much is held.
     """
-    address = valid_address(email)
-    departures = []
-    for departure in departures_of(session, address):
-        response = session.scalar(
-            select(Response).where(Response.departure_id == departure.id)
+    if session.get_bind().dialect.name == "postgresql":
+        # One snapshot for every query (SQLite's transaction is one already).
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    connection = session.connection()
+    departures = connection.execute(
+        select(
+            Departure.id,
+            *_exported(Departure, _DEPARTURE_FIELDS),
+            Response.id,
+            *_exported(Response, ANSWER_FIELDS),
         )
-        events = session.scalars(
-            select(ConsentEvent)
-            .where(ConsentEvent.departure_id == departure.id)
-            .order_by(ConsentEvent.id)
-        )
-        messages = session.scalars(
-            select(OutboxMessage)
-            .where(OutboxMessage.departure_id == departure.id)
-            .order_by(OutboxMessage.id)
-        )
-        notes = session.scalars(
-            select(Note).where(Note.departure_id == departure.id).order_by(Note.id)
-        )
-        departures.append(
-            clock.as_json(departure, ("public_id", *FIELDS, *RECORDED, "erased_at"))
-            | {
-                "response": None
-                if response is None
-                else clock.as_json(response, ANSWER_FIELDS),
-                "consent_events": [
-                    clock.as_json(
-                        e,
-                        (
-                            "action",
-                            "channel",
-                            "wording",
-                            "wording_version",
-                            "note",
-                            "created_at",
-                        ),
-                    )
-                    for e in events
-                ],
-                "emails": [
-                    clock.as_json(
-                        m,
-                        (
-                            "kind",
-                            "recipient",
-                            "subject",
-                            "body_text",
-                            "status",
-                            "created_at",
-                            "sent_at",
-                        ),
-                    )
-                    for m in messages
-                ],
-                "staff_notes": [
-                    clock.as_json(n, ("body", "created_at")) for n in notes
-                ],
-            }
-        )
-    return {"email": address, "departures": departures}
+        .outerjoin(Response, Response.departure_id == Departure.id)
+        .where(Departure.contact_email == address)
+        .order_by(Departure.id),
+        execution_options={"yield_per": _BATCH},
+    )
+    departure_layout = _Layout(_DEPARTURE_FIELDS, 2, left_open=True)
+    answer_layout = _Layout(ANSWER_FIELDS, 3)
+    record_layouts = {name: _Layout(names, 4) for name, (_, names) in _RECORDS.items()}
+    answer_at = 1 + len(_DEPARTURE_FIELDS)
+    piece = [f'{{\n  "email": {_quote(address)},\n  "departures": [']
+    separator = "\n    "
+    for batch in departures.partitions():
+        ids = [row[0] for row in batch]
+        records = {
+            name: _records_of(connection, model, names, ids, record_layouts[name])
+            for name, (model, names) in _RECORDS.items()
+        }
+        for row in batch:
+            piece += (
+                separator,
+                departure_layout.write(row[1:answer_at]),
+                ',\n      "response": ',
+                "null"
+                if row[answer_at] is None
+                else answer_layout.write(row[answer_at + 1 :]),
+            )
+            for name, by_departure in records.items():
+                listed = by_departure.get(row[0])
+                piece += (
+                    f',\n      "{name}": ',
+                    "[\n        " + ",\n        ".join(listed) + "\n      ]"
+                    if listed
+                    else "[]",
+                )
+            piece.append("\n    }")
+            separator = ",\n    "
+        yield "".join(piece)
+        piece = []
+    piece.append("\n  ]\n}" if separator != "\n    " else "]\n}")
+    yield "".join(piece)
+
+
+def _records_of(
+    connection: Any,
+    model: Any,
+    names: tuple[str, ...],
+    departure_ids: list[int],
+    layout: _Layout,
+) -> dict[int, list[str]]:
+    """Return the records of a table for these departures, written out,
+    in the order they happened, by departure id."""
+    rows = connection.execute(
+        select(model.departure_id, *_exported(model, names))
+        .where(model.departure_id.in_(departure_ids))
+        .order_by(model.departure_id, model.id)
+    )
+    return {
+        departure_id: [layout.write(row[1:]) for row in group]
+        for departure_id, group in groupby(rows, key=_first)
+    }
+
+
+def _first(row: Any) -> Any:
+    return row[0]
+
+
+def _exported(model: Any, names: tuple[str, ...]) -> list[Any]:
+    """Return a model's columns ``names``, times as ISO 8601 text."""
+    columns = [getattr(model, name) for name in names]
+    return [
+        db.IsoUtc(column) if isinstance(column.type, db.UTCDateTime) else column
+        for column in columns
+    ]
+
+
+#: JSON for strings (keeping non-ASCII letters) and for everything else.
+_quote = json.encoder.encode_basestring
+_compact = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class _Layout:
+    """Writes rows as JSON objects of the fields ``names``, laid out as
+    ``json.dumps(indent=2)`` lays them out ``depth`` levels deep; with
+    ``left_open``, without the closing brace (more fields follow)."""
+
+    def __init__(
+        self, names: tuple[str, ...], depth: int, *, left_open: bool = False
+    ) -> None:
+        inner = "  " * (depth + 1)
+        fields = ",\n".join(f'{inner}"{name}": {{}}' for name in names)
+        closing = "" if left_open else "\n" + "  " * depth + "}}"
+        self._template = "{{\n" + fields + closing  # braces doubled for format()
+        self._depth = depth + 1
+
+    def write(self, row: Any) -> str:
+        """Return ``row``'s values (in the order of ``names``) as the object."""
+        return self._template.format(*map(self._value, row))
+
+    def _value(self, value: Any) -> str:
+        if value is None:
+            return "null"
+        if type(value) is str:
+            return _quote(value)
+        if type(value) is list:  # the few answers that are lists
+            return json.dumps(value, indent=2, ensure_ascii=False).replace(
+                "\n", "\n" + "  " * self._depth
+            )
+        return _compact(value)
 
 
 @dataclass(frozen=True)
@@ -538,8 +637,3 @@ def purge_expired(
         )
         log.info("retention: erased %d departures", len(expired))
     return len(expired), Erasure(len(expired), 0, tuple(files))
-
-
-def to_json(data: dict[str, Any]) -> str:
-    """Return an export as indented JSON."""
-    return json.dumps(data, indent=2, ensure_ascii=False)

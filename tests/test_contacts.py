@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from survey import outbox
+from survey import db, outbox
 from survey.answers.models import Response
 from survey.audit import AuditEvent
 from survey.consent import ConsentEvent
@@ -135,6 +135,66 @@ def test_export_shows_everything_held(app, runner, person):
     assert first["emails"][0]["kind"] == "invitation"
     assert first["staff_notes"][0]["body"] == f"Called {NAME} today"
     assert second["response"]["details"] == f"Write to {EMAIL} please"
+
+
+def test_the_personal_export_streams_each_departures_records_as_indented_json(
+    app, session, person
+):
+    first, second = person
+    # A third departure with nothing recorded yet, and another person's records
+    # between Peter's in every table.
+    third = make_departure(app, contact_email=EMAIL.lower(), external_id="p3")
+    make_consenting(app, contact_email="bill@initech.example", external_id="b1")
+    admin = app.test_client()
+    login(admin, make_user(app, "admin").email)
+    page = admin.get("/admin/contacts").get_data(as_text=True)
+    download = admin.post(
+        "/admin/contacts",
+        data=hidden_fields(page) | {"email": EMAIL, "action": "export"},
+    )
+    assert download.status_code == 200
+    assert "Content-Length" not in download.headers  # streamed, not built first
+    assert download.headers["Cache-Control"] == "no-store"
+    body = download.get_data(as_text=True)
+    with app.app_context():  # the database connection it read from is back
+        assert db.engine().pool.checkedout() == 0
+    data = json.loads(body)
+    assert body == json.dumps(data, indent=2, ensure_ascii=False)
+    session.rollback()
+    held = [first.id, second.id, third.id]
+    assert [d["public_id"] for d in data["departures"]] == [
+        session.get(Departure, key).public_id for key in held
+    ]
+    for key, exported in zip(held, data["departures"], strict=True):
+        events = session.scalars(
+            select(ConsentEvent.action)
+            .where(ConsentEvent.departure_id == key)
+            .order_by(ConsentEvent.id)
+        ).all()
+        assert [e["action"] for e in exported["consent_events"]] == events
+        subjects = session.scalars(
+            select(outbox.OutboxMessage.subject)
+            .where(outbox.OutboxMessage.departure_id == key)
+            .order_by(outbox.OutboxMessage.id)
+        ).all()
+        assert [m["subject"] for m in exported["emails"]] == subjects
+        notes = session.scalars(
+            select(Note.body).where(Note.departure_id == key).order_by(Note.id)
+        ).all()
+        assert [n["body"] for n in exported["staff_notes"]] == notes
+    assert data["departures"][0]["consent_events"]  # the checks above compare
+    assert data["departures"][0]["staff_notes"]  # something on the first ...
+    assert data["departures"][1]["response"]["reason"] == "other"  # the second
+    assert data["departures"][2]["response"] is None  # ... and nothing
+    assert "bill@initech.example" not in body
+    assert (
+        session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.kind == "contact.exported")
+        )
+        == 1
+    )
 
 
 def test_erasure_leaves_no_trace_but_keeps_the_numbers(

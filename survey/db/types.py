@@ -10,7 +10,9 @@ from typing import Annotated, Any, ClassVar, TypeVar
 from sqlalchemy import DateTime, MetaData, String
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 #: Constraint names Alembic can refer to on every database.
@@ -46,6 +48,27 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class IsoUtc(FunctionElement[str]):
+    """A UTC timestamp column as ISO 8601 text (``2026-11-27T10:00:00.000000Z``),
+    made by the database: exported rows then need no datetime objects."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(IsoUtc, "sqlite")
+def _iso_sqlite(element: IsoUtc, compiler: Any, **kw: Any) -> str:
+    # Stored as "YYYY-MM-DD HH:MM:SS.ffffff" in UTC (SQLAlchemy's format).
+    column = compiler.process(next(iter(element.clauses)), **kw)
+    return f"replace({column}, ' ', 'T') || 'Z'"
+
+
+@compiles(IsoUtc, "postgresql")
+def _iso_postgresql(element: IsoUtc, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(next(iter(element.clauses)), **kw)
+    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 
 Str80 = Annotated[str, mapped_column(String(80))]

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask import Response as HttpResponse
 from flask_login import current_user
 from sqlalchemy.orm import Session
@@ -129,11 +138,9 @@ def contacts() -> str | WerkzeugResponse:
         return render_template("staff/contacts.html", form=form)
     db_session = db.session()
     if request.form.get("action") == "export":
-        data = contacts_service.export_person(db_session, address)
-        if not data["departures"]:
+        if not contacts_service.holds_anything(db_session, address):
             flash(f"Nothing held about {address}: there is nothing to export.", "info")
             return render_template("staff/contacts.html", form=form)
-        body = contacts_service.to_json(data)
         audit.record(
             db_session,
             "contact.exported",
@@ -145,9 +152,12 @@ def contacts() -> str | WerkzeugResponse:
         person = re.sub(r"[^A-Za-z0-9@._-]+", "_", address)
         name = f"personal-data-{person}-{clock.now():%Y-%m-%d}.json"
         return HttpResponse(
-            body,
+            stream_with_context(_personal_data(address)),
             mimetype="application/json",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "Cache-Control": "no-store",
+            },
         )
     if (form.confirm.data or "").strip().lower() != address:
         # Said before anything goes: how much this address holds.
@@ -170,3 +180,13 @@ def contacts() -> str | WerkzeugResponse:
         "info",
     )
     return redirect(url_for(".contacts"))
+
+
+def _personal_data(address: str) -> Iterator[str]:
+    """Yield the export from a session of its own, closed when the download
+    ends or is abandoned: a streamed answer outlives the request's session."""
+    reader = db.new_session()
+    try:
+        yield from contacts_service.export_json(reader, address)
+    finally:
+        reader.close()

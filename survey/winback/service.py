@@ -20,10 +20,8 @@ from typing import Any
 
 from flask import Response as HttpResponse
 from flask import stream_with_context
-from sqlalchemy import Select, String, func, or_, select
-from sqlalchemy.ext.compiler import compiles
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.functions import FunctionElement
 
 from survey import audit, clock, db, links
 from survey.answers.models import Response
@@ -112,27 +110,6 @@ class WinbackFilter:
         }
 
 
-class IsoUtc(FunctionElement[str]):
-    """A UTC timestamp column as ISO 8601 text (``2026-11-27T10:00:00.000000Z``),
-    made by the database: the export's rows then need no datetime objects."""
-
-    type = String()
-    inherit_cache = True
-
-
-@compiles(IsoUtc, "sqlite")
-def _iso_sqlite(element: IsoUtc, compiler: Any, **kw: Any) -> str:
-    # Stored as "YYYY-MM-DD HH:MM:SS.ffffff" in UTC (SQLAlchemy's format).
-    column = compiler.process(next(iter(element.clauses)), **kw)
-    return f"replace({column}, ' ', 'T') || 'Z'"
-
-
-@compiles(IsoUtc, "postgresql")
-def _iso_postgresql(element: IsoUtc, compiler: Any, **kw: Any) -> str:
-    column = compiler.process(next(iter(element.clauses)), **kw)
-    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-
-
 def eligible(wanted: WinbackFilter, after: int | None = None) -> Select[Any]:
     """Return the query of listed contacts, ordered by their grant's id.
 
@@ -142,7 +119,7 @@ def eligible(wanted: WinbackFilter, after: int | None = None) -> Select[Any]:
     query: Select[Any] = (
         select(  # type: ignore[assignment]
             Departure.winback_grant_id.label("cursor"),
-            IsoUtc(ConsentEvent.created_at).label("consented_at"),
+            db.IsoUtc(ConsentEvent.created_at).label("consented_at"),
             ConsentEvent.wording_version.label("consent_wording_version"),
             Departure.withdraw_token,
             Departure.contact_email,
