@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -168,12 +169,8 @@ def _records_of(
     )
     return {
         departure_id: [layout.write(row[1:]) for row in group]
-        for departure_id, group in groupby(rows, key=_first)
+        for departure_id, group in groupby(rows, key=itemgetter(0))
     }
-
-
-def _first(row: Any) -> Any:
-    return row[0]
 
 
 def _exported(model: Any, names: tuple[str, ...]) -> list[Any]:

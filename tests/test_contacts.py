@@ -187,14 +187,8 @@ def test_the_personal_export_streams_each_departures_records_as_indented_json(
     assert data["departures"][1]["response"]["reason"] == "other"  # the second
     assert data["departures"][2]["response"] is None  # ... and nothing
     assert "bill@initech.example" not in body
-    assert (
-        session.scalar(
-            select(func.count())
-            .select_from(AuditEvent)
-            .where(AuditEvent.kind == "contact.exported")
-        )
-        == 1
-    )
+    kinds = session.scalars(select(AuditEvent.kind)).all()
+    assert kinds.count("contact.exported") == 1
 
 
 def test_erasure_leaves_no_trace_but_keeps_the_numbers(
