@@ -65,6 +65,9 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_BATCH_SIZE": 100,
     "OUTBOX_SENDERS": 4,
     "OUTBOX_POLL_SECONDS": 5,
+    #: A worker's claim on messages, renewed while it lives: how soon a dead
+    #: worker's messages go to another.
+    "OUTBOX_LEASE_SECONDS": 60,
     #: Largest request bodies: the API's JSON, the customer's survey forms,
     #: and every other form (staff pages; a postmortem has ten long texts).
     "API_MAX_BODY_BYTES": 64 * 1024,
@@ -274,6 +277,7 @@ def _check(app: Flask) -> None:
         "OUTBOX_RETRY_BASE_SECONDS",
         "OUTBOX_BATCH_SIZE",
         "OUTBOX_SENDERS",
+        "OUTBOX_LEASE_SECONDS",
         "MAIL_PORT",
         "API_MAX_BODY_BYTES",
         "PUBLIC_MAX_BODY_BYTES",

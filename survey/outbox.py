@@ -3,13 +3,14 @@
 ``enqueue`` adds a message in the caller's transaction. ``deliver_due`` is the
 worker's pass: it claims due messages (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, so several workers never take the same row and never wait for
-each other) and leases them for a while. Its sender threads
+each other) and leases them for a minute (``OUTBOX_LEASE_SECONDS``), renewed
+every few seconds while it holds them. Its sender threads
 (``OUTBOX_SENDERS``) send side by side, each over an SMTP connection of its
 own; the worker records their outcomes together, a tenth of a second's worth
 per transaction, and at once when sending slows down. Shortly before sending,
 a worker renews its claim on the next few messages, and skips those whose
-claim has passed to another worker (a lease that ran out while this one was
-stuck on a slow server) or that were settled meanwhile (an erasure).
+claim has passed to another worker (a lease that ran out while this one could
+not reach the database) or that were settled meanwhile (an erasure).
 
 Delivery is at least once. A message marked sent is never sent again, but a
 worker that dies, or loses the database, after the mail server took a
@@ -17,10 +18,10 @@ message and before recording it as sent leaves it to be sent again: the
 messages in hand then, and those sent in the tenth of a second before. Every
 copy carries the message's one ``Message-ID``, chosen when it was queued,
 so mail systems can tell a copy from a new message. A worker that dies
-leaves its messages to others once its lease runs out. A worker that loses
-the database gives its claims back if it can, and keeps one identity
-(``new_worker_id``) for its whole run: its next pass takes back at once
-whatever it still holds.
+leaves its messages to others once its lease runs out, within a minute. A
+worker that loses the database gives its claims back if it can, and keeps
+one identity (``new_worker_id``) for its whole run: its next pass takes
+back at once whatever it still holds.
 """
 
 from __future__ import annotations
@@ -339,16 +340,17 @@ class DeliveryReport:
         return self.sent + self.retried + self.failed
 
 
-def _lease(messages: int) -> timedelta:
-    """How long a claim on ``messages`` messages lasts: each may hit the SMTP
-    timeout on connect, on every command and on the data (or a receiver's
-    on connect and on the answer), a sender at a time, plus a margin."""
-    config = current_app.config
-    per_message = max(
-        config["MAIL_TIMEOUT_SECONDS"] * 6, config["WEBHOOK_TIMEOUT_SECONDS"] * 2
-    )
-    rounds = -(-messages // config["OUTBOX_SENDERS"])
-    return timedelta(seconds=per_message * rounds + 60)
+def _lease() -> timedelta:
+    """How long a claim lasts unless renewed. A worker renews its claims on
+    everything in hand every ``RENEW_EVERY`` of it, however long a mail
+    server keeps it waiting: a worker that dies leaves its messages to the
+    others within one lease."""
+    return timedelta(seconds=current_app.config["OUTBOX_LEASE_SECONDS"])
+
+
+#: A worker renews what it holds this often, in leases (a few renewals may
+#: fail, a database busy for a moment, before the lease runs out).
+RENEW_EVERY = 1 / 6
 
 
 def _claim(session: Session, limit: int, worker: str) -> list[int]:
@@ -380,7 +382,7 @@ def _claim(session: Session, limit: int, worker: str) -> list[int]:
         session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_(ids))
-            .values(locked_until=now + _lease(len(ids)), claimed_by=worker)
+            .values(locked_until=now + _lease(), claimed_by=worker)
         )
     session.commit()
     log.debug("worker %s claimed %d messages", worker, len(ids))
@@ -443,35 +445,28 @@ RENEW_AHEAD = 25
 RECORD_EVERY_SECONDS = 0.1
 
 
-def _renew_claims(
-    session: Session, messages: list[OutboxMessage], worker: str
-) -> set[int]:
-    """Renew this worker's claim on messages about to be sent; return the
-    ids still this worker's to send. Not those sent or given up meanwhile
-    (an erasure, a reactivation), nor those another worker claimed after
-    this worker's lease ran out."""
+def _renew_claims(session: Session, ids: list[int], worker: str) -> set[int]:
+    """Renew this worker's claim on messages ``ids``; return those still this
+    worker's to send. Not those sent or given up meanwhile (an erasure, a
+    reactivation), nor those another worker claimed after this worker's
+    lease ran out."""
     now = clock.now()
     db.begin_write(session)
     renewed = set(
         session.scalars(
             update(OutboxMessage)
             .where(
-                OutboxMessage.id.in_([m.id for m in messages]),
+                OutboxMessage.id.in_(ids),
                 OutboxMessage.status == PENDING,
                 OutboxMessage.claimed_by == worker,
                 OutboxMessage.locked_until >= now,
             )
-            .values(locked_until=now + _lease(len(messages)))
+            .values(locked_until=now + _lease())
             .returning(OutboxMessage.id)
             .execution_options(synchronize_session=False)
         )
     )
     session.commit()  # hold no transaction while talking SMTP
-    for message in messages:
-        if message.id not in renewed:
-            log.warning(
-                "message %s skipped: no longer claimed by %s", message.id, worker
-            )
     return renewed
 
 
@@ -550,6 +545,7 @@ class _Pass:
         self.in_flight: dict[Future[_Attempt], OutboxMessage] = {}
         self.done: list[_Attempt] = []
         self.done_since = 0.0
+        self.held_since = time.monotonic()  # when the claims were last renewed
 
     def run(
         self, senders: _Senders, room: int, should_stop: Callable[[], bool]
@@ -578,6 +574,7 @@ class _Pass:
                 timeout=RECORD_EVERY_SECONDS,
                 return_when=FIRST_COMPLETED,
             )
+            self._keep_claims()
             for future in finished:
                 del self.in_flight[future]
                 if not self.done:
@@ -600,9 +597,23 @@ class _Pass:
                 self.waiting.append(message)
 
     def _renew_ahead(self) -> None:
-        ahead = list(itertools.islice(self.waiting, RENEW_AHEAD))
+        ahead = [m.id for m in itertools.islice(self.waiting, RENEW_AHEAD)]
         self.renewed = _renew_claims(self.session, ahead, self.worker)
-        self.checked = {m.id for m in ahead}
+        self.checked = set(ahead)
+        for message_id in self.checked - self.renewed:
+            log.warning(
+                "message %s skipped: no longer claimed by %s", message_id, self.worker
+            )
+
+    def _keep_claims(self) -> None:
+        """Renew the claims on everything in hand once ``RENEW_EVERY`` of a
+        lease has passed, senders waiting on a slow server included."""
+        every = _lease().total_seconds() * RENEW_EVERY
+        if time.monotonic() - self.held_since < every:
+            return
+        held = [m.id for m in (*self.waiting, *self.in_flight.values())]
+        self.renewed &= _renew_claims(self.session, held, self.worker)
+        self.held_since = time.monotonic()
 
     def _record(self) -> None:
         if not self.done:

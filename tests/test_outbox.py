@@ -353,14 +353,54 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
         assert statuses == {"sent": 3, "pending": 5}
 
         sink.accept = 100
-        # The dead worker's claim expires; another worker finishes the batch.
+        # The dead worker's claim lasts a lease (a minute) from its last
+        # renewal, then another worker finishes the batch.
+        clock.current = datetime.now(UTC)  # the worker ran on the real time
         assert deliver(app).handled == 0
-        clock.advance(hours=2)
+        clock.advance(seconds=61)
         assert deliver(app).sent == 5
     recipients = [m["To"] for m in sink.messages]
     assert len(recipients) == 8
     assert len(set(recipients)) == 8
     assert all(m.status == "sent" and m.attempts == 1 for m in messages(session))
+
+
+def test_a_worker_waiting_on_a_slow_mail_server_keeps_its_claim(
+    make_app, clock, session
+):
+    """The lease is short, so a dead worker's messages move on soon; a live
+    one renews it while its senders wait, and no other worker takes over."""
+    with serving(_HangingSink("127.0.0.1", free_port())) as sink:
+        sink.accept = 0
+        app = make_app(
+            MAIL_SERVER=sink.host,
+            MAIL_PORT=sink.port,
+            MAIL_TIMEOUT_SECONDS=4,
+            OUTBOX_LEASE_SECONDS=3,
+        )
+        for _ in range(2):
+            make_departure(app)
+        reports: list[outbox.DeliveryReport] = []
+        worker = threading.Thread(target=lambda: reports.append(deliver(app)))
+        worker.start()
+        try:
+            assert sink.hanging.wait(30), "the worker sent nothing"
+            claimed = [m.locked_until for m in messages(session)]
+            clock.advance(seconds=2)
+            renewed_until = clock.current + timedelta(seconds=3)
+            deadline = time.monotonic() + 10
+            while not all(
+                m.locked_until and m.locked_until >= renewed_until
+                for m in messages(session)
+            ):
+                assert time.monotonic() < deadline, f"never renewed: {claimed}"
+                time.sleep(0.05)
+            clock.advance(seconds=2)  # past the first lease, within the renewed
+            assert deliver(app).handled == 0
+        finally:
+            worker.join(timeout=30)
+    assert [r.retried for r in reports] == [2]  # the mail server's time out
+    assert sink.messages == []
 
 
 class _KillingSink(SmtpSink):
