@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from flask import Flask
+from flask import Flask, has_request_context, request
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
@@ -126,12 +126,51 @@ def clock() -> Clock:
     return Clock()
 
 
+class PooledConnections:
+    """Watches an app's pool: no request may hold two of its connections at
+    once. One that waits for a second while holding one can wait for ever:
+    with more requests than connections, each may hold one (seen with
+    seventy withdrawals at once)."""
+
+    def __init__(self) -> None:
+        self.twice: list[str] = []
+
+    def watch(self, app: Flask) -> None:
+        engine = app.extensions["survey.db"].kw["bind"]
+        event.listen(engine, "checkout", self._checked_out)
+        event.listen(engine, "checkin", self._checked_in)
+
+    def _checked_out(self, dbapi_connection: Any, *_: Any) -> None:
+        if not has_request_context():
+            return
+        held = request.environ.setdefault("tests.pooled", set())
+        held.add(id(dbapi_connection))
+        if len(held) > 1:
+            self.twice.append(f"{request.method} {request.url_rule}")
+
+    def _checked_in(self, dbapi_connection: Any, *_: Any) -> None:
+        if has_request_context():
+            request.environ.get("tests.pooled", set()).discard(id(dbapi_connection))
+
+
+@pytest.fixture
+def pooled_connections() -> PooledConnections:
+    return PooledConnections()
+
+
 @pytest.fixture
 def make_app(
-    database_url: str, tmp_path: Path, clock: Clock
+    database_url: str,
+    tmp_path: Path,
+    clock: Clock,
+    pooled_connections: PooledConnections,
 ) -> Iterator[Callable[..., Flask]]:
-    """Return a factory of apps on the test database; tables are emptied after."""
+    """Return a factory of apps on the test database; tables are emptied after.
+
+    Every request of every test holds one pooled connection at a time.
+    """
     apps: list[Flask] = []
+    pooled = pooled_connections
 
     def factory(**overrides: Any) -> Flask:
         config = {
@@ -149,10 +188,12 @@ def make_app(
         }
         config.update(overrides)
         app = create_app(config)
+        pooled.watch(app)
         apps.append(app)
         return app
 
     yield factory
+    assert not pooled.twice, f"requests holding two connections: {pooled.twice}"
     with factory().app_context():
         engine = db.engine()
         with engine.begin() as connection:

@@ -17,7 +17,14 @@ from survey.answers.models import Response
 from survey.departures.models import Departure
 from survey.public import service
 from survey.review.models import ReviewItem
-from tests.factories import make_consenting, make_departure, survey_path
+from tests.factories import (
+    login,
+    make_consenting,
+    make_departure,
+    make_user,
+    survey_path,
+    withdraw_path,
+)
 
 
 def test_a_prepared_select_gives_what_core_gives(app, client):
@@ -183,3 +190,29 @@ def test_database_errors_never_show_the_values_of_a_statement(app):
     ):
         connection.execute(query, {"company": "Customer Secret Ltd"})
     assert "Customer Secret" not in str(error.value)
+
+
+def test_a_request_filling_the_caches_holds_one_pooled_connection_at_a_time(
+    app, client, pooled_connections
+):
+    """Seventy withdrawals at once exhausted the pool: each request held its
+    session's connection while it took a second to read the brand (its cache
+    had run out), and waited for it as long as every other one did."""
+    from survey.branding import service as branding
+    from survey.wording import service as wordings
+
+    departure = make_consenting(app)
+    login(client, make_user(app, "csm").email)
+    one_click = {"List-Unsubscribe": "One-Click"}
+    requests = {
+        "withdrawal": lambda: client.post(
+            withdraw_path(app, departure), data=one_click
+        ),
+        "page two": lambda: client.get(survey_path(app, departure) + "/more"),
+        "review item": lambda: client.get(f"/review/{departure.public_id}"),
+    }
+    for name, send in requests.items():
+        branding.forget(app)
+        wordings.forget(app)
+        assert send().status_code == 200, name
+        assert pooled_connections.twice == [], name

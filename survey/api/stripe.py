@@ -27,6 +27,7 @@ def stripe_webhook() -> WerkzeugResponse:
     event = stripe_intake.verify(
         request.get_data(cache=False), request.headers.get("Stripe-Signature")
     )
-    with db.new_session() as session:
-        outcome = stripe_intake.take_in(session, event)
+    # The request's session, so that what reads beside it (the survey's
+    # wording) shares its connection; take_in begins its transactions.
+    outcome = stripe_intake.take_in(db.session(begin=False), event)
     return jsonify(StripeReceived(received=True, outcome=outcome).model_dump())

@@ -22,6 +22,7 @@ def winback_contacts() -> WerkzeugResponse:
         session, wanted, request.args.get("cursor"), limit_from_args()
     )
     winback.audit_export(
+        session,
         actor_id=None,
         token_name=g.api_token.name,
         wanted=wanted,

@@ -122,9 +122,8 @@ def current() -> BrandView:
     if kept is not None and kept[0] > time.monotonic():
         return kept[1]  # type: ignore[no-any-return]
     try:
-        with db.engine().connect() as connection:
-            brand = Session(bind=connection).get(Brand, BRAND_ID)
-            view = _view(app, brand)
+        with db.reading_session() as reader:
+            view = _view(app, reader.get(Brand, BRAND_ID))
     except SQLAlchemyError:
         log.warning("brand not read (database unavailable); pages go without it")
         return _view(app, None)

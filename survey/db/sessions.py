@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import Flask, current_app, g, has_request_context, request
+from flask import Flask, current_app, g, has_app_context, has_request_context, request
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -122,20 +122,43 @@ def engine() -> Engine:
     return bound
 
 
-def session() -> Session:
+def session(*, begin: bool = True) -> Session:
     """Return this request's (or app context's) session, opened on first use.
 
-    In a request with an unsafe method, the transaction is opened for writing.
+    In a request with an unsafe method, the transaction is opened for
+    writing, unless ``begin`` is false on that first use (the caller begins
+    its transactions itself).
     """
     if "db_session" not in g:
         g.db_session = new_session()
-        if has_request_context() and request.method not in _SAFE_METHODS:
+        if begin and has_request_context() and request.method not in _SAFE_METHODS:
             # Take the whole form in before holding the write lock: a slow
             # client must not keep every other writer waiting.
             request.form  # noqa: B018
             begin_write(g.db_session)
     result: Session = g.db_session
     return result
+
+
+@contextmanager
+def reading_session() -> Iterator[Session]:
+    """Yield a session of its own (its own objects) for a short read beside
+    the caller's unit of work, such as a cache filling up: on the request
+    session's connection while that one's transaction holds one, else on a
+    pooled connection of its own.
+
+    A request never holds one pooled connection while waiting for another:
+    with more requests than connections, each could hold one and wait for
+    a second until the pool's timeout (seen with seventy withdrawals at once).
+    """
+    held: Session | None = g.get("db_session") if has_app_context() else None
+    transaction = held.get_transaction() if held is not None else None
+    if held is not None and transaction is not None and transaction.is_active:
+        with Session(bind=held.connection()) as reader:
+            yield reader
+        return
+    with new_session() as reader:
+        yield reader
 
 
 def begin_write(db_session: Session) -> None:

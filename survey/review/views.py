@@ -533,9 +533,10 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
 def _saved_version(review_item: ReviewItem) -> PostmortemForm:
     """The saved postmortem as a form, read apart from the request's session
     (whose postmortem is read again under the departure's lock)."""
-    with db.new_session() as reader:
-        saved = postmortems.get_postmortem(reader, review_item.departure_id)
-        return _postmortem_form(saved, review_item.departure)
+    departure = review_item.departure  # first: after a rollback, read again
+    with db.reading_session() as reader:
+        saved = postmortems.get_postmortem(reader, departure.id)
+        return _postmortem_form(saved, departure)
 
 
 def _version_compared(

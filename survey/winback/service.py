@@ -326,6 +326,7 @@ def csv_lines(
 
 
 def audit_export(
+    session: Session,
     *,
     actor_id: int | None,
     token_name: str | None,
@@ -334,21 +335,23 @@ def audit_export(
     finished: bool,
     format: str,
 ) -> None:
-    """Audit an export (who, filters, how many rows) in a writing transaction
-    of its own: the export is a read, and on SQLite a read cannot turn into a
-    write once another writer has committed meanwhile."""
-    with db.write_session() as writer:
-        audit.record(
-            writer,
-            "winback.export",
-            actor_id=actor_id,
-            token=token_name,
-            filters=wanted.as_audit(),
-            rows=rows,
-            finished=finished,
-            format=format,
-        )
-        writer.commit()
+    """Audit an export (who, filters, how many rows) through the session that
+    read it, in a writing transaction of its own: the read's ends here (on
+    SQLite a read cannot turn into a write once another writer has committed
+    meanwhile), and no second connection is held beside it."""
+    session.commit()
+    db.begin_write(session)
+    audit.record(
+        session,
+        "winback.export",
+        actor_id=actor_id,
+        token=token_name,
+        filters=wanted.as_audit(),
+        rows=rows,
+        finished=finished,
+        format=format,
+    )
+    session.commit()
     log.info("win-back export (%s): %d rows, finished=%s", format, rows, finished)
 
 
@@ -398,15 +401,19 @@ def csv_download(
     reader = db.new_session()
 
     def done(rows: int, finished: bool) -> None:
-        reader.close()
-        audit_export(
-            actor_id=actor_id,
-            token_name=token_name,
-            wanted=wanted,
-            rows=rows,
-            finished=finished,
-            format="csv",
-        )
+        reader.close()  # the export's read, and its cursor
+        try:
+            audit_export(
+                reader,
+                actor_id=actor_id,
+                token_name=token_name,
+                wanted=wanted,
+                rows=rows,
+                finished=finished,
+                format="csv",
+            )
+        finally:
+            reader.close()
 
     stamp = clock.now().astimezone(UTC).strftime("%Y%m%d-%H%M")
     return HttpResponse(

@@ -35,6 +35,7 @@ def contacts() -> tuple[str, int]:
         problems |= invalid.fields
         page = winback.page(session, wanted, None, PAGE_SIZE)
     winback.audit_export(
+        session,
         actor_id=current_user.id,
         token_name=None,
         wanted=wanted,

@@ -164,8 +164,8 @@ class _Known:
 def _load(app: Flask) -> tuple[Wording, _Known]:
     """Read the newest version, and what all versions say about reasons."""
     language = _default_language(app)
-    with db.engine().connect() as connection:
-        rows = connection.execute(
+    with db.reading_session() as reader:
+        rows = reader.execute(
             select(SurveyVersion.id, SurveyVersion.definition).order_by(
                 SurveyVersion.id
             )
