@@ -518,7 +518,7 @@ def _purge_expired() -> int:
 
 
 def send_digest_if_due(sent_by: str) -> int | None:
-    """Queue last week's digest if it is due (Monday morning) and nobody
+    """Queue last week's digest if it is due (from Monday morning) and nobody
     queued it yet; return how many staff get it (None: nothing queued)."""
     from survey.insights import digest
     from survey.staff.access import INSIGHTS, roles_with

@@ -1,10 +1,11 @@
 """The weekly digest: last week's insights, by email, to the staff who asked.
 
 Sent on Monday morning (``DIGEST_HOUR`` in ``DIGEST_TIMEZONE``) by the mail
-worker, or by hand (``flask --app survey digest send``). A week's digest is
-sent once: its row in ``digest_weeks`` is written in the transaction that
-queues the emails, so of several workers (or a worker and a person) only the
-first commits; the others find the week taken and queue nothing.
+worker (later in the week if no worker ran then), or by hand (``flask --app
+survey digest send``). A week's digest is sent once: its row in
+``digest_weeks`` is written in the transaction that queues the emails, so of
+several workers (or a worker and a person) only the first commits; the
+others find the week taken and queue nothing.
 """
 
 from __future__ import annotations
@@ -80,10 +81,11 @@ def last_week(today: date) -> Scope:
 
 
 def due_week(now: datetime) -> Scope | None:
-    """The week whose digest is due at ``now``: last week's, on Monday from
-    ``DIGEST_HOUR`` on (local time); None on other days and earlier hours."""
+    """The week whose digest is due at ``now``: last week's, from Monday's
+    ``DIGEST_HOUR`` on (local time) until the week ends, so that a worker
+    down on Monday sends it late rather than never; None on Monday before."""
     local = local_now(now)
-    if local.weekday() != 0 or local.hour < current_app.config["DIGEST_HOUR"]:
+    if local.weekday() == 0 and local.hour < current_app.config["DIGEST_HOUR"]:
         return None
     return last_week(local.date())
 
