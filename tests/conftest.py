@@ -46,13 +46,16 @@ SECRET = "test-secret-key"
 #: A signed survey or withdrawal link's token (a JSON string, a timestamp, a
 #: signature): it opens a customer's answers, so no log line may hold one.
 LINK_TOKEN = re.compile(r"I[\w-]{20,}\.[\w-]{5,8}\.[\w-]{20,}")
+#: An email address: a person's, which no log line may hold either (logs are
+#: kept apart from the database, where an erasure cannot reach them).
+ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def every_log_line_of_the_run(tmp_path_factory: Any) -> Iterator[None]:
     """Write our log lines of the whole run as JSON (SURVEY_LOG_FORMAT=json);
     then check that each line is one JSON object and none holds a link's
-    token or a password."""
+    token, a password or an email address."""
     path = tmp_path_factory.mktemp("logs") / "survey.jsonl"
     logger = logging.getLogger("survey")
     if logger.level == logging.NOTSET:
@@ -70,9 +73,11 @@ def every_log_line_of_the_run(tmp_path_factory: Any) -> Iterator[None]:
     for line in path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         assert {"time", "level", "logger", "message"} <= set(record), line
-        if LINK_TOKEN.search(line) or PASSWORD in line:
+        if LINK_TOKEN.search(line) or PASSWORD in line or ADDRESS.search(line):
             leaks.append(line)
-    assert not leaks, "log lines holding a secret:\n" + "\n".join(leaks[:20])
+    assert not leaks, "log lines holding a secret or an address:\n" + "\n".join(
+        leaks[:20]
+    )
 
 
 class Clock:
