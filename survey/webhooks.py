@@ -25,6 +25,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 from flask import current_app
 from sqlalchemy import String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -76,17 +79,19 @@ class WebhookEndpoint(Base):
 # --- registering endpoints ------------------------------------------------------
 
 
+def _inside_a_network(address: str) -> bool:
+    """Return whether an IP address is private, loopback, link-local, etc."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    return not ip.is_global or ip.is_multicast
+
+
 def _is_private(host: str) -> bool:
     """Return whether ``host`` is, or resolves to, an address inside a network."""
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return True  # unresolvable: refuse rather than guess
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if not address.is_global or address.is_multicast:
-            return True
-    return False
+    return any(_inside_a_network(str(info[4][0])) for info in infos)
 
 
 def check_url(url: str) -> str:
@@ -96,7 +101,9 @@ def check_url(url: str) -> str:
     ``SURVEY_WEBHOOKS_ALLOW_PRIVATE`` is set (tests, a receiver on the same
     network): a webhook must not become a way to reach the service's own
     network. Checked when registered and again before each delivery (a name
-    can come to resolve elsewhere).
+    can come to resolve elsewhere); the delivery's connection then refuses
+    a peer inside a network (``_PublicPeer``), whatever the name resolved
+    to a moment before.
     """
     url = url.strip()
     parts = urlsplit(url)
@@ -313,15 +320,68 @@ def publish(session: Session, event: Event, subscribed: list[WebhookEndpoint]) -
 
 # --- delivering -------------------------------------------------------------------
 
+
+class PrivatePeer(Exception):
+    """The receiver's address, as connected to, is inside a network."""
+
+
+class _PublicPeer:
+    """A connection that, once made and before a byte of the request is sent,
+    refuses a peer inside a network: a name checked as public can resolve
+    elsewhere a moment later, when the connection looks it up (DNS
+    rebinding). Not an OSError, which urllib3 would retry and wrap."""
+
+    sock: socket.socket | None
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        peer = self.sock.getpeername()[0] if self.sock is not None else ""
+        if _inside_a_network(str(peer)):
+            self.close()  # type: ignore[attr-defined]
+            raise PrivatePeer(f"{peer} is inside a network")
+
+
+class _PublicHTTPConnection(_PublicPeer, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _PublicHTTPSConnection(_PublicPeer, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _PublicHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _PublicHTTPConnection
+
+
+class _PublicHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _PublicHTTPSConnection
+
+
+class _PublicOnly(requests.adapters.HTTPAdapter):
+    """Connects to public addresses only (see ``_PublicPeer``)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _PublicHTTPPool,
+            "https": _PublicHTTPSPool,
+        }
+
+
 _http = threading.local()
 
 
-def _http_session() -> requests.Session:
-    """This thread's HTTP session: connections kept alive between deliveries."""
-    session: requests.Session | None = getattr(_http, "session", None)
+def _http_session(public_only: bool) -> requests.Session:
+    """This thread's HTTP session: connections kept alive between deliveries;
+    for ``public_only``, to public addresses only."""
+    sessions: dict[bool, requests.Session] = _http.__dict__.setdefault("sessions", {})
+    session = sessions.get(public_only)
     if session is None:
-        session = _http.session = requests.Session()
+        session = sessions[public_only] = requests.Session()
         session.headers["User-Agent"] = "exit-survey-webhooks"
+        if public_only:
+            session.mount("https://", _PublicOnly())
+            session.mount("http://", _PublicOnly())
     return session
 
 
@@ -371,14 +431,21 @@ def deliver(session: Session, message: outbox.OutboxMessage) -> int:
         if slack
         else signed_headers(secret, message.msgid, message.body_text, clock.now())
     )
+    public_only = not current_app.config["WEBHOOKS_ALLOW_PRIVATE"]
     try:
-        answer = _http_session().post(
+        answer = _http_session(public_only).post(
             url,
             data=message.body_text.encode(),
             headers=headers,
             timeout=current_app.config["WEBHOOK_TIMEOUT_SECONDS"],
             allow_redirects=False,  # a redirect could lead inside the network
         )
+    except PrivatePeer as refused:
+        raise outbox.DeliveryFailed(
+            f"The address is not reachable from here: {refused}; set "
+            "SURVEY_WEBHOOKS_ALLOW_PRIVATE to allow it.",
+            final=True,
+        ) from None
     except requests.RequestException as exc:
         raise outbox.DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
     if not 200 <= answer.status_code < 300:

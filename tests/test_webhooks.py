@@ -4,13 +4,17 @@ retried, never for a change that rolled back, never inside the network."""
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import trustme
 from flask import Flask
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -35,14 +39,16 @@ class Receiver:
     """An HTTP server on loopback that keeps what is posted to it."""
 
     url: str = ""
+    port: int = 0
     posts: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     #: Status codes to answer, in order; then 204.
     answers: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@contextmanager
+def serving(tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """Run a Receiver on loopback for the block (over TLS with ``tls``)."""
     kept = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -63,14 +69,25 @@ def receiver() -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    kept.port = server.server_port
     kept.url = f"http://127.0.0.1:{server.server_port}/hook"
-    yield kept
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    try:
+        yield kept
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with serving() as kept:
+        yield kept
 
 
 @pytest.fixture
@@ -243,6 +260,42 @@ def test_an_endpoint_that_turned_private_gets_nothing(make_app, receiver, sessio
         select(OutboxMessage).where(OutboxMessage.kind == "webhook")
     )
     assert "SURVEY_WEBHOOKS_ALLOW_PRIVATE" in delivery.last_error
+
+
+def test_a_name_that_resolves_inside_the_network_when_connecting_gets_nothing(
+    make_app, session, monkeypatch, tmp_path
+):
+    """DNS rebinding: the name is public when checked, and loopback when the
+    connection looks it up a moment later. Refused once connected, before a
+    byte of the delivery is sent."""
+    host = "hooks.rebind.example"
+    authority = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert(host).configure_cert(server_tls)
+    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    lookup = socket.getaddrinfo
+
+    def rebinding(name: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if name != host:
+            return lookup(name, port, *args, **kwargs)
+        # The check asks without a port, the connection with one.
+        address = "93.184.215.14" if port is None else "127.0.0.1"
+        return lookup(address, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    with serving(tls=server_tls) as receiver:
+        app = make_app()
+        add(app, f"https://{host}:{receiver.port}/hook", "departure.recorded")
+        make_departure(app)
+        report = deliver(app)
+    assert receiver.posts == []
+    assert report.failed == 1  # given up at once, as for a name seen private
+    session.rollback()
+    delivery = session.scalar(
+        select(OutboxMessage).where(OutboxMessage.kind == "webhook")
+    )
+    assert "127.0.0.1 is inside a network" in delivery.last_error
 
 
 def test_a_slack_endpoint_gets_a_readable_sentence(hook_app, receiver):
