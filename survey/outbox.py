@@ -31,6 +31,7 @@ import functools
 import itertools
 import logging
 import os
+import re
 import smtplib
 import ssl
 import threading
@@ -349,8 +350,10 @@ def _lease() -> timedelta:
 
 
 #: A worker renews what it holds this often, in leases (a few renewals may
-#: fail, a database busy for a moment, before the lease runs out).
+#: fail, a database busy for a moment, before the lease runs out)...
 RENEW_EVERY = 1 / 6
+#: ...and tries a failed renewal again this soon.
+RETRY_RENEWAL_SECONDS = 1.0
 
 
 def _claim(session: Session, limit: int, worker: str) -> list[int]:
@@ -607,12 +610,30 @@ class _Pass:
 
     def _keep_claims(self) -> None:
         """Renew the claims on everything in hand once ``RENEW_EVERY`` of a
-        lease has passed, senders waiting on a slow server included."""
+        lease has passed, senders waiting on a slow server included.
+
+        A renewal the database refuses (busy, a deadlock) is tried again a
+        second later: giving the claims back would let another worker send
+        again what this one sent and has not recorded yet.
+        """
         every = _lease().total_seconds() * RENEW_EVERY
         if time.monotonic() - self.held_since < every:
             return
-        held = [m.id for m in (*self.waiting, *self.in_flight.values())]
-        self.renewed &= _renew_claims(self.session, held, self.worker)
+        held = [
+            m.id
+            for m in (
+                *self.waiting,
+                *self.in_flight.values(),
+                *(attempt.message for attempt in self.done),
+            )
+        ]
+        try:
+            self.renewed &= _renew_claims(self.session, held, self.worker)
+        except (SQLAlchemyError, DatabaseBusy) as error:
+            self.session.rollback()
+            log.warning("worker %s could not renew its claims: %s", self.worker, error)
+            self.held_since = time.monotonic() - every + RETRY_RENEWAL_SECONDS
+            return
         self.held_since = time.monotonic()
 
     def _record(self) -> None:
@@ -810,16 +831,24 @@ def _send(session: Session, message: OutboxMessage, mailer: _Mailer) -> _Attempt
         else:
             mailer.send(message)
     except DeliveryFailed as exc:
-        attempt.error = str(exc)[:1000]
+        attempt.error = _unaddressed(str(exc), message)
         attempt.status_code, attempt.final = exc.status_code, exc.final
     except (smtplib.SMTPException, OSError) as exc:
-        attempt.error = f"{type(exc).__name__}: {exc}"[:1000]
+        attempt.error = _unaddressed(f"{type(exc).__name__}: {exc}", message)
     except (SQLAlchemyError, DatabaseBusy):
         raise
     except Exception as exc:  # a message that cannot be built: retry, then give up
         log.exception("message %s could not be sent", message.id)
-        attempt.error = f"{type(exc).__name__}: {exc}"[:1000]
+        attempt.error = _unaddressed(f"{type(exc).__name__}: {exc}", message)
     return attempt
+
+
+def _unaddressed(error: str, message: OutboxMessage) -> str:
+    """An error as kept and logged: without the recipient's address, which
+    mail servers quote when they refuse it (logs are out of an erasure's
+    reach), and at most 1,000 characters."""
+    quoted = re.compile(re.escape(message.recipient), re.IGNORECASE)
+    return quoted.sub("<the recipient>", error)[:1000]
 
 
 def _release_if_possible(session: Session, message_ids: list[int], worker: str) -> None:

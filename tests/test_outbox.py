@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -403,6 +404,50 @@ def test_a_worker_waiting_on_a_slow_mail_server_keeps_its_claim(
     assert sink.messages == []
 
 
+def test_a_renewal_the_database_refuses_is_tried_again(
+    make_app, database_url, clock, caplog
+):
+    """The database busy when the claims are renewed: the worker goes on
+    (giving them back would let another send again what it sent)."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the write lock held from outside is SQLite's")
+    with serving(_HangingSink("127.0.0.1", free_port())) as sink:
+        sink.accept = 0
+        app = make_app(
+            MAIL_SERVER=sink.host,
+            MAIL_PORT=sink.port,
+            MAIL_TIMEOUT_SECONDS=6,
+            OUTBOX_LEASE_SECONDS=3,
+            SQLITE_BUSY_TIMEOUT_SECONDS=1,
+        )
+        for _ in range(2):
+            make_departure(app)
+        outcomes: list[Any] = []
+
+        def work() -> None:
+            try:
+                outcomes.append(deliver(app))
+            except Exception as error:  # surfaced below
+                outcomes.append(error)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        try:
+            assert sink.hanging.wait(30), "the worker sent nothing"
+            holder = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+            holder.execute("BEGIN IMMEDIATE")  # the write lock, for 2.5 s
+            time.sleep(2.5)
+            holder.rollback()
+            holder.close()
+        finally:
+            worker.join(timeout=30)
+    assert "could not renew its claims" in caplog.text
+    [report] = outcomes
+    assert isinstance(report, outbox.DeliveryReport), report
+    assert report.retried == 2  # the mail server's time out, recorded
+    assert sink.messages == []
+
+
 class _KillingSink(SmtpSink):
     """Keeps a message, then kills the worker (SIGKILL) before answering 250."""
 
@@ -469,6 +514,28 @@ def test_a_message_retried_after_an_smtp_failure_keeps_its_message_id(make_app, 
     [refused] = sink.refused
     [accepted] = sink.messages
     assert refused["Message-ID"] == accepted["Message-ID"]
+
+
+class _UnknownRecipientSink(SmtpSink):
+    """Refuses every recipient, quoting the address as mail servers do."""
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+
+
+def test_a_refused_recipient_s_address_is_kept_out_of_errors_and_logs(
+    make_app, session, caplog
+):
+    with serving(_UnknownRecipientSink("127.0.0.1", free_port())) as sink:
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port)
+        make_departure(app, contact_email="Jane.Doe@Customer.example")
+        assert deliver(app).retried == 1
+    [message] = messages(session)
+    assert "SMTPRecipientsRefused" in message.last_error
+    assert "550" in message.last_error
+    assert "<the recipient>" in message.last_error
+    for text in (message.last_error, caplog.text):
+        assert "customer.example" not in text.lower()
 
 
 def test_the_message_id_is_chosen_when_the_message_is_queued(app, session):
