@@ -326,19 +326,20 @@ class PrivatePeer(Exception):
 
 
 class _PublicPeer:
-    """A connection that, once made and before a byte of the request is sent,
-    refuses a peer inside a network: a name checked as public can resolve
-    elsewhere a moment later, when the connection looks it up (DNS
-    rebinding). Not an OSError, which urllib3 would retry and wrap."""
+    """A connection that refuses a peer inside a network once the socket is
+    connected, before TLS or a byte of the request: a name checked as public
+    can resolve elsewhere a moment later, when the connection looks it up
+    (DNS rebinding). ``_new_conn`` is urllib3's step that opens the socket,
+    for plain and TLS connections alike. ``PrivatePeer`` is no OSError,
+    which urllib3 would wrap and retry."""
 
-    sock: socket.socket | None
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        peer = self.sock.getpeername()[0] if self.sock is not None else ""
-        if _inside_a_network(str(peer)):
-            self.close()  # type: ignore[attr-defined]
+    def _new_conn(self) -> socket.socket:
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        peer = str(sock.getpeername()[0])
+        if _inside_a_network(peer):
+            sock.close()
             raise PrivatePeer(f"{peer} is inside a network")
+        return sock
 
 
 class _PublicHTTPConnection(_PublicPeer, urllib3.connection.HTTPConnection):
