@@ -544,7 +544,7 @@ def send_digest_if_due(sent_by: str) -> int | None:
 )
 def digest_send(dry_run: bool) -> None:
     """Queue last week's digest for the staff who asked for it (once a week:
-    the mail worker sends it on Monday mornings by itself)."""
+    the mail worker sends it from Monday morning by itself)."""
     from survey.insights import digest
     from survey.staff.access import INSIGHTS, roles_with
 

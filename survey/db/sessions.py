@@ -154,7 +154,10 @@ def reading_session() -> Iterator[Session]:
     held: Session | None = g.get("db_session") if has_app_context() else None
     transaction = held.get_transaction() if held is not None else None
     if held is not None and transaction is not None and transaction.is_active:
-        with Session(bind=held.connection()) as reader:
+        # In a savepoint: a read that fails leaves the request's work as it was.
+        with Session(
+            bind=held.connection(), join_transaction_mode="create_savepoint"
+        ) as reader:
             yield reader
         return
     with new_session() as reader:

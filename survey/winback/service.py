@@ -338,7 +338,10 @@ def audit_export(
     """Audit an export (who, filters, how many rows) through the session that
     read it, in a writing transaction of its own: the read's ends here (on
     SQLite a read cannot turn into a write once another writer has committed
-    meanwhile), and no second connection is held beside it."""
+    meanwhile), and no second connection is held beside it. The session
+    must hold no change of its own: the read's transaction is committed."""
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("audit_export would commit the caller's changes")
     session.commit()
     db.begin_write(session)
     audit.record(
