@@ -366,42 +366,55 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     assert all(m.status == "sent" and m.attempts == 1 for m in messages(session))
 
 
+@contextmanager
+def hanging_pass(make_app, **config: Any) -> Iterator[tuple[Any, list[Any]]]:
+    """A worker's pass over two messages, on a thread, its senders waiting
+    on a mail server that never answers; yield the app (once the server
+    hangs) and the pass's outcome (a report or an error), there after."""
+    with serving(_HangingSink("127.0.0.1", free_port())) as sink:
+        sink.accept = 0
+        app = make_app(MAIL_SERVER=sink.host, MAIL_PORT=sink.port, **config)
+        for _ in range(2):
+            make_departure(app)
+        outcomes: list[Any] = []
+
+        def work() -> None:
+            try:
+                outcomes.append(deliver(app))
+            except Exception as error:  # the caller's to check
+                outcomes.append(error)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        try:
+            assert sink.hanging.wait(30), "the worker sent nothing"
+            yield app, outcomes
+        finally:
+            worker.join(timeout=30)
+    assert sink.messages == []
+
+
 def test_a_worker_waiting_on_a_slow_mail_server_keeps_its_claim(
     make_app, clock, session
 ):
     """The lease is short, so a dead worker's messages move on soon; a live
     one renews it while its senders wait, and no other worker takes over."""
-    with serving(_HangingSink("127.0.0.1", free_port())) as sink:
-        sink.accept = 0
-        app = make_app(
-            MAIL_SERVER=sink.host,
-            MAIL_PORT=sink.port,
-            MAIL_TIMEOUT_SECONDS=4,
-            OUTBOX_LEASE_SECONDS=3,
-        )
-        for _ in range(2):
-            make_departure(app)
-        reports: list[outbox.DeliveryReport] = []
-        worker = threading.Thread(target=lambda: reports.append(deliver(app)))
-        worker.start()
-        try:
-            assert sink.hanging.wait(30), "the worker sent nothing"
-            claimed = [m.locked_until for m in messages(session)]
-            clock.advance(seconds=2)
-            renewed_until = clock.current + timedelta(seconds=3)
-            deadline = time.monotonic() + 10
-            while not all(
-                m.locked_until and m.locked_until >= renewed_until
-                for m in messages(session)
-            ):
-                assert time.monotonic() < deadline, f"never renewed: {claimed}"
-                time.sleep(0.05)
-            clock.advance(seconds=2)  # past the first lease, within the renewed
-            assert deliver(app).handled == 0
-        finally:
-            worker.join(timeout=30)
-    assert [r.retried for r in reports] == [2]  # the mail server's time out
-    assert sink.messages == []
+    config = {"MAIL_TIMEOUT_SECONDS": 4, "OUTBOX_LEASE_SECONDS": 3}
+    with hanging_pass(make_app, **config) as (app, outcomes):
+        claimed = [m.locked_until for m in messages(session)]
+        clock.advance(seconds=2)
+        renewed_until = clock.current + timedelta(seconds=3)
+        deadline = time.monotonic() + 10
+        while not all(
+            m.locked_until and m.locked_until >= renewed_until
+            for m in messages(session)
+        ):
+            assert time.monotonic() < deadline, f"never renewed: {claimed}"
+            time.sleep(0.05)
+        clock.advance(seconds=2)  # past the first lease, within the renewed
+        assert deliver(app).handled == 0
+    [report] = outcomes
+    assert report.retried == 2  # the mail server's time out
 
 
 def test_a_renewal_the_database_refuses_is_tried_again(
@@ -411,41 +424,21 @@ def test_a_renewal_the_database_refuses_is_tried_again(
     (giving them back would let another send again what it sent)."""
     if not database_url.startswith("sqlite"):
         pytest.skip("the write lock held from outside is SQLite's")
-    with serving(_HangingSink("127.0.0.1", free_port())) as sink:
-        sink.accept = 0
-        app = make_app(
-            MAIL_SERVER=sink.host,
-            MAIL_PORT=sink.port,
-            MAIL_TIMEOUT_SECONDS=6,
-            OUTBOX_LEASE_SECONDS=3,
-            SQLITE_BUSY_TIMEOUT_SECONDS=1,
-        )
-        for _ in range(2):
-            make_departure(app)
-        outcomes: list[Any] = []
-
-        def work() -> None:
-            try:
-                outcomes.append(deliver(app))
-            except Exception as error:  # surfaced below
-                outcomes.append(error)
-
-        worker = threading.Thread(target=work)
-        worker.start()
-        try:
-            assert sink.hanging.wait(30), "the worker sent nothing"
-            holder = sqlite3.connect(database_url.removeprefix("sqlite:///"))
-            holder.execute("BEGIN IMMEDIATE")  # the write lock, for 2.5 s
-            time.sleep(2.5)
-            holder.rollback()
-            holder.close()
-        finally:
-            worker.join(timeout=30)
+    config = {
+        "MAIL_TIMEOUT_SECONDS": 6,
+        "OUTBOX_LEASE_SECONDS": 3,
+        "SQLITE_BUSY_TIMEOUT_SECONDS": 1,
+    }
+    with hanging_pass(make_app, **config) as (_app, outcomes):
+        holder = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, for 2.5 s
+        time.sleep(2.5)
+        holder.rollback()
+        holder.close()
     assert "could not renew its claims" in caplog.text
     [report] = outcomes
     assert isinstance(report, outbox.DeliveryReport), report
     assert report.retried == 2  # the mail server's time out, recorded
-    assert sink.messages == []
 
 
 class _KillingSink(SmtpSink):
