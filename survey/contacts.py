@@ -549,6 +549,10 @@ def _erase_departure(
         select(OutboxMessage).where(OutboxMessage.departure_id == departure.id)
     ):
         files += outbox.eml_files(message.id)
+        if message.last_error:  # kept by a release that quoted the address
+            message.last_error = outbox.without_address(
+                message.last_error, message.recipient
+            )
         message.recipient = departure.contact_email
         message.subject = message.body_text = ERASED
         message.body_html = message.unsubscribe_url = None

@@ -843,12 +843,17 @@ def _send(session: Session, message: OutboxMessage, mailer: _Mailer) -> _Attempt
     return attempt
 
 
+def without_address(text: str, address: str) -> str:
+    """Return ``text`` with ``address`` (in any case) replaced: mail servers
+    quote the recipient when they refuse it."""
+    quoted = re.compile(re.escape(address), re.IGNORECASE)
+    return quoted.sub("<the recipient>", text)
+
+
 def _unaddressed(error: str, message: OutboxMessage) -> str:
-    """An error as kept and logged: without the recipient's address, which
-    mail servers quote when they refuse it (logs are out of an erasure's
-    reach), and at most 1,000 characters."""
-    quoted = re.compile(re.escape(message.recipient), re.IGNORECASE)
-    return quoted.sub("<the recipient>", error)[:1000]
+    """An error as kept and logged: without the recipient's address (logs
+    are out of an erasure's reach), and at most 1,000 characters."""
+    return without_address(error, message.recipient)[:1000]
 
 
 def _release_if_possible(session: Session, message_ids: list[int], worker: str) -> None:

@@ -79,6 +79,12 @@ class WebhookEndpoint(Base):
 # --- registering endpoints ------------------------------------------------------
 
 
+#: Why an address is refused, as the admin reads it (on the form, and in a
+#: delivery's error).
+UNREACHABLE = "The address is not reachable from here."
+ALLOW_PRIVATE_HINT = "set SURVEY_WEBHOOKS_ALLOW_PRIVATE to allow it."
+
+
 def _inside_a_network(address: str) -> bool:
     """Return whether an IP address is private, loopback, link-local, etc."""
     ip = ipaddress.ip_address(address.split("%")[0])
@@ -126,11 +132,11 @@ def check_url(url: str) -> str:
         )
     if not allow_private and _is_private(parts.hostname):
         raise InvalidInput(
-            "The address is not reachable from here.",
+            UNREACHABLE,
             {
                 "url": [
                     "It is a private, loopback or link-local address (or does "
-                    "not resolve); set SURVEY_WEBHOOKS_ALLOW_PRIVATE to allow it."
+                    f"not resolve); {ALLOW_PRIVATE_HINT}"
                 ]
             },
         )
@@ -381,8 +387,9 @@ def _http_session(public_only: bool) -> requests.Session:
         session = sessions[public_only] = requests.Session()
         session.headers["User-Agent"] = "exit-survey-webhooks"
         if public_only:
-            session.mount("https://", _PublicOnly())
-            session.mount("http://", _PublicOnly())
+            guarded = _PublicOnly()
+            session.mount("https://", guarded)
+            session.mount("http://", guarded)
     return session
 
 
@@ -443,9 +450,7 @@ def deliver(session: Session, message: outbox.OutboxMessage) -> int:
         )
     except PrivatePeer as refused:
         raise outbox.DeliveryFailed(
-            f"The address is not reachable from here: {refused}; set "
-            "SURVEY_WEBHOOKS_ALLOW_PRIVATE to allow it.",
-            final=True,
+            f"{UNREACHABLE} {refused}; {ALLOW_PRIVATE_HINT}", final=True
         ) from None
     except requests.RequestException as exc:
         raise outbox.DeliveryFailed(f"{type(exc).__name__}: {exc}") from None

@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from survey import db, outbox
 from survey.answers.models import Response
@@ -359,6 +359,26 @@ def test_retrying_failed_mail_never_sends_an_erased_persons(app, runner, session
     assert "0 message(s) queued again." in result.stdout
     session.rollback()
     assert session.scalars(select(outbox.OutboxMessage.status)).all() == [outbox.FAILED]
+
+
+def test_an_erasure_takes_the_address_out_of_a_kept_delivery_error(
+    app, runner, session
+):
+    """An earlier release kept a refusal quoting the address in last_error."""
+    departure = make_departure(app, contact_email=EMAIL)
+    quoted = f"Refused: {{'{EMAIL.lower()}': (550, b'<{EMAIL}> unknown')}}"
+    session.execute(
+        update(outbox.OutboxMessage)
+        .where(outbox.OutboxMessage.departure_id == departure.id)
+        .values(status=outbox.FAILED, last_error=quoted)
+    )
+    session.commit()
+    assert EMAIL.lower() in everything_as_text(session).lower()
+    assert runner.invoke(args=["contacts", "erase", EMAIL]).exit_code == 0
+    session.rollback()
+    [kept] = session.scalars(select(outbox.OutboxMessage.last_error)).all()
+    assert kept == "Refused: {'<the recipient>': (550, b'<<the recipient>> unknown')}"
+    assert EMAIL.lower() not in everything_as_text(session).lower()
 
 
 def test_without_retention_nothing_is_purged(runner):
