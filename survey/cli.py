@@ -362,7 +362,7 @@ def _deliver_until_stopped(
 @outbox_cli.command("list")
 @click.option(
     "--status",
-    type=click.Choice([outbox.PENDING, outbox.SENT, outbox.FAILED]),
+    type=click.Choice(outbox.STATUSES),
     help="Only messages in this state.",
 )
 @click.option(

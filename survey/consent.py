@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column, relationship
 
-from survey import audit, clock, tokens
+from survey import audit, clock, outbox, tokens
 from survey.db import Base
 from survey.departures.models import Departure
 from survey.departures.service import departure_event, departures_of, lock_departure
@@ -191,6 +191,19 @@ def record_consent(
     session.flush()
     departure_event(session, f"consent.{wanted}", locked, channel=channel)
     log.info("consent %s for departure %s via %s", wanted, departure.public_id, channel)
+    if not granted:  # "don't contact me": no reminder, by any departure
+        outbox.cancel_pending(
+            session,
+            outbox.OutboxMessage.kind == "reminder",
+            outbox.OutboxMessage.departure_id.in_(
+                select(Departure.id).where(
+                    Departure.contact_email == locked.contact_email
+                    if locked.contact_email
+                    else Departure.id == locked.id
+                )
+            ),
+            why="consent withdrawn",
+        )
     if not granted and carry:
         for other in granted_elsewhere(session, locked):
             record_consent(

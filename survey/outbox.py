@@ -50,6 +50,7 @@ import flask_mail
 from blinker import Namespace
 from flask import Flask, current_app, render_template
 from sqlalchemy import (
+    ColumnElement,
     CursorResult,
     ForeignKey,
     Index,
@@ -71,6 +72,10 @@ from survey.i18n import force_locale
 log = logging.getLogger(__name__)
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
+#: Not to be sent: what it was for went away (an answer came, the customer
+#: stayed). Never queued again, unlike a failed message.
+CANCELLED = "cancelled"
+STATUSES = (PENDING, SENT, FAILED, CANCELLED)
 
 _signals = Namespace()
 #: Sent in the transaction that marks messages sent (``sender``: a tuple of
@@ -112,7 +117,8 @@ class OutboxMessage(Base):
     #: The ``Message-ID`` header, chosen once when queued: every copy sent
     #: (a retry, a resend after a crash) is the same message to mail systems.
     msgid: Mapped[str] = mapped_column(String(320))
-    #: ``pending``, ``sent`` or ``failed`` (gave up after the last attempt).
+    #: ``pending``, ``sent``, ``failed`` (gave up after the last attempt) or
+    #: ``cancelled``.
     status: Mapped[str] = mapped_column(String(10), default=PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime]
@@ -890,6 +896,27 @@ def recent(session: Session, *, status: str | None, limit: int) -> list[OutboxMe
     if status is not None:
         query = query.where(OutboxMessage.status == status)
     return list(session.scalars(query))
+
+
+def cancel_pending(
+    session: Session, *conditions: ColumnElement[bool], why: str
+) -> None:
+    """Cancel the pending messages that match ``conditions``, noting ``why``.
+
+    A message a worker is sending right now (its claim still runs) is left
+    to go: it is marked as it ends, sent or not, and never silently both.
+    """
+    now = clock.now()
+    session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.status == PENDING,
+            or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until < now),
+            *conditions,
+        )
+        .values(status=CANCELLED, last_error=why)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def retry_failed(session: Session, message_ids: list[int] | None) -> int:

@@ -4,7 +4,10 @@
 ``SURVEY_REMINDER_AFTER_DAYS`` (default 3) after the email before it went
 out. Never after an answer, a withdrawal of consent (by any of the person's
 departures: it says "don't contact me"), an erasure, a reactivation, or the
-invitation link's expiry.
+invitation link's expiry. Those are checked when a reminder is queued; one
+already queued is cancelled by the answer, the withdrawal or the
+reactivation itself (``outbox.cancel_pending``), so an SMTP outage that
+holds it back cannot make it arrive after them.
 """
 
 from __future__ import annotations

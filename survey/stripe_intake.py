@@ -22,7 +22,7 @@ from typing import Any, Literal
 import requests
 import stripe
 from flask import current_app
-from sqlalchemy import Index, String, Text, insert, select, update
+from sqlalchemy import Index, String, Text, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -374,14 +374,11 @@ def _reactivate(session: Session, subscription_id: str) -> None:
     if departure.reactivated_at is not None:
         return
     departure.reactivated_at = clock.now()
-    session.execute(
-        update(outbox.OutboxMessage)
-        .where(
-            outbox.OutboxMessage.departure_id == departure.id,
-            outbox.OutboxMessage.status == outbox.PENDING,
-            outbox.OutboxMessage.kind.in_(("invitation", "reminder")),
-        )
-        .values(status=outbox.FAILED, last_error="the customer stayed")
+    outbox.cancel_pending(
+        session,
+        outbox.OutboxMessage.departure_id == departure.id,
+        outbox.OutboxMessage.kind.in_(("invitation", "reminder")),
+        why="the customer stayed",
     )
     departure_event(session, "departure.reactivated", departure)
     log.info("departure %s reactivated", departure.public_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask
@@ -163,6 +163,49 @@ def test_no_reminder_after(stop: Callable[..., None], app, client, clock, sessio
         clock.advance(days=3)
     assert queue(app) == 1
     assert [m.departure_id for m in reminders(session)] == [other.id]
+
+
+def _withdraw_through_another_departure(app, client, departure, session):
+    _withdraw(
+        app, client, make_departure(app, contact_email=departure.contact_email), session
+    )
+
+
+@pytest.mark.parametrize(
+    "stop", [_answer, _withdraw, _withdraw_through_another_departure]
+)
+def test_a_reminder_queued_before_is_not_sent_after(
+    stop: Callable[..., None], app, client, clock, session
+):
+    """The stop comes while the reminder waits its turn (an SMTP outage)."""
+    departure = make_departure(app)
+    other = make_departure(app)  # unaffected: still reminded
+    send_all(app)
+    clock.advance(days=3)
+    assert queue(app) == 2
+    stop(app, client, departure, session)
+    send_all(app)
+    statuses = {m.departure_id: m.status for m in reminders(session)}
+    assert statuses == {departure.id: outbox.CANCELLED, other.id: outbox.SENT}
+
+
+def test_a_reminder_being_sent_as_the_answer_comes_is_left_to_go(
+    app, client, clock, session
+):
+    """Its worker marks it as the send ends: never cancelled yet delivered."""
+    departure = make_departure(app)
+    send_all(app)
+    clock.advance(days=3)
+    assert queue(app) == 1
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.kind == "reminder")
+        .values(locked_until=clock() + timedelta(seconds=30), claimed_by="elsewhere")
+    )
+    session.commit()
+    _answer(app, client, departure, session)
+    [reminder] = reminders(session)
+    assert (reminder.status, reminder.last_error) == (outbox.PENDING, None)
 
 
 def test_a_withdrawal_through_another_departure_of_the_person_stops_them(

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from survey import clock
+from survey import clock, outbox
 from survey.answers.models import Response
 from survey.consent import record_consent
 from survey.db import per_dialect
@@ -160,6 +160,12 @@ def record_reason(
                 locked.id,
                 reason=reason,
                 personal={"reason_other": other},
+            )
+            outbox.cancel_pending(
+                session,
+                outbox.OutboxMessage.departure_id == locked.id,
+                outbox.OutboxMessage.kind == "reminder",
+                why="answered",
             )
             sent_at = locked.invitation_sent_at
             if sent_at is not None and departure["now"] >= sent_at:
