@@ -403,22 +403,42 @@ def test_an_admin_erases_only_after_typing_the_address_again(
     assert download.headers["Content-Disposition"] == (
         f'attachment; filename="personal-data-{EMAIL.lower()}-{today}.json"'
     )
-    refused = admin.post(
-        "/admin/contacts",
-        data=hidden_fields(page) | {"email": EMAIL, "confirm": "", "action": "erase"},
-    )
-    said = refused.get_data(as_text=True)
-    assert "Type the same address again" in said
-    # What it would remove, said before anything goes.
-    assert "removes the personal data of <strong>2 departures</strong>" in said
-    assert EMAIL.lower() in everything_as_text(session)
-    done = admin.post(
+    # Both fields filled at once, but the count never shown: nothing goes.
+    skipped = admin.post(
         "/admin/contacts",
         data=hidden_fields(page)
         | {"email": EMAIL, "confirm": EMAIL.lower(), "action": "erase"},
+    )
+    assert skipped.status_code == 200
+    assert EMAIL.lower() in everything_as_text(session)
+    preview = admin.post(
+        "/admin/contacts",
+        data=hidden_fields(page) | {"email": EMAIL, "action": "preview"},
+    ).get_data(as_text=True)
+    # What it would remove, said before anything goes.
+    assert "removes the personal data of <strong>2 departures</strong>" in preview
+    assert preview == skipped.get_data(as_text=True)
+    refused = admin.post(
+        "/admin/contacts",
+        data=hidden_fields(preview) | {"confirm": "", "action": "erase"},
+    )
+    assert "Type the same address again" in refused.get_data(as_text=True)
+    assert EMAIL.lower() in everything_as_text(session)
+    # A third departure arrives meanwhile: the count shown is no longer true.
+    make_departure(app, contact_email=EMAIL.lower(), external_id="p3")
+    changed = admin.post(
+        "/admin/contacts",
+        data=hidden_fields(preview) | {"confirm": EMAIL.lower(), "action": "erase"},
+    ).get_data(as_text=True)
+    assert "holds has changed" in changed
+    assert "<strong>3 departures</strong>" in changed
+    assert EMAIL.lower() in everything_as_text(session)
+    done = admin.post(
+        "/admin/contacts",
+        data=hidden_fields(changed) | {"confirm": EMAIL.lower(), "action": "erase"},
         follow_redirects=True,
     )
-    assert "Erased 2 departure(s)" in done.get_data(as_text=True)
+    assert "Erased 3 departure(s)" in done.get_data(as_text=True)
     assert EMAIL.lower() not in everything_as_text(session)
 
 

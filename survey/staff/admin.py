@@ -159,15 +159,16 @@ def contacts() -> str | WerkzeugResponse:
                 "Cache-Control": "no-store",
             },
         )
+    held = len(departures_of(db_session, address))
+    if request.form.get("action") != "erase" or form.shown.data != str(held):
+        # First what this address holds, then the typed confirmation: an
+        # erasure never goes ahead on a count the admin has not seen.
+        if request.form.get("action") == "erase" and form.shown.data:
+            form.confirm.errors = ["What this address holds has changed: look again."]
+        return _erasure_preview(form, address, held)
     if (form.confirm.data or "").strip().lower() != address:
-        # Said before anything goes: how much this address holds.
         form.confirm.errors = ["Type the same address again to erase."]
-        return render_template(
-            "staff/contacts.html",
-            form=form,
-            address=address,
-            held=len(departures_of(db_session, address)),
-        )
+        return _erasure_preview(form, address, held)
     done = contacts_service.erase_person(
         db_session, address, actor_id=current_user.id, via="admin"
     )
@@ -180,6 +181,12 @@ def contacts() -> str | WerkzeugResponse:
         "info",
     )
     return redirect(url_for(".contacts"))
+
+
+def _erasure_preview(form: ContactForm, address: str, held: int) -> str:
+    """The erasure's second step: what it removes, and the typed confirmation."""
+    form.shown.data = str(held)
+    return render_template("staff/contacts.html", form=form, address=address, held=held)
 
 
 def _personal_data(address: str) -> Iterator[str]:

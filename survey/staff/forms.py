@@ -77,6 +77,9 @@ class ContactForm(FlaskForm):  # type: ignore[misc]
     email = StringField(
         "The person's email address", validators=[InputRequired(), Length(max=320)]
     )
+    #: How many departures the erasure's preview showed; the erasure goes
+    #: ahead only while that is still what the address holds.
+    shown = HiddenField()
     #: Erasing needs the address typed a second time.
     confirm = StringField(
         "Type the address again to confirm erasure", validators=[Length(max=320)]

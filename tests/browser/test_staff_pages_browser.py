@@ -10,6 +10,7 @@ postmortem save must put focus on its error summary.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,9 +271,13 @@ def test_every_staff_page_reads_well_at_both_sizes(
     shot("users")
     visit(page, base, "/admin/contacts")
     shot("contacts")
-    # Erasing without the typed confirmation: what it would remove, and why not.
+    # Erasing: first what it would remove, then why not without the typed
+    # confirmation.
     page.locator("#email").fill(demo.person)
-    page.get_by_role("button", name="Erase their data").click()
+    page.get_by_role("button", name="Erase their data…").click()
+    expect(page.get_by_role("status")).to_contain_text("removes the personal data of")
+    shot("contacts-erase-preview")
+    page.get_by_role("button", name=re.compile(r"^Erase \d+ departure")).click()
     expect(page.locator(".error-summary")).to_be_focused()
     expect(page.get_by_role("status")).to_contain_text("removes the personal data of")
     shot("contacts-erase-unconfirmed")
