@@ -7,7 +7,7 @@ import io
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, request, session
 from werkzeug.wsgi import get_input_stream
 
 from survey.errors import InvalidInput, TooLarge, is_api_request
@@ -68,11 +68,18 @@ _BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def body_limit() -> int:
-    """Return the largest body this request may have, in bytes, by its area."""
+    """Return the largest body this request may have, in bytes, by its area.
+
+    The staff's larger limit (a postmortem, a logo) is for signed-in staff
+    only: anyone may post the sign-in form, as anyone may post a survey.
+    Signed in is judged by the signed session cookie alone (Flask-Login's
+    user id in it): loading the user would read the database, and the form
+    with it, before the limit is set.
+    """
     config = current_app.config
     if is_api_request():
         return int(config["API_MAX_BODY_BYTES"])
-    if request.blueprint == "public":
+    if request.blueprint == "public" or "_user_id" not in session:
         return int(config["PUBLIC_MAX_BODY_BYTES"])
     return int(config["FORM_MAX_BODY_BYTES"])
 

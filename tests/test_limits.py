@@ -140,11 +140,29 @@ def test_a_staff_form_too_large_is_refused_unread(make_app):
     # app's guard, before any form is read, can refuse it.
     app = make_app(FORM_MAX_BODY_BYTES=4096)
     client = app.test_client()
-    refused = post_unread(client, "/login", 4097)
+    assert login(client, make_user(app, "admin").email).status_code == 302
+    refused = post_unread(client, "/admin/users", 4097)
     assert refused.status_code == 413
     assert "larger than this page accepts (4,096 bytes)" in refused.get_data(
         as_text=True
     )
+    multipart = post_unread(
+        client,
+        "/admin/survey",
+        300_000_000,
+        **{"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert multipart.status_code == 413
+
+
+def test_signed_out_forms_have_the_survey_s_small_limit(make_app):
+    """The sign-in is anyone's to post: not the staff's larger limit."""
+    app = make_app(PUBLIC_MAX_BODY_BYTES=4096)
+    client = app.test_client()
+    for path in ("/login", "/admin/users"):
+        refused = post_unread(client, path, 4097)
+        assert refused.status_code == 413, path
+        assert "(4,096 bytes)" in refused.get_data(as_text=True)
     multipart = post_unread(
         client,
         "/login",
@@ -152,6 +170,7 @@ def test_a_staff_form_too_large_is_refused_unread(make_app):
         **{"Content-Type": "multipart/form-data; boundary=x"},
     )
     assert multipart.status_code == 413
+    assert login(client, make_user(app, "admin").email).status_code == 302
 
 
 def test_a_postmortem_at_its_longest_fits_the_staff_limit(app, client, session):
