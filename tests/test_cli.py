@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import os
 import re
 import threading
@@ -300,6 +301,33 @@ def test_a_busy_database_stops_the_import_between_chunks(make_app, tmp_path):
     assert_stopped(
         result, 500, f"{fifo}:502: import stopped: database error at line 502 ("
     )
+    with app.app_context(), db.new_session() as session:
+        assert departures_and_invitations(session) == (500, 500)
+
+
+def test_ctrl_c_stops_the_import_with_what_was_committed(make_app, tmp_path):
+    app = make_app()
+    fifo = tmp_path / "departures.csv"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        """Send the first chunk; once it is in, press Ctrl-C and send more."""
+        with fifo.open("w") as pipe:
+            pipe.write(HEADER + good_rows(0, 500))
+            pipe.flush()
+            with app.app_context(), db.new_session() as session:
+                deadline = time.monotonic() + 10
+                while count(session, Departure) < 500:
+                    assert time.monotonic() < deadline, "no first chunk"
+                    time.sleep(0.01)
+            _thread.interrupt_main()  # as a terminal's Ctrl-C reaches the import
+            pipe.write(good_rows(500, 600))
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    result = app.test_cli_runner().invoke(args=["departures", "import", str(fifo)])
+    feeder.join(10)
+    assert_stopped(result, 500, f"{fifo}:502: import stopped: interrupted (Ctrl-C);")
     with app.app_context(), db.new_session() as session:
         assert departures_and_invitations(session) == (500, 500)
 

@@ -86,8 +86,10 @@ def _describe(error: ValidationError) -> str:
     )
 
 
-def _failure(error: Exception, line: int) -> str:
+def _failure(error: BaseException, line: int) -> str:
     """Say what went wrong, in one line (a database's DETAIL quotes the row)."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
     detail = str(error.orig if isinstance(error, DBAPIError) else error).strip()
     first = detail.splitlines()[0] if detail else type(error).__name__
     if isinstance(error, SQLAlchemyError | DatabaseBusy):
@@ -220,10 +222,11 @@ def import_departures(
                 chunk, first = ImportReport(), lines.taken + 1
         if writing:
             commit()
-    except Exception as exc:  # whatever it is, what was committed is reported
+    # Whatever it is, Ctrl-C included, what was committed is reported.
+    except (Exception, KeyboardInterrupt) as exc:
         session.rollback()
         why = _failure(exc, line)
-        if isinstance(exc, SQLAlchemyError | DatabaseBusy):
+        if isinstance(exc, SQLAlchemyError | DatabaseBusy | KeyboardInterrupt):
             log.warning("CSV import stopped at line %d: %s", first, why)
         else:
             log.exception("CSV import stopped at line %d: %s", first, why)
