@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from survey import db, links
 from survey.api.auth import create_token
@@ -16,6 +17,7 @@ from survey.branding import service as branding
 from survey.departures.models import Departure
 from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
+from survey.models import Base
 from survey.staff.models import StaffUser
 
 _numbers = itertools.count(1)
@@ -152,3 +154,13 @@ def make_consenting(app: Flask, reason: str = "switched", **fields: Any) -> Depa
         )
         session.commit()
         return departure
+
+
+def everything_as_text(session) -> str:
+    """Every row of every table, as text: a crude but independent full scan."""
+    session.rollback()
+    dump = []
+    for table in Base.metadata.sorted_tables:
+        for row in session.execute(select(table)).all():
+            dump.append(repr(tuple(row)))
+    return "\n".join(dump).lower()

@@ -14,10 +14,10 @@ from survey.audit import AuditEvent
 from survey.consent import ConsentEvent
 from survey.contacts import ERASED
 from survey.departures.models import Departure
-from survey.models import Base
 from survey.review.models import ActionItem, Note, Postmortem, RootCause
 from tests.factories import (
     auth,
+    everything_as_text,
     hidden_fields,
     login,
     make_consenting,
@@ -31,16 +31,6 @@ from tests.factories import (
 
 EMAIL = "Peter.Gibbons@Initech.example"
 NAME = "Peter Gibbons"
-
-
-def everything_as_text(session) -> str:
-    """Every row of every table, as text: a crude but independent full scan."""
-    session.rollback()
-    dump = []
-    for table in Base.metadata.sorted_tables:
-        for row in session.execute(select(table)).all():
-            dump.append(repr(tuple(row)))
-    return "\n".join(dump).lower()
 
 
 def aggregates(session) -> tuple:
