@@ -165,7 +165,7 @@ def check_seeded(app: Flask) -> tuple[int, int]:
     """Return (departures, review items); raise BenchError when empty."""
     from survey import db
     from survey.departures.models import Departure
-    from survey.review.models import ReviewItem
+    from survey.review_items import ReviewItem
 
     with app.app_context():
         session = db.session()

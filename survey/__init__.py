@@ -68,15 +68,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from survey import api, health
     from survey.api import metrics as metrics_page
-    from survey.branding import views as branding
-    from survey.insights import views as insights
+    from survey.branding import assets as brand_assets
     from survey.public import views as public
-    from survey.review import views as review
-    from survey.staff import admin as staff_admin
-    from survey.staff import formatting, webhook_pages
-    from survey.staff import views as staff
-    from survey.winback import views as winback
-    from survey.wording import views as wording
+    from survey.staff_pages import admin as staff_admin
+    from survey.staff_pages import (
+        branding,
+        formatting,
+        insights,
+        review,
+        staff,
+        winback,
+        wording,
+    )
+    from survey.staff_pages import webhooks as webhook_pages
 
     staff.init_app(app)
     formatting.init_app(app)
@@ -84,7 +88,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(staff.bp)
     app.register_blueprint(staff_admin.bp)
     app.register_blueprint(webhook_pages.bp)
-    app.register_blueprint(branding.assets)
+    app.register_blueprint(brand_assets.assets)
     app.register_blueprint(branding.admin)
     app.register_blueprint(wording.bp)
     app.register_blueprint(review.bp)

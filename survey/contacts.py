@@ -42,7 +42,8 @@ from survey.departures.service import departures_of, lock_departure
 from survey.departures.tallies import Tally, departure_left
 from survey.errors import InvalidInput
 from survey.outbox import OutboxMessage
-from survey.review.models import Note, ReviewItem
+from survey.review.models import Note
+from survey.review_items import ReviewItem
 
 log = logging.getLogger(__name__)
 

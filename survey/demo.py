@@ -46,7 +46,6 @@ from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
 from survey.public.service import mark_opened
 from survey.review import queue
-from survey.review.models import ReviewItem
 from survey.review.postmortems import (
     ActionItemInput,
     PostmortemInput,
@@ -54,6 +53,7 @@ from survey.review.postmortems import (
     mark_action_done,
     save_postmortem,
 )
+from survey.review_items import ReviewItem
 from survey.staff import passwords
 from survey.staff import service as staff_service
 from survey.staff.models import ADMIN, CSM

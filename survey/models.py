@@ -10,7 +10,8 @@ from survey.departures.models import Departure
 from survey.departures.tallies import DepartureTally, ReasonTally
 from survey.insights.digest import DigestWeek
 from survey.outbox import OutboxMessage
-from survey.review.models import ActionItem, Note, Postmortem, ReviewItem, RootCause
+from survey.review.models import ActionItem, Note, Postmortem, RootCause
+from survey.review_items import ReviewItem
 from survey.staff.models import LoginFailure, StaffSession, StaffUser
 from survey.stripe_intake import StripeEvent
 from survey.webhooks import WebhookEndpoint

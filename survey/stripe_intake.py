@@ -38,7 +38,7 @@ from survey.departures.service import (
     record_departure,
 )
 from survey.errors import DatabaseBusy, SurveyError
-from survey.review.models import ITEM_COLUMNS, ReviewItem, new_items
+from survey.review_items import ITEM_COLUMNS, ReviewItem, new_items
 
 log = logging.getLogger(__name__)
 

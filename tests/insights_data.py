@@ -15,7 +15,8 @@ from survey.contacts import erase_person
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
 from survey.public.service import mark_opened
-from survey.review.models import Postmortem, ReviewItem, RootCause
+from survey.review.models import Postmortem, RootCause
+from survey.review_items import ReviewItem
 from tests.factories import make_departure
 
 

@@ -16,7 +16,7 @@ from survey.answers import service as answers
 from survey.answers.models import Response
 from survey.departures.models import Departure
 from survey.public import service
-from survey.review.models import ReviewItem
+from survey.review_items import ReviewItem
 from tests.factories import (
     login,
     make_consenting,

@@ -17,7 +17,7 @@ from survey.demo import DEMO_PREFIX, load_demo
 from survey.departures.models import Departure
 from survey.insights import service as insights
 from survey.outbox import OutboxMessage
-from survey.review.models import ReviewItem
+from survey.review_items import ReviewItem
 from tests.factories import path_of
 
 

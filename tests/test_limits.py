@@ -175,9 +175,9 @@ def test_signed_out_forms_have_the_survey_s_small_limit(make_app):
 
 def test_a_postmortem_at_its_longest_fits_the_staff_limit(app, client, session):
     """Ten texts at their longest, in a script of two-byte letters, go in."""
-    from survey.review.forms import LONG_TEXT
     from survey.review.models import Postmortem
     from survey.review.postmortems import TEXT_FIELDS
+    from survey.staff_pages.review_forms import LONG_TEXT
 
     [longest] = [v.max for v in LONG_TEXT if hasattr(v, "max")]
     departure = make_consenting(app)

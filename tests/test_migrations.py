@@ -113,7 +113,7 @@ def test_rebuilding_a_table_keeps_the_rows_that_refer_to_it(
 
 
 def test_queued_items_get_their_departures_facts_when_the_columns_arrive(app, session):
-    from survey.review.models import ReviewItem
+    from survey.review_items import ReviewItem
 
     departure = make_departure(app, segment="enterprise", plan="scale")
     submit(app.test_client(), survey_path(app, departure), {"reason": "switched"})

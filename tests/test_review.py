@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from survey import db
-from survey.review.models import Postmortem, ReviewItem
+from survey.review.models import Postmortem
+from survey.review_items import ReviewItem
 from tests.factories import (
     csrf_token,
     hidden_fields,

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from survey import cli, outbox
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
-from survey.review.models import ReviewItem
+from survey.review_items import ReviewItem
 from survey.stripe_intake import StripeEvent
 from tests.factories import hidden_fields, login, make_user, path_of, submit
 

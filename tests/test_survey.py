@@ -499,7 +499,7 @@ def test_each_link_gets_its_own_page_though_pages_are_rendered_once(app, client)
 def test_an_answer_to_an_erased_departure_keeps_nothing(
     app, client, departure, page1, session
 ):
-    from survey.review.models import ReviewItem
+    from survey.review_items import ReviewItem
 
     token = csrf_token(client.get(page1).get_data(as_text=True))
     with app.app_context():

@@ -19,7 +19,7 @@ from survey.db.fastpath import Prepared
 from survey.departures.models import Departure
 from survey.departures.service import LINKED_AND_KEPT, departure_event, for_writing
 from survey.departures.tallies import KEY_COLUMNS, Key, Tally
-from survey.review.models import ITEM_COLUMNS, ReviewItem, new_items
+from survey.review_items import ITEM_COLUMNS, ReviewItem, new_items
 from survey.wording.service import Wording
 
 

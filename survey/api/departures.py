@@ -19,7 +19,7 @@ from survey.departures.models import Departure
 from survey.departures.schemas import FIELDS, RECORDED, DepartureIn, field_errors
 from survey.departures.service import find_by_public_id, record_departure
 from survey.errors import InvalidInput, NotFound
-from survey.review.models import ReviewItem
+from survey.review_items import ReviewItem
 
 #: The scope that may read what customers answered (response and consent).
 READ_ANSWERS = "responses:read"

@@ -30,7 +30,7 @@ from survey import clock, db
 from survey.api.auth import authenticate
 from survey.errors import SurveyError
 from survey.outbox import FAILED, PENDING, OutboxMessage
-from survey.review.models import ReviewItem
+from survey.review_items import ReviewItem
 
 bp = Blueprint("metrics", __name__)
 

@@ -31,6 +31,7 @@ from survey.db.types import (
     Str320,
     UTCDateTime,
     new_public_id,
+    one_of,
     parse_int,
     per_dialect,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "make_engine",
     "new_public_id",
     "new_session",
+    "one_of",
     "parse_int",
     "per_dialect",
     "reading_session",

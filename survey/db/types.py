@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from sqlalchemy import DateTime, MetaData, String
+from sqlalchemy import CheckConstraint, DateTime, MetaData, String
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -103,6 +103,12 @@ def per_dialect(build: Callable[[Any], T]) -> dict[str, T]:
     For upserts: ``on_conflict_do_update`` lives on each dialect's own insert.
     """
     return {"postgresql": build(postgresql.insert), "sqlite": build(sqlite.insert)}
+
+
+def one_of(column: str, codes: object, name: str) -> CheckConstraint:
+    """A check that ``column`` holds one of ``codes`` (a vocabulary's)."""
+    values = ", ".join(f"'{code}'" for code in codes)  # type: ignore[attr-defined]
+    return CheckConstraint(f"{column} IN ({values})", name=name)
 
 
 def new_public_id() -> str:

@@ -28,7 +28,8 @@ from survey.departures.models import Departure
 from survey.departures.tallies import DepartureTally, ReasonTally
 from survey.errors import InvalidInput
 from survey.insights import tallied
-from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
+from survey.review.models import ActionItem, Postmortem, RootCause
+from survey.review_items import ReviewItem
 from survey.vocabulary import FINISHED_STATUSES, ROOT_CAUSES, TEAMS
 from survey.wording import service as wordings
 

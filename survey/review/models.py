@@ -1,30 +1,22 @@
-"""Review items (the queue), staff notes, postmortems, root causes, action items."""
+"""What staff write about a departure: notes, postmortems, root causes and
+action items. The queue's items themselves are ``survey.review_items``."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
     ForeignKey,
     Index,
-    Select,
     String,
     Text,
     UniqueConstraint,
-    bindparam,
-    false,
-    literal,
-    select,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from survey.db import Base
-from survey.departures.models import Departure
+from survey.db import Base, one_of
 from survey.vocabulary import (
-    REVIEW_STATUSES,
     ROOT_CAUSES,
     TEAMS,
     WINBACK_RECOMMENDATIONS,
@@ -33,62 +25,6 @@ from survey.vocabulary import (
 
 if TYPE_CHECKING:
     from survey.staff.models import StaffUser
-
-
-def _one_of(column: str, codes: object, name: str) -> CheckConstraint:
-    values = ", ".join(f"'{code}'" for code in codes)  # type: ignore[attr-defined]
-    return CheckConstraint(f"{column} IN ({values})", name=name)
-
-
-class ReviewItem(Base):
-    """A departure waiting for (or done with) its review: one per departure.
-
-    ``mrr_cents``, ``segment``, ``plan`` and ``cancelled_at`` copy the
-    departure's, and ``reason`` the response's, so the queue sorts and filters
-    on one table's indexes (a departure's facts do not change once recorded).
-    """
-
-    __tablename__ = "review_items"
-    __table_args__ = (
-        _one_of("status", REVIEW_STATUSES, "status_known"),
-        Index("ix_review_items_mrr", "mrr_cents", "id"),
-        Index("ix_review_items_status_mrr", "status", "mrr_cents", "id"),
-        Index("ix_review_items_queued", "queued_at", "id"),
-        Index("ix_review_items_status_queued", "status", "queued_at", "id"),
-        Index("ix_review_items_reason_mrr", "reason", "mrr_cents", "id"),
-        Index("ix_review_items_assignee_mrr", "assignee_id", "mrr_cents", "id"),
-        Index("ix_review_items_segment_mrr", "segment", "mrr_cents", "id"),
-        Index("ix_review_items_plan_mrr", "plan", "mrr_cents", "id"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    departure_id: Mapped[int] = mapped_column(
-        ForeignKey("departures.id", ondelete="CASCADE"), unique=True
-    )
-    status: Mapped[str] = mapped_column(String(20), default="new")
-    assignee_id: Mapped[int | None] = mapped_column(
-        ForeignKey("staff_users.id", ondelete="SET NULL")
-    )
-    #: When it entered the queue (its age counts from here).
-    queued_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-    #: ``answered``, or ``unanswered`` (queued for its value, without a response).
-    origin: Mapped[str] = mapped_column(String(12))
-    mrr_cents: Mapped[int] = mapped_column(BigInteger)
-    #: The customer's stated main reason; None while unanswered.
-    reason: Mapped[str | None] = mapped_column(String(40))
-    segment: Mapped[str | None] = mapped_column(String(80))
-    plan: Mapped[str | None] = mapped_column(String(80))
-    cancelled_at: Mapped[datetime]
-    #: The departure's currency (copied, as the facts above, for counting
-    #: without reading the departures), and whether its person was erased.
-    currency: Mapped[str] = mapped_column(String(3))
-    # Only a server default: the answer inserts its item through a prepared
-    # statement, which leaves out what SQLAlchemy would add on the way.
-    erased: Mapped[bool] = mapped_column(server_default=false())
-
-    departure: Mapped[Departure] = relationship(lazy="joined", innerjoin=True)
-    assignee: Mapped[StaffUser | None] = relationship(lazy="joined")
 
 
 class Note(Base):
@@ -118,9 +54,9 @@ class Postmortem(Base):
 
     __tablename__ = "postmortems"
     __table_args__ = (
-        _one_of("followed_process", YES_PARTLY_NO, "followed_process_known"),
-        _one_of("preventable", YES_PARTLY_NO, "preventable_known"),
-        _one_of(
+        one_of("followed_process", YES_PARTLY_NO, "followed_process_known"),
+        one_of("preventable", YES_PARTLY_NO, "preventable_known"),
+        one_of(
             "winback_recommendation", WINBACK_RECOMMENDATIONS, "recommendation_known"
         ),
     )
@@ -175,7 +111,7 @@ class RootCause(Base):
     __tablename__ = "root_causes"
     __table_args__ = (
         UniqueConstraint("postmortem_id", "code"),
-        _one_of("code", ROOT_CAUSES, "code_known"),
+        one_of("code", ROOT_CAUSES, "code_known"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -193,7 +129,7 @@ class ActionItem(Base):
 
     __tablename__ = "action_items"
     __table_args__ = (
-        _one_of("team", TEAMS, "team_known"),
+        one_of("team", TEAMS, "team_known"),
         Index("ix_action_items_open", "done", "due_date"),
     )
 
@@ -208,44 +144,3 @@ class ActionItem(Base):
     due_date: Mapped[date | None]
     done: Mapped[bool] = mapped_column(default=False)
     done_at: Mapped[datetime | None]
-
-
-# --- entering the queue: an item is made from its departure -------------------
-
-
-def new_items(origin: str) -> Select[Any]:
-    """Return the departures as new queue items (their facts copied), to insert.
-
-    The caller narrows it with ``.where`` and binds ``now`` and ``reason`` (the
-    stated reason, or None); ``ITEM_COLUMNS`` names its columns.
-    """
-    now = bindparam("now", type_=ReviewItem.queued_at.type)
-    items = select(
-        Departure.id,
-        literal("new"),
-        now,
-        now,
-        literal(origin),
-        Departure.mrr_cents,
-        bindparam("reason", type_=ReviewItem.reason.type),
-        Departure.segment,
-        Departure.plan,
-        Departure.cancelled_at,
-        Departure.currency,
-    )
-    return cast(Select[Any], items)
-
-
-ITEM_COLUMNS = [
-    "departure_id",
-    "status",
-    "queued_at",
-    "updated_at",
-    "origin",
-    "mrr_cents",
-    "reason",
-    "segment",
-    "plan",
-    "cancelled_at",
-    "currency",
-]

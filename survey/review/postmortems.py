@@ -18,7 +18,8 @@ from survey.departures.models import Departure
 from survey.departures.service import departure_event, lock_departure
 from survey.errors import InvalidInput, NotFound, SurveyError
 from survey.review import queue
-from survey.review.models import ActionItem, Postmortem, ReviewItem, RootCause
+from survey.review.models import ActionItem, Postmortem, RootCause
+from survey.review_items import ReviewItem
 from survey.vocabulary import ROOT_CAUSES, TEAMS, WINBACK_RECOMMENDATIONS, YES_PARTLY_NO
 
 log = logging.getLogger(__name__)

@@ -31,13 +31,8 @@ from survey.answers.models import Response
 from survey.db import BIGINT_MAX, parse_int
 from survey.departures.models import Departure
 from survey.errors import InvalidInput, SurveyError
-from survey.review.models import (
-    ITEM_COLUMNS,
-    Postmortem,
-    ReviewItem,
-    RootCause,
-    new_items,
-)
+from survey.review.models import Postmortem, RootCause
+from survey.review_items import ITEM_COLUMNS, ReviewItem, new_items
 from survey.staff.models import ADMIN, CSM, StaffUser
 from survey.vocabulary import FINISHED_STATUSES, REVIEW_STATUSES
 

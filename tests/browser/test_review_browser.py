@@ -12,7 +12,8 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from survey import db
-from survey.review.models import Postmortem, ReviewItem
+from survey.review.models import Postmortem
+from survey.review_items import ReviewItem
 from tests.browser.conftest import sign_in
 from tests.conftest import Clock
 from tests.factories import make_departure, make_user, submit, survey_path

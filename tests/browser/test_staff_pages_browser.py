@@ -25,7 +25,8 @@ from survey import db
 from survey.answers.models import Response
 from survey.demo import load_demo
 from survey.departures.models import Departure
-from survey.review.models import Postmortem, ReviewItem
+from survey.review.models import Postmortem
+from survey.review_items import ReviewItem
 from tests.browser.conftest import sign_in
 from tests.factories import (
     login,

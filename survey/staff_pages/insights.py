@@ -6,11 +6,11 @@ from flask import Blueprint, Response, abort, render_template, request
 
 from survey import clock, db
 from survey.errors import InvalidInput
-from survey.insights import charts
 from survey.insights import service as insights
 from survey.insights.export import CSV_PANELS, csv_text
 from survey.staff import access
-from survey.staff.views import private_pages
+from survey.staff_pages import charts
+from survey.staff_pages.staff import private_pages
 
 bp = Blueprint("insights", __name__, url_prefix="/insights")
 private_pages(bp)

@@ -23,8 +23,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from survey import db, metrics
 from survey.errors import InvalidInput
 from survey.staff import access, service
-from survey.staff.forms import DigestForm, LoginForm, PasswordForm
 from survey.staff.models import StaffUser
+from survey.staff_pages.staff_forms import DigestForm, LoginForm, PasswordForm
 
 log = logging.getLogger(__name__)
 

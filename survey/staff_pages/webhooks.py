@@ -9,8 +9,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from survey import audit, db, webhooks
 from survey.errors import InvalidInput, NotFound
 from survey.staff import access
-from survey.staff.forms import WebhookForm
-from survey.staff.views import private_pages
+from survey.staff_pages.staff import private_pages
+from survey.staff_pages.staff_forms import WebhookForm
 
 bp = Blueprint("webhooks_admin", __name__, url_prefix="/admin/webhooks")
 private_pages(bp)

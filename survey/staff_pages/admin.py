@@ -24,9 +24,9 @@ from survey import contacts as contacts_service
 from survey.departures.service import departures_of
 from survey.errors import InvalidInput
 from survey.staff import access, passwords, service
-from survey.staff.forms import ContactForm, NewUserForm, UserActionForm
 from survey.staff.models import ADMIN
-from survey.staff.views import private_pages
+from survey.staff_pages.staff import private_pages
+from survey.staff_pages.staff_forms import ContactForm, NewUserForm, UserActionForm
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 private_pages(bp)

@@ -21,8 +21,15 @@ from survey.consent import ConsentEvent, current_consent, staff_withdrawal
 from survey.departures.models import Departure
 from survey.errors import InvalidInput, NotFound, SurveyError
 from survey.public.forms import DetailsForm
-from survey.review import conflicts, notes, postmortems, queue
-from survey.review.forms import (
+from survey.review import notes, postmortems, queue
+from survey.review.models import Postmortem
+from survey.review.timeline import timeline
+from survey.review_items import ReviewItem
+from survey.staff import access
+from survey.staff.models import StaffUser
+from survey.staff_pages import conflicts
+from survey.staff_pages.formatting import Problem
+from survey.staff_pages.review_forms import (
     AssignForm,
     BulkForm,
     ConsentWithdrawalForm,
@@ -31,12 +38,7 @@ from survey.review.forms import (
     QueueFilterForm,
     StatusForm,
 )
-from survey.review.models import Postmortem, ReviewItem
-from survey.review.timeline import timeline
-from survey.staff import access
-from survey.staff.formatting import Problem
-from survey.staff.models import StaffUser
-from survey.staff.views import private_pages, safe_next
+from survey.staff_pages.staff import private_pages, safe_next
 from survey.vocabulary import (
     REVIEW_STATUSES,
 )

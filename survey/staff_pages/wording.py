@@ -27,10 +27,10 @@ from survey.branding import service as branding
 from survey.errors import InvalidInput
 from survey.staff import access
 from survey.staff.models import StaffUser
-from survey.staff.views import private_pages
+from survey.staff_pages.staff import private_pages
+from survey.staff_pages.wording_forms import ReasonsForm, texts_form
 from survey.vocabulary import FOLLOW_UP_TEXTS, REASONS
 from survey.wording import service as wordings
-from survey.wording.forms import ReasonsForm, texts_form
 from survey.wording.models import SurveyVersion
 from survey.wording.service import MAX_CUSTOM_REASONS, SavedMeanwhile, Wording
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from survey.review.forms import PostmortemForm
 from survey.review.postmortems import TEXT_FIELDS
+from survey.staff_pages.review_forms import PostmortemForm
 from survey.vocabulary import ROOT_CAUSES, TEAMS
 
 #: The postmortem's parts, in the form's order, as a reader meets them.

@@ -9,7 +9,7 @@ from flask_login import current_user
 from survey import db
 from survey.errors import InvalidInput
 from survey.staff import access
-from survey.staff.views import private_pages
+from survey.staff_pages.staff import private_pages
 from survey.winback import service as winback
 
 bp = Blueprint("winback", __name__, url_prefix="/winback")
