@@ -500,6 +500,9 @@ def test_an_admin_confirms_before_giving_up_their_own_access(
     assert asked.status_code == 200
     html = asked.get_data(as_text=True)
     assert "Give up your own admin access?" in html
+    if then:  # the role by its label, not its code
+        assert "make yourself <strong>CSM (review queue, insights)</strong>" in html
+        assert ">Make me CSM</button>" in html
     assert user_named(session, me.email).role == "admin"  # nothing yet
     assert user_named(session, me.email).active
     done = client.post(
@@ -525,6 +528,8 @@ def test_an_admin_changes_someone_elses_role_without_a_question(app, client, ses
     )
     assert done.status_code == 302
     assert user_named(session, csm.email).role == "marketing"
+    users = client.get(done.headers["Location"]).get_data(as_text=True)
+    assert "is now Marketing (win-back list)." in users
 
 
 @pytest.mark.parametrize(

@@ -220,6 +220,9 @@ def test_a_german_answer_is_shown_to_staff_in_german_with_the_english(app, admin
     review = page(admin, f"/review/{departure.public_id}")
     assert "Wir haben eine bessere Alternative gefunden" in review
     assert "(We found a better alternative)" in review
+    # The language named as staff read it, not by its code.
+    assert ", in German)" in review
+    assert "<dt>Language</dt><dd>German</dd>" in review
 
 
 def test_consent_in_the_teams_words_stays_in_the_ledger(app, admin, session):

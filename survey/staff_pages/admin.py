@@ -27,6 +27,7 @@ from survey.staff import access, passwords, service
 from survey.staff.models import ADMIN
 from survey.staff_pages.staff import private_pages
 from survey.staff_pages.staff_forms import ContactForm, NewUserForm, UserActionForm
+from survey.vocabulary import ROLE_LABELS
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 private_pages(bp)
@@ -110,7 +111,7 @@ def change_user(user_id: int) -> str | WerkzeugResponse:
             message = f"{user.name} is active again."
         elif action == "role":
             service.set_role(db_session, user, form.role.data, actor_id=current_user.id)
-            message = f"{user.name} is now {user.role}."
+            message = f"{user.name} is now {ROLE_LABELS[user.role]}."
         else:
             flash("Unknown action.", "error")
             return redirect(url_for(".users"))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from babel import Locale, UnknownLocaleError
 from babel.numbers import format_currency
 from flask import Flask
 
@@ -61,6 +62,23 @@ def contact(address: str | None) -> str:
     if address and address.endswith(ERASED_DOMAIN):
         return "erased person"
     return address or ""
+
+
+def language(code: str | None) -> str:
+    """A language code as staff read it (English): ``de`` is "German",
+    ``fr_CA`` "French (Canada)"; a code Babel does not know stays as it is."""
+    if not code:
+        return ""
+    try:
+        name = Locale.parse(code.replace("-", "_")).get_display_name("en")
+    except (ValueError, UnknownLocaleError):
+        return code
+    return name or code
+
+
+def role(code: str) -> str:
+    """A staff role as staff read it, without what it may do: "CSM"."""
+    return ROLE_LABELS.get(code, code).split(" (")[0]
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,8 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["age"] = age
     app.jinja_env.filters["duration"] = duration
     app.jinja_env.filters["contact"] = contact
+    app.jinja_env.filters["language"] = language
+    app.jinja_env.filters["role"] = role
     app.jinja_env.globals["REASONS"] = KnownReasons()
     app.jinja_env.globals["form_problems"] = form_problems
     app.jinja_env.globals["field_problems"] = field_problems
