@@ -70,9 +70,6 @@ PAGE_TWO_QUESTIONS = {
     for name in ("factors", "details", "destination")
 }
 
-#: Blank action item rows offered under the existing ones.
-BLANK_ACTION_ROWS = 2
-
 
 def _reviewers() -> list[StaffUser]:
     return queue.reviewers(db.session())
@@ -240,7 +237,7 @@ def _postmortem_form(
                         "done": action.done,
                     }
                 )
-    return _with_blank_rows(form)
+    return form.with_blank_rows()
 
 
 def _render_item(
@@ -425,46 +422,6 @@ def withdraw_consent(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     return redirect(url_for(".item", public_id=public_id))
 
 
-def _filled_rows(form: PostmortemForm) -> list[int]:
-    """The positions of the action item rows with anything in them (a blank
-    row is skipped; an emptied one removes its action item)."""
-    return [
-        index
-        for index, entry in enumerate(form.action_items.entries)
-        if (entry.form.text.data or "").strip()
-        or entry.form.owner.data
-        or entry.form.due_date.data
-        or entry.form.done.data
-    ]
-
-
-def _postmortem_input(form: PostmortemForm) -> postmortems.PostmortemInput:
-    rows = []
-    for index in _filled_rows(form):
-        row = form.action_items.entries[index].form
-        text = (row.text.data or "").strip()
-        rows.append(
-            postmortems.ActionItemInput(
-                id=db.parse_int(row.id.data),
-                text=text,
-                team=row.team.data or "",
-                owner=row.owner.data,
-                due_date=row.due_date.data,
-                done=bool(row.done.data),
-            )
-        )
-    return postmortems.PostmortemInput(
-        texts={name: getattr(form, name).data for name in postmortems.TEXT_FIELDS},
-        followed_process=form.followed_process.data,
-        preventable=form.preventable.data,
-        winback_recommendation=form.winback_recommendation.data,
-        root_causes=list(form.root_causes.data or []),
-        primary_cause=form.primary_cause.data,
-        other_cause=form.other_cause.data,
-        action_items=rows,
-    )
-
-
 @bp.post("/<public_id>/postmortem")
 @access.requires(access.REVIEW)
 def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
@@ -488,7 +445,7 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     if not form.validate_on_submit():
         return _render_item(
             review_item,
-            postmortem_form=_with_blank_rows(form),
+            postmortem_form=form.with_blank_rows(),
             differences=conflicts.differences(form, theirs) if theirs else None,
             status=422,
         )
@@ -497,7 +454,7 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
         postmortems.save_postmortem(
             session,
             review_item,
-            _postmortem_input(form),
+            form.as_input(),
             base_version=db.parse_int(form.version.data),
             actor_id=current_user.id,
             finish=intent == "finish",
@@ -507,7 +464,7 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
         form.version.data = "" if conflict.version is None else str(conflict.version)
         return _render_item(
             review_item,
-            postmortem_form=_with_blank_rows(form),
+            postmortem_form=form.with_blank_rows(),
             problem=conflict.message,
             differences=conflicts.differences(form, _saved_version(review_item)),
             status=409,
@@ -515,10 +472,10 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     except (InvalidInput, queue.InvalidTransition) as invalid:
         session.rollback()
         for name, messages in getattr(invalid, "fields", {}).items():
-            _field_errors(form, name).extend(messages)
+            form.field_errors(name).extend(messages)
         return _render_item(
             review_item,
-            postmortem_form=_with_blank_rows(form),
+            postmortem_form=form.with_blank_rows(),
             problem=None if getattr(invalid, "fields", None) else invalid.message,
             status=422,
         )
@@ -563,34 +520,6 @@ def _take_theirs(form: PostmortemForm, theirs: PostmortemForm | None) -> list[st
     if theirs is None or not wanted:
         return []
     return conflicts.take_theirs(form, theirs, wanted)
-
-
-def _with_blank_rows(form: PostmortemForm) -> PostmortemForm:
-    """Offer blank action item rows under the others (posted rows keep
-    errors); blank means blank: no team is chosen for the writer."""
-    blanks = sum(
-        1
-        for entry in form.action_items.entries
-        if not (entry.form.text.data or entry.form.id.data or entry.form.owner.data)
-    )
-    room = form.action_items.max_entries - len(form.action_items)
-    for _ in range(min(max(0, BLANK_ACTION_ROWS - blanks), room)):
-        form.action_items.append_entry({"team": ""})
-    return form
-
-
-def _field_errors(form: PostmortemForm, name: str) -> list[str]:
-    if name.startswith("action_items-"):
-        # The service numbers the filled rows only; the form, every row.
-        _, index, field_name = name.split("-", 2)
-        row = _filled_rows(form)[int(index)]
-        field = getattr(form.action_items.entries[row].form, field_name)
-    else:
-        field = getattr(form, name)
-    if not isinstance(field.errors, list):
-        field.errors = list(field.errors)
-    errors: list[str] = field.errors
-    return errors
 
 
 @bp.get("/actions")

@@ -24,6 +24,8 @@ from wtforms import (
 )
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
+from survey.db import parse_int
+from survey.review import postmortems
 from survey.review.queue import SORTS
 from survey.vocabulary import (
     REVIEW_STATUSES,
@@ -180,6 +182,10 @@ class ActionItemForm(Form):  # type: ignore[misc]
 LONG_TEXT = [Optional(), Length(max=20_000)]
 
 
+#: Blank action item rows offered under the existing ones.
+BLANK_ACTION_ROWS = 2
+
+
 class PostmortemForm(FlaskForm):  # type: ignore[misc]
     """The postmortem template of PRODUCT.md, as a form."""
 
@@ -249,3 +255,68 @@ class PostmortemForm(FlaskForm):  # type: ignore[misc]
     action_items = FieldList(
         FormField(ActionItemForm), "Action", min_entries=0, max_entries=50
     )
+
+    def filled_rows(self) -> list[int]:
+        """The positions of the action item rows with anything in them (a
+        blank row is skipped; an emptied one removes its action item)."""
+        return [
+            index
+            for index, entry in enumerate(self.action_items.entries)
+            if (entry.form.text.data or "").strip()
+            or entry.form.owner.data
+            or entry.form.due_date.data
+            or entry.form.done.data
+        ]
+
+    def as_input(self) -> postmortems.PostmortemInput:
+        """The postmortem as the service takes it: filled rows only."""
+        rows = []
+        for index in self.filled_rows():
+            row = self.action_items.entries[index].form
+            rows.append(
+                postmortems.ActionItemInput(
+                    id=parse_int(row.id.data),
+                    text=(row.text.data or "").strip(),
+                    team=row.team.data or "",
+                    owner=row.owner.data,
+                    due_date=row.due_date.data,
+                    done=bool(row.done.data),
+                )
+            )
+        return postmortems.PostmortemInput(
+            texts={name: self[name].data for name in postmortems.TEXT_FIELDS},
+            followed_process=self.followed_process.data,
+            preventable=self.preventable.data,
+            winback_recommendation=self.winback_recommendation.data,
+            root_causes=list(self.root_causes.data or []),
+            primary_cause=self.primary_cause.data,
+            other_cause=self.other_cause.data,
+            action_items=rows,
+        )
+
+    def with_blank_rows(self) -> PostmortemForm:
+        """Offer blank action item rows under the others (posted rows keep
+        errors); blank means blank: no team is chosen for the writer."""
+        blanks = sum(
+            1
+            for entry in self.action_items.entries
+            if not (entry.form.text.data or entry.form.id.data or entry.form.owner.data)
+        )
+        room = self.action_items.max_entries - len(self.action_items)
+        for _ in range(min(max(0, BLANK_ACTION_ROWS - blanks), room)):
+            self.action_items.append_entry({"team": ""})
+        return self
+
+    def field_errors(self, name: str) -> list[str]:
+        """The error list of the field the service named: ``action_items-1-team``
+        counts the filled rows only, as the service does; the form, every row."""
+        if name.startswith("action_items-"):
+            _, index, field_name = name.split("-", 2)
+            row = self.filled_rows()[int(index)]
+            field = getattr(self.action_items.entries[row].form, field_name)
+        else:
+            field = self[name]
+        if not isinstance(field.errors, list):
+            field.errors = list(field.errors)
+        errors: list[str] = field.errors
+        return errors
