@@ -415,6 +415,39 @@ def test_the_contact_comes_from_metadata_without_an_api_key(make_app, session):
     )
 
 
+def test_what_stripe_leaves_out_is_taken_from_where_else_it_is(
+    stripe_app, stripe_api, session
+):
+    """No plan nickname: the product's name; no cancellation time: when the
+    subscription ended; a customer without an email: the metadata's."""
+    fake, _base = stripe_api
+    sub = subscription(
+        canceled_at=None,
+        ended_at=1_781_000_000,
+        metadata={"email": "From.Meta@Example.com"},
+    )
+    price = sub["items"]["data"][0]["price"]
+    price["nickname"] = None
+    price["product"] = {"id": "prod_9", "name": "Enterprise Annual"}
+    fake.customers[sub["customer"]] = {
+        "id": sub["customer"],
+        "object": "customer",
+        "email": None,
+        "name": "Ines Customer",
+    }
+    response = post(
+        stripe_app.test_client(), event("customer.subscription.deleted", sub)
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    [departure] = departures(session)
+    assert departure.plan == "Enterprise Annual"
+    assert departure.cancelled_at == datetime.fromtimestamp(1_781_000_000, UTC)
+    assert (departure.contact_email, departure.contact_name) == (
+        "from.meta@example.com",
+        "Ines Customer",
+    )
+
+
 def test_without_any_contact_the_departure_is_kept_and_queued(
     stripe_app, session, client
 ):

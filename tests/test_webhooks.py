@@ -31,6 +31,7 @@ from tests.factories import (
     make_user,
     submit,
     survey_path,
+    withdraw_path,
 )
 
 
@@ -355,6 +356,15 @@ def test_consent_and_postmortem_events(hook_app, receiver, session):
         p["type"] for p in done
     ]
     assert done[0]["data"]["primary_root_cause"] == "competitor"
+    # The customer withdraws through the email's link.
+    path = withdraw_path(hook_app, departure)
+    form = client.get(path).get_data(as_text=True)
+    assert client.post(path, data={"csrf_token": csrf_token(form)}).status_code == 200
+    deliver(hook_app)
+    withdrawn = [verified(endpoint.secret, *post) for post in receiver.posts[2:]]
+    assert [p["type"] for p in withdrawn] == ["consent.withdrawn"]
+    assert withdrawn[0]["data"]["departure_id"] == departure.public_id
+    assert withdrawn[0]["data"]["channel"] == "withdrawal_link"
 
 
 def test_admins_add_endpoints_see_deliveries_and_send_again(
