@@ -412,6 +412,9 @@ def test_the_item_page_has_answers_consent_facts_timeline_and_notes(app, staff, 
     post(staff, page, f"{page}/notes", {"body": "Called them; polite but firm."})
     html = page_of(staff, page)
     for shown in (
+        # Each answer under the question the customer was asked.
+        "What is the main reason you are leaving?</dt>",
+        "Which alternative did you choose, and what made it better?</dt>",
         "We found a better alternative",
         "Globex",
         "Cheaper",

@@ -201,6 +201,8 @@ def test_marketing_sees_the_list_and_downloads_it(app):
     html = marketing.get("/winback").get_data(as_text=True)
     assert "m@x.example" in html
     assert "Download the whole list as CSV" in html
+    # The intro says where the no-thanks link is: in the CSV, not on the page.
+    assert "The CSV download gives each person a link where they can say no" in html
     download = marketing.get("/winback/contacts.csv")
     assert download.status_code == 200
     assert "attachment" in download.headers["Content-Disposition"]
@@ -210,7 +212,7 @@ def test_marketing_sees_the_list_and_downloads_it(app):
     assert row["Company"] == "'=SUM(A1)"  # a formula is kept as text
     assert (row["Lost MRR"], row["Currency"]) == ("199.00", "USD")
     assert row["Stated reason"] == "We found a better alternative"
-    assert row["Postmortem recommendation"] == ""
+    assert row["Postmortem recommendation"] == ""  # no postmortem yet
     assert row["Unsubscribe link"].startswith("http://survey.test/w/")
     assert marketing.get("/review").status_code == 403
 
@@ -269,6 +271,12 @@ def test_do_not_contact_takes_a_contact_off_the_list(app, client, reader):
         "contacts"
     ]
     assert row["postmortem_recommendation"] == "offer"
+    # The people's CSV says it in words.
+    marketing = app.test_client()
+    login(marketing, make_user(app, "marketing").email)
+    download = marketing.get("/winback/contacts.csv").get_data(as_text=True)
+    [row] = csv.DictReader(io.StringIO(download, newline=""))
+    assert row["Postmortem recommendation"] == "Make an offer"
 
 
 def test_filters(app, client, reader, clock):

@@ -181,6 +181,8 @@ def test_every_staff_page_reads_well_at_both_sizes(
     page.set_viewport_size(SIZES[size])
     shot: Callable[[str], None] = lambda name: check(page, artifacts, name, size)  # noqa: E731
 
+    visit(page, base, "/login")
+    shot("login")
     sign_in(page, base, demo.admin)
     expect(page).to_have_url(f"{base}/review")
 
@@ -221,6 +223,17 @@ def test_every_staff_page_reads_well_at_both_sizes(
     visit(page, base, f"/review/{demo.answered_with_follow_up}")
     answers = page.locator("#answers-heading ~ dl.answers")
     expect(answers).to_be_visible()
+    # The account's facts beside the answers on a laptop, below on a phone.
+    answers_box = page.locator(
+        "section[aria-labelledby=answers-heading]"
+    ).bounding_box()
+    facts_box = page.locator("section[aria-labelledby=facts-heading]").bounding_box()
+    assert answers_box is not None and facts_box is not None
+    if size == "1280":
+        assert facts_box["x"] >= answers_box["x"] + answers_box["width"]
+        assert abs(facts_box["y"] - answers_box["y"]) < 5
+    else:
+        assert facts_box["y"] >= answers_box["y"] + answers_box["height"]
     shot("item")
     visit(page, base, f"/review/{demo.answered_at_length}")
     expect(answers).to_contain_text("audit trail")
@@ -232,6 +245,11 @@ def test_every_staff_page_reads_well_at_both_sizes(
     shot("item-postmortem-done")
     page.locator("#postmortem").get_by_role("link", name="Edit the postmortem").click()
     expect(page.locator("#what_happened")).to_be_visible()
+    if size == "1280":  # an action's text gets the wide column
+        text_box = page.locator("#action_items-0-text").bounding_box()
+        owner_box = page.locator("#action_items-0-owner").bounding_box()
+        assert text_box is not None and owner_box is not None
+        assert text_box["width"] > 2 * owner_box["width"]
     shot("item-postmortem-edit")
 
     # A refused "Mark done": the summary says why, and has focus.
