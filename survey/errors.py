@@ -174,6 +174,8 @@ def handle_survey_error(error: SurveyError) -> Any:
         )
         if error.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+    elif error.status in _OUR_WORDS_ON_PAGES:
+        response, status = _page(error.status, *_IN_OUR_WORDS[error.status])
     else:
         response, status = _page(
             error.status, error.code.replace("_", " ").capitalize(), error.message
@@ -202,11 +204,32 @@ _IN_OUR_WORDS = {
         _l("This page is no longer here"),
         _l("What was on this page has been removed."),
     ),
+    405: (
+        _l("This page cannot do that"),
+        _l(
+            "This page cannot be used that way. Go back and use the page's own "
+            "links and buttons."
+        ),
+    ),
+    413: (
+        _l("Too much to send"),
+        _l(
+            "What you sent is larger than this page accepts. Shorten your "
+            "answer and send it again."
+        ),
+    ),
     500: (
         _l("Something went wrong"),
         _l("Something went wrong on our side. Please try again in a few minutes."),
     ),
+    503: (
+        _l("Back in a moment"),
+        _l("The service is busy or restarting. Please try again in a minute."),
+    ),
 }
+#: Statuses whose page says our words above rather than the error's own
+#: (English, and meant for the logs or the API).
+_OUR_WORDS_ON_PAGES = frozenset({405, 413, 503})
 
 
 def _http_page(status: int, name: str, description: str) -> tuple[str, int]:

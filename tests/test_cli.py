@@ -15,6 +15,7 @@ from sqlalchemy import func, select, text
 
 from survey import db
 from survey.api.auth import ApiToken
+from survey.branding.models import Brand
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
 from survey.staff.models import StaffUser
@@ -383,6 +384,13 @@ def test_demo_fills_an_empty_database_once_and_prints_two_links(runner, session)
     assert len(links) == 2
     filled = count(session, Departure)
     assert filled >= 20
+    # Who is asking: the demo's own brand, logo included.
+    brand = session.scalar(select(Brand))
+    assert (brand.company_name, brand.sender_name) == (
+        "Northwind Analytics",
+        "Priya at Northwind Analytics",
+    )
+    assert brand.logo is not None
     second = runner.invoke(args=["demo"])
     assert second.exit_code == 0
     assert count(session, Departure) == filled

@@ -111,6 +111,61 @@ def test_an_unknown_page_is_explained_in_the_browsers_language(client):
     )
 
 
+@pytest.mark.parametrize("locale", ["de", "fr", "es"])
+def test_a_refused_method_a_body_too_large_and_a_database_away_speak_too(
+    make_app, tmp_path, locale
+):
+    """Werkzeug's and our English error words never reach a customer's page."""
+    headers = {"Accept-Language": locale}
+    app = make_app(PUBLIC_MAX_BODY_BYTES=1024)
+    client = app.test_client()
+    link = survey_path(app, make_departure(app))
+    refused = client.put(link, headers=headers)  # no such method on the page
+    too_large = client.post(link, data={"reason_other": "x" * 2000}, headers=headers)
+    away = make_app(DATABASE_URL=f"sqlite:///{tmp_path}/missing/db.sqlite3")
+    unreachable = away.test_client().get(link, headers=headers)
+    for answer, status, title, words in (
+        (refused, 405, "This page cannot do that", "Method Not Allowed"),
+        (too_large, 413, "Too much to send", "larger than this page accepts ("),
+        (unreachable, 503, "Back in a moment", "cannot reach its database"),
+    ):
+        page = answer.get_data(as_text=True)
+        assert answer.status_code == status
+        assert f"<h1>{translated(locale, title)}</h1>" in page, status
+        assert words not in page, status
+    assert refused.headers["Allow"]
+    assert int(unreachable.headers["Retry-After"]) > 0
+
+
+#: How each language writes a date, by hand: day, month's name, year.
+MONTHS = {
+    "de": "Januar Februar März April Mai Juni Juli August September Oktober "
+    "November Dezember",
+    "fr": "janvier février mars avril mai juin juillet août septembre octobre "
+    "novembre décembre",
+    "es": "enero febrero marzo abril mayo junio julio agosto septiembre octubre "
+    "noviembre diciembre",
+}
+DATES = {
+    "de": "{day}. {month} {year}",
+    "fr": "{day} {month} {year}",
+    "es": "{day} de {month} de {year}",
+}
+
+
+@pytest.mark.parametrize("locale", ["de", "fr", "es"])
+def test_the_answer_date_is_written_as_the_language_writes_it(
+    app, client, clock, locale
+):
+    link = survey_path(app, make_departure(app, locale=locale))
+    assert submit(client, link, {"reason": "switched"}).status_code == 303
+    page = unescape(client.get(link).get_data(as_text=True))
+    today = clock().date()
+    month = MONTHS[locale].split()[today.month - 1]
+    written = DATES[locale].format(day=today.day, month=month, year=today.year)
+    assert written in page
+
+
 def test_a_default_language_we_do_not_ship_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("SURVEY_DEFAULT_LOCALE", "ja")
     with pytest.raises(ConfigError, match="SURVEY_DEFAULT_LOCALE must be one of"):

@@ -159,8 +159,8 @@ def test_every_other_customer_page_in_each_language(
     page = browser_page
     with_demo_brand(app)
     page.set_extra_http_headers({"Accept-Language": locale})
-    answered, erased, stayed, expiring = (
-        make_departure(app, locale=locale) for _ in range(4)
+    answered, erased, stayed, expiring, unanswered = (
+        make_departure(app, locale=locale) for _ in range(5)
     )
     assert (
         submit(
@@ -189,6 +189,15 @@ def test_every_other_customer_page_in_each_language(
     check("confirm-change", link + "?reason=too_expensive", 200)
     check("confirm-same", link + "?reason=switched", 200)
     check("404", live_server + "/s/not-a-real-link", 404)
+    # The shared error page, as a mistyped address or a wrong method meets it.
+    check("error-404", live_server + "/no-such-page", 404)
+    check("error-405", link + "/renew", 405)
+    # Page 1 sent without an answer: the error, in their words.
+    check("page-one", live_server + survey_path(app, unanswered), 200)
+    page.get_by_role("button", name=translated(locale, "Send my answer")).click()
+    expect(page.locator("[role=alert], .errors").first).to_be_visible()
+    assert_accessible(page)
+    screenshot(page, artifacts / f"page-one-refused-{locale}-360.png")
     check("410-erased", live_server + survey_path(app, erased), 410)
     check("stayed", live_server + survey_path(app, stayed), 200)
     check("withdraw", live_server + withdraw_path(app, answered), 200)
