@@ -268,6 +268,12 @@ def test_errors_a_customer_may_meet_are_in_our_words(make_app, status, title):
     assert f"<h1>{title}</h1>" in page
     assert "kaboom" not in page
     assert "server" not in page.split("<main", 1)[1]  # no framework wording
+    # In the customer's language when their browser asks for it.
+    from tests.test_languages import translated  # it imports this module
+
+    german = app.test_client().get("/fails", headers={"Accept-Language": "de"})
+    assert german.status_code == status
+    assert f"<h1>{translated('de', title)}</h1>" in german.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("vary", [None, "Accept-Language", "Cookie"])
