@@ -81,6 +81,13 @@ def post_chunked(
     )
 
 
+def post_huge_multipart(client, path: str) -> Any:
+    """Announce a 300 MB upload; fail the test if any of it is read."""
+    return post_unread(
+        client, path, 300_000_000, **{"Content-Type": "multipart/form-data; boundary=x"}
+    )
+
+
 def count(session, model) -> int:
     session.rollback()  # a fresh snapshot
     return session.scalar(select(func.count()).select_from(model))
@@ -144,13 +151,7 @@ def test_a_staff_form_too_large_is_refused_unread(make_app):
     refused = post_unread(client, "/admin/users", 4097)
     assert refused.status_code == 413
     assert "<h1>Too much to send</h1>" in refused.get_data(as_text=True)
-    multipart = post_unread(
-        client,
-        "/admin/survey",
-        300_000_000,
-        **{"Content-Type": "multipart/form-data; boundary=x"},
-    )
-    assert multipart.status_code == 413
+    assert post_huge_multipart(client, "/admin/survey").status_code == 413
 
 
 def test_signed_out_forms_have_the_survey_s_small_limit(make_app):
@@ -161,13 +162,7 @@ def test_signed_out_forms_have_the_survey_s_small_limit(make_app):
         refused = post_unread(client, path, 4097)
         assert refused.status_code == 413, path
         assert "<h1>Too much to send</h1>" in refused.get_data(as_text=True)
-    multipart = post_unread(
-        client,
-        "/login",
-        300_000_000,
-        **{"Content-Type": "multipart/form-data; boundary=x"},
-    )
-    assert multipart.status_code == 413
+    assert post_huge_multipart(client, "/login").status_code == 413
     assert login(client, make_user(app, "admin").email).status_code == 302
 
 
