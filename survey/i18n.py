@@ -73,11 +73,16 @@ def customer_locale(preferred: str | None) -> str:
         return str(chosen)
     if _speaks(preferred):
         return str(preferred)
-    if has_request_context():
-        chosen = request.accept_languages.best_match(sorted(shipped_languages()))
+    if has_request_context() and "HTTP_ACCEPT_LANGUAGE" in request.environ:
+        chosen = request.accept_languages.best_match(_shipped_in_order())
         if chosen:
             return chosen
     return email_locale(None)
+
+
+@cache
+def _shipped_in_order() -> tuple[str, ...]:
+    return tuple(sorted(shipped_languages()))
 
 
 def email_locale(preferred: str | None) -> str:

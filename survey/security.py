@@ -98,17 +98,18 @@ def limit_body() -> None:
     it at the limit without a word, and a form or JSON cut short reads as
     something else.
     """
-    limit = request.max_content_length = body_limit()
+    environ = request.environ
     length = request.content_length
+    if length is None and (
+        environ["REQUEST_METHOD"] in _BODILESS
+        or not environ.get("wsgi.input_terminated")
+    ):
+        return  # no body, or one Werkzeug will not read at all
+    limit = request.max_content_length = body_limit()
     if length is not None:
         if length > limit:
             raise _too_large(limit)
         return
-    environ = request.environ
-    if environ["REQUEST_METHOD"] in _BODILESS or not environ.get(
-        "wsgi.input_terminated"
-    ):
-        return  # no body, or one Werkzeug will not read at all
     body = get_input_stream(environ, max_content_length=limit + 1).read()
     if len(body) > limit:
         raise _too_large(limit)

@@ -9,6 +9,7 @@ is listed there.
 from __future__ import annotations
 
 import binascii
+import hmac
 from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
@@ -114,9 +115,26 @@ def _cached_codec(keys: tuple[str, ...], salt: str) -> _Codec:
     return _Codec(serializer, signer, verified)
 
 
+class _FormTokens(NamedTuple):
+    """The form tokens of one set of keys."""
+
+    signer: Signer
+    #: A public id's form token under the current key. Remembered
+    #: (``VERIFIED_LINKS``): page 1 shows it and its answer checks it, and
+    #: signing it anew each time cost page 1 about N % (``make bench``). A
+    #: signature is no secret beyond the link it is bound to.
+    current: Callable[[str], str]
+
+
 @lru_cache(maxsize=16)
-def _form_signer(keys: tuple[str, ...]) -> Signer:
-    return Signer(list(keys), salt=_FORM_SALT)
+def _form_tokens(keys: tuple[str, ...]) -> _FormTokens:
+    signer = Signer(list(keys), salt=_FORM_SALT)
+
+    @lru_cache(maxsize=VERIFIED_LINKS)
+    def current(public_id: str) -> str:
+        return signer.get_signature(public_id).decode()
+
+    return _FormTokens(signer, current)
 
 
 def form_token(public_id: str) -> str:
@@ -126,14 +144,17 @@ def form_token(public_id: str) -> str:
     (itself the credential) by this signature of its departure, under a salt
     of its own, so a link token never serves as a form token or the reverse.
     """
-    return _form_signer(_keys()).get_signature(public_id).decode()
+    return _form_tokens(_keys()).current(public_id)
 
 
 def is_form_token(public_id: str, token: str | None) -> bool:
     """Return whether ``token`` is the form token of ``public_id`` (any key)."""
     if not token:
         return False
-    return _form_signer(_keys()).verify_signature(public_id, token)
+    tokens = _form_tokens(_keys())
+    if hmac.compare_digest(token.encode(), tokens.current(public_id).encode()):
+        return True
+    return tokens.signer.verify_signature(public_id, token)  # an older key's
 
 
 def max_age(purpose: str) -> timedelta:

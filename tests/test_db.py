@@ -36,11 +36,28 @@ def test_a_prepared_select_gives_what_core_gives(app, client):
         for departure in (answered, fresh):
             params = {"public_id": departure.public_id}
             fast = service.SURVEY_STATE.first(connection, params)
+            alone = service.SURVEY_STATE.read(db.engine(), params)
             core = connection.execute(statement, params).one()
-            assert fast._fields == tuple(core._fields)
-            assert tuple(fast) == tuple(core)
+            assert fast._fields == alone._fields == tuple(core._fields)
+            assert tuple(fast) == tuple(alone) == tuple(core)
         assert fast.first_opened_at is None and fast.answered_at is None
         assert service.SURVEY_STATE.first(connection, {"public_id": "x"}) is None
+        assert service.SURVEY_STATE.read(db.engine(), {"public_id": "x"}) is None
+
+
+def test_page_one_s_read_leaves_no_connection_or_transaction_behind(app):
+    departure = make_departure(app)
+    with app.app_context():
+        engine = db.engine()
+        assert service.survey_state(engine, departure.public_id).reason is None
+        assert engine.pool.checkedout() == 0
+        db.write_together(
+            lambda writing: answers.record_reason(
+                writing, departure.public_id, "switched", None
+            )
+        )
+        # No snapshot kept from the first read: the answer shows at once.
+        assert service.survey_state(engine, departure.public_id).reason == "switched"
 
 
 def test_a_prepared_statement_refuses_to_write_null_for_a_forgotten_value(app):
@@ -58,7 +75,7 @@ def test_page_one_reads_timezone_aware_times(app, client, clock):
     departure = make_consenting(app)
     assert client.get(survey_path(app, departure)).status_code == 200
     with app.app_context(), db.new_session() as session:
-        state = service.survey_state(session.connection(), departure.public_id)
+        state = service.survey_state(db.engine(), departure.public_id)
         stored = session.scalar(
             select(Departure.first_opened_at).where(Departure.id == departure.id)
         )
@@ -176,8 +193,7 @@ def test_a_failed_commit_leaves_nothing_in_the_way(app):
                 writing, departure.public_id, "switched", None
             )
         )
-        with db.engine().connect() as connection:
-            state = service.survey_state(connection, departure.public_id)
+        state = service.survey_state(db.engine(), departure.public_id)
         assert state.reason == "switched"
 
 

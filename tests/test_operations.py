@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 
@@ -56,6 +57,23 @@ def test_every_answer_carries_a_request_id_plain_ones_kept(client):
         assert re.fullmatch(r"[0-9a-f]{32}", made.headers["X-Request-ID"]), odd
     first, second = client.get("/no-such-page"), client.get("/no-such-page")
     assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
+
+
+def test_request_ids_differ_between_forked_workers():
+    # gunicorn forks its workers from one process: ids drawn from the same
+    # random state would repeat in every worker.
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover  (the forked worker)
+        os.write(write_end, logs.new_request_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end) as pipe:
+        theirs = pipe.read()
+    ours = logs.new_request_id()
+    assert re.fullmatch(r"[0-9a-f]{32}", theirs)
+    assert theirs != ours
 
 
 def test_log_lines_are_json_naming_the_request_and_route(app, client, json_lines):

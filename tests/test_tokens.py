@@ -142,6 +142,23 @@ def test_rotation_keeps_old_links_working_while_the_key_is_a_fallback(make_app):
     assert dropped.test_client().get(path).status_code == 404
 
 
+def test_a_page_drawn_before_a_key_rotation_can_still_be_answered(make_app):
+    old = make_app(SECRET_KEY="old-key")
+    departure = make_departure(old)
+    with old.test_request_context():
+        drawn = tokens.form_token(departure.public_id)  # on the page, in the form
+    answer = {"csrf_token": drawn, "reason": "too_expensive"}
+    rotated = make_app(SECRET_KEY="new-key", SECRET_KEY_FALLBACKS=["old-key"])
+    with rotated.test_request_context():
+        assert tokens.form_token(departure.public_id) != drawn  # signed anew
+    posted = rotated.test_client().post(survey_path(rotated, departure), data=answer)
+    assert posted.status_code == 303
+    # Once the old key is dropped, a form it signed is refused.
+    dropped = make_app(SECRET_KEY="new-key")
+    refused = dropped.test_client().post(survey_path(dropped, departure), data=answer)
+    assert refused.status_code == 400
+
+
 def test_a_link_read_before_is_judged_again_each_time(make_app, clock):
     # Genuine tokens are remembered once checked (tokens.VERIFIED_LINKS):
     # their age and their key must still count on every read.

@@ -431,6 +431,19 @@ class Prepared:
         found = _execute(_dbapi(connection), plan.sql, self._arguments(plan, params))
         return None if found is None else plan.row(found)
 
+    def read(self, engine: Engine, params: Mapping[str, Any]) -> Any:
+        """Return the first row of this read-only statement, or None, run alone
+        on a pooled connection outside any transaction of ours.
+
+        One statement reads one consistent snapshot without a transaction
+        around it: SQLite runs it in autocommit, PostgreSQL in the transaction
+        the driver opens and the pool rolls back when the connection returns.
+        """
+        plan = self._plan(engine.dialect)
+        with closing(engine.raw_connection()) as connection:
+            found = _execute(connection, plan.sql, self._arguments(plan, params))
+        return None if found is None else plan.row(found)
+
 
 def _dbapi(connection: Connection) -> Any:
     # Through SQLAlchemy's own begin, so its transaction (and events) stand.

@@ -8,8 +8,8 @@ from typing import Any, Protocol, cast
 
 from flask import current_app
 from sqlalchemy import (
-    Connection,
     CursorResult,
+    Engine,
     bindparam,
     or_,
     select,
@@ -84,13 +84,14 @@ class SurveyState(Protocol):
     consent_state: str | None  # granted, withdrawn, or None (no event yet)
 
 
-def survey_state(connection: Connection, public_id: str) -> SurveyState:
+def survey_state(engine: Engine, public_id: str) -> SurveyState:
     """Return page 1's view of a departure; raise TokenInvalid if there is none.
 
-    Read on a Core connection: an ORM session would cost more than the query
-    (no object is loaded, and nothing is written).
+    One statement, read outside any transaction (``Prepared.read``): an ORM
+    session, or a transaction begun and rolled back around the one read,
+    would cost more than the query (no object is loaded, nothing is written).
     """
-    found = SURVEY_STATE.first(connection, {"public_id": public_id})
+    found = SURVEY_STATE.read(engine, {"public_id": public_id})
     state = cast(SurveyState | None, found)
     if state is None:
         raise tokens.TokenInvalid

@@ -231,8 +231,7 @@ def survey(token: str) -> str | WerkzeugResponse:
     """
     public_id = tokens.load_token(tokens.SURVEY, token)
     if request.method == "GET":
-        with db.engine().connect() as connection:
-            state = service.survey_state(connection, public_id)
+        state = service.survey_state(db.engine(), public_id)
         if state.first_opened_at is None:
             departure_id = state.departure_id
             db.write_together(
@@ -247,8 +246,7 @@ def survey(token: str) -> str | WerkzeugResponse:
 
     form = ReasonForm.for_link(public_id).offering(wordings.current())
     if not form.validate_on_submit():
-        with db.engine().connect() as connection:  # no write lock for a refusal
-            state = service.survey_state(connection, public_id)
+        state = service.survey_state(db.engine(), public_id)
         return _page_one(
             token,
             public_id,
