@@ -10,8 +10,6 @@ route by its rule (``/s/<token>``), never by its path, and never an address.
 from __future__ import annotations
 
 import time
-from functools import lru_cache
-from typing import Any
 
 from flask import Flask, g, request
 from prometheus_client import Counter, Histogram
@@ -44,16 +42,6 @@ NO_ROUTE = "(no route)"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-@lru_cache(maxsize=1024)
-def _series(route: str, method: str, status: int) -> tuple[Any, Any]:
-    """Return the request counter and the timer of a route, method and status.
-
-    Kept: ``labels()`` takes a lock and checks its values on every call, on
-    every request. Bounded, as the labels are (routes, methods, statuses).
-    """
-    return REQUESTS.labels(route, method, str(status)), LATENCY.labels(route, method)
-
-
 def init_app(app: Flask) -> None:
     """Count and time every request by its route."""
 
@@ -64,14 +52,9 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def count_it(response: Response) -> Response:
         started = g.get("metrics_started")
-        rule = request.url_rule
-        method = request.method
-        counted, timed = _series(
-            NO_ROUTE if rule is None else rule.rule,
-            method if method in METHODS else "OTHER",
-            response.status_code,
-        )
-        counted.inc()
+        route = request.url_rule.rule if request.url_rule is not None else NO_ROUTE
+        method = request.method if request.method in METHODS else "OTHER"
+        REQUESTS.labels(route, method, str(response.status_code)).inc()
         if started is not None:
-            timed.observe(time.perf_counter() - started)
+            LATENCY.labels(route, method).observe(time.perf_counter() - started)
         return response

@@ -121,8 +121,9 @@ class _FormTokens(NamedTuple):
     signer: Signer
     #: A public id's form token under the current key. Remembered
     #: (``VERIFIED_LINKS``): page 1 shows it and its answer checks it, and
-    #: signing it anew each time cost page 1 about N % (``make bench``). A
-    #: signature is no secret beyond the link it is bound to.
+    #: signing it anew each time made survey GETs about 6 % slower (page-1
+    #: POSTs about 2 %; interleaved A/B under ``make bench``'s load,
+    #: 2026-12-04). A signature is no secret beyond the link it is bound to.
     current: Callable[[str], str]
 
 

@@ -23,6 +23,11 @@ mechanism     what it does                       switched off
               SQLite's sleeping busy loop; the   133-161 ms instead of 68-109 ms
               WAL is checkpointed off their      and p99 230-335 ms instead of
               path                               110-150 ms: kept for the tail
+``read``      page 1's one read runs alone on a  survey GET about 10 % fewer
+              pooled connection, outside any     requests a second (interleaved
+              transaction: no BEGIN and          A/B under the same load,
+              ROLLBACK, each a call that lets    2026-12-04); POST unchanged
+              other threads take the GIL
 ============  =================================  ==================================
 
 ``Prepared`` also serves PostgreSQL; the gate and the batches are installed
