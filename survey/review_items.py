@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     ForeignKey,
     Index,
     Select,
@@ -122,3 +123,11 @@ ITEM_COLUMNS = [
     "cancelled_at",
     "currency",
 ]
+
+
+def of_csm(csm_email: str) -> ColumnElement[bool]:
+    """Items whose departure has ``csm_email`` as its CSM (an item does not
+    copy its departure's CSM)."""
+    return ReviewItem.departure_id.in_(
+        select(Departure.id).where(Departure.csm_email == csm_email)
+    )

@@ -47,7 +47,7 @@ from survey.insights.service import (
 )
 from survey.review.models import ActionItem
 from tests.factories import auth, login, make_departure, make_token, make_user
-from tests.insights_data import at, build_story, postmortem
+from tests.insights_data import STORY_CSM, answer, at, build_story, postmortem
 
 MARCH = Scope(date(2026, 3, 1), date(2026, 3, 31))
 FEBRUARY = Scope(date(2026, 2, 1), date(2026, 2, 28))
@@ -435,6 +435,56 @@ def test_said_versus_found_is_a_grid_whose_cells_open_the_queue(app, story):
     queue = csm.get(link.replace("&amp;", "&")).get_data(as_text=True)
     shown = [name for name, company in story.items() if f">{company}<" in queue]
     assert shown == ["d1"]
+
+
+_CELL = re.compile(
+    r'<a href="(/review\?reason=too_expensive&amp;root_cause=poor_fit[^"]*)">(\d+)</a>'
+)
+
+
+def test_a_said_versus_found_cell_opens_the_queue_with_its_csm_and_currency(app, story):
+    # Two more postmortems that found poor fit behind "too expensive", like
+    # d1's: one of another CSM's customers, one who paid in euros.
+    others = {
+        "elsewhere": make_departure(
+            app, cancelled_at=at(3, 6), csm_email="other.csm@staff.example"
+        ),
+        "in euros": make_departure(
+            app, cancelled_at=at(3, 7), currency="EUR", csm_email=STORY_CSM
+        ),
+    }
+    with app.app_context(), db.write_session() as session:
+        for day, departure in enumerate(others.values(), start=6):
+            departure = session.merge(departure)
+            answer(session, departure, "too_expensive", at(3, day, 12))
+            postmortem(session, departure, "postmortem_done", "poor_fit")
+        session.commit()
+    companies = story | {name: d.company for name, d in others.items()}
+    csm = _staff(app, "csm")
+    for narrowed, expected in (
+        ("", ["d1", "elsewhere", "in euros"]),
+        (f"&csm={STORY_CSM}&currency=usd", ["d1"]),
+        ("&csm=other.csm@staff.example", ["elsewhere"]),
+        ("&currency=EUR", ["in euros"]),
+    ):
+        page = csm.get(f"/insights?from=2026-03-01&to=2026-03-31{narrowed}")
+        assert page.status_code == 200, narrowed
+        link, count = _CELL.search(page.get_data(as_text=True)).groups()
+        assert int(count) == len(expected), narrowed
+        queue = csm.get(link.replace("&amp;", "&"))
+        assert queue.status_code == 200, link
+        html = queue.get_data(as_text=True)
+        shown = [name for name, company in companies.items() if f">{company}<" in html]
+        assert shown == expected, (narrowed, link)
+
+
+def test_the_queue_explains_a_currency_that_is_not_a_code_and_drops_it(app, story):
+    page = _staff(app, "csm").get("/review?status=&currency=dollars")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Give a three-letter currency code." in html
+    kept = ("d1", "d2", "d3", "d4")  # d7's company was erased
+    assert all(f">{story[name]}<" in html for name in kept)
 
 
 def test_the_share_that_differs_counts_a_matching_cause_as_the_same():

@@ -29,7 +29,7 @@ from survey.departures.tallies import DepartureTally, ReasonTally
 from survey.errors import InvalidInput
 from survey.insights import tallied
 from survey.review.models import ActionItem, Postmortem, RootCause
-from survey.review_items import ReviewItem
+from survey.review_items import ReviewItem, of_csm
 from survey.vocabulary import FINISHED_STATUSES, ROOT_CAUSES, TEAMS
 from survey.wording import service as wordings
 
@@ -94,8 +94,7 @@ class Scope:
             if value:
                 conditions.append(column == value)
         if self.csm:
-            of_csm = select(Departure.id).where(Departure.csm_email == self.csm)
-            conditions.append(ReviewItem.departure_id.in_(of_csm))
+            conditions.append(of_csm(self.csm))
         return conditions
 
     def items(self) -> list[ColumnElement[bool]]:

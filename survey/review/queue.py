@@ -32,7 +32,7 @@ from survey.db import BIGINT_MAX, parse_int
 from survey.departures.models import Departure
 from survey.errors import InvalidInput, SurveyError
 from survey.review.models import Postmortem, RootCause
-from survey.review_items import ITEM_COLUMNS, ReviewItem, new_items
+from survey.review_items import ITEM_COLUMNS, ReviewItem, new_items, of_csm
 from survey.staff.models import ADMIN, CSM, StaffUser
 from survey.vocabulary import FINISHED_STATUSES, REVIEW_STATUSES
 
@@ -134,6 +134,8 @@ class QueueFilter:
     root_cause: str | None = None  # the postmortem's primary root cause
     segment: str | None = None
     plan: str | None = None
+    currency: str | None = None  # a three-letter code
+    csm: str | None = None  # the departure's CSM's email
     mrr_min_cents: int | None = None
     mrr_max_cents: int | None = None
     cancelled_from: date | None = None
@@ -188,6 +190,10 @@ def _conditions(wanted: QueueFilter) -> list[ColumnElement[bool]]:
         conditions.append(ReviewItem.segment == wanted.segment)
     if wanted.plan:
         conditions.append(ReviewItem.plan == wanted.plan)
+    if wanted.currency:
+        conditions.append(ReviewItem.currency == wanted.currency)
+    if wanted.csm:
+        conditions.append(of_csm(wanted.csm))
     if wanted.mrr_min_cents is not None:
         conditions.append(ReviewItem.mrr_cents >= wanted.mrr_min_cents)
     if wanted.mrr_max_cents is not None:

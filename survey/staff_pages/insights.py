@@ -34,13 +34,18 @@ def page() -> tuple[str, int]:
     found = insights.panels(db.session(), scope, now=clock.now())
     months = insights.month_grid(found.over_time, insights.months_ending(scope.end))
     query = {k: v for k, v in request.args.items() if v and not problems}
-    # Where a said-versus-found cell leads: the queue, narrowed the same way
-    # (the queue has no CSM or currency filter).
+    # Where a said-versus-found cell leads: the queue, narrowed the same way.
+    narrowed = (
+        ("segment", scope.segment),
+        ("plan", scope.plan),
+        ("currency", scope.currency),
+        ("csm", scope.csm),
+    )
     to_queue = {
         "status": "finished",
         "cancelled_from": scope.start.isoformat(),
         "cancelled_to": scope.end.isoformat(),
-        **{k: v for k, v in (("segment", scope.segment), ("plan", scope.plan)) if v},
+        **{name: value for name, value in narrowed if value},
     }
     return (
         render_template(

@@ -22,7 +22,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import InputRequired, Length, NumberRange, Optional
+from wtforms.validators import InputRequired, Length, NumberRange, Optional, Regexp
 
 from survey.db import parse_int
 from survey.review import postmortems
@@ -99,6 +99,16 @@ class QueueFilterForm(FlaskForm):  # type: ignore[misc]
     )
     segment = StringField("Segment", validators=[Optional(), Length(max=80)])
     plan = StringField("Plan", validators=[Optional(), Length(max=80)])
+    currency = StringField(
+        "Currency",
+        validators=[
+            Optional(),
+            Regexp(
+                r"^\s*[A-Za-z]{3}\s*$", message="Give a three-letter currency code."
+            ),
+        ],
+    )
+    csm = StringField("CSM (email)", validators=[Optional(), Length(max=320)])
     mrr_min = AmountField(
         "Lost MRR from",
         places=2,

@@ -211,12 +211,18 @@ def test_every_staff_page_reads_well_at_both_sizes(
         expect(page.locator("#q")).to_be_visible()
 
     # Filters, the less used ones open because one of them is set.
-    visit(page, base, "/review?status=&segment=enterprise&mrr_min=100&sort=oldest")
+    visit(
+        page,
+        base,
+        "/review?status=&segment=enterprise&mrr_min=100&currency=usd&sort=oldest",
+    )
     if size == "360":  # folded, saying how many filters are set
-        page.get_by_text("Filters (2 set)", exact=True).click()
+        page.get_by_text("Filters (3 set)", exact=True).click()
     expect(page.locator("details.more")).to_have_attribute("open", "")
     expect(page.locator(".error-summary")).to_have_count(0)
     expect(page.locator("#segment")).to_be_visible()
+    expect(page.locator("#currency")).to_have_value("usd")
+    expect(page.locator("#csm")).to_be_visible()
     shot("queue-filtered")
 
     # An item whose customer answered a follow-up question at length.
