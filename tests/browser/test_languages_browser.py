@@ -198,6 +198,20 @@ def test_every_other_customer_page_in_each_language(
     expect(page.locator("[role=alert], .errors").first).to_be_visible()
     assert_accessible(page)
     screenshot(page, artifacts / f"page-one-refused-{locale}-360.png")
+    # The same form with a forged token (a page not drawn by us): refused.
+    page.locator("input[name=reason]").first.check()
+    page.locator("input[name=csrf_token]").evaluate("field => field.value = 'forged'")
+    with page.expect_response(lambda answer: answer.request.method == "POST") as sent:
+        page.get_by_role("button", name=translated(locale, "Send my answer")).click()
+    assert sent.value.status == 400
+    expect(page.locator("html")).to_have_attribute("lang", locale)
+    assert_no_horizontal_scroll(page)
+    assert_accessible(page)
+    screenshot(page, artifacts / f"page-400-forged-{locale}-360.png")
+    # The thanks page reached without an answer (as a bot's post lands there).
+    check(
+        "thanks-unanswered", live_server + survey_path(app, unanswered) + "/thanks", 200
+    )
     check("410-erased", live_server + survey_path(app, erased), 410)
     check("stayed", live_server + survey_path(app, stayed), 200)
     check("withdraw", live_server + withdraw_path(app, answered), 200)
