@@ -372,14 +372,18 @@ def test_each_panel_downloads_as_csv_with_the_numbers_shown(app, story):
     assert reasons.status_code == 200
     assert "attachment" in reasons.headers["Content-Disposition"]
     assert reasons.get_data(as_text=True).splitlines() == [
-        "reason,currency,departures,lost_mrr_cents",
-        "too_expensive,USD,2,30000",
-        "switched,EUR,1,5000",
-        ",JPY,1,1000",
-        ",USD,1,3000",
+        "reason,currency,departures,lost_mrr_cents,share_percent",
+        "too_expensive,USD,2,30000,40",
+        "switched,EUR,1,5000,20",
+        ",JPY,1,1000,20",
+        ",USD,1,3000,20",
     ]
     funnel = admin.get(f"/insights/funnel.csv?{query}").get_data(as_text=True)
-    assert funnel.splitlines()[1] == "5,4,4,3,1,7200.0"
+    assert funnel.splitlines() == [
+        "departed,invited,opened,answered,consented,median_answer_seconds,"
+        "invited_percent,opened_percent,answered_percent,consented_percent",
+        "5,4,4,3,1,7200.0,80,100,75,33",  # as the page shows them
+    ]
     segments = admin.get(f"/insights/by_segment.csv?{query}").get_data(as_text=True)
     assert segments.splitlines() == [
         "segment,departures,top_reason,currency,cents",

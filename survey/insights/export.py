@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -97,6 +98,24 @@ def csv_text(panel: str, value: Any) -> str:
     has one row per currency)."""
     data = _AS_DATA[panel](value)
     rows = [data] if isinstance(data, dict) else data
+    if panel == "reasons":  # each row's share of the period's departures
+        departed = sum(row["departures"] for row in rows)
+        rows = [
+            {**row, "share_percent": insights.percent(row["departures"], departed)}
+            for row in rows
+        ]
+    if panel == "funnel":  # each step as a share of the step before
+        steps = ("departed", "invited", "opened", "answered", "consented")
+        rows = [
+            {
+                **row,
+                **{
+                    f"{step}_percent": insights.percent(row[step], row[before])
+                    for before, step in itertools.pairwise(steps)
+                },
+            }
+            for row in rows
+        ]
     if panel in ("by_segment", "by_plan"):
         rows = [
             {**{k: v for k, v in row.items() if k != "lost_mrr"}, **money}

@@ -319,6 +319,12 @@ def _median_answer_time(session: Session, scope: Scope) -> timedelta | None:
     return timedelta(seconds=round(sum(middle) / len(middle)))
 
 
+def percent(part: int, whole: int) -> int | None:
+    """Return ``part`` as a whole percentage of ``whole`` (None if ``whole`` is
+    0): how the page, its summaries and its CSVs write a share or a rate."""
+    return round(100 * part / whole) if whole else None
+
+
 @dataclass(frozen=True)
 class SaidFound:
     """Finished postmortems whose customer said ``said`` and whose primary

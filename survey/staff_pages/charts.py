@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-from survey.insights.service import MonthGrid, Panels
+from survey.insights.service import MonthGrid, Panels, percent
 from survey.vocabulary import ROOT_CAUSES
 from survey.wording import service as wordings
 
@@ -121,7 +121,8 @@ def reason_name(code: str | None) -> str:
 
 
 def _share(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.0f}\N{NO-BREAK SPACE}%" if whole else "—"
+    share = percent(part, whole)
+    return "—" if share is None else f"{share}\N{NO-BREAK SPACE}%"
 
 
 def _most(ranked: Sequence[tuple[str, int]]) -> tuple[str, int]:

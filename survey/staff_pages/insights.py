@@ -14,6 +14,7 @@ from survey.staff_pages.staff import private_pages
 
 bp = Blueprint("insights", __name__, url_prefix="/insights")
 private_pages(bp)
+bp.add_app_template_filter(insights.percent, "percent_of")
 
 
 def _scope() -> tuple[insights.Scope, dict[str, list[str]]]:
