@@ -60,7 +60,7 @@ def reason_filters() -> list[SelectChoice]:
 
 ROOT_CAUSE_FILTERS = _choices(
     ((code, meaning) for code, (meaning, _team) in ROOT_CAUSES.items()),
-    blank="Any primary root cause",
+    blank="Any cause",  # under its label "Primary root cause"; fits a phone
 )
 
 
