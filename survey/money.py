@@ -12,3 +12,12 @@ def major_units(minor_units: int, currency: str) -> Decimal:
     JPY is 5000 (the yen has no minor unit), 1500 KWD is 1.500."""
     exponent = -get_currency_precision(currency)
     return Decimal(minor_units).scaleb(exponent).quantize(Decimal(1).scaleb(exponent))
+
+
+def currency_code(value: str) -> str:
+    """Return ``value`` as a three-letter currency code in capitals, as amounts
+    are stored under; raise ValueError if it is not one."""
+    code = value.strip().upper()
+    if len(code) == 3 and code.isascii() and code.isalpha():
+        return code
+    raise ValueError("Give a three-letter currency code.")

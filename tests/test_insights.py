@@ -467,7 +467,7 @@ def test_a_said_versus_found_cell_opens_the_queue_with_its_csm_and_currency(app,
     csm = _staff(app, "csm")
     for narrowed, expected in (
         ("", ["d1", "elsewhere", "in euros"]),
-        (f"&csm={STORY_CSM}&currency=usd", ["d1"]),
+        (f"&csm={STORY_CSM.upper()}&currency=usd", ["d1"]),  # as typed
         ("&csm=other.csm@staff.example", ["elsewhere"]),
         ("&currency=EUR", ["in euros"]),
     ):
@@ -482,13 +482,21 @@ def test_a_said_versus_found_cell_opens_the_queue_with_its_csm_and_currency(app,
         assert shown == expected, (narrowed, link)
 
 
-def test_the_queue_explains_a_currency_that_is_not_a_code_and_drops_it(app, story):
+def test_the_queue_reads_currency_and_csm_as_stored_and_explains_bad_ones(app, story):
     page = _staff(app, "csm").get("/review?status=&currency=dollars")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
     assert "Give a three-letter currency code." in html
     kept = ("d1", "d2", "d3", "d4")  # d7's company was erased
     assert all(f">{story[name]}<" in html for name in kept)
+    # A CSM's address however it is typed; one that is no address, explained.
+    typed = _staff(app, "csm").get(f"/review?status=&csm={STORY_CSM.title()}")
+    assert all(f">{story[name]}<" in typed.get_data(as_text=True) for name in kept)
+    odd = _staff(app, "csm").get("/review?status=&csm=someone").get_data(as_text=True)
+    assert "Not a valid email address" in odd
+    insights_odd = _staff(app, "csm").get("/insights?csm=someone")
+    assert insights_odd.status_code == 422
+    assert "Not a valid email address" in insights_odd.get_data(as_text=True)
 
 
 def test_the_share_that_differs_counts_a_matching_cause_as_the_same():

@@ -25,9 +25,11 @@ from sqlalchemy.orm import Session
 
 from survey.answers.models import Response
 from survey.departures.models import Departure
+from survey.departures.schemas import normalize_email
 from survey.departures.tallies import DepartureTally, ReasonTally
 from survey.errors import InvalidInput
 from survey.insights import tallied
+from survey.money import currency_code
 from survey.review.models import ActionItem, Postmortem, RootCause
 from survey.review_items import ReviewItem, of_csm
 from survey.vocabulary import FINISHED_STATUSES, ROOT_CAUSES, TEAMS
@@ -819,18 +821,28 @@ def scope_from(args: Mapping[str, str], today: date) -> Scope:
             problems["from"] = ["The period must start on or before its end."]
         elif (end - start).days >= MAX_PERIOD_DAYS:
             problems["from"] = [f"Ask for at most {MAX_PERIOD_DAYS} days at once."]
-    currency = (args.get("currency") or "").strip().upper() or None
-    if currency and not (
-        len(currency) == 3 and currency.isascii() and currency.isalpha()
-    ):
-        problems["currency"] = ["Give a three-letter currency code."]
+    # As the departures store them: "usd" is USD, "Ana@Example.com" is ana@...
+    normalized: dict[str, str | None] = {}
+    for name, normalize in (("currency", currency_code), ("csm", normalize_email)):
+        raw = (args.get(name) or "").strip()
+        try:
+            normalized[name] = normalize(raw) if raw else None
+        except ValueError as invalid:
+            problems[name] = [str(invalid)]
     if problems:
         raise InvalidInput("The period or filters are not valid.", problems)
 
     def text(name: str) -> str | None:
         return (args.get(name) or "").strip()[:200] or None
 
-    return Scope(start, end, text("segment"), text("plan"), text("csm"), currency)
+    return Scope(
+        start,
+        end,
+        text("segment"),
+        text("plan"),
+        normalized["csm"],
+        normalized["currency"],
+    )
 
 
 @dataclass(frozen=True)

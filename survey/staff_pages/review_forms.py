@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -22,9 +23,11 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import InputRequired, Length, NumberRange, Optional, Regexp
+from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
 from survey.db import parse_int
+from survey.departures.schemas import normalize_email
+from survey.money import currency_code
 from survey.review import postmortems
 from survey.review.queue import SORTS
 from survey.vocabulary import (
@@ -56,6 +59,18 @@ def reason_filters() -> list[SelectChoice]:
         *_choices(wordings.known_reasons().items(), blank="Any reason"),
         SelectChoice("none", "No answer"),
     ]
+
+
+def _unless_blank(
+    normalize: Callable[[str], str],
+) -> Callable[[str | None], str | None]:
+    """A WTForms filter: ``normalize`` a value given (its ValueError becomes
+    the field's error); nothing given is None."""
+
+    def read(value: str | None) -> str | None:
+        return normalize(value) if value and value.strip() else None
+
+    return read
 
 
 ROOT_CAUSE_FILTERS = _choices(
@@ -99,16 +114,9 @@ class QueueFilterForm(FlaskForm):  # type: ignore[misc]
     )
     segment = StringField("Segment", validators=[Optional(), Length(max=80)])
     plan = StringField("Plan", validators=[Optional(), Length(max=80)])
-    currency = StringField(
-        "Currency",
-        validators=[
-            Optional(),
-            Regexp(
-                r"^\s*[A-Za-z]{3}\s*$", message="Give a three-letter currency code."
-            ),
-        ],
-    )
-    csm = StringField("CSM (email)", validators=[Optional(), Length(max=320)])
+    # Read as the departures store them; a value that is neither is explained.
+    currency = StringField("Currency", filters=[_unless_blank(currency_code)])
+    csm = StringField("CSM (email)", filters=[_unless_blank(normalize_email)])
     mrr_min = AmountField(
         "Lost MRR from",
         places=2,
