@@ -187,7 +187,9 @@ def record_consent(
         )
     )
     if change := granted - (state.state == "granted"):
-        Tally().count(Key.of_departure(locked), consented=change).write(session)
+        Tally().count(Key.of_departure(locked), consented=change).write(
+            session.connection()
+        )
     session.flush()
     departure_event(session, f"consent.{wanted}", locked, channel=channel)
     log.info("consent %s for departure %s via %s", wanted, departure.public_id, channel)

@@ -493,7 +493,7 @@ def erase_person(
     counted_out = Tally()
     for departure in departures:
         files += _erase_departure(session, departure, now, names, counted_out)
-    counted_out.write(session)
+    counted_out.write(session.connection())
     audit.record(
         session,
         "contact.erased",
@@ -628,7 +628,7 @@ def purge_expired(
         files += _erase_departure(session, departure, now, names, counted_out)
         session.flush()
         _sweep(session, emails, names, [departure.id], everywhere=False)
-    counted_out.write(session)
+    counted_out.write(session.connection())
     if expired:
         audit.record(
             session,

@@ -817,11 +817,13 @@ class _Writer:
         outbox.messages_sent.send((message,), session=self.session)
 
     def open(self, loss: _Loss) -> None:
-        mark_opened(self.session, self.departures[loss.number].id)
+        mark_opened(self.session.connection(), self.departures[loss.number].id)
 
     def answer(self, loss: _Loss) -> None:
         assert loss.reason is not None
-        record_reason(self.session, loss.public_id, loss.reason, loss.reason_other)
+        record_reason(
+            self.session.connection(), loss.public_id, loss.reason, loss.reason_other
+        )
 
     def details(self, loss: _Loss) -> None:
         assert loss.reason is not None

@@ -144,7 +144,7 @@ def make_consenting(app: Flask, reason: str = "switched", **fields: Any) -> Depa
     departure = make_departure(app, **fields)
     with app.app_context(), db.write_session() as session:
         departure = session.merge(departure)
-        record_reason(session, departure.public_id, reason, None)
+        record_reason(session.connection(), departure.public_id, reason, None)
         record_consent(
             session,
             departure,

@@ -29,7 +29,7 @@ def answer(session, departure: Departure, reason: str, answered_at: datetime):
     clock = current_app.config["CLOCK"]
     today, clock.current = clock.current, answered_at
     try:
-        record_reason(session, departure.public_id, reason, None)
+        record_reason(session.connection(), departure.public_id, reason, None)
     finally:
         clock.current = today
 
@@ -129,7 +129,7 @@ def build_story(app: Flask) -> dict[str, str]:
         answer(session, d3, "switched", at(3, 15, 10))
         answer(session, d6, "switched", at(2, 21))
         for d in (d1, d2, d3, d4):
-            mark_opened(session, d.id)
+            mark_opened(session.connection(), d.id)
         for granted in (True, False):
             record_consent(session, d3, granted=granted, channel="survey", wording="w")
         record_consent(session, d1, granted=True, channel="survey", wording="w")

@@ -87,7 +87,9 @@ def test_page_one_reads_timezone_aware_times(app, client, clock):
 def test_an_answer_stores_what_the_orm_reads_back(app, clock, session):
     departure = make_departure(app, mrr_cents=12_345)
     with app.app_context(), db.write_session() as writing:
-        answers.record_reason(writing, departure.public_id, "other", "  Paper  ")
+        answers.record_reason(
+            writing.connection(), departure.public_id, "other", "  Paper  "
+        )
         writing.commit()
     session.rollback()  # end the read snapshot (SQLite WAL keeps it)
     response = session.scalar(select(Response))
@@ -160,7 +162,7 @@ def test_page_one_shows_every_answer_committed_since(app, client):
             as_text=True
         )
         with app.app_context(), db.write_session() as other:  # another writer
-            answers.record_reason(other, departure.public_id, reason, None)
+            answers.record_reason(other.connection(), departure.public_id, reason, None)
             other.commit()
         page = client.get(path).get_data(as_text=True)
         assert f'value="{reason}" checked' in page

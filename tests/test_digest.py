@@ -82,7 +82,7 @@ def _week(app) -> None:
     with app.app_context(), db.write_session() as session:
         for reason, departures in answered.items():
             for one in departures:
-                record_reason(session, one.public_id, reason, None)
+                record_reason(session.connection(), one.public_id, reason, None)
         for index, one in enumerate(reviewed):
             postmortem(
                 session,

@@ -160,7 +160,9 @@ def test_a_recurring_flag_appears_and_disappears_exactly_at_its_thresholds(app):
     ]
     with app.app_context(), db.write_session() as session:
         for departure in departures:
-            record_reason(session, departure.public_id, "too_expensive", None)
+            record_reason(
+                session.connection(), departure.public_id, "too_expensive", None
+            )
         for departure in departures[:3] + departures[-1:]:
             departure = session.merge(departure)
             postmortem(session, departure, "in_review", "poor_fit", done=False)
@@ -597,7 +599,7 @@ def test_something_else_texts_are_shown_escaped_and_link_to_their_items(app):
     departure = make_departure(app, cancelled_at=at(3, 5))
     words = "<script>alert(1)</script> & paper"
     with app.app_context(), db.write_session() as session:
-        record_reason(session, departure.public_id, "other", words)
+        record_reason(session.connection(), departure.public_id, "other", words)
         session.commit()
     csm = _staff(app, "csm")
     html = csm.get("/insights?from=2026-03-01&to=2026-03-31").get_data(as_text=True)

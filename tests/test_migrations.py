@@ -246,14 +246,16 @@ def test_departures_learn_how_long_their_answer_took(app, session, clock):
     waited, early = make_departure(app), make_departure(app)
     with app.app_context():
         with db.write_session() as writing:
-            record_reason(writing, early.public_id, "switched", None)
+            record_reason(writing.connection(), early.public_id, "switched", None)
             writing.commit()
         clock.advance(seconds=1)
         assert outbox.deliver_due().sent == 2
         clock.advance(hours=2, seconds=5)
         with db.write_session() as writing:
-            record_reason(writing, waited.public_id, "switched", None)
-            record_reason(writing, waited.public_id, "other", None)  # not first
+            record_reason(writing.connection(), waited.public_id, "switched", None)
+            record_reason(
+                writing.connection(), waited.public_id, "other", None
+            )  # not first
             writing.commit()
 
     def waits():

@@ -1,14 +1,14 @@
 """Recording a customer's answers: page 1's reason, page 2's details and consent.
 
 Verbs that any door calls (the survey pages, the demo, tests): they take
-the session they run on and leave the commit to the caller.
+the connection or session they run on and leave the commit to the caller.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from survey import clock, outbox
@@ -118,27 +118,27 @@ _QUEUE_ANSWER = Prepared(per_dialect(_answer_upsert))
 
 
 def record_reason(
-    session: Session,
+    connection: Connection,
     public_id: str,
     reason: str,
     reason_other: str | None,
     survey_version: int = 0,
 ) -> None:
-    """Save page 1's answer and queue it for review, in ``session``'s transaction.
+    """Save page 1's answer and queue it for review, in ``connection``'s transaction.
 
-    The caller commits (the survey page through ``db.write_together``). One
-    upsert on the unique ``responses.departure_id``: simultaneous first
-    answers cannot make a second response, and the last one wins. Then one
-    upsert on the unique ``review_items.departure_id`` queues the answered
-    departure, or updates its reason. Both statements find the departure
-    themselves, locked (see ``for_writing``): an erased or unknown one gets
-    nothing, and the next page says why.
+    The caller commits (the survey page through ``db.write_together``; with
+    an ORM session, pass ``session.connection()``). One upsert on the unique
+    ``responses.departure_id``: simultaneous first answers cannot make a
+    second response, and the last one wins. Then one upsert on the unique
+    ``review_items.departure_id`` queues the answered departure, or updates
+    its reason. Both statements find the departure themselves, locked (see
+    ``for_writing``): an erased or unknown one gets nothing, and the next
+    page says why.
     """
     departure = {"public_id": public_id, "reason": reason, "now": clock.now()}
     version = {"survey_version_id": survey_version or None}
     # Kept whatever the reason: a customer's own words are never dropped.
     other = (reason_other or "").strip() or None
-    connection = session.connection()  # the statements run in its transaction
     locked = _LOCK_ANSWERING.first(connection, {"public_id": public_id})
     if locked is None:
         return  # erased or unknown: nothing to write, the next page says why
@@ -149,33 +149,44 @@ def record_reason(
         before = so_far.reason if so_far is not None else None
     _UPSERT_REASON.execute(connection, {**departure, **version, "reason_other": other})
     _QUEUE_ANSWER.execute(connection, departure)
-    if before != reason:
-        key = Key.of(locked.cancelled_at, locked.currency, locked.segment, locked.plan)
-        tally = Tally()
-        if before is None:
-            tally.count(key, answered=1)
-            departure_event(
-                session,
-                "response.submitted",
-                locked.id,
-                reason=reason,
-                personal={"reason_other": other},
-            )
-            outbox.cancel_pending(
-                session,
-                outbox.OutboxMessage.departure_id == locked.id,
-                outbox.OutboxMessage.kind == "reminder",
-                why="answered",
-            )
-            sent_at = locked.invitation_sent_at
-            if sent_at is not None and departure["now"] >= sent_at:
-                wait = int((departure["now"] - sent_at).total_seconds())
-                _NOTE_WAIT.execute(
-                    connection, {"departure_id": locked.id, "seconds": wait}
-                )
-        else:
-            tally.count_reason(key, before, -1, locked.mrr_cents)
-        tally.count_reason(key, reason, 1, locked.mrr_cents).write(session)
+    if before == reason:
+        return  # the same answer again: nothing else changes
+    key = Key.of(locked.cancelled_at, locked.currency, locked.segment, locked.plan)
+    tally = Tally()
+    if before is None:
+        tally.count(key, answered=1)
+        _first_answer(connection, locked, reason, other, departure["now"])
+    else:
+        tally.count_reason(key, before, -1, locked.mrr_cents)
+    tally.count_reason(key, reason, 1, locked.mrr_cents).write(connection)
+
+
+def _first_answer(
+    connection: Connection, locked: Any, reason: str, other: str | None, now: Any
+) -> None:
+    """What a departure's first answer sets off, in ``connection``'s transaction:
+    its webhook event, no more reminders, and how long the answer took."""
+    # The event and the outbox are ORM work: a session joins the transaction
+    # (it neither commits nor rolls it back).
+    with Session(bind=connection) as session:
+        departure_event(
+            session,
+            "response.submitted",
+            locked.id,
+            reason=reason,
+            personal={"reason_other": other},
+        )
+        outbox.cancel_pending(
+            session,
+            outbox.OutboxMessage.departure_id == locked.id,
+            outbox.OutboxMessage.kind == "reminder",
+            why="answered",
+        )
+        session.flush()
+    sent_at = locked.invitation_sent_at
+    if sent_at is not None and now >= sent_at:
+        wait = int((now - sent_at).total_seconds())
+        _NOTE_WAIT.execute(connection, {"departure_id": locked.id, "seconds": wait})
 
 
 def follow_up_reason(reason: str | None, wording: Wording) -> str | None:

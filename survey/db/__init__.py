@@ -17,6 +17,7 @@ from survey.db.sessions import (
     new_session,
     reading_session,
     session,
+    write_connection,
     write_session,
     write_together,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "per_dialect",
     "reading_session",
     "session",
+    "write_connection",
     "write_session",
     "write_together",
 ]

@@ -32,8 +32,8 @@ mechanism     what it does                       switched off
 
 ``Prepared`` also serves PostgreSQL; the gate and the batches are installed
 on SQLite engines only. None of them changes what is written or read: the
-verbs (``answers.record_reason``...) take a session, and their transaction
-is SQLAlchemy's, whoever commits it.
+verbs (``answers.record_reason``...) take a SQLAlchemy connection, and
+their transaction is SQLAlchemy's, whoever commits it.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Select, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -60,10 +59,12 @@ from survey.errors import DatabaseBusy
 
 log = logging.getLogger(__name__)
 
-#: Work written in a writing session (see ``survey.db.write_together``).
-Work = Callable[[Session], None]
-#: Opens a writing session, closed (and so rolled back if uncommitted) on exit.
-OpenSession = Callable[[], AbstractContextManager[Session]]
+#: Work written on a connection in a writing transaction (see
+#: ``survey.db.write_together``).
+Work = Callable[[Connection], None]
+#: Opens a connection in a writing transaction, closed (and so rolled back
+#: if uncommitted) on exit.
+OpenConnection = Callable[[], AbstractContextManager[Connection]]
 
 
 class FastPath(NamedTuple):
@@ -266,10 +267,11 @@ class Batches:
         self._queue: list[_Job] = []
         self._leading = False  # a thread is writing a batch
 
-    def run(self, work: Work, open_session: OpenSession) -> None:
+    def run(self, work: Work, open_connection: OpenConnection) -> None:
         """Run ``work`` in a batch; return once it is committed, or raise its error.
 
-        ``open_session`` opens a writing session (through the gate).
+        ``open_connection`` opens a connection in a writing transaction (through
+        the gate).
         """
         job = _Job(work)
         with self._changed:
@@ -281,7 +283,7 @@ class Batches:
                 self._leading = True
         if lead:  # its own job is still queued: no one else leads
             try:
-                self._lead(open_session)
+                self._lead(open_connection)
             finally:
                 with self._changed:
                     self._leading = False
@@ -294,14 +296,14 @@ class Batches:
             batch, self._queue = self._queue, []
         return batch
 
-    def _lead(self, open_session: OpenSession) -> None:
+    def _lead(self, open_connection: OpenConnection) -> None:
         batch: list[_Job] = []
         try:
-            with open_session() as session:  # through the gate first
+            with open_connection() as connection:  # through the gate first
                 batch = self._take()
                 for job in batch:
-                    job.work(session)
-                session.commit()
+                    job.work(connection)
+                connection.commit()
             for job in batch:
                 job.written = True
         except BaseException as error:
@@ -311,7 +313,7 @@ class Batches:
                     job.error = DatabaseBusy(*error.args)
             elif isinstance(error, Exception):
                 # So only the failing one fails.
-                self._write_each_alone(batch, open_session)
+                self._write_each_alone(batch, open_connection)
             else:
                 raise
         finally:  # also when the leader itself is stopped midway
@@ -320,12 +322,12 @@ class Batches:
                     job.error = DatabaseBusy("The write was interrupted; try again.")
 
     @staticmethod
-    def _write_each_alone(batch: list[_Job], open_session: OpenSession) -> None:
+    def _write_each_alone(batch: list[_Job], open_connection: OpenConnection) -> None:
         for job in batch:
             try:
-                with open_session() as session:
-                    job.work(session)
-                    session.commit()
+                with open_connection() as connection:
+                    job.work(connection)
+                    connection.commit()
                 job.written = True
             except Exception as error:
                 job.error = error

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, current_app, g, has_app_context, has_request_context, request
-from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from survey.db import fastpath
@@ -192,22 +192,36 @@ def write_session() -> Iterator[Session]:
         db_session.close()
 
 
-def write_together(work: fastpath.Work) -> None:
-    """Run ``work`` in a writing session and commit it; return once committed.
+@contextmanager
+def write_connection() -> Iterator[Connection]:
+    """Yield a connection in a writing transaction, without an ORM session.
 
-    For the busiest writes (page 1's answers and first opens). On SQLite the
+    The caller commits; anything uncommitted is rolled back on exit.
+    """
+    with engine().connect() as connection:
+        connection.execution_options(sqlite_write=True)
+        connection.begin()
+        yield connection
+
+
+def write_together(work: fastpath.Work) -> None:
+    """Run ``work`` on a connection in a writing transaction and commit it;
+    return once committed.
+
+    For the busiest writes (page 1's answers and first opens), whose verbs
+    take a connection: no ORM session is opened around them. On SQLite the
     transaction may be shared with other threads' work (see
     ``fastpath.Batches``): ``work`` then runs on another thread of this
-    process, under the same app, and must only write through the session it
-    is given. Raises what ``work`` raised; its writes are then rolled back.
+    process, under the same app, and must only write through the connection
+    it is given. Raises what ``work`` raised; its writes are then rolled back.
     """
     fast: fastpath.FastPath | None = current_app.extensions.get(_FAST_PATH)
     if fast is not None:
-        fast.batches.run(work, write_session)
+        fast.batches.run(work, write_connection)
         return
-    with write_session() as db_session:
-        work(db_session)
-        db_session.commit()
+    with write_connection() as connection:
+        work(connection)
+        connection.commit()
 
 
 def _close_session(_exc: BaseException | None) -> None:

@@ -196,7 +196,7 @@ def record_departure(
                 Key.of_departure(departure),
                 departures=1,
                 lost_mrr_cents=departure.mrr_cents,
-            ).write(session)
+            ).write(session.connection())
             if departure.contact_email:
                 queue_invitation(session, departure)
             departure_event(session, "departure.recorded", departure)
@@ -334,4 +334,4 @@ def _note_invitations_sent(
     tally = Tally()
     for row in noted:
         tally.count(Key.of(*row), invited=1)
-    tally.write(session)
+    tally.write(session.connection())

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, String
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import BigInteger, Connection, Date, String
+from sqlalchemy.orm import Mapped, mapped_column
 
 from survey.db import Base, per_dialect
 from survey.db.fastpath import Prepared
@@ -141,9 +141,11 @@ class Tally:
             self.reasons.setdefault(reason_key, Counter()).update(deltas)
         return self
 
-    def write(self, session: Session) -> None:
-        """Apply the changes in ``session``'s transaction, rows in key order."""
-        connection = session.connection()
+    def write(self, connection: Connection) -> None:
+        """Apply the changes in ``connection``'s transaction, rows in key order.
+
+        With an ORM session, pass ``session.connection()``.
+        """
         for key, deltas in sorted(self.departures.items()):
             if any(deltas.values()):
                 _BUMP_DEPARTURES.execute(

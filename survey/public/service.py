@@ -8,6 +8,7 @@ from typing import Any, Protocol, cast
 
 from flask import current_app
 from sqlalchemy import (
+    Connection,
     CursorResult,
     Engine,
     bindparam,
@@ -102,13 +103,14 @@ def survey_state(engine: Engine, public_id: str) -> SurveyState:
     return state
 
 
-def mark_opened(session: Session, departure_id: int) -> None:
+def mark_opened(connection: Connection, departure_id: int) -> None:
     """Note the first time the link was opened (later opens change nothing).
 
     The caller commits (page 1 through ``db.write_together``: a first open is
-    a write on the busiest page).
+    a write on the busiest page; with an ORM session, pass
+    ``session.connection()``).
     """
-    opened = session.execute(
+    opened = connection.execute(
         update(Departure)
         .where(
             Departure.id == departure_id,
@@ -120,7 +122,7 @@ def mark_opened(session: Session, departure_id: int) -> None:
         .execution_options(synchronize_session=False)
     ).first()
     if opened is not None:
-        Tally().count(Key.of(*opened), opened=1).write(session)
+        Tally().count(Key.of(*opened), opened=1).write(connection)
 
 
 def request_fresh_link(session: Session, public_id: str) -> None:

@@ -235,7 +235,7 @@ def survey(token: str) -> str | WerkzeugResponse:
         if state.first_opened_at is None:
             departure_id = state.departure_id
             db.write_together(
-                lambda session: service.mark_opened(session, departure_id)
+                lambda connection: service.mark_opened(connection, departure_id)
             )
         # A reason clicked in the email is only proposed: mail scanners
         # follow links, so the customer's POST from the page records it.
@@ -264,8 +264,8 @@ def survey(token: str) -> str | WerkzeugResponse:
     # transaction with other threads' answers: see survey.db.fastpath).
     # An erased departure gets nothing written; the next page says so.
     db.write_together(
-        lambda session: answers.record_reason(
-            session, public_id, reason, other, version
+        lambda connection: answers.record_reason(
+            connection, public_id, reason, other, version
         )
     )
     return redirect(url_for(".details", token=token), 303)
