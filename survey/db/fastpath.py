@@ -15,8 +15,10 @@ mechanism     what it does                       switched off
               compiled once and run on the       (PostgreSQL: POST 0.13x -> 0.10x,
               DB-API cursor of the SQLAlchemy    GET 0.20x -> 0.15x)
               connection given
-``Batches``   a worker's queued page-1 writes    page-1 POST 0.21x
-              share one transaction and commit
+``Batches``   a worker's queued page-1 writes    page-1 POST 0.21x; 19 % fewer
+              share one transaction and commit   requests a second in an A/B
+                                                 (2026-12-04: 2.5 writes a
+                                                 commit under the bench's load)
 ``WriteGate`` SQLite writers queue in turn (a    page-1 POST 0.24x: throughput
               lock per process, an ``flock``     within the noise (about 9 % fewer
               across processes), not in          requests a second), but p95
@@ -29,6 +31,13 @@ mechanism     what it does                       switched off
               ROLLBACK, each a call that lets    2026-12-04); POST unchanged
               other threads take the GIL
 ============  =================================  ==================================
+
+The batches run their writes on a Core connection, without an ORM session
+around them (``survey.db.write_connection``): a session's open,
+``connection()``, commit and close cost 69 us a write, the connection's
+25 us; page-1 POST 6 % fewer requests a second with a session (A/B,
+2026-12-04). A wake-up per waiting thread instead of one for all of them
+was tried and measured 6 % slower; not kept.
 
 ``Prepared`` also serves PostgreSQL; the gate and the batches are installed
 on SQLite engines only. None of them changes what is written or read: the
