@@ -36,7 +36,7 @@ from werkzeug.serving import make_server
 from survey import create_app, db, logs
 from survey.cli import alembic_config
 from survey.models import Base
-from tests.factories import PASSWORD
+from tests.factories import CUSTOMER_WORDS, PASSWORD
 
 PG_URL = os.environ.get("SURVEY_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
@@ -55,7 +55,7 @@ ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 def every_log_line_of_the_run(tmp_path_factory: Any) -> Iterator[None]:
     """Write our log lines of the whole run as JSON (SURVEY_LOG_FORMAT=json);
     then check that each line is one JSON object and none holds a link's
-    token, a password or an email address."""
+    token, a password, an email address or a customer's words."""
     path = tmp_path_factory.mktemp("logs") / "survey.jsonl"
     logger = logging.getLogger("survey")
     if logger.level == logging.NOTSET:
@@ -73,10 +73,15 @@ def every_log_line_of_the_run(tmp_path_factory: Any) -> Iterator[None]:
     for line in path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         assert {"time", "level", "logger", "message"} <= set(record), line
-        if LINK_TOKEN.search(line) or PASSWORD in line or ADDRESS.search(line):
+        if (
+            LINK_TOKEN.search(line)
+            or PASSWORD in line
+            or ADDRESS.search(line)
+            or any(words in line for words in CUSTOMER_WORDS)
+        ):
             leaks.append(line)
-    assert not leaks, "log lines holding a secret or an address:\n" + "\n".join(
-        leaks[:20]
+    assert not leaks, (
+        "log lines holding a secret, an address or an answer:\n" + "\n".join(leaks[:20])
     )
 
 

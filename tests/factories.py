@@ -107,6 +107,14 @@ def submit(
 
 PASSWORD = "correct horse battery staple"
 
+#: A customer's own words, each given through the survey pages by a test that
+#: checks it was stored: no log line of the whole run may hold one (see
+#: ``every_log_line_of_the_run``).
+OWN_WORDS = "Your CEO was rude"
+DETAILS = "Support took a week"
+FOLLOW_UP = "SAML single sign-on"
+CUSTOMER_WORDS = (OWN_WORDS, DETAILS, FOLLOW_UP)
+
 
 def make_user(
     app: Flask, role: str = "csm", email: str | None = None, **fields: Any

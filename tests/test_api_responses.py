@@ -10,7 +10,15 @@ from flask import Flask
 from sqlalchemy import event
 
 from survey import db
-from tests.factories import auth, make_departure, make_token, submit, survey_path
+from tests.factories import (
+    DETAILS,
+    OWN_WORDS,
+    auth,
+    make_departure,
+    make_token,
+    submit,
+    survey_path,
+)
 
 URL = "/api/v1/responses"
 
@@ -63,14 +71,14 @@ def test_an_answer_comes_with_its_account_facts_and_consent(app, client, reader,
     )
     page = survey_path(app, departure)
     answered = clock.current
-    submit(client, page, {"reason": "other", "reason_other": "Your CEO was rude"})
+    submit(client, page, {"reason": "other", "reason_other": OWN_WORDS})
     clock.advance(minutes=5)
     submit(
         client,
         page + "/more",
         {
             "factors": ["too_expensive"],
-            "details": "Support took a week",
+            "details": DETAILS,
             "destination": "competitor",
             "destination_name": "Globex",
             "winback_consent": "y",
@@ -94,9 +102,9 @@ def test_an_answer_comes_with_its_account_facts_and_consent(app, client, reader,
         "cancelled_at": "2026-11-20T10:00:00Z",
         "source": "api",
         "reason": "other",
-        "reason_other": "Your CEO was rude",
+        "reason_other": OWN_WORDS,
         "factors": ["too_expensive"],
-        "details": "Support took a week",
+        "details": DETAILS,
         "destination": "competitor",
         "destination_name": "Globex",
         "follow_up_reason": None,

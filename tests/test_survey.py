@@ -15,6 +15,7 @@ from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
 from survey.wording.service import BUILT_IN_CONSENT
 from tests.factories import (
+    FOLLOW_UP,
     csrf_token,
     hidden_fields,
     make_departure,
@@ -228,7 +229,7 @@ def test_page_2_saves_follow_ups_and_consent_with_its_wording(client, page1, ses
             "details": "Needed SSO",
             "destination": "competitor",
             "destination_name": "Globex",
-            "follow_up": "SAML single sign-on",
+            "follow_up": FOLLOW_UP,
             "winback_consent": "y",
         },
     )
@@ -238,7 +239,7 @@ def test_page_2_saves_follow_ups_and_consent_with_its_wording(client, page1, ses
     assert saved.factors == ["too_expensive", "product_issues"]
     assert (saved.destination, saved.destination_name) == ("competitor", "Globex")
     assert saved.follow_up_reason == "missing_features"
-    assert saved.follow_up_answer == "SAML single sign-on"
+    assert saved.follow_up_answer == FOLLOW_UP
     [granted] = consent_events(session)
     assert granted.action == "granted"
     assert granted.channel == "survey"
