@@ -126,6 +126,61 @@ def test_the_schemas_are_the_input_models_own(client):
     assert published == own
 
 
+#: A value each query model refuses, per operation and parameter.
+REFUSED = {
+    "/api/v1/responses": {"since": "yesterday", "limit": "0"},
+    "/api/v1/winback/contacts": {
+        "reason": "bored",
+        "since": "soon",
+        "until": "1900-01-01",
+        "distinct": "name",
+        "limit": "1001",
+    },
+    "/api/v1/winback/contacts.csv": {"distinct": "name", "until": "never"},
+    "/api/v1/insights": {
+        "from": "2026-13-01",
+        "to": "today",
+        "days": "8",
+        "csm": "not an address",
+        "currency": "dollars",
+    },
+}
+
+
+def test_the_query_parameters_are_the_query_models_own(app, client):
+    """The document lists the fields of the models that read each query
+    string, and a bad value of a documented parameter is refused under its
+    name: what is documented is what is read."""
+    from survey.api.paging import PageQuery
+    from survey.api.responses import ResponsesQuery
+    from survey.insights.service import InsightsQuery
+    from survey.winback.service import WinbackQuery
+
+    def names(*models):
+        return [
+            field.alias or name
+            for model in models
+            for name, field in model.model_fields.items()
+        ]
+
+    read_by = {
+        "/api/v1/responses": names(ResponsesQuery),
+        "/api/v1/winback/contacts": names(WinbackQuery, PageQuery),
+        "/api/v1/winback/contacts.csv": names(WinbackQuery),
+        "/api/v1/insights": names(InsightsQuery),
+    }
+    doc = document(client)
+    token = auth(make_token(app, *SCOPES))
+    for path, models_read in read_by.items():
+        documented = [p["name"] for p in doc["paths"][path]["get"]["parameters"]]
+        assert documented == models_read, path
+        for name, bad in REFUSED[path].items():
+            assert name in documented
+            answer = client.get(path, query_string={name: bad}, headers=token)
+            assert answer.status_code == 422, (path, name, answer.status_code)
+            assert list(answer.get_json()["fields"]) == [name], (path, name)
+
+
 def test_the_answers_carry_the_fields_their_models_name(app, client):
     """Schemathesis checks the fields' types; this, that none is left out of
     the models (the schemas let answers carry more)."""

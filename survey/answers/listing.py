@@ -19,7 +19,6 @@ from survey.answers.models import ANSWER_FIELDS, Response
 from survey.answers.schemas import ConsentOut, ListedResponse, ResponsePage
 from survey.consent import ConsentEvent
 from survey.departures.models import Departure
-from survey.departures.schemas import parse_timestamp
 from survey.errors import InvalidInput
 
 #: The answers' columns, as the API names them.
@@ -94,18 +93,6 @@ def parse_cursor(cursor: str | None) -> int | None:
             "The cursor is not valid.", {"cursor": ["Not a valid cursor."]}
         )
     return position
-
-
-def parse_since(value: str | None) -> datetime | None:
-    """Read ``since`` (an ISO 8601 date or time, UTC without a zone); raise
-    InvalidInput if it is not one."""
-    raw = (value or "").strip()
-    try:
-        return parse_timestamp(raw) if raw else None
-    except ValueError as exc:
-        raise InvalidInput(
-            "The filters are not valid.", {"since": [str(exc)]}
-        ) from None
 
 
 def page(

@@ -16,10 +16,11 @@ from survey.api import bp
 from survey.api.auth import require_scope
 from survey.consent import current_consent
 from survey.departures.models import Departure
-from survey.departures.schemas import FIELDS, RECORDED, DepartureIn, field_errors
+from survey.departures.schemas import FIELDS, RECORDED, DepartureIn
 from survey.departures.service import find_by_public_id, record_departure
 from survey.errors import InvalidInput, NotFound
 from survey.review_items import ReviewItem
+from survey.validation import field_errors
 
 #: The scope that may read what customers answered (response and consent).
 READ_ANSWERS = "responses:read"

@@ -20,7 +20,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey.answers.schemas import ResponsePage
 from survey.api import bp
-from survey.api.paging import DEFAULT_LIMIT, MAX_LIMIT
+from survey.api.paging import PageQuery
+from survey.api.responses import ResponsesQuery
 from survey.api.schemas import (
     DepartureOut,
     ErasureOut,
@@ -30,8 +31,9 @@ from survey.api.schemas import (
     WinbackPage,
 )
 from survey.departures.schemas import DepartureIn
-from survey.insights.service import MAX_PERIOD_DAYS, PRESET_DAYS
-from survey.vocabulary import REASONS
+from survey.insights.service import InsightsQuery
+from survey.validation import Query
+from survey.winback.service import WinbackQuery
 
 PREFIX = "/api/v1"
 #: The extension naming the scope an operation needs (also in its security).
@@ -173,14 +175,31 @@ def _errors(*codes: str) -> dict[str, Any]:
     return answers
 
 
-def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": {"type": "string", **schema},
-    }
+def _parameters(*models: type[Query]) -> list[dict[str, Any]]:
+    """The query parameters the models read, as their fields describe them."""
+    parameters = []
+    for model in models:
+        schema = model.model_json_schema(by_alias=True)
+        for name, field in schema["properties"].items():
+            field = dict(field)
+            description = field.pop("description", "")
+            field.pop("title", None)
+            if field.get("default", ...) is None:
+                del field["default"]  # left out: no value
+            # Optional in Python; in a query string a parameter is given or not.
+            for choice in field.pop("anyOf", []):
+                if choice.get("type") != "null":
+                    field.update(choice)
+            parameters.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": description,
+                    "schema": field,
+                }
+            )
+    return parameters
 
 
 def _path(name: str, description: str) -> dict[str, Any]:
@@ -214,42 +233,6 @@ def _operation(
     # What the operation says of a status outweighs the general words.
     operation["responses"] = {**_errors(*errors), **ok}
     return operation
-
-
-_LIMIT = _query(
-    "limit",
-    f"Rows per page, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT}).",
-    pattern="^[0-9]+$",
-    examples=["100"],
-)
-_CURSOR = _query(
-    "cursor",
-    "The `next_cursor` of the previous page (opaque); leave out for the first.",
-)
-
-
-def _winback_filters() -> list[dict[str, Any]]:
-    return [
-        _query(
-            "reason",
-            "Stated reason code: a built-in one, or one of the team's own "
-            "reasons (set on the survey's admin pages); an unknown code is a 422.",
-            examples=list(REASONS),
-        ),
-        _query("segment", "Segment, exactly."),
-        _query("plan", "Plan, exactly."),
-        _query(
-            "since",
-            "Consented at or after (ISO 8601 date or time; UTC without a zone).",
-            examples=["2026-11-01"],
-        ),
-        _query("until", "Consented before (ISO 8601, like since)."),
-        _query(
-            "distinct",
-            "`email`: one row per address (its latest departure).",
-            enum=["email"],
-        ),
-    ]
 
 
 def _paths() -> dict[str, Any]:
@@ -334,16 +317,7 @@ def _paths() -> dict[str, Any]:
                 },
                 ("422", "503"),
                 operationId="listResponses",
-                parameters=[
-                    _query(
-                        "since",
-                        "Answers changed at or after this ISO 8601 date or time "
-                        "(UTC without a zone).",
-                        examples=["2026-11-01", "2026-11-01T09:00:00Z"],
-                    ),
-                    _CURSOR,
-                    _LIMIT,
-                ],
+                parameters=_parameters(ResponsesQuery),
             )
         },
         "/winback/contacts": {
@@ -361,7 +335,7 @@ def _paths() -> dict[str, Any]:
                 },
                 ("422", "503"),
                 operationId="listWinbackContacts",
-                parameters=[*_winback_filters(), _CURSOR, _LIMIT],
+                parameters=_parameters(WinbackQuery, PageQuery),
             )
         },
         "/winback/contacts.csv": {
@@ -379,7 +353,7 @@ def _paths() -> dict[str, Any]:
                 },
                 ("422", "503"),
                 operationId="exportWinbackContacts",
-                parameters=_winback_filters(),
+                parameters=_parameters(WinbackQuery),
             )
         },
         "/contacts/{email}": {
@@ -416,28 +390,7 @@ def _paths() -> dict[str, Any]:
                 },
                 ("422", "503"),
                 operationId="getInsights",
-                parameters=[
-                    _query(
-                        "from",
-                        "First day (YYYY-MM-DD, UTC, inclusive); default: "
-                        f"`days` before `to`. At most {MAX_PERIOD_DAYS} days.",
-                        format="date",
-                    ),
-                    _query(
-                        "to",
-                        "Last day (YYYY-MM-DD, inclusive); default today.",
-                        format="date",
-                    ),
-                    _query(
-                        "days",
-                        "A preset period ending on `to`.",
-                        enum=[str(days) for days in PRESET_DAYS],
-                    ),
-                    _query("segment", "Segment, exactly."),
-                    _query("plan", "Plan, exactly."),
-                    _query("csm", "The CSM's email."),
-                    _query("currency", "A three-letter currency code."),
-                ],
+                parameters=_parameters(InsightsQuery),
             )
         },
         "/webhooks/stripe": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import jsonify, request
+from pydantic import Field
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import db
@@ -10,7 +11,19 @@ from survey.answers import listing
 from survey.api import bp
 from survey.api.auth import require_scope
 from survey.api.departures import READ_ANSWERS
-from survey.api.paging import limit_from_args
+from survey.api.paging import PageQuery
+from survey.departures.schemas import Timestamp
+from survey.validation import read_query
+
+
+class ResponsesQuery(PageQuery):
+    """The answers changed since a time, a page at a time."""
+
+    since: Timestamp = Field(
+        None,
+        description="Answers changed at or after this ISO 8601 date or time "
+        "(UTC without a zone).",
+    )
 
 
 @bp.get("/responses")
@@ -18,7 +31,6 @@ from survey.api.paging import limit_from_args
 def list_responses() -> WerkzeugResponse:
     """One page of answered surveys changed since ``since``; ``next_cursor``
     is null on the last page."""
-    since = listing.parse_since(request.args.get("since"))
-    limit = limit_from_args()
-    result = listing.page(db.session(), since, request.args.get("cursor"), limit)
+    query = read_query(ResponsesQuery, request.args, "The query is not valid.")
+    result = listing.page(db.session(), query.since, query.cursor, query.limit)
     return jsonify(result.model_dump(mode="json"))

@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from survey import db
 from survey.api import bp
 from survey.api.auth import require_scope
-from survey.api.paging import limit_from_args
+from survey.api.paging import page_from_args
 from survey.winback import service as winback
 
 
@@ -17,10 +17,9 @@ from survey.winback import service as winback
 def winback_contacts() -> WerkzeugResponse:
     """One page of consenting contacts; ``next_cursor`` is null on the last."""
     wanted = winback.filter_from_args(request.args)
+    paging = page_from_args()
     session = db.session()
-    result = winback.page(
-        session, wanted, request.args.get("cursor"), limit_from_args()
-    )
+    result = winback.page(session, wanted, paging.cursor, paging.limit)
     winback.audit_export(
         session,
         actor_id=None,

@@ -11,9 +11,10 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from survey.departures.schemas import FIELDS, DepartureIn, field_errors
+from survey.departures.schemas import FIELDS, DepartureIn
 from survey.departures.service import record_departure
 from survey.errors import DatabaseBusy
+from survey.validation import field_errors
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,11 @@ from babel.numbers import list_currencies
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
-    ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -99,6 +100,20 @@ def parse_timestamp(value: Any) -> datetime | None:
     return parsed
 
 
+def _timestamp(value: Any) -> datetime | None:
+    return parse_timestamp(value.strip()) if isinstance(value, str) else value
+
+
+#: A query parameter: an ISO 8601 date or time, UTC without a zone.
+Timestamp = Annotated[
+    datetime | None,
+    BeforeValidator(_timestamp),
+    WithJsonSchema(
+        {"type": "string", "examples": ["2026-11-01", "2026-11-01T09:00:00Z"]}
+    ),
+]
+
+
 #: Control characters no text may hold; tab and line breaks are allowed.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -172,30 +187,3 @@ class DepartureIn(DepartureFacts):
     """A departure as the API or a CSV file gives it: always with a contact."""
 
     contact_email: str = Field(max_length=320)
-
-
-_FRIENDLY = {
-    "missing": "This field is required.",
-    "string_type": "Must be a string.",
-    "int_type": "Must be a whole number.",
-    "int_parsing": "Must be a whole number.",
-    "int_from_float": "Must be a whole number.",
-    "greater_than_equal": "Must be 0 or more.",
-}
-
-
-def field_errors(error: ValidationError) -> dict[str, list[str]]:
-    """Turn pydantic's errors into ``{field: [message, ...]}``."""
-    fields: dict[str, list[str]] = {}
-    for item in error.errors(include_url=False):
-        name = str(item["loc"][0]) if item["loc"] else "body"
-        if item["type"] == "value_error":
-            message = str(item["ctx"]["error"])
-        elif item["type"] == "model_type" or item["type"] == "model_attributes_type":
-            message = "The body must be a JSON object."
-        elif item["type"] == "json_invalid":
-            message = "The body is not valid JSON."
-        else:
-            message = _FRIENDLY.get(item["type"], item["msg"])
-        fields.setdefault(name, []).append(message)
-    return fields

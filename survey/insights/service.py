@@ -11,9 +11,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from flask import current_app
+from pydantic import BeforeValidator, Field, WithJsonSchema
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -32,6 +33,7 @@ from survey.insights import tallied
 from survey.money import currency_code
 from survey.review.models import ActionItem, Postmortem, RootCause
 from survey.review_items import ReviewItem, of_csm
+from survey.validation import Blank, Query, normalized, read_query
 from survey.vocabulary import FINISHED_STATUSES, ROOT_CAUSES, TEAMS
 from survey.wording import service as wordings
 
@@ -792,57 +794,80 @@ MAX_PERIOD_DAYS = 3660
 EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
 
 
-def scope_from(args: Mapping[str, str], today: date) -> Scope:
-    """Read a Scope from a query string: ``from`` and ``to`` (ISO dates,
-    inclusive; or ``days``, one of the presets, ending today; by default the
-    last 30 days), ``segment``, ``plan``, ``csm``, ``currency``. Raise
-    InvalidInput, per field, for anything else."""
-    problems: dict[str, list[str]] = {}
-    dates: dict[str, date | None] = {}
-    for name in ("from", "to"):
-        raw = (args.get(name) or "").strip()
-        try:
-            given = dates[name] = date.fromisoformat(raw) if raw else None
-        except ValueError:
-            problems[name] = ["Give a date as YYYY-MM-DD."]
-            continue
-        if given is not None and not EARLIEST <= given <= LATEST:
-            # Periods and the 12-month chart count back and forth from it.
-            problems[name] = [f"Give a date between {EARLIEST} and {LATEST}."]
-    days_raw = (args.get("days") or "").strip()
-    days = int(days_raw) if days_raw in {str(d) for d in PRESET_DAYS} else None
-    if days_raw and days is None:
-        problems["days"] = [f"Use one of {', '.join(map(str, PRESET_DAYS))}."]
-    end = start = today
-    if not problems:
-        end = dates.get("to") or today
-        start = dates.get("from") or end - timedelta(days=(days or PRESET_DAYS[0]) - 1)
-        if start > end:
-            problems["from"] = ["The period must start on or before its end."]
-        elif (end - start).days >= MAX_PERIOD_DAYS:
-            problems["from"] = [f"Ask for at most {MAX_PERIOD_DAYS} days at once."]
-    # As the departures store them: "usd" is USD, "Ana@Example.com" is ana@...
-    normalized: dict[str, str | None] = {}
-    for name, normalize in (("currency", currency_code), ("csm", normalize_email)):
-        raw = (args.get(name) or "").strip()
-        try:
-            normalized[name] = normalize(raw) if raw else None
-        except ValueError as invalid:
-            problems[name] = [str(invalid)]
-    if problems:
-        raise InvalidInput("The period or filters are not valid.", problems)
+def _iso_date(given: Any) -> date | None:
+    try:
+        day = date.fromisoformat(given.strip()) if given.strip() else None
+    except (AttributeError, ValueError):
+        raise ValueError("Give a date as YYYY-MM-DD.") from None
+    if day is not None and not EARLIEST <= day <= LATEST:
+        # Periods and the 12-month chart count back and forth from it.
+        raise ValueError(f"Give a date between {EARLIEST} and {LATEST}.")
+    return day
 
-    def text(name: str) -> str | None:
-        return (args.get(name) or "").strip()[:200] or None
 
-    return Scope(
-        start,
-        end,
-        text("segment"),
-        text("plan"),
-        normalized["csm"],
-        normalized["currency"],
+def _preset(given: Any) -> int | None:
+    given = str(given).strip() if given is not None else ""
+    if not given:
+        return None
+    if given not in {str(days) for days in PRESET_DAYS}:
+        raise ValueError(f"Use one of {', '.join(map(str, PRESET_DAYS))}.")
+    return int(given)
+
+
+#: A day, inclusive (YYYY-MM-DD, UTC).
+IsoDate = Annotated[
+    date | None,
+    BeforeValidator(_iso_date),
+    WithJsonSchema({"type": "string", "format": "date"}),
+]
+#: Text compared exactly, as long as any stored value can be.
+Exact = Annotated[str | None, Blank, normalized(lambda text: text[:200])]
+
+
+class InsightsQuery(Query):
+    """A period and filters as a query string gives them (the page, the API)."""
+
+    start: IsoDate = Field(
+        None,
+        alias="from",
+        description="First day (YYYY-MM-DD, UTC, inclusive); default: `days` "
+        f"before `to`. At most {MAX_PERIOD_DAYS} days.",
     )
+    end: IsoDate = Field(
+        None, alias="to", description="Last day (YYYY-MM-DD, inclusive); default today."
+    )
+    days: Annotated[
+        int | None,
+        BeforeValidator(_preset),
+        WithJsonSchema({"type": "integer", "enum": list(PRESET_DAYS)}),
+    ] = Field(None, description="A preset period ending on `to`.")
+    segment: Exact = Field(None, description="Segment, exactly.")
+    plan: Exact = Field(None, description="Plan, exactly.")
+    # As the departures store them: "Ana@Example.com" is ana@..., "usd" is USD.
+    csm: Annotated[str | None, Blank, normalized(normalize_email)] = Field(
+        None, description="The CSM's email."
+    )
+    currency: Annotated[str | None, Blank, normalized(currency_code)] = Field(
+        None, description="A three-letter currency code."
+    )
+
+
+def scope_from(args: Mapping[str, str], today: date) -> Scope:
+    """Read a Scope from a query string (see ``InsightsQuery``): by default
+    the last 30 days. Raise InvalidInput, per field, for anything else."""
+    invalid = "The period or filters are not valid."
+    query = read_query(InsightsQuery, args, invalid)
+    end = query.end or today
+    start = query.start or end - timedelta(days=(query.days or PRESET_DAYS[0]) - 1)
+    if start > end:
+        raise InvalidInput(
+            invalid, {"from": ["The period must start on or before its end."]}
+        )
+    if (end - start).days >= MAX_PERIOD_DAYS:
+        raise InvalidInput(
+            invalid, {"from": [f"Ask for at most {MAX_PERIOD_DAYS} days at once."]}
+        )
+    return Scope(start, end, query.segment, query.plan, query.csm, query.currency)
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,14 @@ import csv
 import io
 import logging
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Response as HttpResponse
 from flask import stream_with_context
+from pydantic import Field, ValidationInfo, WithJsonSchema, field_validator
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -27,12 +28,13 @@ from survey import audit, clock, db, links
 from survey.answers.models import Response
 from survey.consent import ConsentEvent
 from survey.departures.models import Departure
-from survey.departures.schemas import parse_timestamp
+from survey.departures.schemas import Timestamp
 from survey.errors import InvalidInput
 from survey.money import major_units
 from survey.review.models import Postmortem
 from survey.spreadsheets import csv_code, csv_link, csv_record, csv_text, neutral
-from survey.vocabulary import WINBACK_RECOMMENDATIONS
+from survey.validation import Blank, Query, Text, read_query
+from survey.vocabulary import REASONS, WINBACK_RECOMMENDATIONS
 from survey.wording import service as wordings
 
 log = logging.getLogger(__name__)
@@ -358,37 +360,67 @@ def audit_export(
     log.info("win-back export (%s): %d rows, finished=%s", format, rows, finished)
 
 
-def filter_from_args(args: Any) -> WinbackFilter:
+class WinbackQuery(Query):
+    """The list's filters as a query string gives them (the API, the staff page)."""
+
+    reason: Text = Field(
+        None,
+        description="Stated reason code: a built-in one, or one of the team's "
+        "own reasons (set on the survey's admin pages); an unknown code is a 422.",
+        examples=list(REASONS),
+    )
+    segment: Text = Field(None, description="Segment, exactly.")
+    plan: Text = Field(None, description="Plan, exactly.")
+    since: Timestamp = Field(
+        None,
+        description="Consented at or after (ISO 8601 date or time; UTC "
+        "without a zone).",
+    )
+    until: Timestamp = Field(
+        None, description="Consented before (ISO 8601, like since)."
+    )
+    distinct: Annotated[
+        str | None, Blank, WithJsonSchema({"type": "string", "enum": ["email"]})
+    ] = Field(None, description="`email`: one row per address (its latest departure).")
+
+    @field_validator("reason")
+    @classmethod
+    def _known(cls, reason: str | None) -> str | None:
+        known = wordings.known_reasons()
+        if reason is not None and reason not in known:
+            raise ValueError(f"Unknown reason code; use one of {', '.join(known)}.")
+        return reason
+
+    @field_validator("until")
+    @classmethod
+    def _after_since(
+        cls, until: datetime | None, info: ValidationInfo
+    ) -> datetime | None:
+        since = info.data.get("since")
+        if since is not None and until is not None and until <= since:
+            raise ValueError(
+                "This is not after “from”: no one can have said yes in between."
+            )
+        return until
+
+    @field_validator("distinct")
+    @classmethod
+    def _email_or_nothing(cls, distinct: str | None) -> str | None:
+        if distinct not in (None, "email"):
+            raise ValueError("Use distinct=email, or leave it out.")
+        return distinct
+
+
+def filter_from_args(args: Mapping[str, str]) -> WinbackFilter:
     """Read the list's filters from a query string; raise InvalidInput per field."""
-    problems: dict[str, list[str]] = {}
-    reason = (args.get("reason") or "").strip() or None
-    known = wordings.known_reasons()
-    if reason and reason not in known:
-        problems["reason"] = [f"Unknown reason code; use one of {', '.join(known)}."]
-    bounds: dict[str, datetime | None] = {}
-    for name in ("since", "until"):
-        raw = (args.get(name) or "").strip()
-        try:
-            bounds[name] = parse_timestamp(raw) if raw else None
-        except ValueError as exc:
-            problems[name] = [str(exc)]
-    since, until = bounds.get("since"), bounds.get("until")
-    if since is not None and until is not None and until <= since:
-        problems["until"] = [
-            "This is not after “from”: no one can have said yes in between."
-        ]
-    distinct = (args.get("distinct") or "").strip()
-    if distinct not in ("", "email"):
-        problems["distinct"] = ["Use distinct=email, or leave it out."]
-    if problems:
-        raise InvalidInput("The filters are not valid.", problems)
+    query = read_query(WinbackQuery, args, "The filters are not valid.")
     return WinbackFilter(
-        reason=reason,
-        segment=(args.get("segment") or "").strip() or None,
-        plan=(args.get("plan") or "").strip() or None,
-        since=bounds["since"],
-        until=bounds["until"],
-        distinct_email=distinct == "email",
+        reason=query.reason,
+        segment=query.segment,
+        plan=query.plan,
+        since=query.since,
+        until=query.until,
+        distinct_email=query.distinct == "email",
     )
 
 
