@@ -15,8 +15,10 @@ given):
    eligibility, no formatting), streamed to CSV in this process: the
    baseline of what the database and the csv module give.
 
-Steps 4 and 5 run three times, interleaved; each side keeps its best (this
-machine's noise is larger than some differences measured).
+Steps 4 and 5 run three times, interleaved, each followed by a read of the
+whole list as JSON pages (``GET /api/v1/winback/contacts``, 1,000 a page,
+following ``next_cursor``, one keep-alive connection); each side keeps its
+best (this machine's noise is larger than some differences measured).
 
 6. then gives one person 100,000 departures of their own (each with a consent
    event and an email) and times their personal-data export
@@ -26,6 +28,7 @@ machine's noise is larger than some differences measured).
 
 Targets: total <= 8 s, first byte < 1 s, peak RSS of the server process
 < 150 MB, every row present, and at most 1.2 times the baseline; for the
+JSON pages, every contact read, in <= 8 s, the first page < 1 s; for the
 personal-data export, every departure present and peak RSS < 150 MB. Exit 0
 when all are met, 1 when one is missed, 2 when it could not run.
 
@@ -76,6 +79,8 @@ RSS_TARGET_MB = 150.0
 BATCH = 20_000
 #: Downloads and baselines timed, each side taking its best.
 ROUNDS = 3
+#: Contacts per JSON page when the whole list is read page by page (the most).
+JSON_PAGE = 1000
 #: The person whose personal-data export is timed, and how often they left.
 PERSON = "frequent@export.example"
 PERSON_DEPARTURES = 100_000
@@ -94,6 +99,7 @@ class Outcome:
     peak_rss_mb: float
     baseline_s: float
     person: PersonalExport
+    pages: JsonWalk
 
     @property
     def ratio(self) -> float:
@@ -111,7 +117,29 @@ class Outcome:
             found.append(f"first byte {self.first_byte_s:.2f} s >= 1 s")
         if self.peak_rss_mb >= RSS_TARGET_MB:
             found.append(f"peak RSS {self.peak_rss_mb:.0f} MB >= {RSS_TARGET_MB:.0f}")
-        return found + self.person.problems()
+        return found + self.person.problems() + self.pages.problems(expected)
+
+
+@dataclass(frozen=True)
+class JsonWalk:
+    """The whole list read as JSON pages, measured."""
+
+    rows: int
+    first_byte_s: float
+    total_s: float
+    megabytes: float
+
+    def problems(self, expected: int) -> list[str]:
+        found = []
+        if self.rows != expected:
+            found.append(f"JSON pages: {self.rows} contacts instead of {expected}")
+        if self.total_s > TOTAL_TARGET_S:
+            found.append(
+                f"JSON pages: total {self.total_s:.1f} s > {TOTAL_TARGET_S:.0f} s"
+            )
+        if self.first_byte_s >= FIRST_BYTE_TARGET_S:
+            found.append(f"JSON pages: first byte {self.first_byte_s:.2f} s >= 1 s")
+        return found
 
 
 @dataclass(frozen=True)
@@ -399,6 +427,35 @@ def download(port: int, token: str) -> tuple[float, float, int, int]:
     return first_byte_s, total_s, size, lines
 
 
+def walk_json(port: int, token: str) -> tuple[float, float, int, int]:
+    """Read the whole list as the JSON pages a client walks (``limit`` 1000,
+    each page's ``next_cursor`` to the next), on one keep-alive connection;
+    return the seconds to the first byte and to the end, the bytes and the
+    contacts read."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    headers = {"Authorization": f"Bearer {token}"}
+    started = time.monotonic()
+    first_byte_s = None
+    size = contacts = 0
+    cursor: str | None = ""
+    while cursor is not None:
+        query = f"?limit={JSON_PAGE}" + (f"&cursor={cursor}" if cursor else "")
+        connection.request("GET", "/api/v1/winback/contacts" + query, headers=headers)
+        answer = connection.getresponse()
+        body = answer.read()
+        if answer.status != 200:
+            raise BenchError(f"a JSON page answered {answer.status}: {body[:200]!r}")
+        if first_byte_s is None:
+            first_byte_s = time.monotonic() - started
+        page = json.loads(body)
+        size += len(body)
+        contacts += len(page["contacts"])
+        cursor = page["next_cursor"]
+    total_s = time.monotonic() - started
+    connection.close()
+    return first_byte_s or 0.0, total_s, size, contacts
+
+
 def export(database: str, database_url: str, rows: int) -> Outcome:
     """Set up one database, load it, and time one export through gunicorn."""
     baselines: list[float] = []
@@ -459,10 +516,12 @@ def export(database: str, database_url: str, rows: int) -> Outcome:
             # Best of a few, each beside the baseline: this machine's noise
             # is larger than the difference measured.
             timings = []
+            walks = []
             with PeakRss(watched) as peak:
                 for _ in range(ROUNDS):
                     timings.append(download(port, token))
                     baselines.append(baseline(database_url))
+                    walks.append(walk_json(port, token))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -470,6 +529,7 @@ def export(database: str, database_url: str, rows: int) -> Outcome:
         load_person(database_url, PERSON_DEPARTURES)
         person = personal_export(env)
     first_byte_s, total_s, size, lines = min(timings, key=lambda timing: timing[1])
+    json_first_s, json_total_s, json_size, json_rows = min(walks, key=lambda w: w[1])
     return Outcome(
         database,
         lines - 1,
@@ -480,6 +540,7 @@ def export(database: str, database_url: str, rows: int) -> Outcome:
         peak.mb,
         min(baselines),
         person,
+        JsonWalk(json_rows, json_first_s, json_total_s, json_size / 2**20),
     )
 
 
@@ -520,6 +581,16 @@ def main() -> int:
             f"{outcome.first_byte_s:>12.3f}{outcome.total_s:>9.1f}"
             f"{outcome.megabytes:>8.0f}{outcome.peak_rss_mb:>13.0f}"
             f"{outcome.baseline_s:>8.1f}{outcome.ratio:>7.2f}"
+        )
+    print()
+    print(
+        f"{'JSON pages':<11}{'contacts':>11}{'1st byte s':>12}{'total s':>9}{'MB':>8}"
+    )
+    for outcome in outcomes:
+        walk = outcome.pages
+        print(
+            f"{outcome.database:<11}{walk.rows:>11,}{walk.first_byte_s:>12.3f}"
+            f"{walk.total_s:>9.1f}{walk.megabytes:>8.0f}"
         )
     print()
     print(

@@ -50,6 +50,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from survey.sessions import CookielessSessionInterface
 
     settings.load(app, config)
+    # JSON answers keep their fields in the order the code gives them (the
+    # models', the columns'), and a page of a thousand contacts is not sorted
+    # key by key (8 % of a win-back page's time).
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.session_interface = CookielessSessionInterface()
     if proxies := app.config["PROXY_COUNT"]:
         # Trust X-Forwarded-For/-Proto only from that many proxies in front.

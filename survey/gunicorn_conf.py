@@ -11,6 +11,10 @@ import os
 import sys
 from typing import Any
 
+from gunicorn.glogging import Logger
+
+from survey import logs
+
 wsgi_app = "survey:create_app()"
 bind = ["127.0.0.1:8000"]
 worker_class = "gthread"
@@ -38,3 +42,18 @@ def child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+class JsonLines(Logger):  # type: ignore[misc]  # gunicorn ships no type hints
+    """gunicorn's own lines (a worker booting, timing out...) as JSON objects,
+    one a line, like the app's. Its access log stays off, as by default:
+    request lines would carry survey links."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(logs.json_formatter())
+
+
+if os.environ.get("SURVEY_LOG_FORMAT") == "json":
+    logger_class = JsonLines

@@ -7,7 +7,11 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -15,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from survey import db, logs, outbox
 from survey.outbox import OutboxMessage
-from tests.conftest import free_port
+from tests.conftest import LINK_TOKEN, SECRET, free_port, wait_until_healthy
 from tests.factories import (
     PASSWORD,
     auth,
@@ -158,6 +162,49 @@ def scrape(client, token: str) -> dict:
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     return samples(response.get_data(as_text=True))
+
+
+def test_gunicorn_s_own_lines_are_json_too(app, database_url, tmp_path: Path):
+    """Under the shipped settings with SURVEY_LOG_FORMAT=json, every line on
+    stderr, gunicorn's (booting, stopping) and the app's, is one JSON object;
+    no request line (which would carry a survey link) is written."""
+    path = survey_path(app, make_departure(app))
+    port = free_port()
+    stderr = tmp_path / "gunicorn.stderr"
+    env = {
+        **os.environ,
+        "SURVEY_SECRET_KEY": SECRET,
+        "SURVEY_BASE_URL": "https://survey.test",
+        "SURVEY_DATABASE_URL": database_url,
+        "SURVEY_INSTANCE_PATH": str(tmp_path / "instance"),
+        "SURVEY_LOG_FORMAT": "json",
+    }
+    with stderr.open("wb") as errors:
+        server = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gunicorn"),
+                *("-c", "python:survey.gunicorn_conf"),
+                *("--bind", f"127.0.0.1:{port}", "--workers", "1"),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=errors,
+            stderr=errors,
+        )
+        try:
+            wait_until_healthy(f"http://127.0.0.1:{port}", server)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}") as page:
+                assert page.status == 200
+        finally:
+            server.terminate()
+            assert server.wait(timeout=30) == 0
+    lines = stderr.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    loggers = {record["logger"] for record in records}
+    assert "gunicorn.error" in loggers, lines  # "Booting worker", "Shutting down"
+    for record in records:
+        assert {"time", "level", "logger", "message"} <= set(record)
+    assert not any(LINK_TOKEN.search(line) for line in lines)
 
 
 def test_metrics_are_refused_without_an_allowed_address_or_token(app, client):

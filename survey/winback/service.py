@@ -273,7 +273,8 @@ def page(
 ) -> Page:
     """Return one page of listed contacts after ``cursor``."""
     query = eligible(wanted, parse_cursor(cursor)).limit(limit + 1)
-    rows = session.execute(query).all()
+    # On the session's connection: rows as they come, without the ORM's loading.
+    rows = session.connection().execute(query).all()
     prefix = links.withdraw_url_prefix()
     contacts = [row_dict(row, prefix) for row in rows[:limit]]
     more = len(rows) > limit
