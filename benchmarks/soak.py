@@ -16,7 +16,9 @@ staff sign-ins and queue work, win-back exports, erasures.
 Then it checks and prints: every departure invited exactly once (a second
 copy counted apart, allowed only as the README's at-least-once delivery
 allows: its first copy arrived just before an outbox worker was killed,
-which could not record it as sent); every answer and consent change that got
+which could not record it as sent); the sends counted in both servers'
+/metrics (the outbox workers beside them write their counters there) are
+the emails delivered; every answer and consent change that got
 a 2xx/3xx is in the database; no erased person's data anywhere; no 5xx but
 during the kills (counted); p50/p95/p99 per route and the throughput. The
 exit status is 1 on any loss, 2 when the soak could not run.
@@ -53,6 +55,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from aiosmtpd.controller import Controller
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import (
     JSON,
     Connection,
@@ -91,6 +94,8 @@ ARRIVED = "X-Soak-Arrived"
 #: How long before a worker's kill a message it sent may still be unrecorded
 #: (outcomes are written a tenth of a second's worth at a time), with room.
 MID_SEND_SECONDS = 10.0
+#: Messages an outbox worker claims at a time (SURVEY_OUTBOX_BATCH_SIZE).
+OUTBOX_BATCH = 100
 
 
 @dataclass
@@ -152,7 +157,8 @@ class Deployment:
         log = (self.logs / f"worker-{index}.log").open("ab")
         return subprocess.Popen(
             [tool("flask"), "--app", "survey", "outbox", "send"],
-            env=self.env,
+            # On the machine of server ``index``: its /metrics reads our counters.
+            env=self.env | {"PROMETHEUS_MULTIPROC_DIR": str(self.logs / f"m{index}")},
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -575,6 +581,49 @@ def traces_of(connection: Connection, needles: Sequence[str]) -> int:
     return found
 
 
+def counted_sends(ports: list[int], token: str) -> int:
+    """Sum the sends the outbox workers counted, as each machine's /metrics
+    shows them (prometheus-client's multiprocess mode: a server's workers and
+    the outbox worker beside it write their counters to one folder)."""
+    total = 0
+    for port in ports:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request(
+                "GET", "/metrics", headers={"Authorization": f"Bearer {token}"}
+            )
+            answer = connection.getresponse()
+            body = answer.read().decode()
+        finally:
+            connection.close()
+        if answer.status != 200:
+            raise BenchError(f"/metrics answered {answer.status} on port {port}")
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                if (
+                    sample.name == "survey_outbox_attempts_total"
+                    and sample.labels.get("outcome") == "sent"
+                ):
+                    total += int(sample.value)
+    return total
+
+
+def check_counted_sends(counted: int, mailbox: Mailbox, kills: Kills) -> list[str]:
+    """The sends counted in /metrics are the emails that arrived, less the
+    second copies (a killed worker sent the first without recording it, so
+    without counting it) and, with a worker killed, at most one batch it
+    recorded but did not live to count."""
+    with mailbox.lock:
+        arrived = sum(len(messages) for messages in mailbox.by_recipient.values())
+        ids = [m.get("Message-ID") for ms in mailbox.by_recipient.values() for m in ms]
+    recorded = len(set(ids))
+    slack = OUTBOX_BATCH if any(w == "outbox worker" for *_t, w in kills.windows) else 0
+    print(f"  emails arrived: {arrived}; sends counted in /metrics: {counted}")
+    if not recorded - slack <= counted <= recorded:
+        return [f"/metrics counted {counted} sends for {recorded} emails delivered"]
+    return []
+
+
 def check(
     database_url: str, ledger: Ledger, mailbox: Mailbox, kills: Kills
 ) -> list[str]:
@@ -714,6 +763,8 @@ def soak(database_url: str, seconds: float, clients: int) -> int:
                 "winback:read",
                 "--scope",
                 "contacts:erase",
+                "--scope",
+                "metrics:read",
             )
             .strip()
             .splitlines()[-1]
@@ -762,11 +813,13 @@ def soak(database_url: str, seconds: float, clients: int) -> int:
                 thread.join()
             elapsed = time.monotonic() - started
             wait_for_outbox(database_url, timeout=120)
+            sends_counted = counted_sends(ports, token)
         finally:
             deployment.stop()
             controller.stop()
         report(ledger, elapsed, kills)
         losses = check(database_url, ledger, mailbox, kills)
+        losses += check_counted_sends(sends_counted, mailbox, kills)
     print()
     for loss in losses[:50]:
         print(f"  LOSS  {loss}")
