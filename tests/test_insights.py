@@ -641,3 +641,15 @@ def test_a_panel_s_csv_runs_that_panel_s_queries_only(app, story):
     assert answer.status_code == 200
     panels = [s for s in statements if "departures" in s]
     assert len(panels) == 1, panels  # the reasons query, not all eleven panels
+
+
+def test_a_bad_period_and_a_bad_filter_are_both_explained(app, client):
+    token = auth(make_token(app, "insights:read"))
+    answer = client.get(
+        "/api/v1/insights?from=2026-02-01&to=2026-01-01&currency=dollars",
+        headers=token,
+    )
+    assert answer.status_code == 422
+    fields = answer.get_json()["fields"]
+    assert fields["from"] == ["The period must start on or before its end."]
+    assert set(fields) == {"from", "currency"}

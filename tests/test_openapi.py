@@ -153,7 +153,7 @@ def test_the_query_parameters_are_the_query_models_own(app, client):
     name: what is documented is what is read."""
     from survey.api.paging import PageQuery
     from survey.api.responses import ResponsesQuery
-    from survey.insights.service import InsightsQuery
+    from survey.insights.service import InsightsFilter, InsightsPeriod
     from survey.winback.service import WinbackQuery
 
     def names(*models):
@@ -167,7 +167,7 @@ def test_the_query_parameters_are_the_query_models_own(app, client):
         "/api/v1/responses": names(ResponsesQuery),
         "/api/v1/winback/contacts": names(WinbackQuery, PageQuery),
         "/api/v1/winback/contacts.csv": names(WinbackQuery),
-        "/api/v1/insights": names(InsightsQuery),
+        "/api/v1/insights": names(InsightsPeriod, InsightsFilter),
     }
     doc = document(client)
     token = auth(make_token(app, *SCOPES))

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from survey import db, outbox, webhooks
+from survey.answers.service import record_reason
 from survey.departures.schemas import DepartureIn
 from survey.departures.service import record_departure
 from survey.outbox import OutboxMessage
@@ -224,6 +225,24 @@ def test_a_rolled_back_change_delivers_nothing(hook_app, receiver, session):
         s.rollback()
     assert deliver(hook_app).handled == 0
     assert receiver.posts == []
+
+
+def test_a_first_answer_in_a_savepoint_keeps_its_event(hook_app, receiver, session):
+    """An answer recorded on the connection of a session inside a SAVEPOINT
+    (as a caller nesting its work may do) keeps what it sets off."""
+    add(hook_app, receiver.url, "response.submitted")
+    departure = make_departure(hook_app)
+    with hook_app.app_context(), db.write_session() as writing:
+        with writing.begin_nested():
+            record_reason(writing.connection(), departure.public_id, "switched", None)
+        writing.commit()
+    events = session.scalars(
+        select(OutboxMessage.subject).where(
+            OutboxMessage.kind == "webhook",
+            OutboxMessage.departure_id == departure.id,
+        )
+    ).all()
+    assert events == ["response.submitted"]
 
 
 @pytest.mark.parametrize(

@@ -127,7 +127,9 @@ def record_reason(
     """Save page 1's answer and queue it for review, in ``connection``'s transaction.
 
     The caller commits (the survey page through ``db.write_together``; with
-    an ORM session, pass ``session.connection()``). One upsert on the unique
+    an ORM session, flush it and pass ``session.connection()``, which does
+    not flush: rows still pending in the session are not seen here, e.g. a
+    reminder to cancel). One upsert on the unique
     ``responses.departure_id``: simultaneous first answers cannot make a
     second response, and the last one wins. Then one upsert on the unique
     ``review_items.departure_id`` queues the answered departure, or updates
@@ -166,9 +168,11 @@ def _first_answer(
 ) -> None:
     """What a departure's first answer sets off, in ``connection``'s transaction:
     its webhook event, no more reminders, and how long the answer took."""
-    # The event and the outbox are ORM work: a session joins the transaction
-    # (it neither commits nor rolls it back).
-    with Session(bind=connection) as session:
+    # The event and the outbox are ORM work: a session joins the caller's
+    # transaction, also a SAVEPOINT, and neither commits nor rolls it back
+    # (SQLAlchemy's default would open a savepoint of its own there, and
+    # roll it back on close).
+    with Session(bind=connection, join_transaction_mode="rollback_only") as session:
         departure_event(
             session,
             "response.submitted",

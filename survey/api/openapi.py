@@ -31,7 +31,7 @@ from survey.api.schemas import (
     WinbackPage,
 )
 from survey.departures.schemas import DepartureIn
-from survey.insights.service import InsightsQuery
+from survey.insights.service import InsightsFilter, InsightsPeriod
 from survey.validation import Query
 from survey.winback.service import WinbackQuery
 
@@ -390,7 +390,7 @@ def _paths() -> dict[str, Any]:
                 },
                 ("422", "503"),
                 operationId="getInsights",
-                parameters=_parameters(InsightsQuery),
+                parameters=_parameters(InsightsPeriod, InsightsFilter),
             )
         },
         "/webhooks/stripe": {

@@ -824,8 +824,8 @@ IsoDate = Annotated[
 Exact = Annotated[str | None, Blank, normalized(lambda text: text[:200])]
 
 
-class InsightsQuery(Query):
-    """A period and filters as a query string gives them (the page, the API)."""
+class InsightsPeriod(Query):
+    """The period as a query string gives it (the page, the API)."""
 
     start: IsoDate = Field(
         None,
@@ -841,6 +841,22 @@ class InsightsQuery(Query):
         BeforeValidator(_preset),
         WithJsonSchema({"type": "integer", "enum": list(PRESET_DAYS)}),
     ] = Field(None, description="A preset period ending on `to`.")
+
+    def bounds(self, today: date) -> tuple[date, date]:
+        """Return the first and last day; raise ValueError for a period that
+        ends before it starts, or is too long."""
+        end = self.end or today
+        start = self.start or end - timedelta(days=(self.days or PRESET_DAYS[0]) - 1)
+        if start > end:
+            raise ValueError("The period must start on or before its end.")
+        if (end - start).days >= MAX_PERIOD_DAYS:
+            raise ValueError(f"Ask for at most {MAX_PERIOD_DAYS} days at once.")
+        return start, end
+
+
+class InsightsFilter(Query):
+    """The filters as a query string gives them (the page, the API)."""
+
     segment: Exact = Field(None, description="Segment, exactly.")
     plan: Exact = Field(None, description="Plan, exactly.")
     # As the departures store them: "Ana@Example.com" is ana@..., "usd" is USD.
@@ -853,21 +869,26 @@ class InsightsQuery(Query):
 
 
 def scope_from(args: Mapping[str, str], today: date) -> Scope:
-    """Read a Scope from a query string (see ``InsightsQuery``): by default
-    the last 30 days. Raise InvalidInput, per field, for anything else."""
+    """Read a Scope from a query string (``InsightsPeriod``, by default the
+    last 30 days, and ``InsightsFilter``). Raise InvalidInput with every
+    problem, per field, for anything else."""
     invalid = "The period or filters are not valid."
-    query = read_query(InsightsQuery, args, invalid)
-    end = query.end or today
-    start = query.start or end - timedelta(days=(query.days or PRESET_DAYS[0]) - 1)
-    if start > end:
-        raise InvalidInput(
-            invalid, {"from": ["The period must start on or before its end."]}
-        )
-    if (end - start).days >= MAX_PERIOD_DAYS:
-        raise InvalidInput(
-            invalid, {"from": [f"Ask for at most {MAX_PERIOD_DAYS} days at once."]}
-        )
-    return Scope(start, end, query.segment, query.plan, query.csm, query.currency)
+    problems: dict[str, list[str]] = {}
+    period = wanted = None
+    try:
+        period = read_query(InsightsPeriod, args, invalid)
+        start, end = period.bounds(today)
+    except InvalidInput as error:
+        problems |= error.fields
+    except ValueError as error:
+        problems["from"] = [str(error)]
+    try:
+        wanted = read_query(InsightsFilter, args, invalid)
+    except InvalidInput as error:
+        problems |= error.fields
+    if problems or wanted is None:
+        raise InvalidInput(invalid, problems)
+    return Scope(start, end, wanted.segment, wanted.plan, wanted.csm, wanted.currency)
 
 
 @dataclass(frozen=True)
