@@ -59,9 +59,21 @@ Blank = BeforeValidator(_blank_is_none)
 Text = Annotated[str | None, Blank]
 
 
+def unless_blank(
+    normalize: Callable[[str], str],
+) -> Callable[[str | None], str | None]:
+    """``normalize`` a value given (it raises ValueError for a bad one);
+    nothing given, or only spaces, is None. Serves as a WTForms filter too."""
+
+    def read(value: str | None) -> str | None:
+        return normalize(value) if value and value.strip() else None
+
+    return read
+
+
 def normalized(normalize: Callable[[str], str]) -> AfterValidator:
-    """Normalize a given value with ``normalize`` (which raises ValueError)."""
-    return AfterValidator(lambda value: None if value is None else normalize(value))
+    """A model field's ``unless_blank(normalize)``."""
+    return AfterValidator(unless_blank(normalize))
 
 
 class Query(BaseModel):

@@ -31,8 +31,6 @@ class PageQuery(Query):
     @field_validator("limit", mode="before")
     @classmethod
     def _whole_number(cls, given: Any) -> Any:
-        if given is None:
-            return DEFAULT_LIMIT
         limit = db.parse_int(str(given), MAX_LIMIT)
         if not limit:
             raise ValueError(f"Give a whole number from 1 to {MAX_LIMIT}.")

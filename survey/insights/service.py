@@ -874,10 +874,10 @@ def scope_from(args: Mapping[str, str], today: date) -> Scope:
     problem, per field, for anything else."""
     invalid = "The period or filters are not valid."
     problems: dict[str, list[str]] = {}
-    period = wanted = None
+    start = end = today
+    wanted = None
     try:
-        period = read_query(InsightsPeriod, args, invalid)
-        start, end = period.bounds(today)
+        start, end = read_query(InsightsPeriod, args, invalid).bounds(today)
     except InvalidInput as error:
         problems |= error.fields
     except ValueError as error:

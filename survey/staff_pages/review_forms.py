@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +29,7 @@ from survey.departures.schemas import normalize_email
 from survey.money import currency_code
 from survey.review import postmortems
 from survey.review.queue import SORTS
+from survey.validation import unless_blank
 from survey.vocabulary import (
     REVIEW_STATUSES,
     ROOT_CAUSES,
@@ -59,18 +59,6 @@ def reason_filters() -> list[SelectChoice]:
         *_choices(wordings.known_reasons().items(), blank="Any reason"),
         SelectChoice("none", "No answer"),
     ]
-
-
-def _unless_blank(
-    normalize: Callable[[str], str],
-) -> Callable[[str | None], str | None]:
-    """A WTForms filter: ``normalize`` a value given (its ValueError becomes
-    the field's error); nothing given is None."""
-
-    def read(value: str | None) -> str | None:
-        return normalize(value) if value and value.strip() else None
-
-    return read
 
 
 ROOT_CAUSE_FILTERS = _choices(
@@ -115,8 +103,8 @@ class QueueFilterForm(FlaskForm):  # type: ignore[misc]
     segment = StringField("Segment", validators=[Optional(), Length(max=80)])
     plan = StringField("Plan", validators=[Optional(), Length(max=80)])
     # Read as the departures store them; a value that is neither is explained.
-    currency = StringField("Currency", filters=[_unless_blank(currency_code)])
-    csm = StringField("CSM (email)", filters=[_unless_blank(normalize_email)])
+    currency = StringField("Currency", filters=[unless_blank(currency_code)])
+    csm = StringField("CSM (email)", filters=[unless_blank(normalize_email)])
     mrr_min = AmountField(
         "Lost MRR from",
         places=2,
