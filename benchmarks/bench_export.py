@@ -16,7 +16,7 @@ given):
    baseline of what the database and the csv module give.
 
 Steps 4 and 5 run three times, interleaved, each followed by a read of the
-whole list as JSON pages (``GET /api/v1/winback/contacts``, 1,000 a page,
+whole list as JSON pages (``GET /api/v1/winback/contacts``, 10,000 a page,
 following ``next_cursor``, one keep-alive connection); each side keeps its
 best (this machine's noise is larger than some differences measured).
 
@@ -80,7 +80,7 @@ BATCH = 20_000
 #: Downloads and baselines timed, each side taking its best.
 ROUNDS = 3
 #: Contacts per JSON page when the whole list is read page by page (the most).
-JSON_PAGE = 1000
+JSON_PAGE = 10_000  # survey.api.paging.EXPORT_MAX_LIMIT
 #: The person whose personal-data export is timed, and how often they left.
 PERSON = "frequent@export.example"
 PERSON_DEPARTURES = 100_000
@@ -428,7 +428,7 @@ def download(port: int, token: str) -> tuple[float, float, int, int]:
 
 
 def walk_json(port: int, token: str) -> tuple[float, float, int, int]:
-    """Read the whole list as the JSON pages a client walks (``limit`` 1000,
+    """Read the whole list as the JSON pages a client walks (``limit`` 10,000,
     each page's ``next_cursor`` to the next), on one keep-alive connection;
     return the seconds to the first byte and to the end, the bytes and the
     contacts read."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 from datetime import UTC, datetime
@@ -376,7 +377,7 @@ def test_the_largest_cursor_is_the_end_of_the_list(app, client, reader):
 
 
 @pytest.mark.parametrize(
-    "limit", ["0", "1001", "\uff11\uff10", "99999999999999999999", "-1"]
+    "limit", ["0", "10001", "\uff11\uff10", "99999999999999999999", "-1"]
 )
 def test_a_limit_out_of_range_is_refused(client, reader, limit):
     refused = client.get(
@@ -426,16 +427,28 @@ AWKWARD_TEXT = [
     " padded ",
     "''",
     '"',
+    "Back\\slash and\ttab",
+    "Control \x01\x1f characters",
+    "Line\u2028separator, emoji \U0001f600",
 ]
 
 
-@pytest.mark.parametrize("base_url", ["http://survey.test", 'http://x.test/a,"b"'])
-def test_the_databases_csv_is_what_the_csv_module_writes(app, client, reader, base_url):
-    from survey.spreadsheets import neutral
-    from survey.winback.service import COLUMNS
+def python_rows(app) -> list[dict]:
+    """The list as the staff page reads it: rows through Python, one
+    ``row_dict`` each (what the database-made JSON and CSV must equal)."""
+    from survey import links
+    from survey.winback.service import WinbackFilter, eligible, row_dict
 
-    app.config["BASE_URL"] = base_url
+    with app.app_context(), db.new_session() as session:
+        prefix = links.withdraw_url_prefix()
+        return [
+            row_dict(row, prefix)
+            for row in session.execute(eligible(WinbackFilter())).all()
+        ]
 
+
+def make_awkward_contacts(app) -> None:
+    """One consenting contact per ``AWKWARD_TEXT``, the text in its fields."""
     for number, text in enumerate(AWKWARD_TEXT):
         departure = make_consenting(app, contact_email=f"p{number}@x.example")
         with app.app_context(), db.write_session() as session:
@@ -450,9 +463,16 @@ def test_the_databases_csv_is_what_the_csv_module_writes(app, client, reader, ba
                 )
             )
             session.commit()
-    rows = client.get(
-        "/api/v1/winback/contacts", query_string={"limit": 100}, headers=reader
-    ).get_json()["contacts"]
+
+
+@pytest.mark.parametrize("base_url", ["http://survey.test", 'http://x.test/a,"b"'])
+def test_the_databases_csv_is_what_the_csv_module_writes(app, client, reader, base_url):
+    from survey.spreadsheets import neutral
+    from survey.winback.service import COLUMNS
+
+    app.config["BASE_URL"] = base_url
+    make_awkward_contacts(app)
+    rows = python_rows(app)
     assert len(rows) == len(AWKWARD_TEXT)
     expected = io.StringIO()
     writer = csv.writer(expected, lineterminator="\r\n")
@@ -461,6 +481,52 @@ def test_the_databases_csv_is_what_the_csv_module_writes(app, client, reader, ba
     response = client.get("/api/v1/winback/contacts.csv", headers=reader)
     assert response.status_code == 200
     assert response.get_data(as_text=True) == expected.getvalue()
+
+
+@pytest.mark.parametrize("base_url", ["http://survey.test", 'http://x.test/a"b\\'])
+def test_the_databases_json_is_what_python_writes(app, client, reader, base_url):
+    """A JSON page is made by the database, a row a string: it must decode
+    (strictly: no raw control characters) to what Python makes of the same
+    rows, fields in the same order."""
+    app.config["BASE_URL"] = base_url
+    make_awkward_contacts(app)
+    answer = client.get(
+        "/api/v1/winback/contacts", query_string={"limit": 100}, headers=reader
+    )
+    assert answer.status_code == 200
+    assert answer.mimetype == "application/json"
+    page = json.loads(answer.get_data(as_text=True), strict=True)
+    assert list(page) == ["contacts", "next_cursor"]
+    assert page["next_cursor"] is None
+    expected = python_rows(app)
+    assert len(expected) == len(AWKWARD_TEXT)
+    assert page["contacts"] == expected
+    assert [list(row) for row in page["contacts"]] == [list(row) for row in expected]
+
+
+def test_a_page_holds_up_to_ten_thousand_contacts_and_says_where_to_go_on(
+    app, client, reader
+):
+    for number in range(3):
+        make_consenting(app, contact_email=f"p{number}@x.example")
+    whole = client.get(
+        "/api/v1/winback/contacts", query_string={"limit": 10_000}, headers=reader
+    )
+    assert whole.status_code == 200
+    assert len(whole.get_json()["contacts"]) == 3
+    assert whole.get_json()["next_cursor"] is None
+    first = client.get(
+        "/api/v1/winback/contacts", query_string={"limit": 2}, headers=reader
+    ).get_json()
+    rest = client.get(
+        "/api/v1/winback/contacts",
+        query_string={"limit": 2, "cursor": first["next_cursor"]},
+        headers=reader,
+    ).get_json()
+    assert [row["contact_email"] for row in first["contacts"] + rest["contacts"]] == [
+        f"p{number}@x.example" for number in range(3)
+    ]
+    assert rest["next_cursor"] is None
 
 
 def test_every_export_is_audited_with_who_filters_and_rows(

@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey.answers.schemas import ResponsePage
 from survey.api import bp
-from survey.api.paging import PageQuery
+from survey.api.paging import ExportPageQuery
 from survey.api.responses import ResponsesQuery
 from survey.api.schemas import (
     DepartureOut,
@@ -335,7 +335,7 @@ def _paths() -> dict[str, Any]:
                 },
                 ("422", "503"),
                 operationId="listWinbackContacts",
-                parameters=_parameters(WinbackQuery, PageQuery),
+                parameters=_parameters(WinbackQuery, ExportPageQuery),
             )
         },
         "/winback/contacts.csv": {

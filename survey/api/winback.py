@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Response, g, jsonify, request
+from flask import Response, g, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import db
 from survey.api import bp
 from survey.api.auth import require_scope
-from survey.api.paging import page_from_args
+from survey.api.paging import ExportPageQuery, page_from_args
 from survey.winback import service as winback
 
 
@@ -17,9 +17,9 @@ from survey.winback import service as winback
 def winback_contacts() -> WerkzeugResponse:
     """One page of consenting contacts; ``next_cursor`` is null on the last."""
     wanted = winback.filter_from_args(request.args)
-    paging = page_from_args()
+    paging = page_from_args(ExportPageQuery)
     session = db.session()
-    result = winback.page(session, wanted, paging.cursor, paging.limit)
+    result = winback.json_page(session, wanted, paging.cursor, paging.limit)
     winback.audit_export(
         session,
         actor_id=None,
@@ -29,7 +29,7 @@ def winback_contacts() -> WerkzeugResponse:
         finished=True,
         format="json",
     )
-    return jsonify(contacts=result.contacts, next_cursor=result.next_cursor)
+    return Response(result.body(), mimetype="application/json")
 
 
 @bp.get("/winback/contacts.csv")

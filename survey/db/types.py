@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from sqlalchemy import CheckConstraint, DateTime, MetaData, String
+from sqlalchemy import CheckConstraint, DateTime, MetaData, String, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -69,6 +69,37 @@ def _iso_sqlite(element: IsoUtc, compiler: Any, **kw: Any) -> str:
 def _iso_postgresql(element: IsoUtc, compiler: Any, **kw: Any) -> str:
     column = compiler.process(next(iter(element.clauses)), **kw)
     return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+
+class JsonObject(FunctionElement[str]):
+    """A JSON object's text, made by the database from (name, column) pairs
+    in that order: a row of an export then reaches Python as one string.
+
+    Text becomes a JSON string (escaped by the database), a number a
+    number, NULL ``null``. The names are the code's own, never a user's.
+    """
+
+    type = String()
+    inherit_cache = True
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        arguments: list[Any] = []
+        for name, column in fields.items():
+            if not name.isidentifier():
+                raise ValueError(f"not a field name: {name!r}")
+            arguments += [literal_column(f"'{name}'"), column]
+        super().__init__(*arguments)
+
+
+@compiles(JsonObject, "sqlite")
+def _json_sqlite(element: JsonObject, compiler: Any, **kw: Any) -> str:
+    return f"json_object({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(JsonObject, "postgresql")
+def _json_postgresql(element: JsonObject, compiler: Any, **kw: Any) -> str:
+    # As text: psycopg would decode a json value into a dict.
+    return f"json_build_object({compiler.process(element.clauses, **kw)})::text"
 
 
 Str80 = Annotated[str, mapped_column(String(80))]

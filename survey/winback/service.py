@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import operator
 from collections.abc import Callable, Iterator, Mapping
@@ -21,7 +22,7 @@ from typing import Annotated, Any
 from flask import Response as HttpResponse
 from flask import stream_with_context
 from pydantic import Field, ValidationInfo, WithJsonSchema, field_validator
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, String, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from survey import audit, clock, db, links
@@ -279,6 +280,52 @@ def page(
     contacts = [row_dict(row, prefix) for row in rows[:limit]]
     more = len(rows) > limit
     return Page(contacts, str(rows[limit - 1].cursor) if more else None)
+
+
+@dataclass(frozen=True)
+class JsonPage:
+    """One page of the list as the API sends it: each contact's JSON object
+    (``COLUMNS``, made by the database), and the cursor of the next page."""
+
+    contacts: list[str]
+    next_cursor: str | None
+
+    def body(self) -> str:
+        """The page's JSON text: ``{"contacts": [...], "next_cursor": ...}``."""
+        contacts, cursor = ",".join(self.contacts), json.dumps(self.next_cursor)
+        return f'{{"contacts":[{contacts}],"next_cursor":{cursor}}}'
+
+
+def json_page(
+    session: Session, wanted: WinbackFilter, cursor: str | None, limit: int
+) -> JsonPage:
+    """Return one page of listed contacts after ``cursor``, for the API.
+
+    What ``page`` and ``row_dict`` return, but each row whole from the
+    database (``db.JsonObject``): pages of a million-contact list spend no
+    Python per field.
+    """
+    c = eligible(wanted, parse_cursor(cursor)).limit(limit + 1).subquery().c
+    fields = [
+        c.contact_email,
+        c.contact_name,
+        c.company,
+        c.plan,
+        c.segment,
+        c.mrr_cents,
+        c.currency,
+        c.primary_reason,
+        c.postmortem_recommendation,
+        c.consented_at,
+        c.consent_wording_version,
+        literal(links.withdraw_url_prefix(), String) + c.withdraw_token,
+    ]
+    query = select(c.cursor, db.JsonObject(dict(zip(COLUMNS, fields, strict=True))))
+    rows = session.connection().execute(query.order_by(c.cursor)).all()
+    more = len(rows) > limit
+    return JsonPage(
+        [row[1] for row in rows[:limit]], str(rows[limit - 1][0]) if more else None
+    )
 
 
 # --- CSV ----------------------------------------------------------------------------
