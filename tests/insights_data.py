@@ -3,7 +3,7 @@ in ``tests/test_insights.py``'s docstring), for the tests and the browser test."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from flask import Flask, current_app
 from sqlalchemy import select
@@ -15,7 +15,7 @@ from survey.contacts import erase_person
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
 from survey.public.service import mark_opened
-from survey.review.models import Postmortem, RootCause
+from survey.review.models import ActionItem, Postmortem, RootCause
 from survey.review_items import ReviewItem
 from tests.factories import make_departure
 
@@ -141,8 +141,34 @@ def build_story(app: Flask) -> dict[str, str]:
             "poor_fit",
             "product_issues",
             preventable="yes",
+            actions=[
+                ActionItem(
+                    text="Qualify seats before the demo",
+                    team="sales",
+                    done=True,
+                    done_at=at(3, 12),
+                )
+            ],
         )
-        postmortem(session, d2, "closed", "failed_adoption", preventable="partly")
+        postmortem(
+            session,
+            d2,
+            "closed",
+            "failed_adoption",
+            preventable="partly",
+            actions=[
+                ActionItem(
+                    text="Onboarding call in week one",
+                    team="onboarding",
+                    due_date=date(2026, 3, 25),
+                ),
+                ActionItem(
+                    text="Seat usage report",
+                    team="product",
+                    due_date=date(2099, 1, 1),
+                ),
+            ],
+        )
         postmortem(session, d3, "in_review", "competitor", done=False)
         postmortem(session, d4, "postmortem_done", "poor_service", preventable="no")
         session.commit()

@@ -18,7 +18,9 @@ Invitations sent for d1-d4 (d5's and d6's still queued); answers 2 h (d1),
 24 h (d2) and 1 h (d3) after theirs. Postmortems: d1 done (primary
 ``poor_fit``, also ``product_issues``), d2 closed (``failed_adoption``), d3
 in review (``competitor``: not finished, not counted), d4 done
-(``poor_service``); preventable: d1 yes, d2 partly, d4 no.
+(``poor_service``); preventable: d1 yes, d2 partly, d4 no. Action items: on
+d1's, one for sales done March 12, 09:00; on d2's, two open ones (onboarding
+due 2026-03-25, overdue; product due 2099-01-01).
 """
 
 from __future__ import annotations
@@ -653,3 +655,374 @@ def test_a_bad_period_and_a_bad_filter_are_both_explained(app, client):
     fields = answer.get_json()["fields"]
     assert fields["from"] == ["The period must start on or before its end."]
     assert set(fields) == {"from", "currency"}
+
+
+# --- the API and every CSV against the story, worked out by hand ------------------
+
+
+def _reasons(*rows):
+    keys = ("reason", "currency", "departures", "lost_mrr_cents")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _months(*rows):
+    keys = ("month", "reason", "currency", "departures", "lost_mrr_cents")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _said_found(*rows):
+    return [dict(zip(("said", "found", "count"), row, strict=True)) for row in rows]
+
+
+def _causes(*rows):
+    keys = (
+        "code",
+        "team",
+        "currency",
+        "primary",
+        "contributing",
+        "lost_mrr_cents",
+        "preventable_yes",
+        "preventable_partly",
+        "preventable_no",
+    )
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _breakdown(name, *rows):
+    return [
+        {
+            name: value,
+            "departures": departures,
+            "lost_mrr": [{"currency": c, "cents": cents} for c, cents in money],
+            "top_reason": top,
+        }
+        for value, departures, money, top in rows
+    ]
+
+
+# d1's action item on poor_fit, done March 12, 09:00: one departure with
+# that primary cause in the 90 days before (d1), none in the 90 after.
+_FIXES = [
+    {
+        "code": "poor_fit",
+        "last_done_at": "2026-03-12T09:00:00Z",
+        "before_per_30_days": 0.33,  # 1 x 30 / 90
+        "after_per_30_days": 0.0,
+        "change_percent": -100.0,
+    }
+]
+# d2's items (enterprise): onboarding due 2026-03-25 (overdue), product due
+# 2099. The period does not apply, the filters do.
+_OPEN_ACTIONS = [
+    {"team": "onboarding", "open": 1, "overdue": 1},
+    {"team": "product", "open": 1, "overdue": 0},
+]
+_NO_FILTERS = {"segment": None, "plan": None, "csm": None, "currency": None}
+_MARCH_ROOT_CAUSES = _causes(
+    ("poor_fit", "sales", "USD", 1, 0, 10_000, 1, 0, 0),
+    ("failed_adoption", "onboarding", "USD", 1, 0, 20_000, 0, 1, 0),
+    ("product_issues", "product", "USD", 0, 1, 0, 0, 0, 0),
+    ("poor_service", "support", "USD", 1, 0, 3_000, 0, 0, 1),
+)
+_FEBRUARY_MONTH = ("2026-02", "switched", "USD", 1, 9_999)
+
+#: Per query: the API's whole answer, and each panel's CSV.
+HAND_WORKED = {
+    "from=2026-03-01&to=2026-03-31": (
+        {
+            "period": {"from": "2026-03-01", "to": "2026-03-31"},
+            "filters": _NO_FILTERS,
+            "recurring": [],
+            "reasons": _reasons(
+                ("too_expensive", "USD", 2, 30_000),
+                ("switched", "EUR", 1, 5_000),
+                (None, "JPY", 1, 1_000),
+                (None, "USD", 1, 3_000),
+            ),
+            "over_time": _months(
+                _FEBRUARY_MONTH,
+                ("2026-03", "switched", "EUR", 1, 5_000),
+                ("2026-03", "too_expensive", "USD", 2, 30_000),
+                ("2026-03", None, "JPY", 1, 1_000),
+                ("2026-03", None, "USD", 1, 3_000),
+            ),
+            # answers 2 h, 24 h and 1 h after their invitations: median 2 h
+            "funnel": {
+                "departed": 5,
+                "invited": 4,
+                "opened": 4,
+                "answered": 3,
+                "consented": 1,
+                "median_answer_seconds": 7200.0,
+            },
+            "said_vs_found": _said_found(
+                ("too_expensive", "failed_adoption", 1),
+                ("too_expensive", "poor_fit", 1),
+                (None, "poor_service", 1),
+            ),
+            "root_causes": _MARCH_ROOT_CAUSES,
+            "fixes": _FIXES,
+            "open_actions": _OPEN_ACTIONS,
+            "by_segment": _breakdown(
+                "segment",
+                (
+                    "smb",
+                    4,
+                    [("EUR", 5_000), ("JPY", 1_000), ("USD", 13_000)],
+                    "switched",
+                ),
+                ("enterprise", 1, [("USD", 20_000)], "too_expensive"),
+            ),
+            "by_plan": _breakdown(
+                "plan",
+                ("growth", 3, [("EUR", 5_000), ("USD", 13_000)], "switched"),
+                ("scale", 1, [("USD", 20_000)], "too_expensive"),
+                ("starter", 1, [("JPY", 1_000)], None),
+            ),
+            # both stated reasons with a finished postmortem found another cause
+            "said_vs_found_differs_share": 1.0,
+        },
+        {
+            "reasons": [
+                "reason,currency,departures,lost_mrr_cents,share_percent",
+                "too_expensive,USD,2,30000,40",
+                "switched,EUR,1,5000,20",
+                ",JPY,1,1000,20",
+                ",USD,1,3000,20",
+            ],
+            "funnel": [
+                "departed,invited,opened,answered,consented,median_answer_seconds,"
+                "invited_percent,opened_percent,answered_percent,consented_percent",
+                "5,4,4,3,1,7200.0,80,100,75,33",
+            ],
+            "by_segment": [
+                "segment,departures,top_reason,currency,cents",
+                "smb,4,switched,EUR,5000",
+                "smb,4,switched,JPY,1000",
+                "smb,4,switched,USD,13000",
+                "enterprise,1,too_expensive,USD,20000",
+            ],
+            "by_plan": [
+                "plan,departures,top_reason,currency,cents",
+                "growth,3,switched,EUR,5000",
+                "growth,3,switched,USD,13000",
+                "scale,1,too_expensive,USD,20000",
+                "starter,1,,JPY,1000",
+            ],
+            "over_time": [
+                "month,reason,currency,departures,lost_mrr_cents",
+                "2026-02,switched,USD,1,9999",
+                "2026-03,switched,EUR,1,5000",
+                "2026-03,too_expensive,USD,2,30000",
+                "2026-03,,JPY,1,1000",
+                "2026-03,,USD,1,3000",
+            ],
+            "said_vs_found": [
+                "said,found,count",
+                "too_expensive,failed_adoption,1",
+                "too_expensive,poor_fit,1",
+                ",poor_service,1",
+            ],
+            "root_causes": [
+                "code,team,currency,primary,contributing,lost_mrr_cents,"
+                "preventable_yes,preventable_partly,preventable_no",
+                "poor_fit,sales,USD,1,0,10000,1,0,0",
+                "failed_adoption,onboarding,USD,1,0,20000,0,1,0",
+                "product_issues,product,USD,0,1,0,0,0,0",
+                "poor_service,support,USD,1,0,3000,0,0,1",
+            ],
+        },
+    ),
+    # Only d6: answered, never invited nor opened; no postmortem.
+    "from=2026-02-01&to=2026-02-28": (
+        {
+            "period": {"from": "2026-02-01", "to": "2026-02-28"},
+            "filters": _NO_FILTERS,
+            "recurring": [],
+            "reasons": _reasons(("switched", "USD", 1, 9_999)),
+            "over_time": _months(_FEBRUARY_MONTH),  # March is after the period
+            "funnel": {
+                "departed": 1,
+                "invited": 0,
+                "opened": 0,
+                "answered": 1,
+                "consented": 0,
+                "median_answer_seconds": None,
+            },
+            "said_vs_found": [],
+            "root_causes": [],
+            "fixes": _FIXES,
+            "open_actions": _OPEN_ACTIONS,
+            "by_segment": _breakdown(
+                "segment", ("smb", 1, [("USD", 9_999)], "switched")
+            ),
+            "by_plan": _breakdown("plan", ("growth", 1, [("USD", 9_999)], "switched")),
+            "said_vs_found_differs_share": None,
+        },
+        {
+            "reasons": [
+                "reason,currency,departures,lost_mrr_cents,share_percent",
+                "switched,USD,1,9999,100",
+            ],
+            # a step after an empty one has no share
+            "funnel": [
+                "departed,invited,opened,answered,consented,median_answer_seconds,"
+                "invited_percent,opened_percent,answered_percent,consented_percent",
+                "1,0,0,1,0,,0,,,0",
+            ],
+            "by_segment": [
+                "segment,departures,top_reason,currency,cents",
+                "smb,1,switched,USD,9999",
+            ],
+            "by_plan": [
+                "plan,departures,top_reason,currency,cents",
+                "growth,1,switched,USD,9999",
+            ],
+            "over_time": [
+                "month,reason,currency,departures,lost_mrr_cents",
+                "2026-02,switched,USD,1,9999",
+            ],
+            # empty panels keep their columns
+            "said_vs_found": ["said,found,count"],
+            "root_causes": [
+                "code,team,currency,primary,contributing,lost_mrr_cents,"
+                "preventable_yes,preventable_partly,preventable_no"
+            ],
+        },
+    ),
+    # d1, d3, d4, d5 (d2 is enterprise): its open actions are filtered out.
+    "from=2026-03-01&to=2026-03-31&segment=smb": (
+        {
+            "period": {"from": "2026-03-01", "to": "2026-03-31"},
+            "filters": _NO_FILTERS | {"segment": "smb"},
+            "recurring": [],
+            "reasons": _reasons(
+                ("switched", "EUR", 1, 5_000),
+                ("too_expensive", "USD", 1, 10_000),
+                (None, "JPY", 1, 1_000),
+                (None, "USD", 1, 3_000),
+            ),
+            "over_time": _months(
+                _FEBRUARY_MONTH,
+                ("2026-03", "switched", "EUR", 1, 5_000),
+                ("2026-03", "too_expensive", "USD", 1, 10_000),
+                ("2026-03", None, "JPY", 1, 1_000),
+                ("2026-03", None, "USD", 1, 3_000),
+            ),
+            # answers 2 h (d1) and 1 h (d3) after their invitations
+            "funnel": {
+                "departed": 4,
+                "invited": 3,
+                "opened": 3,
+                "answered": 2,
+                "consented": 1,
+                "median_answer_seconds": 5400.0,
+            },
+            "said_vs_found": _said_found(
+                ("too_expensive", "poor_fit", 1), (None, "poor_service", 1)
+            ),
+            "root_causes": [
+                row for row in _MARCH_ROOT_CAUSES if row["code"] != "failed_adoption"
+            ],
+            "fixes": _FIXES,
+            "open_actions": [],
+            "by_segment": _breakdown(
+                "segment",
+                (
+                    "smb",
+                    4,
+                    [("EUR", 5_000), ("JPY", 1_000), ("USD", 13_000)],
+                    "switched",
+                ),
+            ),
+            "by_plan": _breakdown(
+                "plan",
+                ("growth", 3, [("EUR", 5_000), ("USD", 13_000)], "switched"),
+                ("starter", 1, [("JPY", 1_000)], None),
+            ),
+            "said_vs_found_differs_share": 1.0,
+        },
+        {
+            "reasons": [
+                "reason,currency,departures,lost_mrr_cents,share_percent",
+                "switched,EUR,1,5000,25",
+                "too_expensive,USD,1,10000,25",
+                ",JPY,1,1000,25",
+                ",USD,1,3000,25",
+            ],
+            "funnel": [
+                "departed,invited,opened,answered,consented,median_answer_seconds,"
+                "invited_percent,opened_percent,answered_percent,consented_percent",
+                "4,3,3,2,1,5400.0,75,100,67,50",
+            ],
+            "by_segment": [
+                "segment,departures,top_reason,currency,cents",
+                "smb,4,switched,EUR,5000",
+                "smb,4,switched,JPY,1000",
+                "smb,4,switched,USD,13000",
+            ],
+            "by_plan": [
+                "plan,departures,top_reason,currency,cents",
+                "growth,3,switched,EUR,5000",
+                "growth,3,switched,USD,13000",
+                "starter,1,,JPY,1000",
+            ],
+            "over_time": [
+                "month,reason,currency,departures,lost_mrr_cents",
+                "2026-02,switched,USD,1,9999",
+                "2026-03,switched,EUR,1,5000",
+                "2026-03,too_expensive,USD,1,10000",
+                "2026-03,,JPY,1,1000",
+                "2026-03,,USD,1,3000",
+            ],
+            "said_vs_found": [
+                "said,found,count",
+                "too_expensive,poor_fit,1",
+                ",poor_service,1",
+            ],
+            "root_causes": [
+                "code,team,currency,primary,contributing,lost_mrr_cents,"
+                "preventable_yes,preventable_partly,preventable_no",
+                "poor_fit,sales,USD,1,0,10000,1,0,0",
+                "product_issues,product,USD,0,1,0,0,0,0",
+                "poor_service,support,USD,1,0,3000,0,0,1",
+            ],
+        },
+    ),
+}
+
+#: The same in every period: fixes and open actions are judged on their own
+#: dates; recurring needs three departures lately.
+_EVERY_PERIOD_CSV = {
+    "recurring": ["kind,code,last_30_days,baseline_per_30_days"],
+    "fixes": [
+        "code,last_done_at,before_per_30_days,after_per_30_days,change_percent",
+        "poor_fit,2026-03-12T09:00:00Z,0.33,0.0,-100.0",
+    ],
+}
+
+
+@pytest.mark.parametrize("query", list(HAND_WORKED))
+def test_the_api_and_every_csv_are_the_figures_worked_out_by_hand(
+    app, client, story, query
+):
+    from survey.insights.export import CSV_PANELS
+
+    body, csvs = HAND_WORKED[query]
+    csvs = csvs | _EVERY_PERIOD_CSV
+    open_actions = ["team,open,overdue"] + [
+        f"{row['team']},{row['open']},{row['overdue']}" for row in body["open_actions"]
+    ]
+    csvs["open_actions"] = open_actions
+    answer = client.get(
+        f"/api/v1/insights?{query}", headers=auth(make_token(app, "insights:read"))
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json() == body
+    assert set(CSV_PANELS) == set(csvs)
+    admin = _staff(app, "admin")
+    for panel in CSV_PANELS:
+        download = admin.get(f"/insights/{panel}.csv?{query}")
+        assert download.status_code == 200, panel
+        assert download.get_data(as_text=True).splitlines() == csvs[panel], panel

@@ -6,7 +6,7 @@ import csv
 import io
 import itertools
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
@@ -91,6 +91,32 @@ def as_json(found: insights.Panels) -> dict[str, Any]:
 #: The panels offered as CSV, in page order.
 CSV_PANELS = tuple(_AS_DATA)
 
+#: The row of each panel that is a list of rows (an empty one still has
+#: its columns).
+_ROW_TYPES: dict[str, type] = {
+    "recurring": insights.Recurring,
+    "reasons": insights.ReasonRow,
+    "over_time": insights.MonthRow,
+    "said_vs_found": insights.SaidFound,
+    "root_causes": insights.RootCauseRow,
+    "fixes": insights.FixEffect,
+    "open_actions": insights.TeamActions,
+}
+
+
+def _columns_of_nothing(panel: str) -> list[str]:
+    """The CSV columns of ``panel`` when it has no rows (see ``csv_text``)."""
+    if panel in ("by_segment", "by_plan"):
+        return [
+            panel.removeprefix("by_"),
+            "departures",
+            "top_reason",
+            "currency",
+            "cents",
+        ]
+    names = [field.name for field in fields(_ROW_TYPES[panel])]
+    return [*names, "share_percent"] if panel == "reasons" else names
+
 
 def csv_text(panel: str, value: Any) -> str:
     """Return one panel's numbers (``value``, as ``insights.panel`` computes
@@ -123,8 +149,7 @@ def csv_text(panel: str, value: Any) -> str:
             for money in row["lost_mrr"] or [{"currency": None, "cents": 0}]
         ]
     out = io.StringIO()
-    if rows:
-        writer = csv.writer(out)
-        writer.writerow(list(rows[0]))
-        writer.writerows(neutral(list(row.values())) for row in rows)
+    writer = csv.writer(out)
+    writer.writerow(list(rows[0]) if rows else _columns_of_nothing(panel))
+    writer.writerows(neutral(list(row.values())) for row in rows)
     return out.getvalue()
