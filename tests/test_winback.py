@@ -502,6 +502,12 @@ def test_the_databases_json_is_what_python_writes(app, client, reader, base_url)
     assert len(expected) == len(AWKWARD_TEXT)
     assert page["contacts"] == expected
     assert [list(row) for row in page["contacts"]] == [list(row) for row in expected]
+    # 12300 == 12300.0 in Python: the types must match too.
+    assert [[type(v) for v in row.values()] for row in page["contacts"]] == [
+        [type(v) for v in row.values()] for row in expected
+    ]
+    assert answer.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert answer.get_data(as_text=True).endswith("}\n")  # as jsonify ends
 
 
 def test_a_page_holds_up_to_ten_thousand_contacts_and_says_where_to_go_on(
@@ -527,6 +533,11 @@ def test_a_page_holds_up_to_ten_thousand_contacts_and_says_where_to_go_on(
         f"p{number}@x.example" for number in range(3)
     ]
     assert rest["next_cursor"] is None
+    # A last page the list fills exactly is still the last.
+    full = client.get(
+        "/api/v1/winback/contacts", query_string={"limit": 3}, headers=reader
+    ).get_json()
+    assert len(full["contacts"]) == 3 and full["next_cursor"] is None
 
 
 def test_every_export_is_audited_with_who_filters_and_rows(
@@ -544,6 +555,30 @@ def test_every_export_is_audited_with_who_filters_and_rows(
     assert event.detail["finished"] is True
     assert event.detail["format"] == "csv"
     assert event.detail["token"]
+
+
+def test_a_json_page_is_audited_with_the_contacts_it_holds(
+    app, client, reader, session
+):
+    for _ in range(3):
+        make_consenting(app, segment="smb")
+    first = client.get(
+        "/api/v1/winback/contacts?segment=smb&limit=2", headers=reader
+    ).get_json()
+    last = client.get(
+        f"/api/v1/winback/contacts?segment=smb&limit=2&cursor={first['next_cursor']}",
+        headers=reader,
+    ).get_json()
+    assert (len(first["contacts"]), len(last["contacts"])) == (2, 1)
+    session.rollback()
+    events = session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.kind == "winback.export")
+        .order_by(AuditEvent.id)
+    ).all()
+    assert [event.detail["rows"] for event in events] == [2, 1]
+    assert {event.detail["format"] for event in events} == {"json"}
+    assert events[0].detail["filters"] == {"segment": "smb"}
 
 
 def _rss_bytes() -> int:

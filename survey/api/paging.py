@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from flask import request
 from pydantic import Field, field_validator
@@ -28,9 +28,8 @@ def _limit(maximum: int) -> Any:
 
 
 class PageQuery(Query):
-    """Where a page starts, and how many rows it holds."""
-
-    max_limit: ClassVar[int] = MAX_LIMIT
+    """Where a page starts, and how many rows it holds (a subclass may allow
+    more: its own ``limit = _limit(maximum)``)."""
 
     cursor: Text = Field(
         None,
@@ -42,21 +41,23 @@ class PageQuery(Query):
     @field_validator("limit", mode="before")
     @classmethod
     def _whole_number(cls, given: Any) -> Any:
-        limit = db.parse_int(str(given), cls.max_limit)
+        # The field's own bound: the one the API document shows.
+        [maximum] = [
+            c.le for c in cls.model_fields["limit"].metadata if hasattr(c, "le")
+        ]
+        limit = db.parse_int(str(given), maximum)
         if not limit:
-            raise ValueError(f"Give a whole number from 1 to {cls.max_limit:,}.")
+            raise ValueError(f"Give a whole number from 1 to {maximum:,}.")
         return limit
 
 
 class ExportPageQuery(PageQuery):
     """A page of an export-shaped list: up to ``EXPORT_MAX_LIMIT`` rows."""
 
-    max_limit: ClassVar[int] = EXPORT_MAX_LIMIT
-
     limit: int = _limit(EXPORT_MAX_LIMIT)
 
 
 def page_from_args(model: type[PageQuery] = PageQuery) -> PageQuery:
-    """Return ``?cursor=`` and ``?limit=`` (1 to the model's ``max_limit``,
+    """Return ``?cursor=`` and ``?limit=`` (1 to the model's maximum,
     default ``DEFAULT_LIMIT``); raise InvalidInput for anything else."""
     return read_query(model, request.args, "The limit is not valid.")

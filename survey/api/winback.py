@@ -29,7 +29,8 @@ def winback_contacts() -> WerkzeugResponse:
         finished=True,
         format="json",
     )
-    return Response(result.body(), mimetype="application/json")
+    # The charset said, for clients that would guess another for raw UTF-8.
+    return Response(result.body(), content_type="application/json; charset=utf-8")
 
 
 @bp.get("/winback/contacts.csv")

@@ -291,9 +291,11 @@ class JsonPage:
     next_cursor: str | None
 
     def body(self) -> str:
-        """The page's JSON text: ``{"contacts": [...], "next_cursor": ...}``."""
+        """The page's JSON text: ``{"contacts": [...], "next_cursor": ...}``,
+        ending with a newline as Flask's ``jsonify`` does. UTF-8: the
+        database leaves non-ASCII text as it is (``jsonify`` escaped it)."""
         contacts, cursor = ",".join(self.contacts), json.dumps(self.next_cursor)
-        return f'{{"contacts":[{contacts}],"next_cursor":{cursor}}}'
+        return f'{{"contacts":[{contacts}],"next_cursor":{cursor}}}\n'
 
 
 def json_page(
