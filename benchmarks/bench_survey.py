@@ -531,12 +531,12 @@ def judge(rounds: Sequence[Round], locked: int) -> list[tuple[str, bool]]:
     get_errors = sum(r.get.errors for r in rounds)
     return [
         (
-            f"survey GET / bare = {get_ratio:.2f}x, median of {len(rounds)} rounds"
+            f"survey GET / bare = {get_ratio:.3f}x, median of {len(rounds)} rounds"
             f"  (target >= {SURVEY_GET_TARGET}x)",
             get_ratio >= SURVEY_GET_TARGET,
         ),
         (
-            f"page-1 POST / bare = {post_ratio:.2f}x, median of {len(rounds)} rounds"
+            f"page-1 POST / bare = {post_ratio:.3f}x, median of {len(rounds)} rounds"
             f"  (target >= {POST_TARGET}x)",
             post_ratio >= POST_TARGET,
         ),
