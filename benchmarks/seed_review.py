@@ -896,6 +896,7 @@ def tables() -> dict[str, Table]:
     import survey.departures.models
     import survey.outbox
     import survey.review.models
+    import survey.review_items
     import survey.staff.models  # noqa: F401  (registers the tables)
     from survey.db import Base
 
