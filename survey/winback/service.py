@@ -178,27 +178,39 @@ def eligible(wanted: WinbackFilter, after: int | None = None) -> Select[Any]:
     return query.order_by(cursor_column)
 
 
+def _listed_columns(c: Any) -> list[Any]:
+    """An ``eligible`` subquery's columns in ``COLUMNS`` order, up to the
+    link (written per format: see ``csv_rows``, ``json_page``)."""
+    return [
+        c.contact_email,
+        c.contact_name,
+        c.company,
+        c.plan,
+        c.segment,
+        c.mrr_cents,
+        c.currency,
+        c.primary_reason,
+        c.postmortem_recommendation,
+        c.consented_at,
+        c.consent_wording_version,
+    ]
+
+
+#: How the CSV writes each of ``_listed_columns``: people's text made inert,
+#: codes and numbers as they are.
+_CSV_CELLS = (csv_text,) * 5 + (csv_code,) * 6
+
+
 def csv_rows(wanted: WinbackFilter, withdraw_url_prefix: str) -> Select[Any]:
     """The API's CSV, a record (``COLUMNS``) per row, made by the database:
     quoted as ``csv.writer`` quotes, text that people typed made inert
     (``spreadsheets.csv_text``), the link joined to its prefix."""
     c = eligible(wanted).subquery().c
-    record = csv_record(
-        [
-            csv_text(c.contact_email),
-            csv_text(c.contact_name),
-            csv_text(c.company),
-            csv_text(c.plan),
-            csv_text(c.segment),
-            csv_code(c.mrr_cents),
-            csv_code(c.currency),
-            csv_code(c.primary_reason),
-            csv_code(c.postmortem_recommendation),
-            csv_code(c.consented_at),
-            csv_code(c.consent_wording_version),
-            csv_link(withdraw_url_prefix, c.withdraw_token),
-        ]
-    )
+    cells = [
+        cell(column)
+        for cell, column in zip(_CSV_CELLS, _listed_columns(c), strict=True)
+    ]
+    record = csv_record([*cells, csv_link(withdraw_url_prefix, c.withdraw_token)])
     return select(record).order_by(c.cursor)
 
 
@@ -308,20 +320,8 @@ def json_page(
     Python per field.
     """
     c = eligible(wanted, parse_cursor(cursor)).limit(limit + 1).subquery().c
-    fields = [
-        c.contact_email,
-        c.contact_name,
-        c.company,
-        c.plan,
-        c.segment,
-        c.mrr_cents,
-        c.currency,
-        c.primary_reason,
-        c.postmortem_recommendation,
-        c.consented_at,
-        c.consent_wording_version,
-        literal(links.withdraw_url_prefix(), String) + c.withdraw_token,
-    ]
+    link = literal(links.withdraw_url_prefix(), String) + c.withdraw_token
+    fields = [*_listed_columns(c), link]
     query = select(c.cursor, db.JsonObject(dict(zip(COLUMNS, fields, strict=True))))
     rows = session.connection().execute(query.order_by(c.cursor)).all()
     more = len(rows) > limit
