@@ -60,7 +60,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies
         )
-    logs.init_app(app)  # first: every later hook's lines name the request
+    logs.init_app(app)  # the request id, before anything logs a line
     metrics.init_app(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)

@@ -12,15 +12,20 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
-from werkzeug.wrappers import Response
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 REQUEST_ID_HEADER = "X-Request-ID"
+#: Where a request's id is kept in its WSGI environ.
+REQUEST_ID_ENVIRON = "survey.request_id"
 #: A caller's id is kept when it is this plain (it is echoed in a header).
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
 FORMATS = ("text", "json")
@@ -33,7 +38,7 @@ def request_id() -> str | None:
     """The id of the request being served, or of the one whose work the
     outbox worker is doing now (None outside both)."""
     if has_request_context():
-        named: str | None = g.get("request_id")
+        named: str | None = request.environ.get(REQUEST_ID_ENVIRON)
         return named
     return _acting_for.get()
 
@@ -120,17 +125,34 @@ def new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
+class RequestIds:
+    """WSGI middleware giving each request its id (in its environ, as
+    ``REQUEST_ID_ENVIRON``) and each answer the id back.
+
+    At the WSGI edge rather than in Flask's request hooks: the two hooks,
+    through ``g``, cost survey GETs about 4 % (interleaved A/B in process,
+    2026-12-04, with the metrics' hooks moved out the same way).
+    """
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        given = environ.get(_REQUEST_ID_KEY, "")
+        named = given if _PLAIN_ID.match(given) else new_request_id()
+        environ[REQUEST_ID_ENVIRON] = named
+
+        def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            return start_response(
+                status, [*headers, (REQUEST_ID_HEADER, named)], *exc_info
+            )
+
+        return self.app(environ, start)
+
+
 def init_app(app: Flask) -> None:
     """Give each request its id, and each answer the id back."""
     configure(app.config["LOG_FORMAT"])
-
-    @app.before_request
-    def name_the_request() -> None:
-        given = request.environ.get(_REQUEST_ID_KEY, "")
-        g.request_id = given if _PLAIN_ID.match(given) else new_request_id()
-
-    @app.after_request
-    def return_its_name(response: Response) -> Response:
-        if "request_id" in g:
-            response.headers[REQUEST_ID_HEADER] = g.request_id
-        return response
+    app.wsgi_app = RequestIds(app.wsgi_app)  # type: ignore[method-assign]

