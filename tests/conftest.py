@@ -140,7 +140,8 @@ class PooledConnections:
     """Watches an app's pool: no request may hold two of its connections at
     once. One that waits for a second while holding one can wait for ever:
     with more requests than connections, each may hold one (seen with
-    seventy withdrawals at once)."""
+    seventy withdrawals at once). A connection detached from the pool (a
+    thread's own reader, see ``fastpath.Readers``) takes no place in it."""
 
     def __init__(self) -> None:
         self.twice: list[str] = []
@@ -149,6 +150,7 @@ class PooledConnections:
         engine = app.extensions["survey.db"].kw["bind"]
         event.listen(engine, "checkout", self._checked_out)
         event.listen(engine, "checkin", self._checked_in)
+        event.listen(engine, "detach", self._checked_in)
 
     def _checked_out(self, dbapi_connection: Any, *_: Any) -> None:
         if not has_request_context():

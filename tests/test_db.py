@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -14,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from survey import db
 from survey.answers import service as answers
 from survey.answers.models import Response
-from survey.departures.models import Departure
+from survey.db import fastpath
 from survey.public import service
 from survey.review_items import ReviewItem
 from tests.factories import (
@@ -40,7 +41,9 @@ def test_a_prepared_select_gives_what_core_gives(app, client):
             core = connection.execute(statement, params).one()
             assert fast._fields == alone._fields == tuple(core._fields)
             assert tuple(fast) == tuple(alone) == tuple(core)
-        assert fast.first_opened_at is None and fast.answered_at is None
+            # Both are flags: the opened departure's True, the fresh one's False.
+            assert fast.opened is (departure is answered)
+        assert fast.answered_at is None
         assert service.SURVEY_STATE.first(connection, {"public_id": "x"}) is None
         assert service.SURVEY_STATE.read(db.engine(), {"public_id": "x"}) is None
 
@@ -60,6 +63,50 @@ def test_page_one_s_read_leaves_no_connection_or_transaction_behind(app):
         assert service.survey_state(engine, departure.public_id).reason == "switched"
 
 
+def test_page_one_s_read_leaves_no_snapshot_pinning_the_log(app):
+    # On SQLite the read runs on a connection its thread keeps: a statement
+    # left open there would hold its snapshot, and the write-ahead log could
+    # no longer be copied into the database and started over.
+    if "survey.db.fastpath" not in app.extensions:
+        pytest.skip("the thread's own connections exist on SQLite only")
+    departure = make_departure(app)
+    with app.app_context():
+        engine = db.engine()
+        assert service.survey_state(engine, departure.public_id).reason is None
+        db.write_together(
+            lambda writing: answers.record_reason(
+                writing, departure.public_id, "switched", None
+            )
+        )
+        assert service.survey_state(engine, departure.public_id).reason == "switched"
+        with contextlib.closing(sqlite3.connect(engine.url.database)) as other:
+            busy, _pages, _copied = other.execute(
+                "PRAGMA wal_checkpoint(TRUNCATE)"
+            ).fetchone()
+    assert busy == 0
+
+
+def test_a_forked_process_reads_on_a_connection_of_its_own(app):
+    # SQLite connections must not cross a fork (gunicorn forks its workers).
+    if "survey.db.fastpath" not in app.extensions:
+        pytest.skip("the thread's own connections exist on SQLite only")
+    with app.app_context():
+        readers = fastpath.Readers(db.engine())
+        inherited = readers.connection()
+        assert readers.connection() is inherited  # kept by the thread
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover  (the forked process)
+            own = readers.connection()
+            fresh = own is not inherited and own.execute("SELECT 1").fetchone()
+            os.write(write_end, b"own" if fresh == (1,) else b"inherited")
+            os._exit(0)
+        os.close(write_end)
+        os.waitpid(child, 0)
+        with os.fdopen(read_end) as pipe:
+            assert pipe.read() == "own"
+
+
 def test_a_prepared_statement_refuses_to_write_null_for_a_forgotten_value(app):
     departure = make_departure(app)
     forgotten = {"public_id": departure.public_id, "reason": "switched"}
@@ -77,10 +124,10 @@ def test_page_one_reads_timezone_aware_times(app, client, clock):
     with app.app_context(), db.new_session() as session:
         state = service.survey_state(db.engine(), departure.public_id)
         stored = session.scalar(
-            select(Departure.first_opened_at).where(Departure.id == departure.id)
+            select(Response.answered_at).where(Response.departure_id == departure.id)
         )
-    assert state.first_opened_at == stored == clock()
-    assert state.first_opened_at.tzinfo is not None
+    assert state.answered_at == stored == clock()
+    assert state.answered_at.tzinfo is not None
     assert state.consent_state == "granted"
 
 

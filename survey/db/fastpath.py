@@ -25,19 +25,24 @@ mechanism     what it does                       switched off
               SQLite's sleeping busy loop; the   133-161 ms instead of 68-109 ms
               WAL is checkpointed off their      and p99 230-335 ms instead of
               path                               110-150 ms: kept for the tail
-``read``      page 1's one read runs alone on a  survey GET about 10 % fewer
-              pooled connection, outside any     requests a second (interleaved
-              transaction: no BEGIN and          A/B under the same load,
-              ROLLBACK, each a call that lets    2026-12-04); POST unchanged
-              other threads take the GIL
+``read``      page 1's one read runs alone,      survey GET about 10 % fewer
+              outside any transaction: no BEGIN  requests a second (interleaved
+              and ROLLBACK, each a call that     A/B under the same load,
+              lets other threads take the GIL    2026-12-04); POST unchanged
+``Readers``   on SQLite, that read runs on a     survey GET 14 % slower in
+              connection its thread keeps, not   process (pool checkout and
+              one checked out of the pool and    return: 20 us of 145 us;
+              back each time                     interleaved A/B, 2026-12-04)
+kept batch    the batches' leaders write on one  page-1 POST 14 % slower in
+connection    connection the process keeps,      process (70 us of 475 us; same
+              not one from the pool per batch    A/B); under load 5 % fewer
 ============  =================================  ==================================
 
 The batches run their writes on a Core connection, without an ORM session
-around them (``survey.db.write_connection``): a session's open,
-``connection()``, commit and close cost 69 us a write, the connection's
-25 us; page-1 POST 6 % fewer requests a second with a session (A/B,
-2026-12-04). A wake-up per waiting thread instead of one for all of them
-was tried and measured 6 % slower; not kept.
+around them: a session's open, ``connection()``, commit and close cost
+69 us a write, the connection's 25 us; page-1 POST 6 % fewer requests a
+second with a session (A/B, 2026-12-04). A wake-up per waiting thread
+instead of one for all of them was tried and measured 6 % slower; not kept.
 
 ``Prepared`` also serves PostgreSQL; the gate and the batches are installed
 on SQLite engines only. None of them changes what is written or read: the
@@ -53,9 +58,10 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, closing, suppress
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -71,9 +77,6 @@ log = logging.getLogger(__name__)
 #: Work written on a connection in a writing transaction (see
 #: ``survey.db.write_together``).
 Work = Callable[[Connection], None]
-#: Opens a connection in a writing transaction, closed (and so rolled back
-#: if uncommitted) on exit.
-OpenConnection = Callable[[], AbstractContextManager[Connection]]
 
 
 class FastPath(NamedTuple):
@@ -83,10 +86,42 @@ class FastPath(NamedTuple):
     batches: Batches
 
 
+class Readers:
+    """One DB-API connection per thread for ``Prepared.read`` on an SQLite engine.
+
+    Taken from the engine's pool once (configured as every connection is)
+    and detached from it: the thread keeps it, and it closes when the thread
+    or the engine goes. A read on it runs in autocommit (the engine's
+    connections leave transactions to SQLAlchemy), so it sees every commit
+    made before it and holds no snapshot after it. A process forked with
+    connections open does not use them: SQLite connections must not cross
+    a fork.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.local = threading.local()
+
+    def connection(self) -> Any:
+        """Return this thread's connection, opened on first use."""
+        kept = getattr(self.local, "kept", None)
+        if kept is None or kept[0] != os.getpid():
+            pooled = self.engine.raw_connection()
+            pooled.detach()  # the thread's now, not the pool's
+            kept = self.local.kept = (os.getpid(), pooled.dbapi_connection)
+        return kept[1]
+
+
+#: The readers of each SQLite engine the fast path is installed on.
+_READERS: weakref.WeakKeyDictionary[Engine, Readers] = weakref.WeakKeyDictionary()
+
+
 def install(engine: Engine, gate: WriteGate) -> FastPath:
     """Have ``gate`` opened after each COMMIT and ROLLBACK of ``engine`` (whose
     writing transactions begin with ``gate.begin_writing``) and the WAL
-    checkpointed by it; return it with the batches for ``write_together``."""
+    checkpointed by it; give ``Prepared.read`` a connection per thread on it;
+    return the gate with the batches for ``write_together``."""
+    _READERS[engine] = Readers(engine)
 
     @event.listens_for(engine, "connect")
     def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
@@ -118,7 +153,7 @@ def install(engine: Engine, gate: WriteGate) -> FastPath:
 
     dialect.do_commit = _commit_then_open  # type: ignore[method-assign]
     dialect.do_rollback = _rollback_then_open  # type: ignore[method-assign]
-    return FastPath(gate, Batches())
+    return FastPath(gate, Batches(engine))
 
 
 class WriteGate:
@@ -269,19 +304,22 @@ class Batches:
     queued for the next leader. If one write fails, the batch is rolled back
     and each of its writes runs again in a transaction of its own, so only
     the failing one fails.
+
+    The leaders write on one connection the process keeps (one leads at a
+    time), detached from the pool, instead of one checked out of it and back
+    for each batch. A batch that fails closes it (rolled back, the gate
+    opened) and the next one opens another; so does a forked process.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self._changed = threading.Condition()
         self._queue: list[_Job] = []
         self._leading = False  # a thread is writing a batch
+        self._kept: tuple[int, Connection] | None = None  # (pid, connection)
 
-    def run(self, work: Work, open_connection: OpenConnection) -> None:
-        """Run ``work`` in a batch; return once it is committed, or raise its error.
-
-        ``open_connection`` opens a connection in a writing transaction (through
-        the gate).
-        """
+    def run(self, work: Work) -> None:
+        """Run ``work`` in a batch; return once it is committed, or raise its error."""
         job = _Job(work)
         with self._changed:
             self._queue.append(job)
@@ -292,7 +330,7 @@ class Batches:
                 self._leading = True
         if lead:  # its own job is still queued: no one else leads
             try:
-                self._lead(open_connection)
+                self._lead()
             finally:
                 with self._changed:
                     self._leading = False
@@ -305,10 +343,29 @@ class Batches:
             batch, self._queue = self._queue, []
         return batch
 
-    def _lead(self, open_connection: OpenConnection) -> None:
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """Yield the kept connection in a writing transaction (through the
+        gate first); the caller commits. On any error it is closed."""
+        kept = self._kept
+        if kept is None or kept[0] != os.getpid():
+            connection = self.engine.connect()
+            connection.detach()  # the batches' now, not the pool's
+            connection.execution_options(sqlite_write=True)
+            kept = self._kept = (os.getpid(), connection)
+        connection = kept[1]
+        try:
+            connection.begin()
+            yield connection
+        except BaseException:
+            self._kept = None
+            connection.close()  # rolls back whatever began: the gate opens
+            raise
+
+    def _lead(self) -> None:
         batch: list[_Job] = []
         try:
-            with open_connection() as connection:  # through the gate first
+            with self._writing() as connection:
                 batch = self._take()
                 for job in batch:
                     job.work(connection)
@@ -321,8 +378,7 @@ class Batches:
                 for job in batch:  # an error of its own: each thread raises it
                     job.error = DatabaseBusy(*error.args)
             elif isinstance(error, Exception):
-                # So only the failing one fails.
-                self._write_each_alone(batch, open_connection)
+                self._write_each_alone(batch)  # so only the failing one fails
             else:
                 raise
         finally:  # also when the leader itself is stopped midway
@@ -330,11 +386,10 @@ class Batches:
                 if not job.done:
                     job.error = DatabaseBusy("The write was interrupted; try again.")
 
-    @staticmethod
-    def _write_each_alone(batch: list[_Job], open_connection: OpenConnection) -> None:
+    def _write_each_alone(self, batch: list[_Job]) -> None:
         for job in batch:
             try:
-                with open_connection() as connection:
+                with self._writing() as connection:
                     job.work(connection)
                     connection.commit()
                 job.written = True
@@ -449,15 +504,21 @@ class Prepared:
 
     def read(self, engine: Engine, params: Mapping[str, Any]) -> Any:
         """Return the first row of this read-only statement, or None, run alone
-        on a pooled connection outside any transaction of ours.
+        outside any transaction of ours: on the thread's own connection where
+        the fast path is installed (``Readers``), else on a pooled one.
 
         One statement reads one consistent snapshot without a transaction
         around it: SQLite runs it in autocommit, PostgreSQL in the transaction
         the driver opens and the pool rolls back when the connection returns.
         """
         plan = self._plan(engine.dialect)
-        with closing(engine.raw_connection()) as connection:
-            found = _execute(connection, plan.sql, self._arguments(plan, params))
+        arguments = self._arguments(plan, params)
+        readers = _READERS.get(engine)
+        if readers is not None:
+            found = _execute(readers.connection(), plan.sql, arguments)
+        else:
+            with closing(engine.raw_connection()) as connection:
+                found = _execute(connection, plan.sql, arguments)
         return None if found is None else plan.row(found)
 
 

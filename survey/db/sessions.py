@@ -217,7 +217,7 @@ def write_together(work: fastpath.Work) -> None:
     """
     fast: fastpath.FastPath | None = current_app.extensions.get(_FAST_PATH)
     if fast is not None:
-        fast.batches.run(work, write_connection)
+        fast.batches.run(work)
         return
     with write_connection() as connection:
         work(connection)

