@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sqlite3
 import threading
 import time
+import weakref
+from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import literal_column, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from survey import db
@@ -91,20 +94,88 @@ def test_a_forked_process_reads_on_a_connection_of_its_own(app):
     if "survey.db.fastpath" not in app.extensions:
         pytest.skip("the thread's own connections exist on SQLite only")
     with app.app_context():
-        readers = fastpath.Readers(db.engine())
-        inherited = readers.connection()
-        assert readers.connection() is inherited  # kept by the thread
+        readers = fastpath.Readers()
+        inherited = readers.connection(db.engine())
+        assert readers.connection(db.engine()) is inherited  # kept by the thread
         read_end, write_end = os.pipe()
         child = os.fork()
         if child == 0:  # pragma: no cover  (the forked process)
-            own = readers.connection()
-            fresh = own is not inherited and own.execute("SELECT 1").fetchone()
-            os.write(write_end, b"own" if fresh == (1,) else b"inherited")
-            os._exit(0)
+            try:
+                own = readers.connection(db.engine())
+                fresh = own is not inherited and own.execute("SELECT 1").fetchone()
+                os.write(write_end, b"own" if fresh == (1,) else b"inherited")
+            finally:
+                os._exit(0)
         os.close(write_end)
         os.waitpid(child, 0)
         with os.fdopen(read_end) as pipe:
             assert pipe.read() == "own"
+
+
+def test_connections_kept_outside_the_pool_go_with_it_and_the_engine(tmp_path):
+    # The connections page 1 keeps outside the pool: let go when the pool is
+    # disposed of, and when the engine goes.
+    database = tmp_path / "gone.sqlite3"
+    engine = db.make_engine(f"sqlite:///{database}")
+    fast = fastpath.install(
+        engine, fastpath.WriteGate(str(database), 5, lambda _: None)
+    )
+    statement = fastpath.Prepared(select(literal_column("1").label("one")))
+    assert tuple(statement.read(engine, {})) == (1,)  # on the thread's connection
+    fast.batches.run(lambda writing: None)  # on the batches' connection
+    assert _held(database)
+    engine.dispose()  # they are let go with the pool's
+    gc.collect()
+    gc.collect()
+    assert not _held(database)
+    assert tuple(statement.read(engine, {})) == (1,)  # on a new one
+    assert _held(database)
+    gone = weakref.ref(engine)
+    del engine, fast
+    gc.collect()  # the engine, and with it its readers: their connections
+    gc.collect()  # (each in a cycle with its own statement cache) next
+    assert gone() is None
+    assert not _held(database)
+
+
+def _held(database: Path) -> list[str]:
+    """This process's open files of ``database`` (its log and index too; not
+    the write gate's lock file)."""
+    names = {str(database) + suffix for suffix in ("", "-wal", "-shm")}
+    return [t for f in Path("/proc/self/fd").iterdir() if (t := _target(f)) in names]
+
+
+def _target(link: Path) -> str:
+    try:
+        return os.readlink(link)
+    except OSError:  # closed meanwhile
+        return ""
+
+
+def test_a_batch_whose_commit_fails_opens_the_gate_for_the_next(app):
+    if "survey.db.fastpath" not in app.extensions:
+        pytest.skip("the batches exist on SQLite only")
+    departure = make_departure(app)
+
+    def orphan(writing) -> None:
+        # A foreign key checked at COMMIT: the commit itself fails.
+        writing.exec_driver_sql("PRAGMA defer_foreign_keys=ON")
+        writing.exec_driver_sql(
+            "INSERT INTO responses (departure_id, reason, factors, answered_at,"
+            " updated_at) VALUES (999999, 'other', '[]', '2026-01-01', '2026-01-01')"
+        )
+
+    with app.app_context():
+        with pytest.raises(IntegrityError):
+            db.write_together(orphan)
+        assert not app.extensions["survey.db.fastpath"].gate.lock.locked()
+        db.write_together(
+            lambda writing: answers.record_reason(
+                writing, departure.public_id, "switched", None
+            )
+        )
+        state = service.survey_state(db.engine(), departure.public_id)
+    assert state.reason == "switched"
 
 
 def test_a_prepared_statement_refuses_to_write_null_for_a_forgotten_value(app):

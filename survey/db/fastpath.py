@@ -90,29 +90,29 @@ class Readers:
     """One DB-API connection per thread for ``Prepared.read`` on an SQLite engine.
 
     Taken from the engine's pool once (configured as every connection is)
-    and detached from it: the thread keeps it, and it closes when the thread
-    or the engine goes. A read on it runs in autocommit (the engine's
-    connections leave transactions to SQLAlchemy), so it sees every commit
-    made before it and holds no snapshot after it. A process forked with
-    connections open does not use them: SQLite connections must not cross
-    a fork.
+    and detached from it: the thread keeps it until the thread ends, the
+    engine is disposed of or goes. A read on it runs in autocommit (the
+    engine's connections leave transactions to SQLAlchemy), so it sees
+    every commit made before it and holds no snapshot after it. A process
+    forked with connections open does not use them: SQLite connections must
+    not cross a fork.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self) -> None:
         self.local = threading.local()
 
-    def connection(self) -> Any:
-        """Return this thread's connection, opened on first use."""
+    def connection(self, engine: Engine) -> Any:
+        """Return this thread's connection to ``engine``, opened on first use."""
         kept = getattr(self.local, "kept", None)
         if kept is None or kept[0] != os.getpid():
-            pooled = self.engine.raw_connection()
+            pooled = engine.raw_connection()
             pooled.detach()  # the thread's now, not the pool's
             kept = self.local.kept = (os.getpid(), pooled.dbapi_connection)
         return kept[1]
 
 
-#: The readers of each SQLite engine the fast path is installed on.
+#: The readers of each SQLite engine the fast path is installed on (weakly:
+#: an engine that goes takes its readers, and their connections, with it).
 _READERS: weakref.WeakKeyDictionary[Engine, Readers] = weakref.WeakKeyDictionary()
 
 
@@ -121,7 +121,15 @@ def install(engine: Engine, gate: WriteGate) -> FastPath:
     writing transactions begin with ``gate.begin_writing``) and the WAL
     checkpointed by it; give ``Prepared.read`` a connection per thread on it;
     return the gate with the batches for ``write_together``."""
-    _READERS[engine] = Readers(engine)
+    _READERS[engine] = Readers()
+    batches = Batches(engine)
+
+    @event.listens_for(engine, "engine_disposed")
+    def _let_go(_engine: Engine) -> None:
+        # Connections kept outside the pool are let go with it (each closes
+        # when no thread holds it any longer).
+        _READERS[engine] = Readers()
+        batches.let_go()
 
     @event.listens_for(engine, "connect")
     def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
@@ -153,7 +161,7 @@ def install(engine: Engine, gate: WriteGate) -> FastPath:
 
     dialect.do_commit = _commit_then_open  # type: ignore[method-assign]
     dialect.do_rollback = _rollback_then_open  # type: ignore[method-assign]
-    return FastPath(gate, Batches(engine))
+    return FastPath(gate, batches)
 
 
 class WriteGate:
@@ -338,6 +346,10 @@ class Batches:
         if job.error is not None:
             raise job.error
 
+    def let_go(self) -> None:
+        """Open a new connection for the next batch (the engine was disposed of)."""
+        self._kept = None
+
     def _take(self) -> list[_Job]:
         with self._changed:
             batch, self._queue = self._queue, []
@@ -515,7 +527,7 @@ class Prepared:
         arguments = self._arguments(plan, params)
         readers = _READERS.get(engine)
         if readers is not None:
-            found = _execute(readers.connection(), plan.sql, arguments)
+            found = _execute(readers.connection(engine), plan.sql, arguments)
         else:
             with closing(engine.raw_connection()) as connection:
                 found = _execute(connection, plan.sql, arguments)
