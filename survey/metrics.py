@@ -54,18 +54,17 @@ class RequestMetrics:
 
     The route is the URL rule Flask matched, which ``note_the_route`` leaves
     in the environ. At the WSGI edge rather than in request hooks (through
-    ``g``, as before),
-    and with each label set's counter and histogram looked up once
-    (prometheus-client checks and converts the labels and takes a lock on
-    every ``labels()`` call): survey GETs about 8 % faster, page-1 POSTs
-    about 5 % (interleaved A/B in process, 2026-12-04). Bounded: routes,
-    ``METHODS`` and statuses are finite.
+    ``g``, as before), and with each label set's counter and histogram
+    looked up once (prometheus-client checks and converts the labels and
+    takes a lock on every ``labels()`` call): survey GETs about 8 % faster,
+    page-1 POSTs about 5 % (interleaved A/B in process, 2026-12-04).
+    Bounded: routes, ``METHODS`` and statuses are finite.
     """
 
     def __init__(self, app: WSGIApplication) -> None:
         self.app = app
-        self.counters: dict[tuple[str, str, str], Any] = {}
-        self.timers: dict[tuple[str, str], Any] = {}
+        #: Each metric's child per label set, as ``labels()`` returned it.
+        self.children: dict[tuple[Any, ...], Any] = {}
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -91,15 +90,16 @@ class RequestMetrics:
         method = environ["REQUEST_METHOD"]
         if method not in METHODS:
             method = "OTHER"
-        counter = self.counters.get((route, method, status))
-        if counter is None:
-            counter = REQUESTS.labels(route, method, status)
-            self.counters[route, method, status] = counter
-        counter.inc()
-        timer = self.timers.get((route, method))
-        if timer is None:
-            timer = self.timers[route, method] = LATENCY.labels(route, method)
-        timer.observe(seconds)
+        self.child(REQUESTS, route, method, status).inc()
+        self.child(LATENCY, route, method).observe(seconds)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """Return ``metric.labels(*labels)``, looked up once per label set."""
+        key = (metric, *labels)
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = metric.labels(*labels)
+        return found
 
 
 def note_the_route(response: Response) -> Response:

@@ -238,9 +238,15 @@ def test_metrics_count_requests_sends_and_refused_sign_ins(app, mail_app, smtp):
         (("kind", "invitation"), ("outcome", "sent")),
     )
     refused = ("survey_sign_in_failures_total", ())
+    unrouted = (
+        "survey_http_requests_total",
+        (("method", "GET"), ("route", "(no route)"), ("status", "404")),
+    )
     before = scrape(client, token)
     for _ in range(3):
         assert client.get("/healthz").status_code == 200
+    for _ in range(2):
+        assert client.get("/no-such-page").status_code == 404
     make_departure(mail_app)
     user = make_user(mail_app, "csm")
     assert login(client, user.email, "not the password").status_code == 200
@@ -255,6 +261,7 @@ def test_metrics_count_requests_sends_and_refused_sign_ins(app, mail_app, smtp):
         assert outbox.deliver_due().handled == 1
     after = scrape(client, token)
     assert after[healthz] - before.get(healthz, 0) == 3
+    assert after[unrouted] - before.get(unrouted, 0) == 2
     assert after[sent] - before.get(sent, 0) == 1
     assert after[refused] - before.get(refused, 0) == 1
     assert pending not in after  # nothing waits now
