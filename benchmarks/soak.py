@@ -11,16 +11,19 @@ send`` workers; clients spread their requests over both servers in turn.
 The load, for ``--seconds`` (default 300): departures through the API (some
 sent twice at once), survey answers and changed answers through the
 customer's pages, consent withdrawals through the emails' one-click link,
-staff sign-ins and queue work, win-back exports, erasures.
+staff sign-ins (now and then a wrong password first) and sign-outs, queue
+work, win-back exports, erasures.
 
 Then it checks and prints: every departure invited exactly once (a second
 copy counted apart, allowed only as the README's at-least-once delivery
 allows: its first copy arrived just before an outbox worker was killed,
 which could not record it as sent); the sends counted in both servers'
 /metrics (the outbox workers beside them write their counters there) are
-the emails delivered; every answer and consent change that got
-a 2xx/3xx is in the database; no erased person's data anywhere; no 5xx but
-during the kills (counted); p50/p95/p99 per route and the throughput. The
+the emails delivered, and the refused sign-ins those the staff met; both
+kills happened and both processes came back; every answer and consent
+change that got a 2xx/3xx is in the database; no erased person's data
+anywhere; no 5xx but during the kills (counted); p50/p95/p99 per route and
+the throughput. The
 exit status is 1 on any loss, 2 when the soak could not run.
 
 Usage::
@@ -78,6 +81,10 @@ from bench_survey import BenchError, flask, free_port, tool  # noqa: E402
 
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/soak"
 STAFF_PASSWORD = "soak staff password 8c2f"
+#: Sign-ins with a wrong password, at most: well under the sign-in throttle's
+#: limit for one address (LOGIN_IP_MAX_FAILURES, 50), which would lock the
+#: staff out for the rest of the run.
+WRONG_SIGN_INS = 20
 HIDDEN = re.compile(r'<input[^>]*type="hidden"[^>]*>')
 REASONS = ("too_expensive", "missing_features", "product_issues", "switched")
 
@@ -142,10 +149,6 @@ class Deployment:
                 "python:survey.gunicorn_conf",
                 "--bind",
                 f"127.0.0.1:{self.ports[index]}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
             ],
             env=self.env | {"PROMETHEUS_MULTIPROC_DIR": str(self.logs / f"m{index}")},
             cwd=REPO,
@@ -241,6 +244,14 @@ class Ledger:
     server_errors: list[tuple[float, str, int]] = field(default_factory=list)
     refused_connections: list[tuple[float, str]] = field(default_factory=list)
     requests: int = 0
+    #: When the load began (seconds since the epoch, as the kills' times).
+    started: float = field(default_factory=time.time)
+    #: Staff sign-ins: made and refused as they should be (a wrong password).
+    sign_ins: int = 0
+    sign_ins_refused: int = 0
+    #: Wrong-password sign-ins tried (some may have met a server being killed).
+    wrong_sign_ins_tried: int = 0
+    wrong_sign_ins_let_in: int = 0
 
 
 class Client:
@@ -251,6 +262,7 @@ class Client:
         self.ports = itertools.cycle(ports)
         self.ledger = ledger
         self.cookie: str | None = None
+        self.signed_in = False
         self.random = random.Random(seed)
         #: The departures this client recorded: only it answers, withdraws
         #: or erases them, in order, so what it was told last is what holds.
@@ -444,31 +456,58 @@ class Load:
                 self.ledger.consents[public_id] = "withdrawn"
 
     def staff_work(self, client: Client) -> None:
-        if client.cookie is None:
-            status, page, _ = client.call("GET", "/login", "/login")
-            if status != 200:
-                return
-            form = hidden_fields(page) | {
-                "email": self.staff,
-                "password": STAFF_PASSWORD,
-            }
-            status, _body, _ = client.call("POST", "/login", "/login", form=form)
-            if status not in (302, 303):
-                client.cookie = None
+        """Queue work of one staff member, who signs out now and then and
+        signs in again (once in a while mistyping the password first)."""
+        if not client.signed_in:
+            if self.ledger.wrong_sign_ins_tried < WRONG_SIGN_INS and (
+                client.random.random() < 0.3
+            ):
+                self.sign_in(client, "a wrong password")
+            if not self.sign_in(client, STAFF_PASSWORD):
                 return
         status, page, _ = client.call("GET", "/review", "/review")
         items = re.findall(r'href="(/review/[\w-]{16})"', page)
-        if status != 200 or not items:
+        if status != 200:
+            client.signed_in = False
             return
-        item = client.random.choice(items)
-        status, page, _ = client.call("GET", item, "/review/<public_id>")
-        if status == 200:
-            client.call(
-                "POST",
-                f"{item}/assign",
-                "/review/<public_id>/assign",
-                form=hidden_fields(page) | {"to_me": "1", "assignee": ""},
+        if items:
+            item = client.random.choice(items)
+            status, item_page, _ = client.call("GET", item, "/review/<public_id>")
+            if status == 200:
+                client.call(
+                    "POST",
+                    f"{item}/assign",
+                    "/review/<public_id>/assign",
+                    form=hidden_fields(item_page) | {"to_me": "1", "assignee": ""},
+                )
+        if client.random.random() < 0.1:
+            status, _body, _ = client.call(
+                "POST", "/logout", "/logout", form=hidden_fields(page)
             )
+            if status in (302, 303):
+                client.signed_in, client.cookie = False, None
+
+    def sign_in(self, client: Client, password: str) -> bool:
+        """Sign the staff member in with ``password``; True if let in. A
+        wrong password must be refused (the form again, 200)."""
+        wrong = password != STAFF_PASSWORD
+        status, page, _ = client.call("GET", "/login", "/login")
+        if status != 200:
+            return False
+        if wrong:
+            with self.ledger.lock:
+                self.ledger.wrong_sign_ins_tried += 1
+        form = hidden_fields(page) | {"email": self.staff, "password": password}
+        status, _body, _ = client.call("POST", "/login", "/login", form=form)
+        with self.ledger.lock:
+            if status in (302, 303):
+                self.ledger.sign_ins += 1
+            elif status == 200 and wrong:
+                self.ledger.sign_ins_refused += 1
+            if status in (302, 303) and wrong:
+                self.ledger.wrong_sign_ins_let_in += 1
+        client.signed_in = status in (302, 303)
+        return client.signed_in
 
     def export(self, client: Client) -> None:
         client.call(
@@ -523,6 +562,8 @@ class Kills:
     """When the soak killed something, to tell errors of a kill from others."""
 
     windows: list[tuple[float, float, str]] = field(default_factory=list)
+    #: What went wrong killing or restarting (the run then proves nothing).
+    failures: list[str] = field(default_factory=list)
 
     def during(self, moment: float) -> bool:
         return any(start <= moment <= end + 5 for start, end, _ in self.windows)
@@ -539,7 +580,17 @@ class Kills:
 def kill_and_restart(
     deployment: Deployment, kills: Kills, at: dict[str, float]
 ) -> None:
-    """Kill one outbox worker, then one app server, and start each again."""
+    """Kill one outbox worker, then one app server, and start each again;
+    a failure is kept in ``kills.failures`` (a thread's exception is lost)."""
+    try:
+        _kill_and_restart(deployment, kills, at)
+    except Exception as error:
+        kills.failures.append(f"killing and restarting failed: {error!r}")
+
+
+def _kill_and_restart(
+    deployment: Deployment, kills: Kills, at: dict[str, float]
+) -> None:
     time.sleep(at["worker"])
     started = time.time()
     deployment.workers[0].kill()
@@ -581,11 +632,22 @@ def traces_of(connection: Connection, needles: Sequence[str]) -> int:
     return found
 
 
-def counted_sends(ports: list[int], token: str) -> int:
-    """Sum the sends the outbox workers counted, as each machine's /metrics
-    shows them (prometheus-client's multiprocess mode: a server's workers and
-    the outbox worker beside it write their counters to one folder)."""
-    total = 0
+@dataclass
+class Counted:
+    """What both machines' /metrics counted over the run."""
+
+    sends: int = 0
+    sign_in_failures: int = 0
+    #: Servers whose /metrics could not be read (one not restarted, say).
+    unreachable: list[str] = field(default_factory=list)
+
+
+def read_metrics(ports: list[int], token: str) -> Counted:
+    """Sum the outbox workers' sends and the refused sign-ins, as each
+    machine's /metrics shows them (prometheus-client's multiprocess mode: a
+    server's workers and the outbox worker beside it write their counters to
+    one folder, which outlives a killed process)."""
+    counted = Counted()
     for port in ports:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
@@ -594,18 +656,24 @@ def counted_sends(ports: list[int], token: str) -> int:
             )
             answer = connection.getresponse()
             body = answer.read().decode()
+        except OSError as error:
+            counted.unreachable.append(f"port {port}: {error!r}")
+            continue
         finally:
             connection.close()
         if answer.status != 200:
-            raise BenchError(f"/metrics answered {answer.status} on port {port}")
+            counted.unreachable.append(f"port {port}: status {answer.status}")
+            continue
         for family in text_string_to_metric_families(body):
             for sample in family.samples:
                 if (
                     sample.name == "survey_outbox_attempts_total"
                     and sample.labels.get("outcome") == "sent"
                 ):
-                    total += int(sample.value)
-    return total
+                    counted.sends += int(sample.value)
+                elif sample.name == "survey_sign_in_failures_total":
+                    counted.sign_in_failures += int(sample.value)
+    return counted
 
 
 def check_counted_sends(counted: int, mailbox: Mailbox, kills: Kills) -> list[str]:
@@ -622,6 +690,35 @@ def check_counted_sends(counted: int, mailbox: Mailbox, kills: Kills) -> list[st
     if not recorded - slack <= counted <= recorded:
         return [f"/metrics counted {counted} sends for {recorded} emails delivered"]
     return []
+
+
+def check_sign_ins(counted: int, ledger: Ledger) -> list[str]:
+    """Staff got in, a wrong password never did, and /metrics counted every
+    refusal the client saw (and none it did not try)."""
+    print(
+        f"  staff sign-ins: {ledger.sign_ins}; wrong passwords refused: "
+        f"{ledger.sign_ins_refused} of {ledger.wrong_sign_ins_tried} tried; "
+        f"refusals counted in /metrics: {counted}"
+    )
+    losses = []
+    if ledger.sign_ins < 2:
+        losses.append(f"only {ledger.sign_ins} staff sign-ins: staff were kept out")
+    if ledger.wrong_sign_ins_let_in:
+        losses.append(f"{ledger.wrong_sign_ins_let_in} wrong passwords let in")
+    if not ledger.sign_ins_refused <= counted <= ledger.wrong_sign_ins_tried:
+        losses.append(
+            f"/metrics counted {counted} refused sign-ins for "
+            f"{ledger.sign_ins_refused} refused ({ledger.wrong_sign_ins_tried} tried)"
+        )
+    return losses
+
+
+def check_kills(kills: Kills) -> list[str]:
+    """Both kills happened and both processes came back: else the run did
+    not show what it is for."""
+    done = {what for *_times, what in kills.windows}
+    missing = [w for w in ("outbox worker", "app server") if w not in done]
+    return kills.failures + [f"the {w} was not killed and restarted" for w in missing]
 
 
 def check(
@@ -714,6 +811,11 @@ def report(ledger: Ledger, seconds: float, kills: Kills) -> None:
         f"{ledger.requests / seconds:.1f} requests/s"
     )
     print(f"  statuses: {dict(sorted(ledger.statuses.items()))}")
+    for start, end, what in kills.windows:
+        print(
+            f"  {what} killed at {start - ledger.started:.0f} s, "
+            f"back at {end - ledger.started:.0f} s"
+        )
     during = [e for e in ledger.server_errors if kills.during(e[0])]
     print(
         f"  5xx during the kills: {len(during)}; connections refused "
@@ -792,6 +894,7 @@ def soak(database_url: str, seconds: float, clients: int) -> int:
                 f"  soaking for {seconds:.0f} s with {clients} clients ...", flush=True
             )
             started = time.monotonic()
+            ledger.started = time.time()
             load = Load(ports, ledger, mailbox, token, staff, started + seconds)
             threads = [
                 threading.Thread(
@@ -813,13 +916,18 @@ def soak(database_url: str, seconds: float, clients: int) -> int:
                 thread.join()
             elapsed = time.monotonic() - started
             wait_for_outbox(database_url, timeout=120)
-            sends_counted = counted_sends(ports, token)
+            counted = read_metrics(ports, token)
         finally:
             deployment.stop()
             controller.stop()
         report(ledger, elapsed, kills)
         losses = check(database_url, ledger, mailbox, kills)
-        losses += check_counted_sends(sends_counted, mailbox, kills)
+        if counted.unreachable:
+            losses += [f"/metrics not read on {u}" for u in counted.unreachable]
+        else:
+            losses += check_counted_sends(counted.sends, mailbox, kills)
+            losses += check_sign_ins(counted.sign_in_failures, ledger)
+        losses += check_kills(kills)
     print()
     for loss in losses[:50]:
         print(f"  LOSS  {loss}")

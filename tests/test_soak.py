@@ -33,7 +33,11 @@ def test_a_short_soak_loses_nothing() -> None:
     print(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS: nothing lost" in done.stdout
-    # The kills happened: requests were turned away and retried elsewhere.
+    # Both kills happened, and the staff signed in and were refused as counted.
+    assert "outbox worker killed at" in done.stdout
+    assert "app server killed at" in done.stdout
+    assert "wrong passwords refused: 0 " not in done.stdout
+    # Requests were turned away by the killed server and retried elsewhere.
     refused = next(
         line for line in done.stdout.splitlines() if "connections refused" in line
     )
