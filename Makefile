@@ -96,13 +96,14 @@ bench-insights: $(BIN)/.installed
 	  $(BIN)/python benchmarks/seed_review.py --database-url $(BENCH_PG) && \
 	  $(BIN)/python benchmarks/bench_insights.py --database-url $(BENCH_PG); fi
 
-## Win-back CSV export of 1M contacts through gunicorn (and on BENCH_PG if set).
 ## The deployment under load: two gunicorn servers, two mail workers, one
 ## PostgreSQL (SOAK_DATABASE_URL, a database of its own), a kill of each midway.
 SOAK_SECONDS ?= 300
 soak: $(BIN)/.installed catalogs
 	$(BIN)/python benchmarks/soak.py --seconds $(SOAK_SECONDS)
 
+## Win-back export of 1M contacts through gunicorn, as CSV and as JSON pages,
+## beside a plain Core query; one person's data (and on BENCH_PG if set).
 bench-export: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_export.py $(if $(BENCH_PG),--postgres $(BENCH_PG))
 
