@@ -17,7 +17,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from survey.api import openapi
 from survey.api.auth import SCOPES
 from survey.api.openapi import SCOPE_EXTENSION
-from tests.factories import auth, make_token
+from tests.factories import auth, make_consenting, make_departure, make_token
 
 URL = "/api/v1/openapi.json"
 METHODS = {"get", "post", "put", "patch", "delete"}
@@ -268,8 +268,14 @@ def test_schemathesis_tests_the_served_document(client):
 
 @pytest.fixture
 def api_app(make_app: Any) -> Flask:
-    """An app that takes Stripe events (signed with a secret we do not give)."""
-    return make_app(STRIPE_WEBHOOK_SECRET="whsec_test")
+    """An app that takes Stripe events (signed with a secret we do not give),
+    holding answered, consenting and unanswered departures: the lists'
+    answers are checked against the document with rows in them, not empty."""
+    app = make_app(STRIPE_WEBHOOK_SECRET="whsec_test")
+    make_consenting(app, contact_email="ana@listed.example", company="Ana & Co")
+    make_consenting(app, reason="too_expensive", contact_email="bo@listed.example")
+    make_departure(app, contact_email="cy@unanswered.example")
+    return app
 
 
 @pytest.fixture
