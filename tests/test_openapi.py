@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from survey.api import openapi
 from survey.api.auth import SCOPES
 from survey.api.openapi import SCOPE_EXTENSION
+from survey.vocabulary import REASON_TEXTS
 from tests.factories import auth, make_consenting, make_departure, make_token
 
 URL = "/api/v1/openapi.json"
@@ -199,6 +201,33 @@ def test_the_answers_carry_the_fields_their_models_name(app, client):
     insights = client.get("/api/v1/insights", headers=token).get_json()
     assert set(insights) == set(InsightsOut.model_fields)
     assert set(WinbackContact.model_fields) == set(COLUMNS)
+
+
+def _reason_codes_in(value: Any) -> Iterator[str]:
+    """Every value under a key that holds reason codes, however deep."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key in ("reason", "follow_up_reason", "said") and inner is not None:
+                yield inner
+            elif key == "factors":
+                yield from inner
+            else:
+                yield from _reason_codes_in(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _reason_codes_in(inner)
+
+
+def test_the_examples_use_real_reason_codes(client):
+    """A schema says "a string"; a program copying an example needs a code
+    the survey knows."""
+    codes = [
+        code
+        for _label, _schema, example in _media_examples(document(client))
+        for code in _reason_codes_in(example)
+    ]
+    assert "too_expensive" in codes  # the walk finds them
+    assert set(codes) <= set(REASON_TEXTS), set(codes) - set(REASON_TEXTS)
 
 
 def test_each_operation_needs_the_scope_it_names(app, client):

@@ -79,7 +79,7 @@ _DEPARTURE_OUT_EXAMPLE = {
 _ANSWERS_EXAMPLE = {
     "reason": "too_expensive",
     "reason_other": None,
-    "factors": ["missing_feature"],
+    "factors": ["missing_features"],
     "details": "The new pricing doubled our bill.",
     "destination": "competitor",
     "destination_name": "Globex",
