@@ -156,7 +156,7 @@ def _page(status: int, title: Text, message: Text) -> tuple[str, int]:
 
 
 def _rendered(status: int, title: Text, message: Text, *, staff_page: bool) -> str:
-    with force_locale(g.get("locale") or customer_locale(None)):
+    with force_locale(g.get("locale") or _readers_locale(status)):
         return render_template(
             "errors/error.html",
             status=status,
@@ -164,6 +164,23 @@ def _rendered(status: int, title: Text, message: Text, *, staff_page: bool) -> s
             message=message,
             staff_page=staff_page,
         )
+
+
+def _readers_locale(status: int) -> str:
+    """Return the language of a page whose view set none (``g.locale``): the
+    one ``g.find_locale`` finds (left by pages whose address names the
+    reader, such as a survey link, for an error met before their view read
+    it), else the browser's.
+
+    Not asked on a 503: the database it would read cannot serve now.
+    """
+    find = g.get("find_locale")
+    if find is not None and status != 503:
+        try:
+            return str(find())
+        except Exception:  # the page must still be drawn: the browser's, then
+            log.exception("the language of the page's reader could not be found")
+    return customer_locale(None)
 
 
 def handle_survey_error(error: SurveyError) -> Any:
@@ -174,7 +191,7 @@ def handle_survey_error(error: SurveyError) -> Any:
         )
         if error.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
-    elif error.status in _OUR_WORDS_ON_PAGES:
+    elif error.status in _IN_OUR_WORDS:
         response, status = _page(error.status, *_IN_OUR_WORDS[error.status])
     else:
         response, status = _page(
@@ -184,7 +201,8 @@ def handle_survey_error(error: SurveyError) -> Any:
 
 
 #: Our own words for the errors anyone may meet (Werkzeug's descriptions
-#: speak of servers and URLs); translated for the page's language.
+#: speak of servers and URLs, our errors' messages are English for the logs
+#: and the API); translated for the page's language.
 _IN_OUR_WORDS = {
     403: (
         _l("You cannot open this page"),
@@ -227,9 +245,6 @@ _IN_OUR_WORDS = {
         _l("The service is busy or restarting. Please try again in a minute."),
     ),
 }
-#: Statuses whose page says our words above rather than the error's own
-#: (English, and meant for the logs or the API).
-_OUR_WORDS_ON_PAGES = frozenset({405, 413, 503})
 
 
 def _http_page(status: int, name: str, description: str) -> tuple[str, int]:

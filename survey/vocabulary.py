@@ -40,7 +40,8 @@ FOLLOW_UP_TEXTS: Final = {
     "hard_to_adopt": N_("What made it hard to get your team using it?"),
     "poor_service": N_("What should we have done differently?"),
     "not_meeting_goals": N_("Which result did you expect that you did not get?"),
-    "switched": N_("Which alternative did you choose, and what made it better?"),
+    # Which alternative: the destination question asks it, for the API and CSV.
+    "switched": N_("What made the alternative better for you?"),
     "business_change": N_("Is there anything we could have done to help?"),
 }
 FOLLOW_UPS: Final = {code: _l(text) for code, text in FOLLOW_UP_TEXTS.items()}

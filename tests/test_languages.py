@@ -12,9 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from babel.messages.pofile import read_po
 
-from survey import create_app, outbox
+from survey import create_app, db, outbox
 from survey.config import ConfigError
+from survey.contacts import erase_person
 from survey.i18n import TRANSLATIONS_DIR
+from survey.wording import service as wordings
+from survey.wording.models import SurveyVersion
 from tests.factories import make_departure, submit, survey_path
 from tests.test_app import PRODUCTION
 from tests.test_outbox import html_part
@@ -135,6 +138,63 @@ def test_a_refused_method_a_body_too_large_and_a_database_away_speak_too(
         assert words not in page, status
     assert refused.headers["Allow"]
     assert int(unreachable.headers["Retry-After"]) > 0
+
+
+def test_a_refused_form_speaks_the_departures_language_not_the_browsers(app, client):
+    """The departure's language comes before the browser's on error pages
+    too, also on those drawn before the page has read the departure."""
+    link = survey_path(app, make_departure(app, locale="de"))
+    english = {"Accept-Language": "en"}
+    assert client.get(link, headers=english).status_code == 200
+    forged = client.post(
+        link, data={"csrf_token": "forged", "reason": "switched"}, headers=english
+    )
+    assert forged.status_code == 400
+    page = forged.get_data(as_text=True)
+    assert '<html lang="de">' in page
+    assert f"<h1>{translated('de', 'Please try again')}</h1>" in page
+
+
+def test_a_failure_on_the_survey_speaks_the_departures_language(app, client, clock):
+    link = survey_path(app, make_departure(app, locale="de"))
+    # A wording version damaged by hand, outside the admin page's checks:
+    # page 1 fails on it.
+    with app.app_context(), db.write_session() as session:
+        session.add(
+            SurveyVersion(
+                based_on=0,
+                definition={"reasons": 5},
+                summary="damaged",
+                created_at=clock(),
+            )
+        )
+        session.commit()
+    wordings.forget(app)
+    failed = client.get(link, headers={"Accept-Language": "en"})
+    assert failed.status_code == 500
+    page = failed.get_data(as_text=True)
+    assert '<html lang="de">' in page
+    assert f"<h1>{translated('de', 'Something went wrong')}</h1>" in page
+
+
+def test_an_erased_persons_link_still_speaks_their_language(app, client):
+    departure = make_departure(app, locale="de")
+    with app.app_context(), db.write_session() as session:
+        erase_person(session, departure.contact_email, actor_id=None, via="test")
+        session.commit()
+    gone = client.get(survey_path(app, departure), headers={"Accept-Language": "en"})
+    assert gone.status_code == 410
+    assert '<html lang="de">' in gone.get_data(as_text=True)
+
+
+def test_a_missing_logo_is_explained_in_our_words_in_the_browsers_language(client):
+    """A domain error's own message is English for logs and the API."""
+    missing = client.get("/brand/no-such-logo.png", headers={"Accept-Language": "fr"})
+    assert missing.status_code == 404
+    page = missing.get_data(as_text=True)
+    assert '<html lang="fr">' in page
+    assert f"<h1>{translated('fr', 'Page not found')}</h1>" in page
+    assert "No such logo" not in page
 
 
 #: How each language writes a date, by hand: day, month's name, year.

@@ -149,7 +149,7 @@ def test_end_to_end_from_the_api_to_the_answers(mail_app, smtp):
     )
     assert response.status_code == 303
     page2 = client.get(page1 + "/more").get_data(as_text=True)
-    assert "Which alternative did you choose" in page2
+    assert "What made the alternative better for you?" in page2
     client.post(
         page1 + "/more",
         data={

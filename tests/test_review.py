@@ -414,7 +414,7 @@ def test_the_item_page_has_answers_consent_facts_timeline_and_notes(app, staff, 
     for shown in (
         # Each answer under the question the customer was asked.
         "What is the main reason you are leaving?</dt>",
-        "Which alternative did you choose, and what made it better?</dt>",
+        "What made the alternative better for you?</dt>",
         "We found a better alternative",
         "Globex",
         "Cheaper",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from html import unescape
 
 import pytest
 from sqlalchemy import func, select
@@ -16,9 +17,11 @@ from survey.outbox import OutboxMessage
 from survey.wording.service import BUILT_IN_CONSENT
 from tests.factories import (
     FOLLOW_UP,
+    auth,
     csrf_token,
     hidden_fields,
     make_departure,
+    make_token,
     path_of,
     submit,
     survey_path,
@@ -122,6 +125,7 @@ def test_a_reason_link_never_replaces_a_saved_answer_silently(
     assert '<p class="chosen">We found a better alternative</p>' in page
     assert ">Change my answer</button>" in page
     assert f'<a href="{page1}/more">Keep my earlier answer</a>' in page
+    assert f'<a href="{page1}">Choose another answer</a>' in page
     [saved] = responses(session)
     assert saved.reason == "too_expensive"
 
@@ -159,6 +163,54 @@ def test_page_2_does_not_ask_again_about_the_main_reason(client, page1, session)
     submit(client, more, {"factors": ["missing_features", "too_expensive"]})
     [saved] = responses(session)
     assert saved.factors == ["too_expensive"]
+
+
+def test_page_2_asks_about_the_alternative_once(app, client, page1, departure):
+    """After "We found a better alternative", which one is asked where the
+    API keeps it (destination, destination_name); the follow-up asks why."""
+    more = submit(client, page1, {"reason": "switched"}).headers["Location"]
+    page = unescape(client.get(more).get_data(as_text=True))
+    assert re.findall(r"\bwhich (?:one|alternative)\b", page, re.I) == ["which one"]
+    assert page.count('name="destination_name"') == 1
+    assert "What made the alternative better for you?" in page
+    sent = submit(
+        client,
+        more,
+        {
+            "destination": "competitor",
+            "destination_name": "Globex",
+            "follow_up": "Cheaper",
+        },
+    )
+    assert sent.status_code == 303
+    api = client.get(
+        f"/api/v1/departures/{departure.public_id}",
+        headers=auth(make_token(app, "responses:read")),
+    )
+    assert api.status_code == 200
+    expected = {
+        "reason": "switched",
+        "destination": "competitor",
+        "destination_name": "Globex",
+        "follow_up_reason": "switched",
+        "follow_up_answer": "Cheaper",
+    }
+    answers = api.get_json()["response"]
+    assert {name: answers[name] for name in expected} == expected
+
+
+def test_without_scripts_which_one_is_labelled_optional_for_that_choice(client, page1):
+    more = submit(client, page1, {"reason": "switched"}).headers["Location"]
+    page = client.get(more).get_data(as_text=True)
+    # Served shown, with its condition in its label (survey.js hides it
+    # until "Another product" is chosen).
+    assert re.search(
+        r'<div data-shown-for="destination=competitor">\s*<div class="field">\s*'
+        r'<label for="destination_name">If another product, which one\? '
+        r"\(optional\)</label>",
+        page,
+    )
+    assert '<label for="destination-competitor">Another product</label>' in page
 
 
 def test_words_given_with_any_reason_are_kept(client, page1, session):
@@ -372,7 +424,7 @@ def test_a_follow_up_answer_stays_with_the_question_it_answers(client, page1, se
         "SAML sign-on",
     )
     now = client.get(page1 + "/more").get_data(as_text=True)
-    assert "Which alternative did you choose" in now
+    assert "What made the alternative better for you?" in now
     assert "SAML sign-on" not in now  # not offered as the answer to another question
 
 

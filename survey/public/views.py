@@ -62,9 +62,29 @@ def _asked(name: str) -> str | None:
 @bp.before_request
 def _language_chosen_on_the_page() -> None:
     """A language chosen with the page's switch (``?lang=``) is spoken; the
-    page's links and forms keep it (the customer's pages set no cookie)."""
+    page's links and forms keep it (the customer's pages set no cookie).
+
+    An error page drawn before the view has read the departure (a refused
+    form token, a failure) asks for its language then (``errors``): the
+    pages that draw none read nothing more.
+    """
     if (chosen := _asked("lang")) in i18n.shipped_languages():
         g.chosen_locale = chosen
+    g.find_locale = _departures_locale
+
+
+def _departures_locale() -> str:
+    """Return the locale to speak to the customer in whose link the address
+    holds (expired or not), read now, in a read of its own; the browser's if
+    none."""
+    token = (request.view_args or {}).get("token")
+    public_id = _public_id_of_any_link(token) if token else None
+    locale = None
+    if public_id is not None:
+        with db.reading_session() as reader:
+            departure = find_by_public_id(reader, public_id)
+            locale = departure.locale if departure else None
+    return i18n.customer_locale(locale)
 
 
 @bp.url_defaults
@@ -86,7 +106,7 @@ def _invalid_link(_error: tokens.TokenInvalid) -> tuple[str, int]:
 
 @bp.errorhandler(Erased)
 def _erased(_error: Erased) -> tuple[str, int]:
-    g.locale = g.get("locale") or i18n.customer_locale(None)
+    g.locale = g.get("locale") or _departures_locale()  # their language is kept
     return render_template("public/link_gone.html"), 410
 
 

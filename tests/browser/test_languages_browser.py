@@ -18,6 +18,7 @@ from survey.contacts import erase_person
 from survey.demo import DEMO_BRAND
 from survey.departures.models import Departure
 from tests.browser.test_survey_browser import (
+    DESKTOP,
     assert_no_horizontal_scroll,
     screenshot,
     with_demo_brand,
@@ -29,8 +30,6 @@ from tests.test_outbox import html_part, text_part
 
 pytestmark = pytest.mark.browser
 
-#: A laptop's screen.
-DESKTOP = {"width": 1280, "height": 800}
 TEN_SECONDS = "It takes ten seconds: choose the answer that fits best."
 
 
@@ -154,11 +153,16 @@ def test_every_other_customer_page_in_each_language(
     locale: str,
 ) -> None:
     """The states a customer may meet besides the survey's path: each in
-    their language, accessible, at phone width."""
+    their language, accessible, at phone width. A link's pages speak its
+    departure's language, though the browser asks for another."""
     app, _ = live_app
     page = browser_page
     with_demo_brand(app)
-    page.set_extra_http_headers({"Accept-Language": locale})
+
+    def browser_asks_for(language: str) -> None:
+        page.set_extra_http_headers({"Accept-Language": language})
+
+    browser_asks_for(other := "de" if locale == "en" else "en")
     answered, erased, stayed, expiring, unanswered = (
         make_departure(app, locale=locale) for _ in range(5)
     )
@@ -188,10 +192,13 @@ def test_every_other_customer_page_in_each_language(
     link = live_server + survey_path(app, answered)
     check("confirm-change", link + "?reason=too_expensive", 200)
     check("confirm-same", link + "?reason=switched", 200)
+    # An address naming no one's link speaks the browser's language.
+    browser_asks_for(locale)
     check("404", live_server + "/s/not-a-real-link", 404)
     # The shared error page, as a mistyped address or a wrong method meets it.
     check("error-404", live_server + "/no-such-page", 404)
     check("error-405", link + "/renew", 405)
+    browser_asks_for(other)
     # Page 1 sent without an answer: the error, in their words.
     check("page-one", live_server + survey_path(app, unanswered), 200)
     page.get_by_role("button", name=translated(locale, "Send my answer")).click()

@@ -16,11 +16,14 @@ from survey.branding.logos import checked_logo
 from survey.consent import ConsentEvent
 from survey.demo import DEMO_BRAND, DEMO_LOGO
 from survey.departures.models import Departure
+from tests.browser.conftest import VIEWPORT
 from tests.factories import make_departure, set_brand, survey_path
 
 pytestmark = pytest.mark.browser
 
 WIDTH = 360
+#: A laptop's screen.
+DESKTOP = {"width": 1280, "height": 800}
 
 
 def assert_no_horizontal_scroll(page: Page) -> None:
@@ -236,8 +239,37 @@ def test_a_reason_tapped_in_the_email_counts_with_one_more_tap(
     assert box is not None
     assert box["y"] + box["height"] <= page.viewport_size["height"], box
     screenshot(page, artifacts / "survey-confirm-change-360.png")
+    page.set_viewport_size(DESKTOP)
+    screenshot(page, artifacts / "survey-confirm-change-1280.png")
+    page.set_viewport_size(VIEWPORT)
     with app.app_context(), db.new_session() as session:
         [saved] = session.scalars(
             select(Response).where(Response.departure_id == departure.id)
         )
         assert saved.reason == "too_expensive"
+
+    # Or neither: the whole question again, the saved answer chosen.
+    page.get_by_role("link", name="Choose another answer").click()
+    expect(page).to_have_url(link)
+    expect(page.get_by_label("It costs more than it is worth to us")).to_be_checked()
+
+
+def test_page_2_after_a_better_alternative_asks_which_once(
+    survey: Survey, artifacts: Path
+) -> None:
+    page, link = survey.page, survey.link
+    page.goto(link + "?reason=switched")
+    page.get_by_role("button", name="Send this answer").click()
+    expect(page).to_have_url(link + "/more")
+    expect(
+        page.get_by_label("What made the alternative better for you?")
+    ).to_be_visible()
+    which_one = page.get_by_label("If another product, which one? (optional)")
+    expect(which_one).to_be_hidden()
+    page.get_by_label("Another product", exact=True).check()
+    expect(which_one).to_be_visible()
+    expect(page.get_by_text("Which alternative")).to_have_count(0)
+    assert_no_horizontal_scroll(page)
+    screenshot(page, artifacts / "survey-page2-switched-360.png")
+    page.set_viewport_size(DESKTOP)
+    screenshot(page, artifacts / "survey-page2-switched-1280.png")
