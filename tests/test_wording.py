@@ -174,14 +174,44 @@ def test_the_teams_question_is_asked_on_the_page_and_in_the_email(
     assert "Was ist der Hauptgrund" in page(app.test_client(), survey_path(app, german))
 
 
+def framed(html: str) -> list[str]:
+    """The documents a page draws in frames (``srcdoc``), as HTML."""
+    return [
+        html_module.unescape(document)
+        for document in re.findall(r'<iframe [^>]*srcdoc="([^"]*)"', html)
+    ]
+
+
 def test_a_preview_shows_the_survey_and_the_email_and_saves_nothing(admin, session):
     preview = set_texts(
-        admin, "fr", {"The question": "Pourquoi partez-vous ?"}, action="preview"
+        admin,
+        "fr",
+        {"The question": "Pourquoi <vraiment> partez-vous ?"},
+        action="preview",
     )
-    html = html_module.unescape(preview.get_data(as_text=True))
+    assert preview.status_code == 200
+    html = preview.get_data(as_text=True)
     assert "Preview (not saved yet)" in html
-    assert html.count("Pourquoi partez-vous ?") >= 3  # field, page, email
     assert "Subject:" in html
+    # The real first page and the real email, as the customer gets them, in
+    # French; the team's words escaped in each.
+    page_one, email = framed(html)
+    for document in (page_one, email):
+        assert document.startswith("<!doctype html>")
+        assert '<html lang="fr">' in document
+        assert "Pourquoi &lt;vraiment&gt; partez-vous ?" in document
+        assert "<vraiment>" not in document
+    assert 'type="radio"' in page_one and "/static/style.css" in page_one
+    assert "Cela coûte plus que ce que cela vaut pour nous" in page_one
+    assert "/s/your-personal-link?reason=too_expensive" in email
+    # The email's inline styles are let through on this page only.
+    policy = preview.headers["Content-Security-Policy"]
+    assert "style-src 'self' 'unsafe-inline'" in policy
+    assert "script-src 'self';" in policy
+    assert (
+        "unsafe-inline"
+        not in admin.get(texts_page("fr")).headers["Content-Security-Policy"]
+    )
     assert versions(session) == []
 
 

@@ -175,6 +175,23 @@ def _render_page_one(locale: str | None, wording: Wording, **context: Any) -> st
         )
 
 
+def page_one_preview(wording: Wording, language: str) -> str:
+    """Return page 1 as a customer reading ``language`` would see it under
+    ``wording``, for the staff's preview before saving: no answers, a
+    stand-in link, no form token (nothing is meant to be sent from it)."""
+    outer = g.get("locale")
+    g.locale = language  # the page's lang attribute
+    try:
+        page = _shared_page_one(language, wording, "", None, None, None)
+    finally:
+        g.locale = outer
+    return page.replace(_LINK_SLOT, PREVIEW_LINK).replace(_FORM_SLOT, "")
+
+
+#: The link a preview's page stands in with.
+PREVIEW_LINK = "your-personal-link"
+
+
 def _shared_page_one(
     locale: str | None,
     wording: Wording,

@@ -11,6 +11,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    make_response,
     redirect,
     render_template,
     request,
@@ -25,6 +26,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from survey import audit, db, i18n, outbox
 from survey.branding import service as branding
 from survey.errors import InvalidInput
+from survey.public import views as public_views
+from survey.security import CONTENT_SECURITY_POLICY
 from survey.staff import access
 from survey.staff.models import StaffUser
 from survey.staff_pages.staff import private_pages
@@ -128,13 +131,13 @@ def _preview(wording: Wording, language: str) -> dict[str, Any]:
     """The survey's first page and the invitation, as a customer reading
     ``language`` would see them under ``wording``."""
     base = str(current_app.config["BASE_URL"]).rstrip("/")
-    survey_url = f"{base}/s/your-personal-link"
-    subject, text, _html = outbox.render_email(
+    survey_url = f"{base}/s/{public_views.PREVIEW_LINK}"
+    subject, text, html = outbox.render_email(
         "invitation",
         language,
         departure=SimpleNamespace(contact_name="Alex"),
         survey_url=survey_url,
-        withdraw_url=f"{base}/w/your-personal-link",
+        withdraw_url=f"{base}/w/{public_views.PREVIEW_LINK}",
         reason_links=[(code, f"{survey_url}?reason={code}") for code in wording.shown],
         wording=wording,
         brand=branding.current(),
@@ -142,9 +145,28 @@ def _preview(wording: Wording, language: str) -> dict[str, Any]:
     return {
         "language": language,
         "wording": wording,
+        "page_html": public_views.page_one_preview(wording, language),
         "email_subject": subject,
         "email_text": text,
+        "email_html": html,
     }
+
+
+#: A preview's page lets the email draw its inline styles too (mail programs
+#: read no stylesheets, so emails carry them inline); scripts stay our own.
+_PREVIEW_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "style-src 'self'", "style-src 'self' 'unsafe-inline'"
+)
+
+
+def _page(
+    template: str, preview: dict[str, Any] | None, **context: Any
+) -> WerkzeugResponse:
+    """Render a wording page, with the preview the form asked for, if any."""
+    response = make_response(render_template(template, preview=preview, **context))
+    if preview and "email_html" in preview:
+        response.headers["Content-Security-Policy"] = _PREVIEW_POLICY
+    return response
 
 
 # --- the reasons --------------------------------------------------------------
@@ -228,13 +250,13 @@ def reasons() -> str | WerkzeugResponse:
             preview = _preview_or_save(session, form, definition, "en", summary)
             if preview is None:
                 return redirect(url_for(".reasons"), 303)
-    return render_template(
+    return _page(
         "wording/reasons.html",
+        preview,
         form=form,
         wording=wording,
         known=wordings.known_reasons(),
         built_in_codes=REASONS,
-        preview=preview,
     )
 
 
@@ -301,15 +323,15 @@ def texts(language: str) -> str | WerkzeugResponse:
             preview = _preview_or_save(session, form, definition, language, summary)
             if preview is None:
                 return redirect(url_for(".texts", language=language), 303)
-    return render_template(
+    return _page(
         "wording/texts.html",
+        preview,
         form=form,
         rows=[
             (form[f"text_{index}"], _built_in_text(key, language))
             for index, (key, _label) in enumerate(keys)
         ],
         language=language,
-        preview=preview,
         wording=wording,
     )
 

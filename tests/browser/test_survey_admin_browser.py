@@ -56,8 +56,27 @@ def test_an_admin_brands_the_survey_adds_a_reason_and_previews_german(
     page.get_by_label("Answer “data_migration”").fill("Der Datenumzug war zu schwer")
     page.get_by_role("button", name="Preview").click()
     preview = page.locator(".preview")
-    expect(preview).to_contain_text("Der Datenumzug war zu schwer")
     expect(preview).to_contain_text("Eine Frage von Northwind Analytics")
+    # The real first page and the real email, each drawn as the customer
+    # sees them: the page with its stylesheet, the email with its inline styles.
+    survey_page = page.frame_locator("iframe[title^='The survey']")
+    expect(survey_page.get_by_label("Der Datenumzug war zu schwer")).to_be_visible()
+    expect(survey_page.locator("header.brand-header")).to_contain_text("Northwind")
+    assert (
+        survey_page.locator("main.page").evaluate(
+            "main => getComputedStyle(main).maxWidth"
+        )
+        == "640px"
+    )  # 40rem: style.css is drawn
+    email = page.frame_locator("iframe[title^='The invitation']")
+    expect(
+        email.get_by_role("link", name="Der Datenumzug war zu schwer")
+    ).to_be_visible()
+    assert (
+        email.locator("body")
+        .evaluate("body => getComputedStyle(body).fontFamily")
+        .startswith("Arial")
+    )  # the inline styles are drawn
     assert_no_horizontal_scroll(page)
     screenshot(page, artifacts / "admin-survey-wording-de-360.png")
     page.set_viewport_size(DESKTOP)
