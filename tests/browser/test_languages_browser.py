@@ -192,6 +192,20 @@ def test_every_other_customer_page_in_each_language(
     link = live_server + survey_path(app, answered)
     check("confirm-change", link + "?reason=too_expensive", 200)
     check("confirm-same", link + "?reason=switched", 200)
+    # "Something else" from the email: its text box on the confirmation.
+    check(
+        "confirm-other",
+        live_server + survey_path(app, unanswered) + "?reason=other",
+        200,
+    )
+    expect(page.locator("#reason_other")).to_be_visible()
+    # Page 2 with "Which one?" shown (after "another product").
+    check("details", link + "/more", 200)
+    page.locator("input[name=destination][value=competitor]").check()
+    expect(page.locator("#destination_name")).to_be_visible()
+    assert_no_horizontal_scroll(page)
+    assert_accessible(page)
+    screenshot(page, artifacts / f"page-details-which-one-{locale}-360.png")
     # An address naming no one's link speaks the browser's language.
     browser_asks_for(locale)
     check("404", live_server + "/s/not-a-real-link", 404)
