@@ -8,10 +8,21 @@ pending, so the request and the worker never both handle it. When Stripe's
 API cannot be reached the event waits, and the worker tries it again with
 back-off (``handle_due``); after the last attempt it is handled with what
 the subscription itself says.
+
+Stripe does not promise to deliver a subscription's events in order, and a
+cancellation may wait for its customer while the customer's change of mind
+arrives. A reactivation that finds no departure yet, or a cancellation
+still pending that Stripe made before it, waits (until its last attempt);
+the cancellation, once handled, settles the reactivations waiting for it by
+Stripe's ``created`` time: those made after it apply at once, in the same
+transaction (the invitation it queued never leaves), those made before it
+are obsolete. Handlers of one subscription's events take its lock first, so
+none of them reads the departure while another writes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -22,7 +33,8 @@ from typing import Any, Literal
 import requests
 import stripe
 from flask import current_app
-from sqlalchemy import Index, String, Text, insert, select
+from pydantic import ValidationError
+from sqlalchemy import Index, String, Text, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -44,7 +56,8 @@ log = logging.getLogger(__name__)
 
 TOLERANCE_SECONDS = 300
 PENDING, DONE = "pending", "done"
-#: Attempts at reading the customer before the event is handled without it.
+#: Attempts at reading the customer before the event is handled without it,
+#: or at finding its departure before a reactivation is given up (about a day).
 MAX_ATTEMPTS = 12
 #: How long the request that stored an event has to handle it before the
 #: worker may take it over.
@@ -56,6 +69,9 @@ HANDLED_TYPES = frozenset(
         "customer.subscription.resumed",
     }
 )
+#: The event types that can record a departure, and those that can reactivate one.
+CANCELLING_TYPES = ("customer.subscription.deleted", "customer.subscription.updated")
+REACTIVATING_TYPES = ("customer.subscription.updated", "customer.subscription.resumed")
 
 
 class StripeEvent(Base):
@@ -263,6 +279,8 @@ def _facts(subscription: dict[str, Any], contact: Contact, cancelled: Any) -> An
     reason = details.get("feedback")
     if details.get("comment"):
         reason = f"{reason or 'other'}: {details['comment']}"
+    if isinstance(reason, str):  # Stripe's feedback code and the customer's words
+        reason = reason[: _max_length("billing_reason")]
     raw = {
         "external_id": subscription.get("id"),
         "company": metadata.get("company") or contact.name,
@@ -278,11 +296,29 @@ def _facts(subscription: dict[str, Any], contact: Contact, cancelled: Any) -> An
     }
     try:
         return DepartureFacts.model_validate(raw)
-    except ValueError:
-        # Stripe's facts beyond the ids may not fit ours: keep the departure
-        # with what does (the address was checked already).
-        keep = ("external_id", "contact_email", "mrr_cents", "cancelled_at")
-        return DepartureFacts.model_validate({name: raw[name] for name in keep})
+    except ValidationError as error:
+        # A subscription's metadata may not fit our rules (a CSM's address
+        # that is none, a long segment): keep the departure with every fact
+        # that does, the amount with its currency above all. Field names
+        # only in the log: the values may name a person.
+        bad = {str(problem["loc"][0]) for problem in error.errors() if problem["loc"]}
+        log.warning(
+            "subscription %s: %s left out (not valid)",
+            subscription.get("id"),
+            ", ".join(sorted(bad)),
+        )
+        kept = {name: value for name, value in raw.items() if name not in bad}
+        return DepartureFacts.model_validate(kept)
+
+
+def _max_length(name: str) -> int:
+    """The longest text DepartureFacts takes in the field ``name``."""
+    lengths = [
+        length
+        for rule in DepartureFacts.model_fields[name].metadata
+        if isinstance(length := getattr(rule, "max_length", None), int)
+    ]
+    return min(lengths)
 
 
 # --- handling -------------------------------------------------------------------
@@ -311,18 +347,69 @@ def _what_to_do(event: dict[str, Any]) -> str | None:
     return None
 
 
+def _readable_action(event: dict[str, Any]) -> str | None:
+    try:
+        return _what_to_do(event)
+    except Exception:  # unreadable: its own attempts keep it and report it
+        return None
+
+
 def needs_customer(event: dict[str, Any]) -> bool:
     """Return whether handling the event reads the customer from Stripe."""
     return _what_to_do(event) == "depart"
 
 
-def handle(session: Session, event_id: str, contact: Contact | None) -> bool:
-    """Handle a stored event if it is still pending; return whether it was.
+def _subscription_id(event: dict[str, Any]) -> str | None:
+    found = event["data"]["object"].get("id")
+    return found if isinstance(found, str) and found else None
+
+
+def _made_before(event: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether Stripe made ``event`` before ``other`` (by ``created``; in the
+    same second, or without a time, it is not known to be before)."""
+    made, other_made = event.get("created"), other.get("created")
+    return isinstance(made, int) and isinstance(other_made, int) and made < other_made
+
+
+def _lock_subscription(session: Session, subscription_id: str) -> None:
+    """Hold the subscription's lock until the transaction ends (PostgreSQL).
+
+    Taken before any event's row, by every handler of the subscription's
+    events: a reactivation then never looks for its departure while the
+    cancellation that records it is still uncommitted. (SQLite writes one
+    transaction at a time anyway.)
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.blake2b(
+            f"stripe subscription {subscription_id}".encode(), digest_size=8
+        ).digest()
+        key = int.from_bytes(digest, "big", signed=True)
+        session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+Outcome = Literal["handled", "duplicate", "postponed"]
+
+
+def handle(
+    session: Session, event_id: str, contact: Contact | None, *, final: bool = False
+) -> Outcome:
+    """Handle a stored event if it is still pending; return what became of it.
 
     ``contact``: what Stripe's API said (None: it could not be asked, and
-    the subscription's metadata will do). The caller commits.
+    the subscription's metadata will do). ``postponed``: a reactivation
+    whose departure has not come yet waits for it, unless ``final``.
+    ``duplicate``: it was handled already. The caller commits.
     """
     db.begin_write(session)
+    payload = session.scalar(
+        select(StripeEvent.payload).where(StripeEvent.id == event_id)
+    )
+    if payload is None:
+        return "duplicate"
+    event = json.loads(payload)
+    subscription_id = _subscription_id(event)
+    if subscription_id:
+        _lock_subscription(session, subscription_id)
     stored = session.scalar(
         select(StripeEvent)
         .where(StripeEvent.id == event_id)
@@ -330,8 +417,7 @@ def handle(session: Session, event_id: str, contact: Contact | None) -> bool:
         .execution_options(populate_existing=True)
     )
     if stored is None or stored.status != PENDING or stored.payload is None:
-        return False
-    event = json.loads(stored.payload)
+        return "duplicate"
     subscription = event["data"]["object"]
     action = _what_to_do(event)
     if action == "depart":
@@ -348,11 +434,18 @@ def handle(session: Session, event_id: str, contact: Contact | None) -> bool:
             _queue_without_contact(session, departure)
         elif not created and departure.reactivated_at is not None:
             _leave_again(session, departure)
-    elif action == "reactivate" and subscription.get("id"):
-        _reactivate(session, str(subscription["id"]))
+        _settle_waiting_reactivations(session, event, departure.external_id)
+    elif action == "reactivate" and subscription_id:
+        if not final and (
+            find_by_external_id(session, subscription_id) is None
+            or _cancellation_pending_before(session, event, subscription_id)
+        ):
+            _back_off(stored, "waiting for the subscription's cancellation")
+            return "postponed"
+        _reactivate(session, subscription_id)
     stored.status, stored.payload = DONE, None
     stored.handled_at, stored.last_error = clock.now(), None
-    return True
+    return "handled"
 
 
 def _queue_without_contact(session: Session, departure: Departure) -> None:
@@ -384,6 +477,73 @@ def _reactivate(session: Session, subscription_id: str) -> None:
     log.info("departure %s reactivated", departure.public_id)
 
 
+def _settle_waiting_reactivations(
+    session: Session, cancellation: dict[str, Any], subscription_id: str
+) -> None:
+    """Settle the reactivations of the subscription that waited for
+    ``cancellation``: one Stripe made after it (or in the same second)
+    applies now, one made before it is obsolete (the customer cancelled
+    after staying)."""
+    waiting = _pending(
+        session, subscription_id, "reactivate", REACTIVATING_TYPES, cancellation
+    )
+    for stored, event in waiting:
+        if not _made_before(event, cancellation):
+            _reactivate(session, subscription_id)
+        else:
+            log.info("Stripe event %s obsolete: a cancellation came after", stored.id)
+        stored.status, stored.payload = DONE, None
+        stored.handled_at, stored.last_error = clock.now(), None
+
+
+def _cancellation_pending_before(
+    session: Session, reactivation: dict[str, Any], subscription_id: str
+) -> bool:
+    """Whether a cancellation of the subscription that Stripe made before
+    ``reactivation`` (or in the same second) is still to be handled."""
+    cancellations = _pending(
+        session, subscription_id, "depart", CANCELLING_TYPES, reactivation
+    )
+    return any(not _made_before(reactivation, event) for _, event in cancellations)
+
+
+def _pending(
+    session: Session,
+    subscription_id: str,
+    action: str,
+    types: tuple[str, ...],
+    besides: dict[str, Any],
+) -> list[tuple[StripeEvent, dict[str, Any]]]:
+    """The subscription's other pending events that ``action``, locked.
+
+    Few events are pending (those Stripe's outage holds back, or waiting),
+    and only theirs are read: a pending event still holds its JSON, which
+    names its subscription.
+    """
+    rows = session.scalars(
+        select(StripeEvent)
+        .where(
+            StripeEvent.status == PENDING,
+            StripeEvent.type.in_(types),
+            StripeEvent.id != besides["id"],
+            StripeEvent.payload.contains(json.dumps(subscription_id), autoescape=True),
+        )
+        .order_by(StripeEvent.received_at, StripeEvent.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    found = []
+    for stored in rows:
+        event = json.loads(stored.payload) if stored.payload else None
+        if (
+            event is not None
+            and _subscription_id(event) == subscription_id
+            and _readable_action(event) == action
+        ):
+            found.append((stored, event))
+    return found
+
+
 def _leave_again(session: Session, found: Departure) -> None:
     """A customer who stayed cancels after all: the departure stands again,
     and its invitation goes out if the first never did."""
@@ -401,22 +561,24 @@ def _leave_again(session: Session, found: Departure) -> None:
     log.info("departure %s cancelled again after a reactivation", departure.public_id)
 
 
-def postpone(session: Session, event_id: str, error: str) -> None:
-    """Note a failed attempt at reading the customer; the worker tries again."""
-    db.begin_write(session)
-    stored = session.get(StripeEvent, event_id, with_for_update=True)
-    if stored is None or stored.status != PENDING:
-        return
+def _back_off(stored: StripeEvent, error: str) -> None:
+    """Note a failed attempt on a locked, pending event: the worker tries again."""
     stored.attempts += 1
     stored.last_error = error[:1000]
     delay = 30 * 2 ** min(stored.attempts - 1, 10)
     stored.next_attempt_at = clock.now() + timedelta(seconds=min(delay, 6 * 3600))
     log.warning(
-        "Stripe event %s postponed (attempt %d): %s", event_id, stored.attempts, error
+        "Stripe event %s postponed (attempt %d): %s", stored.id, stored.attempts, error
     )
 
 
-Outcome = Literal["handled", "duplicate", "postponed"]
+def postpone(session: Session, event_id: str, error: str) -> None:
+    """Note a failed attempt at handling an event; the worker tries again."""
+    db.begin_write(session)
+    stored = session.get(StripeEvent, event_id, with_for_update=True)
+    if stored is None or stored.status != PENDING:
+        return
+    _back_off(stored, error)
 
 
 def take_in(session: Session, event: dict[str, Any]) -> Outcome:
@@ -463,9 +625,9 @@ def _try(
             log.error(
                 "Stripe event %s handled without the customer: %s", event_id, error
             )
-    handled = handle(session, event_id, contact)
+    outcome = handle(session, event_id, contact, final=final)
     session.commit()
-    return "handled" if handled else "duplicate"
+    return outcome
 
 
 def handle_due(session: Session, limit: int = 50) -> int:

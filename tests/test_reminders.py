@@ -79,6 +79,35 @@ def test_one_reminder_goes_out_three_days_after_the_invitation(
     assert "Reminder sent" in page
 
 
+def test_the_mail_worker_queues_and_sends_a_due_reminder(
+    mail_app, smtp, clock, session
+):
+    """``outbox send`` itself queues the reminders due: production needs no
+    other scheduled job."""
+    set_brand(mail_app, company_name="Northwind")
+    departure = make_departure(mail_app)
+    runner = mail_app.test_cli_runner()
+
+    def worker_pass() -> None:
+        result = runner.invoke(args=["outbox", "send", "--once"])
+        assert result.exit_code == 0, result.output
+
+    worker_pass()
+    [invitation] = smtp.messages
+    assert invitation["X-Envelope-To"] == departure.contact_email
+    clock.advance(days=2, hours=23)
+    worker_pass()
+    assert reminders(session) == []  # not due yet
+    clock.advance(hours=1)
+    worker_pass()
+    [reminder] = reminders(session)
+    assert (reminder.departure_id, reminder.status) == (departure.id, outbox.SENT)
+    assert [m["Subject"] for m in smtp.messages[1:]] == [
+        "Still one question from Northwind before you go"
+    ]
+    assert smtp.messages[1]["X-Envelope-To"] == departure.contact_email
+
+
 def test_two_reminders_when_asked_each_after_the_one_before(
     make_app, smtp, clock, session
 ):

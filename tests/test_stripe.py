@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 import time
 import urllib.request
@@ -20,10 +21,11 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from survey import cli, outbox
+from survey.answers.models import Response
 from survey.departures.models import Departure
 from survey.outbox import OutboxMessage
 from survey.review_items import ReviewItem
-from survey.stripe_intake import StripeEvent
+from survey.stripe_intake import MAX_ATTEMPTS, StripeEvent
 from tests.factories import hidden_fields, login, make_user, path_of, submit
 
 SECRET = "whsec_test_secret"
@@ -32,11 +34,16 @@ _ids = itertools.count(1)
 
 @dataclass
 class FakeStripe:
-    """Stripe's API on loopback: customers by id; ``down`` answers 503."""
+    """Stripe's API on loopback: customers by id; ``down`` answers 503;
+    ``held``, while set, keeps each answer until ``release`` is set;
+    ``asked`` is set by the first request."""
 
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     down: bool = False
     requests: list[str] = field(default_factory=list)
+    held: bool = False
+    release: threading.Event = field(default_factory=threading.Event)
+    asked: threading.Event = field(default_factory=threading.Event)
 
 
 @pytest.fixture
@@ -46,6 +53,9 @@ def stripe_api() -> Iterator[tuple[FakeStripe, str]]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             fake.requests.append(self.path)
+            fake.asked.set()
+            if fake.held:
+                assert fake.release.wait(timeout=30)
             customer_id = self.path.rsplit("/", 1)[-1]
             if fake.down:
                 status, body = 503, {"error": {"message": "down"}}
@@ -68,6 +78,7 @@ def stripe_api() -> Iterator[tuple[FakeStripe, str]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield fake, f"http://127.0.0.1:{server.server_port}"
+    fake.release.set()
     server.shutdown()
     server.server_close()
     thread.join()
@@ -79,6 +90,18 @@ def stripe_app(make_app, stripe_api) -> Flask:
         STRIPE_WEBHOOK_SECRET=SECRET,
         STRIPE_API_KEY="sk_test_123",
         STRIPE_API_BASE=stripe_api[1],
+    )
+
+
+@pytest.fixture
+def stripe_mail_app(make_app, stripe_api, smtp) -> Flask:
+    """A Stripe app whose mail worker sends to the test SMTP server."""
+    return make_app(
+        STRIPE_WEBHOOK_SECRET=SECRET,
+        STRIPE_API_KEY="sk_test_123",
+        STRIPE_API_BASE=stripe_api[1],
+        MAIL_SERVER=smtp.host,
+        MAIL_PORT=smtp.port,
     )
 
 
@@ -120,13 +143,16 @@ def item(
 def event(
     kind: str, sub: dict[str, Any], previous: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """An event, made by Stripe after every event made before it."""
     data: dict[str, Any] = {"object": sub}
     if previous is not None:
         data["previous_attributes"] = previous
+    number = next(_ids)
     return {
-        "id": f"evt_{next(_ids):08d}",
+        "id": f"evt_{number:08d}",
         "object": "event",
         "type": kind,
+        "created": 1_780_000_000 + number,
         "data": data,
     }
 
@@ -138,6 +164,33 @@ def signed(
         body, secret, timestamp=timestamp
     )
     return {"Stripe-Signature": header, "Content-Type": "application/json"}
+
+
+def customer(sub: dict[str, Any], email: str) -> dict[str, Any]:
+    """Stripe's customer of ``sub``, as its API answers."""
+    return {"id": sub["customer"], "object": "customer", "email": email, "name": None}
+
+
+def staying(sub: dict[str, Any], how: str) -> dict[str, Any]:
+    """The event of a customer who cancelled ``sub`` at the period's end and
+    changes their mind: ``uncancelled`` (updated) or ``resumed``."""
+    stayed = {**sub, "cancel_at_period_end": False}
+    if how == "uncancelled":
+        return event(
+            "customer.subscription.updated", stayed, {"cancel_at_period_end": True}
+        )
+    return event("customer.subscription.resumed", stayed)
+
+
+def worker_pass(app: Flask) -> None:
+    """One pass of the mail worker, as production runs it."""
+    result = app.test_cli_runner().invoke(args=["outbox", "send", "--once"])
+    assert result.exit_code == 0, result.output
+
+
+def handle_due(app: Flask) -> int:
+    with app.app_context():
+        return cli._handle_stripe_due()
 
 
 def post(client, evt: dict[str, Any], **signing: Any) -> Any:
@@ -241,23 +294,58 @@ def test_unsigned_badly_signed_or_stale_events_are_refused(stripe_app, session, 
     assert session.scalar(select(func.count()).select_from(StripeEvent)) == 0
 
 
-def test_any_of_several_signatures_will_do_while_the_secret_rolls(stripe_app, session):
+@pytest.mark.parametrize("order", ["old-first", "new-first"])
+def test_while_the_secret_rolls_the_new_secret_signature_among_others_will_do(
+    stripe_app, session, order
+):
+    """Stripe signs with the old secret and the new one while a secret rolls;
+    the endpoint, set to the new one, finds its signature among them."""
     body = json.dumps(
         event(
             "customer.subscription.deleted", subscription(metadata={"email": "r@x.io"})
         )
     )
-    good = signed(body)["Stripe-Signature"]
-    timestamp, signature = good.split(",")
-    old = "0" * 64
-    header = f"{timestamp},v1={old},{signature}"
-    response = stripe_app.test_client().post(
-        "/api/v1/webhooks/stripe",
-        data=body,
-        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
-    )
-    assert response.status_code == 200
+    timestamp = int(time.time())
+
+    def v1(secret: str) -> str:
+        header = signed(body, secret=secret, timestamp=timestamp)["Stripe-Signature"]
+        return header.split(",")[1]
+
+    old, new = v1("whsec_old_secret"), v1(SECRET)
+    assert old.startswith("v1=") and new.startswith("v1=") and old != new
+    client = stripe_app.test_client()
+
+    def post_signed(*signatures: str) -> Any:
+        header = ",".join([f"t={timestamp}", *signatures])
+        return client.post(
+            "/api/v1/webhooks/stripe",
+            data=body,
+            headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+        )
+
+    # The old secret's signature alone is no longer enough.
+    refused = post_signed(old)
+    assert refused.status_code == 400
+    assert refused.json["error"] == "bad_signature"
+    assert departures(session) == []
+    response = post_signed(*([old, new] if order == "old-first" else [new, old]))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.json["outcome"] == "handled"
     assert len(departures(session)) == 1
+
+
+@pytest.mark.parametrize(("age", "status"), [(299, 200), (301, 400)])
+def test_an_event_is_accepted_until_it_is_five_minutes_old(
+    stripe_app, session, age, status
+):
+    evt = event(
+        "customer.subscription.deleted", subscription(metadata={"email": "t@x.io"})
+    )
+    # Rounded up: the request's own milliseconds never turn 299 s into 300.
+    signed_at = math.ceil(time.time()) - age
+    response = post(stripe_app.test_client(), evt, timestamp=signed_at)
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert len(departures(session)) == (1 if status == 200 else 0)
 
 
 def test_a_signed_body_that_is_not_an_event_is_refused(stripe_app, session):
@@ -363,14 +451,7 @@ def test_a_customer_who_stays_is_marked_reactivated(
     ]
     # The customer opened the survey before they changed their mind.
     page_one = client.get(path_of(survey_url)).get_data(as_text=True)
-    stayed = {**sub, "cancel_at_period_end": False}
-    if how == "uncancelled":
-        back = event(
-            "customer.subscription.updated", stayed, {"cancel_at_period_end": True}
-        )
-    else:
-        back = event("customer.subscription.resumed", stayed)
-    assert post(stripe_client, back).json["outcome"] == "handled"
+    assert post(stripe_client, staying(sub, how)).json["outcome"] == "handled"
     [departure] = departures(session)
     assert departure.reactivated_at is not None
     # The unsent invitation stays unsent; no reminder is ever due.
@@ -387,6 +468,7 @@ def test_a_customer_who_stays_is_marked_reactivated(
     thanks = client.get(answer.headers["Location"]).get_data(as_text=True)
     assert "Thank you for staying" in thanks
     session.rollback()
+    assert session.scalar(select(func.count()).select_from(Response)) == 0
     assert session.scalar(select(func.count()).select_from(ReviewItem)) == 0
     # Unanswered long enough, it enters the queue, shown as reactivated.
     clock.advance(days=stripe_app.config["REVIEW_UNANSWERED_AFTER_DAYS"] + 1)
@@ -595,3 +677,274 @@ def test_a_customer_who_stayed_then_cancels_after_all_is_asked(stripe_app, sessi
     assert departure.reactivated_at is None
     statuses = sorted(message.status for message in invitations(session))
     assert statuses == [outbox.CANCELLED, "pending"]  # the first was never sent
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"csm_email": "not an address", "segment": "smb"},
+        {"csm_email": "CSM@Example.com", "segment": "s" * 81},
+        {"csm_email": "CSM@Example.com", "segment": "smb", "comment": "x" * 3000},
+    ],
+    ids=["bad-csm-email", "long-segment", "long-comment"],
+)
+def test_metadata_that_fails_our_rules_leaves_out_only_itself(
+    stripe_app, session, metadata
+):
+    """Never EUR cents recorded as USD: every fact that fits is kept, a long
+    billing reason is shortened, and only what does not fit is left out."""
+    comment = metadata.pop("comment", None)
+    sub = subscription(
+        metadata={"email": "facts@x.io", "company": "Acme", **metadata},
+        cancellation_details={"feedback": "too_expensive", "comment": comment},
+    )
+    response = post(
+        stripe_app.test_client(), event("customer.subscription.deleted", sub)
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.json["outcome"] == "handled"
+    [departure] = departures(session)
+    assert (departure.currency, departure.mrr_cents, departure.plan) == (
+        "EUR",
+        29_900,
+        "Pro",
+    )
+    assert (departure.company, departure.contact_email) == ("Acme", "facts@x.io")
+    assert departure.cancelled_at == datetime.fromtimestamp(sub["canceled_at"], UTC)
+    reason = "too_expensive" + (f": {comment}" if comment else "")
+    assert departure.billing_reason == reason[:2000]
+    valid_csm = "@" in metadata["csm_email"]
+    assert departure.csm_email == ("csm@example.com" if valid_csm else None)
+    valid_segment = len(metadata["segment"]) <= 80
+    assert departure.segment == ("smb" if valid_segment else None)
+    assert len(invitations(session)) == 1
+
+
+def test_the_mail_worker_handles_a_due_stripe_event(
+    stripe_mail_app, stripe_api, smtp, clock, session
+):
+    """``outbox send`` itself tries again the events Stripe's outage held
+    back, and sends the invitation in the same pass."""
+    fake, _ = stripe_api
+    fake.down = True
+    sub = subscription()
+    fake.customers[sub["customer"]] = customer(sub, "worker@example.com")
+    response = post(
+        stripe_mail_app.test_client(), event("customer.subscription.deleted", sub)
+    )
+    assert response.json["outcome"] == "postponed"
+    fake.down = False
+    worker_pass(stripe_mail_app)
+    assert departures(session) == []  # not due yet: its back-off runs
+    clock.advance(seconds=31)
+    worker_pass(stripe_mail_app)
+    [departure] = departures(session)
+    assert departure.contact_email == "worker@example.com"
+    [message] = smtp.messages
+    assert message["X-Envelope-To"] == "worker@example.com"
+    [stored] = session.scalars(select(StripeEvent)).all()
+    assert (stored.status, stored.payload) == ("done", None)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"email": "Meta@Example.com", "name": "Meta Person"}, {}],
+    ids=["contact-from-metadata", "no-contact"],
+)
+def test_after_the_last_attempt_the_departure_is_kept_without_stripe(
+    stripe_app, stripe_api, clock, session, client, metadata
+):
+    """Stripe's API never comes back: the last attempt records the departure
+    with what the subscription says, and nothing is lost."""
+    fake, _ = stripe_api
+    fake.down = True
+    sub = subscription(metadata=metadata)
+    fake.customers[sub["customer"]] = customer(sub, "api@example.com")
+    response = post(
+        stripe_app.test_client(), event("customer.subscription.deleted", sub)
+    )
+    assert response.json["outcome"] == "postponed"
+    for _ in range(MAX_ATTEMPTS - 2):
+        clock.advance(hours=7)  # beyond the longest back-off
+        assert handle_due(stripe_app) == 0
+    assert departures(session) == []
+    clock.advance(hours=7)
+    assert handle_due(stripe_app) == 1
+    assert len(fake.requests) == MAX_ATTEMPTS  # each attempt asked Stripe
+    [departure] = departures(session)
+    assert (departure.mrr_cents, departure.currency) == (29_900, "EUR")
+    [stored] = session.scalars(select(StripeEvent)).all()
+    assert (stored.status, stored.payload, stored.attempts) == (
+        "done",
+        None,
+        MAX_ATTEMPTS - 1,
+    )
+    if metadata:
+        assert (departure.contact_email, departure.contact_name) == (
+            "meta@example.com",
+            "Meta Person",
+        )
+        [invitation] = invitations(session)
+        assert invitation.recipient == "meta@example.com"
+    else:
+        assert departure.contact_email is None
+        assert invitations(session) == []
+        make_user(stripe_app, "admin", email="boss@example.com")
+        login(client, "boss@example.com")
+        queue = client.get("/review")
+        assert queue.status_code == 200
+        assert "No contact" in queue.get_data(as_text=True)
+        assert departure.public_id in queue.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("how", ["uncancelled", "resumed"])
+def test_a_change_of_mind_that_overtakes_its_postponed_cancellation_is_kept(
+    stripe_mail_app, stripe_api, smtp, clock, session, how
+):
+    """Stripe's API is down as the customer cancels at the period's end: the
+    cancellation waits. They stay; that event is handled first. Once Stripe
+    is back, the worker records the departure as reactivated, and the
+    customer who stayed is never asked why they left."""
+    fake, _ = stripe_api
+    fake.down = True
+    sub = subscription(cancel_at_period_end=True, canceled_at=None)
+    fake.customers[sub["customer"]] = customer(sub, "stayed@example.com")
+    client = stripe_mail_app.test_client()
+    cancelling = event(
+        "customer.subscription.updated", sub, {"cancel_at_period_end": False}
+    )
+    assert post(client, cancelling).json["outcome"] == "postponed"
+    stays = post(client, staying(sub, how))
+    assert stays.status_code == 200
+    fake.down = False
+    clock.advance(minutes=1)
+    worker_pass(stripe_mail_app)
+    [departure] = departures(session)
+    assert departure.contact_email == "stayed@example.com"
+    assert departure.reactivated_at is not None
+    assert [m.status for m in invitations(session)] == [outbox.CANCELLED]
+    assert smtp.messages == []
+    # The change of mind waited for its departure; nothing is left pending.
+    assert stays.json["outcome"] == "postponed"
+    assert session.scalars(select(StripeEvent.status)).all() == ["done", "done"]
+
+
+def test_a_second_change_of_mind_that_overtakes_its_cancellation_is_kept(
+    stripe_mail_app, stripe_api, smtp, clock, session
+):
+    """Cancelled, stayed, cancelled again (Stripe down: it waits), stayed
+    again: the last change of mind is handled first, yet the customer ends
+    up reactivated, and no survey leaves."""
+    fake, _ = stripe_api
+    sub = subscription(cancel_at_period_end=True, canceled_at=None)
+    fake.customers[sub["customer"]] = customer(sub, "twice@example.com")
+    client = stripe_mail_app.test_client()
+    cancelling = {"cancel_at_period_end": False}
+    assert post(client, event("customer.subscription.updated", sub, cancelling)).json
+    assert post(client, staying(sub, "uncancelled")).json["outcome"] == "handled"
+    fake.down = True
+    again = event("customer.subscription.updated", sub, cancelling)
+    assert post(client, again).json["outcome"] == "postponed"
+    stays = post(client, staying(sub, "uncancelled"))
+    assert stays.status_code == 200
+    fake.down = False
+    clock.advance(minutes=1)
+    worker_pass(stripe_mail_app)
+    [departure] = departures(session)
+    assert departure.reactivated_at is not None
+    statuses = [message.status for message in invitations(session)]
+    assert statuses == [outbox.CANCELLED] * len(statuses)
+    assert smtp.messages == []
+    # It waited for the cancellation before it; nothing is left pending.
+    assert stays.json["outcome"] == "postponed"
+    assert set(session.scalars(select(StripeEvent.status))) == {"done"}
+
+
+def test_a_change_of_mind_that_arrives_while_the_cancellation_reads_the_customer(
+    stripe_app, stripe_api, served_by, session
+):
+    """Both events at once: the cancellation is reading the customer from
+    Stripe when the change of mind is handled; it waits, and the
+    cancellation applies it as it records the departure."""
+    fake, _ = stripe_api
+    fake.held = True
+    sub = subscription(cancel_at_period_end=True, canceled_at=None)
+    fake.customers[sub["customer"]] = customer(sub, "both@example.com")
+    host, port = served_by(stripe_app)
+    body = json.dumps(
+        event("customer.subscription.updated", sub, {"cancel_at_period_end": False})
+    )
+    answers: list[tuple[int, str]] = []
+
+    def cancel() -> None:
+        request = urllib.request.Request(
+            f"http://{host}:{port}/api/v1/webhooks/stripe",
+            data=body.encode(),
+            headers=signed(body),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answers.append((answer.status, json.load(answer)["outcome"]))
+
+    thread = threading.Thread(target=cancel)
+    thread.start()
+    try:
+        assert fake.asked.wait(timeout=30)  # the cancellation reads the customer
+        stays = post(stripe_app.test_client(), staying(sub, "uncancelled"))
+        assert stays.status_code == 200
+        assert stays.json["outcome"] == "postponed"
+    finally:
+        fake.release.set()
+        thread.join(timeout=30)
+    assert answers == [(200, "handled")]
+    [departure] = departures(session)
+    assert departure.reactivated_at is not None
+    [invitation] = invitations(session)
+    assert invitation.status == outbox.CANCELLED
+    assert session.scalars(select(StripeEvent.status)).all() == ["done", "done"]
+
+
+def test_a_change_of_mind_older_than_the_next_cancellation_is_obsolete(
+    stripe_app, stripe_api, clock, session
+):
+    """Cancelled (Stripe down: waits), stayed (waits for the departure), then
+    cancelled for good: the customer left last, and is asked."""
+    fake, _ = stripe_api
+    fake.down = True
+    sub = subscription(
+        cancel_at_period_end=True, canceled_at=None, metadata={"email": "last@x.io"}
+    )
+    client = stripe_app.test_client()
+    first = event("customer.subscription.updated", sub, {"cancel_at_period_end": False})
+    assert post(client, first).json["outcome"] == "postponed"
+    assert post(client, staying(sub, "uncancelled")).json["outcome"] == "postponed"
+    fake.down = False
+    gone = event("customer.subscription.deleted", {**sub, "canceled_at": 1_782_000_000})
+    assert post(client, gone).json["outcome"] == "handled"
+    clock.advance(minutes=1)
+    handle_due(stripe_app)  # the first cancellation, late: nothing changes
+    [departure] = departures(session)
+    assert departure.reactivated_at is None
+    [invitation] = invitations(session)
+    assert invitation.status == "pending"
+    statuses = session.scalars(select(StripeEvent.status)).all()
+    assert statuses == ["done", "done", "done"]
+
+
+def test_a_change_of_mind_without_any_departure_waits_then_is_let_go(
+    stripe_app, clock, session
+):
+    """A reactivation whose cancellation never comes (made before Stripe was
+    connected) waits its attempts, then ends with nothing recorded."""
+    sub = subscription(metadata={"email": "never@x.io"})
+    client = stripe_app.test_client()
+    resumed = event("customer.subscription.resumed", sub)
+    assert post(client, resumed).json["outcome"] == "postponed"
+    for _ in range(MAX_ATTEMPTS - 2):
+        clock.advance(hours=7)
+        assert handle_due(stripe_app) == 0
+    clock.advance(hours=7)
+    assert handle_due(stripe_app) == 1
+    assert departures(session) == []
+    [stored] = session.scalars(select(StripeEvent)).all()
+    assert (stored.status, stored.payload) == ("done", None)
