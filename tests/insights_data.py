@@ -115,12 +115,16 @@ def build_story(app: Flask) -> dict[str, str]:
     departure(at(3, 25), "JPY", 1_000, plan="starter")  # d5: not invited yet
     d6 = departure(at(2, 20), "USD", 9_999)
     d7 = departure(at(3, 28), "USD", 7_000)
-    companies = {
-        name: d.company
-        for name, d in (("d1", d1), ("d2", d2), ("d3", d3), ("d4", d4), ("d7", d7))
-    }
+    # "switched", rising in February: flagged as of February 28.
+    d8 = departure(at(2, 5), "USD", 4_000)
+    d9 = departure(at(2, 12), "EUR", 2_500, "enterprise", "scale")
+    d10 = departure(at(1, 15), "USD", 1_500, plan="starter")
+    named = {"d1": d1, "d2": d2, "d3": d3, "d4": d4, "d7": d7, "d8": d8, "d9": d9}
+    companies = {name: d.company for name, d in named.items()}
     with app.app_context(), db.write_session() as session:
-        d1, d2, d3, d4, d6, d7 = (session.merge(d) for d in (d1, d2, d3, d4, d6, d7))
+        d1, d2, d3, d4, d6, d7, d8, d9, d10 = (
+            session.merge(d) for d in (d1, d2, d3, d4, d6, d7, d8, d9, d10)
+        )
         for d, when in ((d1, at(3, 5, 10)), (d2, at(3, 10, 10)), (d3, at(3, 15))):
             sent(session, d, when)
         sent(session, d4, at(3, 20))
@@ -128,6 +132,9 @@ def build_story(app: Flask) -> dict[str, str]:
         answer(session, d2, "too_expensive", at(3, 11, 10))
         answer(session, d3, "switched", at(3, 15, 10))
         answer(session, d6, "switched", at(2, 21))
+        answer(session, d8, "switched", at(2, 6))
+        answer(session, d9, "switched", at(2, 13))
+        answer(session, d10, "switched", at(1, 16))
         for d in (d1, d2, d3, d4):
             mark_opened(session.connection(), d.id)
         for granted in (True, False):

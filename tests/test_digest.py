@@ -154,6 +154,32 @@ def test_the_digest_says_last_week_s_numbers_money_per_currency(mail_app, clock,
     ]
 
 
+def test_the_worker_queues_the_week_s_digest_on_monday_and_sends_it(
+    mail_app, clock, smtp
+):
+    """``flask --app survey outbox send --once``: the mail worker's pass."""
+    _week(mail_app)
+    readers = _readers(mail_app)
+    clock.current = MONDAY
+    worker = mail_app.test_cli_runner()
+    first = worker.invoke(args=["outbox", "send", "--once"])
+    assert first.exit_code == 0, first.output
+    weeks, messages = _digest_rows(mail_app)
+    assert [(w.week_start, w.recipients) for w in weeks] == [(WEEK.start, 2)]
+    assert weeks[0].sent_by.startswith("worker ")
+    assert sorted(m.recipient for m in messages) == readers
+    assert {m.status for m in messages} == {"sent"}  # in the same pass
+    subject = "Exit Survey, week of 2026-03-16: 4 departures, 1 new recurring"
+    digests = [m for m in smtp.messages if m["Subject"] == subject]
+    assert sorted(m["X-Envelope-To"] for m in digests) == readers
+    # The worker's next pass that day (or another worker's) queues no more.
+    clock.advance(hours=1)
+    again = worker.invoke(args=["outbox", "send", "--once"])
+    assert again.exit_code == 0, again.output
+    weeks, messages = _digest_rows(mail_app)
+    assert (len(weeks), len(messages)) == (1, 2)
+
+
 def test_what_the_digest_gathers(app):
     _week(app)
     with app.app_context(), db.new_session() as session:

@@ -104,30 +104,36 @@ _ROW_TYPES: dict[str, type] = {
 }
 
 
+#: The panels whose rows hold a list of amounts (``lost_mrr``): their CSV
+#: has a line per amount, its currency and cents in the last two columns.
+_PER_CURRENCY = ("over_time", "by_segment", "by_plan")
+#: The column each panel's CSV adds to its rows' fields.
+_ADDED = {"reasons": "share_percent", "said_vs_found": "differs_share_percent"}
+
+
 def _columns_of_nothing(panel: str) -> list[str]:
     """The CSV columns of ``panel`` when it has no rows (see ``csv_text``)."""
     if panel in ("by_segment", "by_plan"):
-        return [
-            panel.removeprefix("by_"),
-            "departures",
-            "top_reason",
-            "currency",
-            "cents",
-        ]
-    names = [field.name for field in fields(_ROW_TYPES[panel])]
-    return [*names, "share_percent"] if panel == "reasons" else names
+        names = [panel.removeprefix("by_"), "departures", "top_reason"]
+    else:
+        names = [field.name for field in fields(_ROW_TYPES[panel])]
+        names += [_ADDED[panel]] if panel in _ADDED else []
+    if panel in _PER_CURRENCY:
+        names = [name for name in names if name != "lost_mrr"] + ["currency", "cents"]
+    return names
 
 
 def csv_text(panel: str, value: Any) -> str:
     """Return one panel's numbers (``value``, as ``insights.panel`` computes
-    it) as CSV: a header row, then one row per line of the panel (a breakdown
-    has one row per currency)."""
+    it) as CSV: a header row, then one row per line of the panel (a line with
+    money in several currencies has one row per currency): the numbers the
+    page shows, where a cell the page shows as 0 has no row."""
     data = _AS_DATA[panel](value)
     rows = [data] if isinstance(data, dict) else data
     if panel == "reasons":  # each row's share of the period's departures
         departed = sum(row["departures"] for row in rows)
         rows = [
-            {**row, "share_percent": insights.percent(row["departures"], departed)}
+            {**row, _ADDED[panel]: insights.percent(row["departures"], departed)}
             for row in rows
         ]
     if panel == "funnel":  # each step as a share of the step before
@@ -142,7 +148,11 @@ def csv_text(panel: str, value: Any) -> str:
             }
             for row in rows
         ]
-    if panel in ("by_segment", "by_plan"):
+    if panel == "said_vs_found":  # the share of the postmortems that differs
+        grid = insights.said_found_matrix(value)
+        share = insights.percent(grid.differs, grid.total)
+        rows = [{**row, _ADDED[panel]: share} for row in rows]
+    if panel in _PER_CURRENCY:
         rows = [
             {**{k: v for k, v in row.items() if k != "lost_mrr"}, **money}
             for row in rows

@@ -8,7 +8,7 @@ added across currencies: every amount is per currency.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
@@ -367,6 +367,9 @@ class Matrix:
     said: list[str | None]
     found: list[str]
     counts: dict[tuple[str | None, str], int]
+    #: The postmortems counted, and those whose cause differs.
+    total: int
+    differs: int
     differs_share: float | None
 
 
@@ -386,6 +389,8 @@ def said_found_matrix(rows: list[SaidFound]) -> Matrix:
         said,
         found,
         {(row.said, row.found): row.count for row in rows},
+        total,
+        differs,
         round(differs / total, 4) if total else None,
     )
 
@@ -726,14 +731,23 @@ def open_actions(session: Session, scope: Scope, *, today: date) -> list[TeamAct
 
 
 @dataclass(frozen=True)
+class Amount:
+    """An amount in minor units of one currency."""
+
+    currency: str
+    cents: int
+
+
+@dataclass(frozen=True)
 class MonthRow:
-    """Departures of one month (``YYYY-MM``, UTC), stated reason and currency."""
+    """Departures of one month (``YYYY-MM``, UTC) and stated reason (None: no
+    answer), in every currency, and the MRR they lost in each currency."""
 
     month: str
     reason: str | None
-    currency: str
     departures: int
-    lost_mrr_cents: int
+    #: One amount per currency of these departures, currencies in order.
+    lost_mrr: list[Amount]
 
 
 def months_ending(end: date, count: int = 12) -> list[str]:
@@ -744,14 +758,35 @@ def months_ending(end: date, count: int = 12) -> list[str]:
     ]
 
 
+def _month_rows(cells: Iterable[Any]) -> list[MonthRow]:
+    """``MonthRow`` rows from (month, reason, currency, departures, lost MRR)
+    aggregates: the departures of a month and reason added up over its
+    currencies (a count), the money kept per currency."""
+    departures: Counter[tuple[str, str | None]] = Counter()
+    lost: dict[tuple[str, str | None], dict[str, int]] = {}
+    for month, reason, currency, count, cents in cells:
+        departures[month, reason] += count
+        lost.setdefault((month, reason), {})[currency] = cents
+    rows = [
+        MonthRow(
+            month,
+            reason,
+            count,
+            [Amount(c, cents) for c, cents in sorted(lost[month, reason].items())],
+        )
+        for (month, reason), count in departures.items()
+    ]
+    return sorted(rows, key=lambda r: (r.month, r.reason is None, r.reason or ""))
+
+
 def over_time(session: Session, scope: Scope) -> list[MonthRow]:
     """Departures and lost MRR per month, for the 12 months ending with the
-    period's end, by stated reason and currency (the filters apply)."""
+    period's end, by stated reason (money per currency; the filters apply)."""
     first = months_ending(scope.end)[0]
     since = datetime(int(first[:4]), int(first[5:]), 1, tzinfo=UTC)
     if tallied.usable(scope.csm):
-        rows = [
-            MonthRow(month, reason, currency, count, cents)
+        return _month_rows(
+            (month, reason, currency, count, cents)
             for month, currency, reason, count, cents in _by_reason(
                 session,
                 scope.counted(ReasonTally, since.date()),
@@ -759,9 +794,6 @@ def over_time(session: Session, scope: Scope) -> list[MonthRow]:
                 "currency",
                 month=True,
             )
-        ]
-        return sorted(
-            rows, key=lambda r: (r.month, r.reason is None, r.reason or "", r.currency)
         )
     if session.get_bind().dialect.name == "postgresql":
         month = func.to_char(func.timezone("UTC", Departure.cancelled_at), "YYYY-MM")
@@ -782,9 +814,8 @@ def over_time(session: Session, scope: Scope) -> list[MonthRow]:
             *scope.filters(),
         )
         .group_by(month, Response.reason, Departure.currency)
-        .order_by(month, Response.reason.is_(None), Response.reason, Departure.currency)
     )
-    return [MonthRow(*row) for row in session.execute(statement)]
+    return _month_rows(session.execute(statement))
 
 
 #: Periods offered as presets (days ending today), and the longest allowed.
@@ -951,32 +982,53 @@ def panels(session: Session, scope: Scope, *, now: datetime) -> Panels:
 
 @dataclass(frozen=True)
 class MonthGrid:
-    """``over_time`` rows as columns: for each month, departures by stated
-    reason (``"none"``: no answer) and lost MRR by currency."""
+    """``over_time`` rows as the page shows them: for each month, departures
+    by stated reason (``"none"``: no answer), and for each currency the MRR
+    lost by stated reason (the reasons of that currency's departures)."""
 
     months: list[str]
     departures: dict[str, list[int]]
-    lost_mrr_cents: dict[str, list[int]]
+    lost_mrr_cents: dict[str, dict[str, list[int]]]
 
     @property
     def totals(self) -> list[int]:
         """Departures per month, all reasons."""
-        series = self.departures.values()
-        return [sum(values[i] for values in series) for i in range(len(self.months))]
+        return _per_month(self.departures.values(), len(self.months))
+
+    def lost_totals(self, currency: str) -> list[int]:
+        """MRR lost per month in ``currency``, all reasons."""
+        series = self.lost_mrr_cents[currency].values()
+        return _per_month(series, len(self.months))
+
+
+def _per_month(series: Iterable[list[int]], months: int) -> list[int]:
+    values = list(series)
+    return [sum(one[i] for one in values) for i in range(months)]
 
 
 def month_grid(rows: list[MonthRow], months: list[str]) -> MonthGrid:
-    """Arrange ``over_time`` rows by month, reasons in the vocabulary's order."""
+    """Arrange ``over_time`` rows by month, reasons in the vocabulary's order,
+    currencies in theirs."""
     index = {month: i for i, month in enumerate(months)}
-    order = [*wordings.known_reasons(), "none"]
+    order = {key: n for n, key in enumerate([*wordings.known_reasons(), "none"])}
     departures: dict[str, list[int]] = {}
-    lost: dict[str, list[int]] = {}
+    lost: dict[str, dict[str, list[int]]] = {}
     for row in rows:
         if row.month not in index:
             continue
-        i = index[row.month]
-        key = row.reason or "none"
+        i, key = index[row.month], row.reason or "none"
         departures.setdefault(key, [0] * len(months))[i] += row.departures
-        lost.setdefault(row.currency, [0] * len(months))[i] += row.lost_mrr_cents
-    ordered = {key: departures[key] for key in order if key in departures}
-    return MonthGrid(months, ordered, dict(sorted(lost.items())))
+        for amount in row.lost_mrr:
+            series = lost.setdefault(amount.currency, {})
+            series.setdefault(key, [0] * len(months))[i] += amount.cents
+
+    def ordered(series: dict[str, list[int]]) -> dict[str, list[int]]:
+        return dict(
+            sorted(series.items(), key=lambda item: order.get(item[0], len(order)))
+        )
+
+    return MonthGrid(
+        months,
+        ordered(departures),
+        {currency: ordered(lost[currency]) for currency in sorted(lost)},
+    )

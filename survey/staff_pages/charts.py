@@ -5,12 +5,13 @@ alternative; the numbers are in a table beside each chart."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
 from survey.insights.service import MonthGrid, Panels, percent
+from survey.staff_pages.formatting import money
 from survey.vocabulary import ROOT_CAUSES
 from survey.wording import service as wordings
 
@@ -69,39 +70,52 @@ def bars(title: str, rows: Sequence[tuple[str, int]]) -> Markup:
     return _svg(title, 34 * len(rows) + 4, body)
 
 
+#: About the widest a character of the charts' 12 px text draws, in user units.
+_CHARACTER = 7
+
+
 def stacked_bars(
     title: str,
     rows: Sequence[str],
     series: Mapping[str, Sequence[int]],
     labels: Mapping[str, str],
+    written: Callable[[int], str] = str,
+    colours: Mapping[str, str] | None = None,
 ) -> Markup:
     """Return an SVG of one horizontal bar per row (labelled with ``rows``),
-    stacked by series, its total at its end, with a legend below and
-    ``title`` as its accessible name; ``series`` maps a key to one value per
-    row, ``labels`` a key to its name."""
+    stacked by series, its total at its end (as ``written`` writes it), with
+    a legend below and ``title`` as its accessible name; ``series`` maps a
+    key to one value per row, ``labels`` a key to its name, ``colours`` a
+    key to its colour (by default, the palette in order)."""
+    colours = colours or dict(zip(series, _colours(len(series)), strict=True))
     totals = [sum(values[i] for values in series.values()) for i in range(len(rows))]
     top = max(totals, default=0) or 1
-    left, room, step = 58, WIDTH - 58 - 40, 20
+    # Room after the longest bar for its total ("$12,345.67" needs more
+    # than "12"), so that no total runs off the chart.
+    widest = max((len(written(total)) for total in totals), default=0)
+    left, step = 58, 20
+    room = WIDTH - left - max(40, widest * _CHARACTER + 8)
     body = []
     for i, row in enumerate(rows):
         y, x = i * step, float(left)
         body.append(f'<text x="0" y="{y + 13}" font-size="12">{escape(row)}</text>')
-        for values, colour in zip(series.values(), _colours(len(series)), strict=True):
+        for key, values in series.items():
             size = values[i] / top * room
             if size:
                 body.append(
                     f'<rect x="{x:.1f}" y="{y + 3}" width="{size:.1f}" height="14"'
-                    f' fill="{colour}"/>'
+                    f' fill="{colours[key]}"/>'
                 )
                 x += size
         body.append(
-            f'<text x="{x + 4:.1f}" y="{y + 13}" font-size="12">{totals[i]}</text>'
+            f'<text x="{x + 4:.1f}" y="{y + 13}" font-size="12">'
+            f"{escape(written(totals[i]))}</text>"
         )
     legend = len(rows) * step + 12
-    for n, (key, colour) in enumerate(zip(series, _colours(len(series)), strict=True)):
+    for n, key in enumerate(series):
         y = legend + n * 18
         body.append(
-            f'<rect x="0" y="{y}" width="12" height="12" fill="{colour}"/>'
+            f'<rect x="0" y="{y}" width="12" height="12" fill="{colours[key]}"/>'
             f'<text x="18" y="{y + 11}" font-size="12">{escape(labels[key])}</text>'
         )
     return _svg(title, legend + 18 * len(series), body)
@@ -140,9 +154,49 @@ def _each(ranked: Sequence[tuple[str, int]]) -> str:
     return " each" if ranked[1:] and ranked[1][1] == ranked[0][1] else ""
 
 
+def lost_mrr_key(currency: str) -> str:
+    """The key of the chart of MRR lost per month in ``currency``."""
+    return f"lost_mrr_{currency}"
+
+
+def _lost_mrr_figure(
+    months: MonthGrid,
+    currency: str,
+    series: Mapping[str, Sequence[int]],
+    colours: Mapping[str, str],
+) -> Figure:
+    """MRR lost per month in one currency, stacked by stated reason."""
+
+    def written(cents: int) -> str:
+        return money(cents, currency)
+
+    totals = months.lost_totals(currency)
+    busiest = max(totals)
+    ranked = sorted(
+        ((reason_name(code), sum(values)) for code, values in series.items()),
+        key=lambda pair: -pair[1],
+    )
+    names, most = _most(ranked)
+    return Figure(
+        stacked_bars(
+            f"MRR lost per month in {currency}, by stated reason",
+            months.months,
+            series,
+            {code: reason_name(code) for code in series},
+            written,
+            colours,
+        ),
+        f"The 12 months to {months.months[-1]}: {written(sum(totals))} of MRR"
+        f" lost in {currency}; the most in one month, {written(busiest)}"
+        f" ({months.months[totals.index(busiest)]}). Lost most: {names},"
+        f" {written(most)}{_each(ranked)}.",
+    )
+
+
 def figures(found: Panels, months: MonthGrid) -> dict[str, Figure]:
-    """The page's charts, by panel, each with its text summary (the counts
-    come from the panels; money stays in their tables, one currency a row)."""
+    """The page's charts, by panel (MRR lost over time: one per currency, by
+    ``lost_mrr_key``), each with its text summary; numbers from the panels,
+    never an amount added across currencies."""
     drawn: dict[str, Figure] = {}
     departed = found.funnel.departed
     if not departed:
@@ -168,17 +222,26 @@ def figures(found: Panels, months: MonthGrid) -> dict[str, Figure]:
     )
     totals = months.totals
     busiest = max(totals)
+    # A reason has one colour in every chart over time.
+    colours = dict(
+        zip(months.departures, _colours(len(months.departures)), strict=True)
+    )
     drawn["over_time"] = Figure(
         stacked_bars(
             "Departures per month, by stated reason",
             months.months,
             months.departures,
             {code: reason_name(code) for code in months.departures},
+            colours=colours,
         ),
         f"The 12 months to {months.months[-1]}: {sum(totals)} departures;"
         f" the most in one month, {busiest}"
         f" ({months.months[totals.index(busiest)]}).",
     )
+    for currency, series in months.lost_mrr_cents.items():
+        drawn[lost_mrr_key(currency)] = _lost_mrr_figure(
+            months, currency, series, colours
+        )
     f = found.funnel
     drawn["funnel"] = Figure(
         bars(

@@ -55,6 +55,7 @@ def page() -> tuple[str, int]:
             matrix=insights.said_found_matrix(found.said_vs_found),
             months=months,
             figures=charts.figures(found, months),
+            lost_mrr_key=charts.lost_mrr_key,
             costliest=insights.costliest,
             to_queue=to_queue,
             args=request.args,

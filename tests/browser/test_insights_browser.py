@@ -44,9 +44,23 @@ def test_change_the_period_and_follow_a_cell_to_the_queue(
     expect(reasons.get_by_role("row").nth(1)).to_contain_text("$300.00")
     said = page.get_by_role("region", name="Said versus found")
     expect(said.get_by_role("strong")).to_have_text("100 %")
+    # Over time: departures, then the MRR lost in each currency, by reason.
+    over_time = page.get_by_role("region", name="Over time")
+    usd = over_time.get_by_role(
+        "img", name="MRR lost per month in USD, by stated reason"
+    )
+    expect(usd).to_be_visible()
+    expect(over_time).to_contain_text("$484.99 of MRR lost in USD")
     screenshot(page, artifacts / "insights-1280.png")
     page.set_viewport_size({"width": 360, "height": 740})
     screenshot(page, artifacts / "insights-360.png")
+    # On a phone the charts fit the screen, and so does the page.
+    for chart in over_time.get_by_role("img").all():
+        box = chart.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 360, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    over_time.screenshot(path=str(artifacts / "insights-over-time-360.png"))
 
     # "Too expensive", found "poor fit": one postmortem, d1's.
     page.set_viewport_size(DESKTOP)
