@@ -250,6 +250,36 @@ def test_an_inverted_date_range_is_explained_not_shown_empty(app, client, reader
     assert "until" in api.get_json()["fields"]
 
 
+def test_a_refused_filter_keeps_the_valid_ones_and_a_download_that_works(app):
+    make_consenting(app, segment="smb", contact_email="smb@x.example")
+    make_consenting(app, segment="enterprise", contact_email="big@x.example")
+    marketing = app.test_client()
+    login(marketing, make_user(app, "marketing").email)
+    page = marketing.get(
+        "/winback?segment=smb&reason=nope&since=2020-01-01&until=2019-06-01"
+    )
+    assert page.status_code == 422
+    html = page.get_data(as_text=True)
+    # Both refusals explained, each beside the value given.
+    assert "not after “from”" in html
+    assert "Unknown reason code" in html
+    assert 'value="2019-06-01"' in html
+    # The valid filters still apply: the segment, and the date from.
+    assert "smb@x.example" in html
+    assert "big@x.example" not in html
+    # The download is the list shown: the valid filters only.
+    [link] = re.findall(r'href="(/winback/contacts\.csv[^"]*)"', html)
+    assert link.replace("&amp;", "&") == (
+        "/winback/contacts.csv?segment=smb&since=2020-01-01"
+    )
+    assert "Download this filtered list as CSV" in html
+    download = marketing.get(link.replace("&amp;", "&"))
+    assert download.status_code == 200
+    assert download.mimetype == "text/csv"
+    rows = csv.DictReader(io.StringIO(download.get_data(as_text=True), newline=""))
+    assert [row["Email"] for row in rows] == ["smb@x.example"]
+
+
 def test_do_not_contact_takes_a_contact_off_the_list(app, client, reader):
     departure = make_consenting(app)
     staff = app.test_client()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask import Blueprint, render_template, request
 from flask import Response as HttpResponse
 from flask_login import current_user
@@ -22,11 +24,7 @@ PAGE_SIZE = 100
 @access.requires(access.WINBACK)
 def contacts() -> tuple[str, int]:
     """One page of consenting contacts, the filters, and the CSV link."""
-    problems: dict[str, list[str]] = {}
-    try:
-        wanted = winback.filter_from_args(request.args)
-    except InvalidInput as invalid:
-        wanted, problems = winback.WinbackFilter(), invalid.fields
+    wanted, query, problems = _valid_filters(request.args)
     session = db.session()
     cursor = request.args.get("cursor") if not problems else None
     try:
@@ -43,7 +41,6 @@ def contacts() -> tuple[str, int]:
         finished=True,
         format="page",
     )
-    query = {k: v for k, v in request.args.items() if k != "cursor" and v}
     return (
         render_template(
             "winback/contacts.html",
@@ -54,6 +51,26 @@ def contacts() -> tuple[str, int]:
         ),
         422 if problems else 200,
     )
+
+
+def _valid_filters(
+    args: Mapping[str, str],
+) -> tuple[winback.WinbackFilter, dict[str, str], dict[str, list[str]]]:
+    """Read the filters keeping the valid ones, as the queue does: a refused
+    one is dropped (and explained), the rest still apply. Return them, the
+    query string that gives them (for the CSV and page links), and the
+    problems per field."""
+    query = {k: v for k, v in args.items() if k != "cursor" and v}
+    problems: dict[str, list[str]] = {}
+    while True:
+        try:
+            return winback.filter_from_args(query), query, problems
+        except InvalidInput as invalid:
+            problems |= invalid.fields
+            kept = {k: v for k, v in query.items() if k not in invalid.fields}
+            if kept == query:  # a problem no one parameter holds: drop them all
+                return winback.WinbackFilter(), {}, problems
+            query = kept
 
 
 @bp.get("/contacts.csv", endpoint="csv")

@@ -19,14 +19,16 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from flask import Flask
 from playwright.sync_api import Page, expect
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from survey import db
 from survey.answers.models import Response
 from survey.demo import load_demo
 from survey.departures.models import Departure
+from survey.review import queue
 from survey.review.models import Postmortem
 from survey.review_items import ReviewItem
+from survey.vocabulary import FOLLOW_UP_TEXTS
 from tests.browser.conftest import sign_in
 from tests.factories import (
     login,
@@ -41,6 +43,12 @@ pytestmark = pytest.mark.browser
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 740}
 SIZES = {"1280": LAPTOP, "360": PHONE}
+
+#: One unbroken word of 75 characters, and a staff name of 45.
+LONG_COMPANY = (
+    "InternationalisierungsdienstleistungsgesellschaftsvermoegensverwaltungsGmbH"
+)
+LONG_STAFF_NAME = "Maximiliana Theodora Wolfeschlegelsteinhausen"
 
 #: Elements that hold words people read (customer's or staff's).
 TEXT_BLOCKS = (
@@ -76,7 +84,9 @@ class Demo:
 
     admin: str
     marketing: str
-    answered_with_follow_up: str
+    #: (follow-up reason, item) of the demo's own items whose customer
+    #: answered a follow-up question, the longest questions first.
+    answered_with_follow_up: tuple[tuple[str, str], ...]
     answered_at_length: str
     finished: str
     draft_free: str
@@ -105,6 +115,39 @@ def demo(live_app: tuple[Flask, str]) -> Demo:
     assert more.status_code == 303
     admin = make_user(app, "admin", name="Ada Admin")
     marketing = make_user(app, "marketing", name="Max Marketing")
+    # Words that do not break: a long staff name (in every "Assign to"
+    # list), and an account whose names are long words, assigned to that
+    # person, on the queue's first page below the fold (its lost MRR the
+    # 20th largest: it is a rare row, the ten above the fold are ordinary).
+    long_named = make_user(app, "csm", name=LONG_STAFF_NAME)
+    with app.app_context(), db.new_session() as session:
+        mid_page_mrr = session.scalar(
+            select(ReviewItem.mrr_cents)
+            .where(ReviewItem.status != "closed")
+            .order_by(ReviewItem.mrr_cents.desc())
+            .offset(19)
+            .limit(1)
+        )
+    assert mid_page_mrr is not None
+    stress = make_departure(
+        app,
+        company=LONG_COMPANY,
+        contact_name="Bartholomaeus-Maximilian von "
+        "Hohenzollern-Sigmaringen-Wittelsbach",
+        contact_email="bartholomaeus.maximilian.hohenzollern-sigmaringen"
+        "@verwaltungsgesellschaft.example",
+        plan="enterprise_unlimited_seats_with_premium_support_and_sso_2024",
+        mrr_cents=mid_page_mrr,
+    )
+    stress_page = survey_path(app, stress)
+    assert submit(customer, stress_page, {"reason": "switched"}).status_code == 303
+    with app.app_context(), db.write_session() as session:
+        item = session.scalar(
+            select(ReviewItem).where(ReviewItem.departure_id == stress.id)
+        )
+        assert item is not None
+        queue.assign(session, item, long_named.id, actor_id=admin.id)
+        session.commit()
     with app.app_context(), db.new_session() as session:
         open_items = (
             select(Departure.public_id)
@@ -113,12 +156,21 @@ def demo(live_app: tuple[Flask, str]) -> Demo:
             .where(ReviewItem.status.in_(("new", "in_review")))
             .where(Postmortem.id.is_(None))
         )
-        # The longest answer to a follow-up question: the page that broke.
-        follow_up = session.scalar(
-            open_items.join(Response, Response.departure_id == Departure.id)
+        # The demo's answers to follow-up questions (the page that broke),
+        # one per question, the longest questions first.
+        answered = session.execute(
+            open_items.add_columns(Response.follow_up_reason)
+            .join(Response, Response.departure_id == Departure.id)
             .where(Response.follow_up_answer.is_not(None))
-            .order_by(func.length(Response.follow_up_answer).desc())
-            .limit(1)
+            .where(Departure.id != talker.id)
+            .order_by(Departure.id)
+        ).all()
+        follow_ups = {str(reason): public_id for public_id, reason in answered}
+        follow_up = tuple(
+            (reason, follow_ups[reason])
+            for reason in sorted(
+                follow_ups, key=lambda code: -len(FOLLOW_UP_TEXTS[code])
+            )[:3]
         )
         finished = session.scalar(
             select(Departure.public_id)
@@ -131,7 +183,7 @@ def demo(live_app: tuple[Flask, str]) -> Demo:
         person = session.scalar(
             select(Departure.contact_email).order_by(Departure.id).limit(1)
         )
-    assert follow_up and finished and len(free) == 2 and person
+    assert len(follow_up) == 3 and finished and len(free) == 2 and person
     return Demo(
         admin.email,
         marketing.email,
@@ -190,6 +242,8 @@ def test_every_staff_page_reads_well_at_both_sizes(
     rows = page.locator("table.queue tbody tr")
     expect(rows.first).to_be_visible()
     shot("queue")
+    # The account with long words is on this page, its row among the others.
+    expect(page.get_by_role("link", name=LONG_COMPANY)).to_have_count(1)
     if size == "1280":
         for column in ("Status", "Age"):
             header = page.get_by_role("columnheader", name=column, exact=True)
@@ -225,22 +279,34 @@ def test_every_staff_page_reads_well_at_both_sizes(
     expect(page.locator("#csm")).to_be_visible()
     shot("queue-filtered")
 
-    # An item whose customer answered a follow-up question at length.
-    visit(page, base, f"/review/{demo.answered_with_follow_up}")
+    # The demo's items whose customer answered a follow-up question: the
+    # question above its answer, the answers readable (a long staff name in
+    # "Assign to" too). The first is "item"; the others are named by reason.
     answers = page.locator("#answers-heading ~ dl.answers")
-    expect(answers).to_be_visible()
-    # The account's facts beside the answers on a laptop, below on a phone.
-    answers_box = page.locator(
-        "section[aria-labelledby=answers-heading]"
-    ).bounding_box()
-    facts_box = page.locator("section[aria-labelledby=facts-heading]").bounding_box()
-    assert answers_box is not None and facts_box is not None
-    if size == "1280":
-        assert facts_box["x"] >= answers_box["x"] + answers_box["width"]
-        assert abs(facts_box["y"] - answers_box["y"]) < 5
-    else:
-        assert facts_box["y"] >= answers_box["y"] + answers_box["height"]
-    shot("item")
+    for number, (reason, public_id) in enumerate(demo.answered_with_follow_up):
+        visit(page, base, f"/review/{public_id}")
+        expect(answers).to_contain_text(str(FOLLOW_UP_TEXTS[reason]))
+        # The account's facts beside the answers on a laptop, below on a phone.
+        answers_box = page.locator(
+            "section[aria-labelledby=answers-heading]"
+        ).bounding_box()
+        facts_box = page.locator(
+            "section[aria-labelledby=facts-heading]"
+        ).bounding_box()
+        assert answers_box is not None and facts_box is not None
+        if size == "1280":
+            assert facts_box["x"] >= answers_box["x"] + answers_box["width"]
+            assert abs(facts_box["y"] - answers_box["y"]) < 5
+            # Short answers too: every answer has room to read.
+            widths = [
+                box["width"]
+                for box in (dd.bounding_box() for dd in answers.locator("dd").all())
+                if box is not None
+            ]
+            assert widths and min(widths) >= 200, f"{reason}: answers {widths}"
+        else:
+            assert facts_box["y"] >= answers_box["y"] + answers_box["height"]
+        shot("item" if number == 0 else f"item-follow-up-{reason}")
     visit(page, base, f"/review/{demo.answered_at_length}")
     expect(answers).to_contain_text("audit trail")
     shot("item-long-answers")
@@ -288,7 +354,10 @@ def test_every_staff_page_reads_well_at_both_sizes(
     shot("actions")
     visit(page, base, "/winback")
     shot("winback")
-    visit(page, base, "/winback?since=2026-12-01&until=2026-01-01", 422)
+    # An inverted range: "until" refused and explained, "from" still applied.
+    visit(page, base, "/winback?since=2000-01-01&until=1999-01-01", 422)
+    expect(page.locator(".error-summary")).to_contain_text("not after")
+    expect(page.locator("table.winback tbody tr").first).to_be_visible()
     shot("winback-refused")
     visit(page, base, "/insights")
     shot("insights")
