@@ -155,6 +155,21 @@ def test_a_refused_form_speaks_the_departures_language_not_the_browsers(app, cli
     assert f"<h1>{translated('de', 'Please try again')}</h1>" in page
 
 
+def test_a_body_too_large_for_the_survey_is_refused_in_the_departures_language(
+    app, client
+):
+    """Refused by a guard of the whole app, before the survey's own hooks."""
+    link = survey_path(app, make_departure(app, locale="de"))
+    too_much = "x" * (app.config["PUBLIC_MAX_BODY_BYTES"] + 1)
+    refused = client.post(
+        link, data={"reason_other": too_much}, headers={"Accept-Language": "en"}
+    )
+    assert refused.status_code == 413
+    page = refused.get_data(as_text=True)
+    assert '<html lang="de">' in page
+    assert f"<h1>{translated('de', 'Too much to send')}</h1>" in page
+
+
 def test_a_failure_on_the_survey_speaks_the_departures_language(app, client, clock):
     link = survey_path(app, make_departure(app, locale="de"))
     # A wording version damaged by hand, outside the admin page's checks:

@@ -7,6 +7,7 @@ lost, nothing of an erased person left, no 5xx but during the kills).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,8 @@ def test_a_short_soak_loses_nothing() -> None:
     # Both kills happened, and the staff signed in and were refused as counted.
     assert "outbox worker killed at" in done.stdout
     assert "app server killed at" in done.stdout
-    assert "wrong passwords refused: 0 " not in done.stdout
+    refusals = re.search(r"wrong passwords refused: (\d+) of", done.stdout)
+    assert refusals is not None and int(refusals.group(1)) > 0, done.stdout
     # Requests were turned away by the killed server and retried elsewhere.
     refused = next(
         line for line in done.stdout.splitlines() if "connections refused" in line

@@ -62,14 +62,17 @@ def _asked(name: str) -> str | None:
 @bp.before_request
 def _language_chosen_on_the_page() -> None:
     """A language chosen with the page's switch (``?lang=``) is spoken; the
-    page's links and forms keep it (the customer's pages set no cookie).
-
-    An error page drawn before the view has read the departure (a refused
-    form token, a failure) asks for its language then (``errors``): the
-    pages that draw none read nothing more.
-    """
+    page's links and forms keep it (the customer's pages set no cookie)."""
     if (chosen := _asked("lang")) in i18n.shipped_languages():
         g.chosen_locale = chosen
+
+
+@bp.url_value_preprocessor
+def _reader_known_by_the_address(_endpoint: str | None, _values: Any) -> None:
+    """An error page drawn before the view has read the departure (a refused
+    form token, a body too large, a failure) asks for its language then
+    (``errors``); pages that draw none read nothing more. Left before any
+    ``before_request`` guard can refuse the request."""
     g.find_locale = _departures_locale
 
 
@@ -173,23 +176,6 @@ def _render_page_one(locale: str | None, wording: Wording, **context: Any) -> st
             reasons=wording.reasons(),
             **context,
         )
-
-
-def page_one_preview(wording: Wording, language: str) -> str:
-    """Return page 1 as a customer reading ``language`` would see it under
-    ``wording``, for the staff's preview before saving: no answers, a
-    stand-in link, no form token (nothing is meant to be sent from it)."""
-    outer = g.get("locale")
-    g.locale = language  # the page's lang attribute
-    try:
-        page = _shared_page_one(language, wording, "", None, None, None)
-    finally:
-        g.locale = outer
-    return page.replace(_LINK_SLOT, PREVIEW_LINK).replace(_FORM_SLOT, "")
-
-
-#: The link a preview's page stands in with.
-PREVIEW_LINK = "your-personal-link"
 
 
 def _shared_page_one(

@@ -11,6 +11,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     make_response,
     redirect,
     render_template,
@@ -26,7 +27,6 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from survey import audit, db, i18n, outbox
 from survey.branding import service as branding
 from survey.errors import InvalidInput
-from survey.public import views as public_views
 from survey.security import CONTENT_SECURITY_POLICY
 from survey.staff import access
 from survey.staff.models import StaffUser
@@ -127,17 +127,41 @@ def _based_on(form: Any) -> int:
         return -1  # not a version: refused as saved meanwhile
 
 
+#: The link a preview's page and email stand in with.
+PREVIEW_LINK = "your-personal-link"
+
+
+def _page_one(wording: Wording, language: str) -> str:
+    """The customer's page 1 (its own template) as a customer reading
+    ``language`` would see it under ``wording``: no answers, a stand-in
+    link, no form token (nothing is meant to be sent from it)."""
+    outer = g.get("locale")
+    g.locale = language  # the page's lang attribute
+    try:
+        with i18n.force_locale(language):
+            return render_template(
+                "public/reason.html",
+                wording=wording,
+                reasons=wording.reasons(),
+                errors={},
+                token=PREVIEW_LINK,
+                form_token="",
+            )
+    finally:
+        g.locale = outer
+
+
 def _preview(wording: Wording, language: str) -> dict[str, Any]:
     """The survey's first page and the invitation, as a customer reading
     ``language`` would see them under ``wording``."""
     base = str(current_app.config["BASE_URL"]).rstrip("/")
-    survey_url = f"{base}/s/{public_views.PREVIEW_LINK}"
+    survey_url = f"{base}/s/{PREVIEW_LINK}"
     subject, text, html = outbox.render_email(
         "invitation",
         language,
         departure=SimpleNamespace(contact_name="Alex"),
         survey_url=survey_url,
-        withdraw_url=f"{base}/w/{public_views.PREVIEW_LINK}",
+        withdraw_url=f"{base}/w/{PREVIEW_LINK}",
         reason_links=[(code, f"{survey_url}?reason={code}") for code in wording.shown],
         wording=wording,
         brand=branding.current(),
@@ -145,18 +169,16 @@ def _preview(wording: Wording, language: str) -> dict[str, Any]:
     return {
         "language": language,
         "wording": wording,
-        "page_html": public_views.page_one_preview(wording, language),
+        "page_html": _page_one(wording, language),
         "email_subject": subject,
         "email_text": text,
         "email_html": html,
     }
 
 
-#: A preview's page lets the email draw its inline styles too (mail programs
-#: read no stylesheets, so emails carry them inline); scripts stay our own.
-_PREVIEW_POLICY = CONTENT_SECURITY_POLICY.replace(
-    "style-src 'self'", "style-src 'self' 'unsafe-inline'"
-)
+#: A preview's page lets the email draw its style attributes (mail programs
+#: read no stylesheets, so emails carry them inline); nothing else inline.
+_PREVIEW_POLICY = f"{CONTENT_SECURITY_POLICY}; style-src-attr 'unsafe-inline'"
 
 
 def _page(
@@ -164,7 +186,7 @@ def _page(
 ) -> WerkzeugResponse:
     """Render a wording page, with the preview the form asked for, if any."""
     response = make_response(render_template(template, preview=preview, **context))
-    if preview and "email_html" in preview:
+    if preview:
         response.headers["Content-Security-Policy"] = _PREVIEW_POLICY
     return response
 
