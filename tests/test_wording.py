@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from survey.answers.models import Response
+from survey.branding.logos import checked_logo
 from survey.consent import WORDING_VERSION, ConsentEvent
 from survey.wording.models import SurveyVersion
 from tests.factories import (
@@ -19,9 +20,11 @@ from tests.factories import (
     make_token,
     make_user,
     path_of,
+    set_brand,
     submit,
     survey_path,
 )
+from tests.test_branding import png
 from tests.test_outbox import deliver, text_part
 
 REASONS_PAGE = "/admin/survey/reasons"
@@ -213,6 +216,18 @@ def test_a_preview_shows_the_survey_and_the_email_and_saves_nothing(admin, sessi
         not in admin.get(texts_page("fr")).headers["Content-Security-Policy"]
     )
     assert versions(session) == []
+
+
+def test_the_previewed_email_is_the_one_sent_logo_and_links_alike(app, admin):
+    """Drawn from the same context as the invitation a departure gets."""
+    set_brand(app, company_name="Acme", logo=checked_logo(png()))
+    preview = set_texts(admin, "en", {"The question": "Why go?"}, action="preview")
+    assert preview.status_code == 200
+    _page_one, email = framed(preview.get_data(as_text=True))
+    [logo] = re.findall(r'<img src="([^"]+)"', email)
+    assert re.fullmatch(r"http://[^/]+/brand/logo-[0-9a-f]{16}\.png", logo)
+    links = re.findall(r'href="([^"]+\?reason=[a-z_]+)"', email)
+    assert len(links) == 10 and all("/s/your-personal-link?" in x for x in links)
 
 
 def test_an_answer_keeps_the_wording_it_was_given_in(app, admin, session):

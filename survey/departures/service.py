@@ -247,28 +247,44 @@ def queue_survey_email(
         locale=i18n.email_locale(departure.locale),
         departure_id=departure.id,
         departure=departure,
-        survey_url=links.survey_url(departure.public_id),
-        withdraw_url=links.withdraw_url(departure.public_id),
         sender_name=brand.sender,
         reply_to=brand.reply_to,
-        brand=brand,
-        logo_url=links.external_url("brand.logo", file=brand.logo_file)
-        if brand.logo and brand.logo.content_type != SVG
-        else None,
+        **survey_email_context(
+            brand,
+            links.survey_url(departure.public_id),
+            links.withdraw_url(departure.public_id),
+        ),
         **context,
     )
+
+
+def survey_email_context(
+    brand: Any, survey_url: str, withdraw_url: str
+) -> dict[str, Any]:
+    """What every email holding a survey link draws from its links and the
+    brand (the wording preview draws it with stand-in links)."""
+    return {
+        "survey_url": survey_url,
+        "withdraw_url": withdraw_url,
+        "brand": brand,
+        # Mail programs draw no SVG: the name alone then.
+        "logo_url": links.external_url("brand.logo", file=brand.logo_file)
+        if brand.logo and brand.logo.content_type != SVG
+        else None,
+    }
+
+
+def question_context(survey_url: str, wording: wordings.Wording) -> dict[str, Any]:
+    """The question an email asks, each reason a link to its answer."""
+    reason_links = [(code, f"{survey_url}?reason={code}") for code in wording.shown]
+    return {"wording": wording, "reason_links": reason_links}
 
 
 def _queue_question(session: Session, departure: Departure, kind: str) -> None:
     """Write an email asking the question, each reason a link to its answer."""
     survey_url = links.survey_url(departure.public_id)
-    wording = wordings.current()
     queue_survey_email(
-        session,
-        departure,
-        kind,
-        wording=wording,
-        reason_links=[(code, f"{survey_url}?reason={code}") for code in wording.shown],
+        session, departure, kind, **question_context(survey_url, wordings.current())
     )
 
 

@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from survey import audit, db, i18n, outbox
 from survey.branding import service as branding
+from survey.departures.service import question_context, survey_email_context
 from survey.errors import InvalidInput
 from survey.security import CONTENT_SECURITY_POLICY
 from survey.staff import access
@@ -160,11 +161,10 @@ def _preview(wording: Wording, language: str) -> dict[str, Any]:
         "invitation",
         language,
         departure=SimpleNamespace(contact_name="Alex"),
-        survey_url=survey_url,
-        withdraw_url=f"{base}/w/{PREVIEW_LINK}",
-        reason_links=[(code, f"{survey_url}?reason={code}") for code in wording.shown],
-        wording=wording,
-        brand=branding.current(),
+        **survey_email_context(
+            branding.current(), survey_url, f"{base}/w/{PREVIEW_LINK}"
+        ),
+        **question_context(survey_url, wording),
     )
     return {
         "language": language,
