@@ -18,6 +18,20 @@ Stripe's ``created`` time: those made after it apply at once, in the same
 transaction (the invitation it queued never leaves), those made before it
 are obsolete. Handlers of one subscription's events take its lock first, so
 none of them reads the departure while another writes it.
+
+An event may also come after one Stripe made later was handled (Stripe
+retries for days). Each stored event keeps its subscription and its
+``created`` time, and once handled, what it asked for, after its JSON is
+gone: a reactivation made before a handled cancellation is obsolete; a
+cancellation made before a handled reactivation never makes the customer
+leave again (and the departure it records, if the reactivation found none,
+is recorded as reactivated). Whatever the event, the last one Stripe made
+decides.
+
+A subscription's metadata that fails our rules is left out field by field
+(an amount with its currency: never an amount taken for USD); an event
+whose subscription id we cannot keep as a departure's ``external_id`` is
+closed with the reason, not tried again for ever.
 """
 
 from __future__ import annotations
@@ -34,7 +48,7 @@ import requests
 import stripe
 from flask import current_app
 from pydantic import ValidationError
-from sqlalchemy import Index, String, Text, func, insert, select
+from sqlalchemy import Index, String, Text, exists, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -82,6 +96,14 @@ class StripeEvent(Base):
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(100))
+    #: The subscription the event is about (None: none, or an id too long).
+    subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    #: When Stripe made the event: kept after the JSON is gone, it orders the
+    #: subscription's events however late they come.
+    created: Mapped[datetime | None]
+    #: What the event asked for, noted once it is handled: ``depart``,
+    #: ``reactivate`` or None (neither).
+    action: Mapped[str | None] = mapped_column(String(10))
     #: The event's JSON until it is handled (it names a person), then None.
     payload: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(10))
@@ -132,12 +154,19 @@ def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
 def store(session: Session, event: dict[str, Any]) -> bool:
     """Keep the event; return False if it was kept already. The caller commits."""
     now = clock.now()
+    subscription_id = _subscription_id(event)
     try:
         with session.begin_nested():
             session.add(
                 StripeEvent(
                     id=event["id"][:255],
                     type=event["type"][:100],
+                    subscription_id=(
+                        subscription_id
+                        if subscription_id and len(subscription_id) <= 255
+                        else None
+                    ),
+                    created=_when(event.get("created")),
                     payload=json.dumps(event),
                     status=PENDING,
                     attempts=0,
@@ -198,9 +227,13 @@ def _currency(subscription: dict[str, Any]) -> str:
 
 
 def _when(*stamps: Any) -> datetime | None:
+    """The first of Stripe's Unix times that is one (None: none is)."""
     for stamp in stamps:
-        if isinstance(stamp, int) and stamp > 0:
-            return datetime.fromtimestamp(stamp, UTC)
+        if isinstance(stamp, int) and not isinstance(stamp, bool) and stamp > 0:
+            try:
+                return datetime.fromtimestamp(stamp, UTC)
+            except (OverflowError, OSError, ValueError):  # beyond any calendar
+                continue
     return None
 
 
@@ -223,6 +256,10 @@ class Contact:
 
 class StripeUnreachable(Exception):
     """Stripe's API did not answer; try again later."""
+
+
+class Unrecordable(Exception):
+    """No departure can be recorded from the event, however often it is tried."""
 
 
 def read_customer(customer_id: str | None) -> Contact:
@@ -302,6 +339,10 @@ def _facts(subscription: dict[str, Any], contact: Contact, cancelled: Any) -> An
         # that does, the amount with its currency above all. Field names
         # only in the log: the values may name a person.
         bad = {str(problem["loc"][0]) for problem in error.errors() if problem["loc"]}
+        if "external_id" in bad:  # the departure's key: nothing to record under
+            raise Unrecordable("external_id not valid") from None
+        if "currency" in bad:  # an amount without its currency would be USD
+            bad.add("mrr_cents")
         log.warning(
             "subscription %s: %s left out (not valid)",
             subscription.get("id"),
@@ -426,26 +467,65 @@ def handle(
             if event["type"] == "customer.subscription.deleted"
             else _when(subscription.get("cancel_at"), _period_end(subscription))
         )
-        facts = _facts(
-            subscription, _contact(subscription, contact or Contact()), cancelled
-        )
+        try:
+            facts = _facts(
+                subscription, _contact(subscription, contact or Contact()), cancelled
+            )
+        except Unrecordable as error:
+            log.error("Stripe event %s closed, nothing recorded: %s", stored.id, error)
+            _close(stored, action, error=str(error))
+            return "handled"
         departure, created = record_departure(session, facts, source="stripe")
+        stayed_after = _handled_after(session, stored, "reactivate")
         if created and departure.contact_email is None:
             _queue_without_contact(session, departure)
+        if stayed_after:
+            # The customer came back after this cancellation: a departure it
+            # records (its reactivation found none) is reactivated at once.
+            log.info("Stripe event %s late: a reactivation came after", stored.id)
+            if created:
+                _reactivate(session, departure.external_id)
         elif not created and departure.reactivated_at is not None:
             _leave_again(session, departure)
         _settle_waiting_reactivations(session, event, departure.external_id)
     elif action == "reactivate" and subscription_id:
-        if not final and (
+        if _handled_after(session, stored, "depart"):
+            log.info("Stripe event %s obsolete: a cancellation came after", stored.id)
+        elif not final and (
             find_by_external_id(session, subscription_id) is None
             or _cancellation_pending_before(session, event, subscription_id)
         ):
             _back_off(stored, "waiting for the subscription's cancellation")
             return "postponed"
-        _reactivate(session, subscription_id)
-    stored.status, stored.payload = DONE, None
-    stored.handled_at, stored.last_error = clock.now(), None
+        else:
+            _reactivate(session, subscription_id)
+    _close(stored, action)
     return "handled"
+
+
+def _close(stored: StripeEvent, action: str | None, error: str | None = None) -> None:
+    """Mark a locked event handled: its JSON goes, what it asked for stays."""
+    stored.status, stored.payload, stored.action = DONE, None, action
+    stored.handled_at, stored.last_error = clock.now(), error
+
+
+def _handled_after(session: Session, stored: StripeEvent, action: str) -> bool:
+    """Whether an event of the same subscription that ``action`` and that
+    Stripe made after ``stored`` (not in the same second) was handled already."""
+    if stored.subscription_id is None or stored.created is None:
+        return False
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    StripeEvent.subscription_id == stored.subscription_id,
+                    StripeEvent.status == DONE,
+                    StripeEvent.action == action,
+                    StripeEvent.created > stored.created,
+                )
+            )
+        )
+    )
 
 
 def _queue_without_contact(session: Session, departure: Departure) -> None:
@@ -492,8 +572,7 @@ def _settle_waiting_reactivations(
             _reactivate(session, subscription_id)
         else:
             log.info("Stripe event %s obsolete: a cancellation came after", stored.id)
-        stored.status, stored.payload = DONE, None
-        stored.handled_at, stored.last_error = clock.now(), None
+        _close(stored, "reactivate")
 
 
 def _cancellation_pending_before(
@@ -517,16 +596,15 @@ def _pending(
     """The subscription's other pending events that ``action``, locked.
 
     Few events are pending (those Stripe's outage holds back, or waiting),
-    and only theirs are read: a pending event still holds its JSON, which
-    names its subscription.
+    and only theirs are read: what a pending event asks for is in its JSON.
     """
     rows = session.scalars(
         select(StripeEvent)
         .where(
+            StripeEvent.subscription_id == subscription_id,
             StripeEvent.status == PENDING,
             StripeEvent.type.in_(types),
             StripeEvent.id != besides["id"],
-            StripeEvent.payload.contains(json.dumps(subscription_id), autoescape=True),
         )
         .order_by(StripeEvent.received_at, StripeEvent.id)
         .with_for_update()
@@ -535,11 +613,7 @@ def _pending(
     found = []
     for stored in rows:
         event = json.loads(stored.payload) if stored.payload else None
-        if (
-            event is not None
-            and _subscription_id(event) == subscription_id
-            and _readable_action(event) == action
-        ):
+        if event is not None and _readable_action(event) == action:
             found.append((stored, event))
     return found
 

@@ -948,3 +948,108 @@ def test_a_change_of_mind_without_any_departure_waits_then_is_let_go(
     assert departures(session) == []
     [stored] = session.scalars(select(StripeEvent)).all()
     assert (stored.status, stored.payload) == ("done", None)
+
+
+@pytest.mark.parametrize("how", ["uncancelled", "resumed"])
+def test_a_change_of_mind_delivered_after_a_later_cancellation_is_obsolete(
+    stripe_app, session, how
+):
+    """Cancelled, stayed, cancelled again; Stripe delivers the change of mind
+    last (a retry): the customer cancelled last, and is still asked."""
+    client = stripe_app.test_client()
+    sub = subscription(
+        cancel_at_period_end=True, canceled_at=None, metadata={"email": "late@x.io"}
+    )
+    cancelling = {"cancel_at_period_end": False}
+    first = event("customer.subscription.updated", sub, cancelling)
+    assert post(client, first).json["outcome"] == "handled"
+    stayed = staying(sub, how)  # made by Stripe before the next cancellation
+    again = event("customer.subscription.updated", sub, cancelling)
+    assert post(client, again).json["outcome"] == "handled"
+    late = post(client, stayed)
+    assert late.status_code == 200, late.get_data(as_text=True)
+    assert late.json["outcome"] == "handled"
+    [departure] = departures(session)
+    assert departure.reactivated_at is None
+    [invitation] = invitations(session)
+    assert invitation.status == "pending"
+    assert set(session.scalars(select(StripeEvent.status))) == {"done"}
+
+
+def test_a_cancellation_delivered_after_a_later_change_of_mind_changes_nothing(
+    stripe_app, session
+):
+    """Cancelled, stayed, cancelled again, stayed again; Stripe delivers the
+    second cancellation last: the customer stayed last, and is not asked."""
+    client = stripe_app.test_client()
+    sub = cancel_then_stay(client, "stays@x.io")
+    again = event("customer.subscription.updated", sub, {"cancel_at_period_end": False})
+    assert post(client, staying(sub, "uncancelled")).json["outcome"] == "handled"
+    late = post(client, again)
+    assert late.status_code == 200, late.get_data(as_text=True)
+    assert late.json["outcome"] == "handled"
+    [departure] = departures(session)
+    assert departure.reactivated_at is not None
+    statuses = [message.status for message in invitations(session)]
+    assert statuses == [outbox.CANCELLED]
+    assert set(session.scalars(select(StripeEvent.status))) == {"done"}
+
+
+def test_a_cancellation_delivered_after_its_change_of_mind_was_let_go_is_kept_stayed(
+    stripe_app, clock, session
+):
+    """The change of mind waited its attempts for a departure, then was let
+    go; the cancellation Stripe made before it comes at last (a retry): the
+    departure is recorded as reactivated, and no survey leaves."""
+    client = stripe_app.test_client()
+    sub = subscription(
+        cancel_at_period_end=True, canceled_at=None, metadata={"email": "slow@x.io"}
+    )
+    cancelling = event(
+        "customer.subscription.updated", sub, {"cancel_at_period_end": False}
+    )
+    assert post(client, staying(sub, "resumed")).json["outcome"] == "postponed"
+    for _ in range(MAX_ATTEMPTS - 1):
+        clock.advance(hours=7)
+        handle_due(stripe_app)
+    session.rollback()
+    assert session.scalars(select(StripeEvent.status)).all() == ["done"]
+    assert departures(session) == []
+    late = post(client, cancelling)
+    assert late.status_code == 200, late.get_data(as_text=True)
+    assert late.json["outcome"] == "handled"
+    [departure] = departures(session)
+    assert departure.reactivated_at is not None
+    assert [message.status for message in invitations(session)] == [outbox.CANCELLED]
+
+
+def test_an_unknown_currency_leaves_out_the_amount_too(stripe_app, session):
+    """Never an amount without its currency, recorded as USD."""
+    sub = subscription(currency="xyz", metadata={"email": "money@x.io"})
+    sub["items"]["data"][0]["price"]["currency"] = "xyz"
+    response = post(
+        stripe_app.test_client(), event("customer.subscription.deleted", sub)
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.json["outcome"] == "handled"
+    [departure] = departures(session)
+    assert departure.mrr_cents == 0
+    assert (departure.plan, departure.contact_email) == ("Pro", "money@x.io")
+    assert len(invitations(session)) == 1
+
+
+def test_a_subscription_id_we_cannot_keep_closes_its_event(stripe_app, clock, session):
+    """No departure can be recorded under an id longer than we keep: the
+    event is closed with the reason, not tried again for ever."""
+    sub = subscription(id="sub_" + "x" * 250, metadata={"email": "long@x.io"})
+    response = post(
+        stripe_app.test_client(), event("customer.subscription.deleted", sub)
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.json["outcome"] == "handled"
+    clock.advance(hours=7)
+    assert handle_due(stripe_app) == 0
+    assert departures(session) == []
+    [stored] = session.scalars(select(StripeEvent)).all()
+    assert (stored.status, stored.payload, stored.attempts) == ("done", None, 0)
+    assert "external_id" in (stored.last_error or "")
