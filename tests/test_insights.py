@@ -31,7 +31,9 @@ d9, d6), against 1 (d10) in the 90 days before, 0.33 per 30 days.
 
 from __future__ import annotations
 
+import csv
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
@@ -46,7 +48,6 @@ from survey.answers.service import record_reason
 from survey.departures.models import Departure
 from survey.insights import service as insights
 from survey.insights.service import (
-    Amount,
     Breakdown,
     FixEffect,
     Funnel,
@@ -326,24 +327,22 @@ def test_the_recurring_thresholds_are_read_from_the_environment(
 def test_over_time_counts_twelve_months_by_reason_and_currency(app, story):
     assert insights.months_ending(date(2026, 3, 31))[:2] == ["2025-04", "2025-05"]
     assert insights.months_ending(date(2026, 3, 1))[-1] == "2026-03"
-    # Departures of a month and reason in every currency; money per currency.
+    # A row per month, reason and currency: its departures and its money
+    # are that currency's (d7, erased, is not counted).
     assert _panels(app, insights.over_time, MARCH) == [
-        MonthRow("2026-01", "switched", 1, [Amount("USD", 1_500)]),  # d10
-        # d9; d6 + d8
-        MonthRow(
-            "2026-02", "switched", 3, [Amount("EUR", 2_500), Amount("USD", 13_999)]
-        ),
-        MonthRow("2026-03", "switched", 1, [Amount("EUR", 5_000)]),  # d3
-        MonthRow("2026-03", "too_expensive", 2, [Amount("USD", 30_000)]),  # d1 + d2
-        # d5; d4
-        MonthRow("2026-03", None, 2, [Amount("JPY", 1_000), Amount("USD", 3_000)]),
+        MonthRow("2026-01", "switched", "USD", 1, 1_500),  # d10
+        MonthRow("2026-02", "switched", "EUR", 1, 2_500),  # d9
+        MonthRow("2026-02", "switched", "USD", 2, 13_999),  # d6 + d8
+        MonthRow("2026-03", "switched", "EUR", 1, 5_000),  # d3
+        MonthRow("2026-03", "too_expensive", "USD", 2, 30_000),  # d1 + d2
+        MonthRow("2026-03", None, "JPY", 1, 1_000),  # d5
+        MonthRow("2026-03", None, "USD", 1, 3_000),  # d4
     ]
     # Ending in February: March is after the period.
     assert _panels(app, insights.over_time, FEBRUARY) == [
-        MonthRow("2026-01", "switched", 1, [Amount("USD", 1_500)]),
-        MonthRow(
-            "2026-02", "switched", 3, [Amount("EUR", 2_500), Amount("USD", 13_999)]
-        ),
+        MonthRow("2026-01", "switched", "USD", 1, 1_500),
+        MonthRow("2026-02", "switched", "EUR", 1, 2_500),
+        MonthRow("2026-02", "switched", "USD", 2, 13_999),
     ]
 
 
@@ -407,6 +406,42 @@ def test_the_api_answers_every_panel_with_the_contract_s_fields(app, client, sto
         }
     ]
     assert eur["funnel"]["departed"] == 1 and eur["filters"]["currency"] == "EUR"
+
+
+def test_over_time_rows_keep_their_contract_in_the_api_and_its_document(
+    app, client, story
+):
+    """A row per month, stated reason and currency, with that currency's
+    departures and lost MRR (the README's shape, as since the API began):
+    in the answer, and in the OpenAPI document programs are generated from."""
+    contract = ["month", "reason", "currency", "departures", "lost_mrr_cents"]
+    answer = client.get(
+        "/api/v1/insights?from=2026-03-01&to=2026-03-31",
+        headers=auth(make_token(app, "insights:read")),
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    rows = answer.get_json()["over_time"]
+    assert len(rows) == 7  # see test_over_time_counts_twelve_months_...
+    assert all(list(row) == contract for row in rows), rows
+    # The departures add up to the 9 counted in the 12 months (d7 erased).
+    assert sum(row["departures"] for row in rows) == 9
+    document = client.get("/api/v1/openapi.json")
+    assert document.status_code == 200
+    schemas = document.get_json()["components"]["schemas"]
+    items = schemas["InsightsOut"]["properties"]["over_time"]["items"]
+    row = schemas[items["$ref"].removeprefix("#/components/schemas/")]
+    assert list(row["properties"]) == contract == row["required"]
+    types = {
+        name: field.get("type") or [one["type"] for one in field["anyOf"]]
+        for name, field in row["properties"].items()
+    }
+    assert types == {
+        "month": "string",
+        "reason": ["string", "null"],  # null: no answer
+        "currency": "string",
+        "departures": "integer",
+        "lost_mrr_cents": "integer",
+    }
 
 
 @pytest.mark.parametrize(
@@ -823,16 +858,9 @@ def _reasons(*rows):
 
 
 def _months(*rows):
-    """``over_time`` rows from (month, reason, departures, [(currency, cents)])."""
-    return [
-        {
-            "month": month,
-            "reason": reason,
-            "departures": departures,
-            "lost_mrr": [{"currency": c, "cents": cents} for c, cents in money],
-        }
-        for month, reason, departures, money in rows
-    ]
+    """``over_time`` rows from (month, reason, currency, departures, cents)."""
+    keys = ("month", "reason", "currency", "departures", "lost_mrr_cents")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def _said_found(*rows):
@@ -891,11 +919,13 @@ _MARCH_ROOT_CAUSES = _causes(
     ("poor_service", "support", "USD", 1, 0, 3_000, 0, 0, 1),
 )
 # Over time, before March: d10 in January ($15.00); d9 (€25.00), d6 and d8
-# ($99.99 + $40.00 = $139.99) in February; all "switched".
-_JANUARY = ("2026-01", "switched", 1, [("USD", 1_500)])
-_FEBRUARY_MONTH = ("2026-02", "switched", 3, [("EUR", 2_500), ("USD", 13_999)])
-_JANUARY_CSV = ["2026-01,switched,1,USD,1500"]
-_FEBRUARY_CSV = ["2026-02,switched,3,EUR,2500", "2026-02,switched,3,USD,13999"]
+# ($99.99 + $40.00 = $139.99) in February; all "switched". A row per
+# currency, its departures that currency's: 1 + 1 + 2 lines add up to 4.
+_JANUARY = ("2026-01", "switched", "USD", 1, 1_500)
+_FEBRUARY_EUR = ("2026-02", "switched", "EUR", 1, 2_500)
+_FEBRUARY_USD = ("2026-02", "switched", "USD", 2, 13_999)
+_JANUARY_CSV = ["2026-01,switched,USD,1,1500"]
+_FEBRUARY_CSV = ["2026-02,switched,EUR,1,2500", "2026-02,switched,USD,2,13999"]
 
 #: Each panel's CSV header, as the README lists the columns.
 _HEADER = {
@@ -905,7 +935,7 @@ _HEADER = {
     "invited_percent,opened_percent,answered_percent,consented_percent",
     "by_segment": "segment,departures,top_reason,currency,cents",
     "by_plan": "plan,departures,top_reason,currency,cents",
-    "over_time": "month,reason,departures,currency,cents",
+    "over_time": "month,reason,currency,departures,lost_mrr_cents",
     "said_vs_found": "said,found,count,differs_share_percent",
     "root_causes": "code,team,currency,primary,contributing,lost_mrr_cents,"
     "preventable_yes,preventable_partly,preventable_no",
@@ -932,10 +962,12 @@ HAND_WORKED = {
             ),
             "over_time": _months(
                 _JANUARY,
-                _FEBRUARY_MONTH,
-                ("2026-03", "switched", 1, [("EUR", 5_000)]),  # d3
-                ("2026-03", "too_expensive", 2, [("USD", 30_000)]),  # d1 + d2
-                ("2026-03", None, 2, [("JPY", 1_000), ("USD", 3_000)]),  # d5; d4
+                _FEBRUARY_EUR,
+                _FEBRUARY_USD,
+                ("2026-03", "switched", "EUR", 1, 5_000),  # d3
+                ("2026-03", "too_expensive", "USD", 2, 30_000),  # d1 + d2
+                ("2026-03", None, "JPY", 1, 1_000),  # d5
+                ("2026-03", None, "USD", 1, 3_000),  # d4
             ),
             # answers 2 h, 24 h and 1 h after their invitations: median 2 h
             "funnel": {
@@ -1004,10 +1036,10 @@ HAND_WORKED = {
                 _HEADER["over_time"],
                 *_JANUARY_CSV,
                 *_FEBRUARY_CSV,
-                "2026-03,switched,1,EUR,5000",
-                "2026-03,too_expensive,2,USD,30000",
-                "2026-03,,2,JPY,1000",
-                "2026-03,,2,USD,3000",
+                "2026-03,switched,EUR,1,5000",
+                "2026-03,too_expensive,USD,2,30000",
+                "2026-03,,JPY,1,1000",
+                "2026-03,,USD,1,3000",
             ],
             # 3 finished postmortems, all 3 found another cause: 100 %
             "said_vs_found": [
@@ -1043,7 +1075,8 @@ HAND_WORKED = {
             "reasons": _reasons(
                 ("switched", "USD", 2, 13_999), ("switched", "EUR", 1, 2_500)
             ),
-            "over_time": _months(_JANUARY, _FEBRUARY_MONTH),  # not March: after
+            # not March: after the period
+            "over_time": _months(_JANUARY, _FEBRUARY_EUR, _FEBRUARY_USD),
             "funnel": {
                 "departed": 3,
                 "invited": 0,
@@ -1113,10 +1146,11 @@ HAND_WORKED = {
             ),
             "over_time": _months(
                 _JANUARY,
-                ("2026-02", "switched", 2, [("USD", 13_999)]),  # d6 + d8
-                ("2026-03", "switched", 1, [("EUR", 5_000)]),
-                ("2026-03", "too_expensive", 1, [("USD", 10_000)]),
-                ("2026-03", None, 2, [("JPY", 1_000), ("USD", 3_000)]),
+                _FEBRUARY_USD,  # d6 + d8
+                ("2026-03", "switched", "EUR", 1, 5_000),  # d3
+                ("2026-03", "too_expensive", "USD", 1, 10_000),  # d1
+                ("2026-03", None, "JPY", 1, 1_000),  # d5
+                ("2026-03", None, "USD", 1, 3_000),  # d4
             ),
             # answers 2 h (d1) and 1 h (d3) after their invitations
             "funnel": {
@@ -1179,11 +1213,11 @@ HAND_WORKED = {
             "over_time": [
                 _HEADER["over_time"],
                 *_JANUARY_CSV,
-                "2026-02,switched,2,USD,13999",
-                "2026-03,switched,1,EUR,5000",
-                "2026-03,too_expensive,1,USD,10000",
-                "2026-03,,2,JPY,1000",
-                "2026-03,,2,USD,3000",
+                _FEBRUARY_CSV[1],  # d6 + d8
+                "2026-03,switched,EUR,1,5000",
+                "2026-03,too_expensive,USD,1,10000",
+                "2026-03,,JPY,1,1000",
+                "2026-03,,USD,1,3000",
             ],
             "said_vs_found": [
                 _HEADER["said_vs_found"],
@@ -1395,26 +1429,31 @@ def _assert_the_page_shows(app, html, body, csvs, words) -> None:
     for row in reasons.records():
         assert _amount(row[4])["currency"] == row[1], row
 
-    # Over time: departures by month and reason, then the MRR lost in each
-    # currency by month and reason; a cell not in the API's rows is 0.
+    # Over time: departures by month and reason, all currencies (the API's
+    # rows of a month and reason added up, and so the CSV's lines: a
+    # spreadsheet adding up its departures gets the page's); then the MRR
+    # lost in each currency by month and reason. A cell not in the rows is 0.
     departures, *per_currency = sections["time"].tables
     first, last = words["months"]
     months = [row[0] for row in departures.records()]
     assert (len(months), months[0], months[-1]) == (12, first, last)
     assert sorted(set(months)) == months
-    expected = {(r["month"], r["reason"]): r["departures"] for r in body["over_time"]}
+    expected: Counter[tuple[str, str | None]] = Counter()
+    for r in body["over_time"]:
+        expected[r["month"], r["reason"]] += r["departures"]
     assert _grid(departures, reason_of, int) == _filled(expected, months)
-    currencies = sorted(
-        {a["currency"] for r in body["over_time"] for a in r["lost_mrr"]}
-    )
+    summed: Counter[tuple[str, str | None]] = Counter()
+    for line in csv.DictReader(csvs["over_time"]):
+        summed[line["month"], line["reason"] or None] += int(line["departures"])
+    assert summed == expected
+    currencies = sorted({r["currency"] for r in body["over_time"]})
     assert [table.attrs["data-currency"] for table in per_currency] == currencies
     for table in per_currency:
         currency = table.attrs["data-currency"]
         lost = {
-            (r["month"], r["reason"]): a["cents"]
+            (r["month"], r["reason"]): r["lost_mrr_cents"]
             for r in body["over_time"]
-            for a in r["lost_mrr"]
-            if a["currency"] == currency
+            if r["currency"] == currency
         }
         shown = _grid(table, reason_of, lambda text: _amount(text)["cents"])
         assert shown == _filled(lost, months), currency

@@ -106,7 +106,9 @@ _ROW_TYPES: dict[str, type] = {
 
 #: The panels whose rows hold a list of amounts (``lost_mrr``): their CSV
 #: has a line per amount, its currency and cents in the last two columns.
-_PER_CURRENCY = ("over_time", "by_segment", "by_plan")
+#: (``over_time``'s rows are per currency already: a line each, its
+#: departures that currency's, so that a spreadsheet may add them up.)
+_PER_CURRENCY = ("by_segment", "by_plan")
 #: The column each panel's CSV adds to its rows' fields.
 _ADDED = {"reasons": "share_percent", "said_vs_found": "differs_share_percent"}
 

@@ -731,23 +731,15 @@ def open_actions(session: Session, scope: Scope, *, today: date) -> list[TeamAct
 
 
 @dataclass(frozen=True)
-class Amount:
-    """An amount in minor units of one currency."""
-
-    currency: str
-    cents: int
-
-
-@dataclass(frozen=True)
 class MonthRow:
-    """Departures of one month (``YYYY-MM``, UTC) and stated reason (None: no
-    answer), in every currency, and the MRR they lost in each currency."""
+    """Departures of one month (``YYYY-MM``, UTC), stated reason (None: no
+    answer) and currency, and the MRR they lost (in that currency)."""
 
     month: str
     reason: str | None
+    currency: str
     departures: int
-    #: One amount per currency of these departures, currencies in order.
-    lost_mrr: list[Amount]
+    lost_mrr_cents: int
 
 
 def months_ending(end: date, count: int = 12) -> list[str]:
@@ -758,35 +750,14 @@ def months_ending(end: date, count: int = 12) -> list[str]:
     ]
 
 
-def _month_rows(cells: Iterable[Any]) -> list[MonthRow]:
-    """``MonthRow`` rows from (month, reason, currency, departures, lost MRR)
-    aggregates: the departures of a month and reason added up over its
-    currencies (a count), the money kept per currency."""
-    departures: Counter[tuple[str, str | None]] = Counter()
-    lost: dict[tuple[str, str | None], dict[str, int]] = {}
-    for month, reason, currency, count, cents in cells:
-        departures[month, reason] += count
-        lost.setdefault((month, reason), {})[currency] = cents
-    rows = [
-        MonthRow(
-            month,
-            reason,
-            count,
-            [Amount(c, cents) for c, cents in sorted(lost[month, reason].items())],
-        )
-        for (month, reason), count in departures.items()
-    ]
-    return sorted(rows, key=lambda r: (r.month, r.reason is None, r.reason or ""))
-
-
 def over_time(session: Session, scope: Scope) -> list[MonthRow]:
     """Departures and lost MRR per month, for the 12 months ending with the
-    period's end, by stated reason (money per currency; the filters apply)."""
+    period's end, by stated reason and currency (the filters apply)."""
     first = months_ending(scope.end)[0]
     since = datetime(int(first[:4]), int(first[5:]), 1, tzinfo=UTC)
     if tallied.usable(scope.csm):
-        return _month_rows(
-            (month, reason, currency, count, cents)
+        rows = [
+            MonthRow(month, reason, currency, count, cents)
             for month, currency, reason, count, cents in _by_reason(
                 session,
                 scope.counted(ReasonTally, since.date()),
@@ -794,6 +765,9 @@ def over_time(session: Session, scope: Scope) -> list[MonthRow]:
                 "currency",
                 month=True,
             )
+        ]
+        return sorted(
+            rows, key=lambda r: (r.month, r.reason is None, r.reason or "", r.currency)
         )
     if session.get_bind().dialect.name == "postgresql":
         month = func.to_char(func.timezone("UTC", Departure.cancelled_at), "YYYY-MM")
@@ -814,8 +788,9 @@ def over_time(session: Session, scope: Scope) -> list[MonthRow]:
             *scope.filters(),
         )
         .group_by(month, Response.reason, Departure.currency)
+        .order_by(month, Response.reason.is_(None), Response.reason, Departure.currency)
     )
-    return _month_rows(session.execute(statement))
+    return [MonthRow(*row) for row in session.execute(statement)]
 
 
 #: Periods offered as presets (days ending today), and the longest allowed.
@@ -983,8 +958,9 @@ def panels(session: Session, scope: Scope, *, now: datetime) -> Panels:
 @dataclass(frozen=True)
 class MonthGrid:
     """``over_time`` rows as the page shows them: for each month, departures
-    by stated reason (``"none"``: no answer), and for each currency the MRR
-    lost by stated reason (the reasons of that currency's departures)."""
+    by stated reason (``"none"``: no answer) added up over the currencies (a
+    count), and for each currency the MRR lost by stated reason (the reasons
+    of that currency's departures)."""
 
     months: list[str]
     departures: dict[str, list[int]]
@@ -1018,9 +994,8 @@ def month_grid(rows: list[MonthRow], months: list[str]) -> MonthGrid:
             continue
         i, key = index[row.month], row.reason or "none"
         departures.setdefault(key, [0] * len(months))[i] += row.departures
-        for amount in row.lost_mrr:
-            series = lost.setdefault(amount.currency, {})
-            series.setdefault(key, [0] * len(months))[i] += amount.cents
+        series = lost.setdefault(row.currency, {})
+        series.setdefault(key, [0] * len(months))[i] += row.lost_mrr_cents
 
     def ordered(series: dict[str, list[int]]) -> dict[str, list[int]]:
         return dict(
