@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import JSON, Text, and_, cast, func, or_, select, update
+from sqlalchemy import JSON, Text, and_, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from survey import audit, clock, db, outbox
@@ -104,6 +104,10 @@ def export_json(session: Session, address: str) -> Iterator[str]:
     if session.get_bind().dialect.name == "postgresql":
         # One snapshot for every query (SQLite's transaction is one already).
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        # Every row is read: a cursor's plan must not aim at the first tenth
+        # (walking the primary key in order past a million others before the
+        # person's first departure).
+        session.execute(text("SET LOCAL cursor_tuple_fraction = 1"))
     connection = session.connection()
     departures = connection.execute(
         select(
