@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,7 +38,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -61,15 +61,23 @@ class Arrivals:
 
     def __init__(self) -> None:
         self.ids: Counter[str] = Counter()
+        self.count = 0  # kept apart: summing 20,000 counts every 50 ms took CPU
         self.lock = threading.Lock()
 
     def add(self, message_id: str) -> None:
         with self.lock:
             self.ids[message_id] += 1
+            self.count += 1
 
     def total(self) -> int:
         with self.lock:
-            return sum(self.ids.values())
+            return self.count
+
+
+# The sink stands in for a mail server on another machine; parsing each
+# message with the email package cost this process a fifth of its CPU, taken
+# from the workers on a two-core machine.
+MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
 class SmtpSink:
@@ -80,8 +88,8 @@ class SmtpSink:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         headers = envelope.content.split(b"\r\n\r\n", 1)[0]
-        message = message_from_bytes(headers + b"\r\n\r\n")
-        self.arrivals.add(str(message["Message-ID"]))
+        found = MESSAGE_ID.search(headers)
+        self.arrivals.add(found.group(1).decode() if found else "(none)")
         return "250 OK"
 
 
