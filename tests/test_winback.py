@@ -7,10 +7,12 @@ import io
 import json
 import os
 import re
+import threading
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy import text as sql
 
 from survey import db
 from survey.audit import AuditEvent
@@ -537,7 +539,10 @@ def test_the_databases_json_is_what_python_writes(app, client, reader, base_url)
         [type(v) for v in row.values()] for row in expected
     ]
     assert answer.headers["Content-Type"] == "application/json; charset=utf-8"
-    assert answer.get_data(as_text=True).endswith("}\n")  # as jsonify ends
+    # Compact, as both databases write it: byte for byte what Python writes
+    # without spaces, ending with a newline as jsonify ends.
+    compact = json.dumps(page, ensure_ascii=False, separators=(",", ":"))
+    assert answer.get_data(as_text=True) == compact + "\n"
 
 
 def test_a_page_holds_up_to_ten_thousand_contacts_and_says_where_to_go_on(
@@ -609,6 +614,58 @@ def test_a_json_page_is_audited_with_the_contacts_it_holds(
     assert [event.detail["rows"] for event in events] == [2, 1]
     assert {event.detail["format"] for event in events} == {"json"}
     assert events[0].detail["filters"] == {"segment": "smb"}
+
+
+def test_a_json_page_left_midway_is_audited_unfinished_and_frees_its_read(
+    app, client, reader, session
+):
+    """A page goes out as the database sends it: a client that leaves midway
+    stops the read (PostgreSQL: the query is cancelled), the page is audited
+    with what was written, and the connection serves the next request."""
+    from survey.winback.service import JSON_CHUNK
+
+    _bulk_consenting(app, 3 * JSON_CHUNK)
+    read: list[bytes] = []
+
+    def leave_midway() -> None:
+        response = client.get(
+            "/api/v1/winback/contacts",
+            query_string={"limit": 3 * JSON_CHUNK},
+            headers=reader,
+            buffered=False,
+        )
+        assert response.status_code == 200
+        chunks = iter(response.response)
+        read.extend([next(chunks), next(chunks)])
+        response.close()
+
+    # In a thread: a page that kept its read would wait for it forever.
+    client_thread = threading.Thread(target=leave_midway, daemon=True)
+    client_thread.start()
+    client_thread.join(timeout=30)
+    if client_thread.is_alive():  # stuck on the read it left: free the tables
+        session.execute(
+            sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+        pytest.fail("closing the page waited forever on its own unfinished read")
+    assert read[0] == b'{"contacts":['
+    assert read[1].count(b'"contact_email":') == JSON_CHUNK
+    session.rollback()
+    [event] = session.scalars(
+        select(AuditEvent).where(AuditEvent.kind == "winback.export")
+    ).all()
+    assert (event.detail["rows"], event.detail["finished"]) == (JSON_CHUNK, False)
+    for _ in range(3):  # more than once: every pooled connection must be fit
+        whole = client.get(
+            "/api/v1/winback/contacts",
+            query_string={"limit": 3 * JSON_CHUNK},
+            headers=reader,
+        )
+        assert whole.status_code == 200
+        assert len(whole.get_json()["contacts"]) == 3 * JSON_CHUNK
 
 
 def _rss_bytes() -> int:

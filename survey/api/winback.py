@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Response, g, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from survey import db
 from survey.api import bp
 from survey.api.auth import require_scope
 from survey.api.paging import ExportPageQuery, page_from_args
@@ -18,19 +17,9 @@ def winback_contacts() -> WerkzeugResponse:
     """One page of consenting contacts; ``next_cursor`` is null on the last."""
     wanted = winback.filter_from_args(request.args)
     paging = page_from_args(ExportPageQuery)
-    session = db.session()
-    result = winback.json_page(session, wanted, paging.cursor, paging.limit)
-    winback.audit_export(
-        session,
-        actor_id=None,
-        token_name=g.api_token.name,
-        wanted=wanted,
-        rows=len(result.contacts),
-        finished=True,
-        format="json",
+    return winback.json_download(
+        wanted, paging.cursor, paging.limit, token_name=g.api_token.name
     )
-    # The charset said, for clients that would guess another for raw UTF-8.
-    return Response(result.body(), content_type="application/json; charset=utf-8")
 
 
 @bp.get("/winback/contacts.csv")

@@ -1,4 +1,5 @@
-"""The fast path: what page 1 needs beyond plain SQLAlchemy, each piece measured.
+"""The fast path: what page 1 and the API's JSON export need beyond plain
+SQLAlchemy, each piece measured.
 
 Page 1 is the busiest page, and on SQLite it writes (every answer, every
 first open) where one writer at a time gets in, across every process. Each
@@ -44,6 +45,13 @@ around them: a session's open, ``connection()``, commit and close cost
 second with a session (A/B, 2026-12-04). A wake-up per waiting thread
 instead of one for all of them was tried and measured 6 % slower; not kept.
 
+``Prepared.stream`` serves the win-back list's JSON pages (10,000 contacts
+each): on PostgreSQL the rows come as psycopg streams them, so the database
+works on while the page goes out. Reading a million contacts page by page
+through gunicorn took 7.05-7.18 s with it and 7.80-7.90 s with the DB-API's
+``fetchmany`` after a whole result (three walks each, ``bench_export.py``'s
+JSON walk, 2026-12-05); the target is 8 s.
+
 ``Prepared`` also serves PostgreSQL; the gate and the batches are installed
 on SQLite engines only. None of them changes what is written or read: the
 verbs (``answers.record_reason``...) take a SQLAlchemy connection, and
@@ -53,6 +61,7 @@ their transaction is SQLAlchemy's, whoever commits it.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
@@ -60,7 +69,7 @@ import threading
 import time
 import weakref
 from collections import namedtuple
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -423,7 +432,8 @@ class _Plan(NamedTuple):
 
 
 class Prepared:
-    """A statement of page 1, run straight on the DB-API cursor of a connection.
+    """A statement run straight on the DB-API cursor of a connection (page 1's,
+    made once; a JSON page's, made per page).
 
     SQLAlchemy compiles it once per dialect; values go in and come out
     through the column types' own processors (public API), so the database
@@ -532,6 +542,45 @@ class Prepared:
             with closing(engine.raw_connection()) as connection:
                 found = _execute(connection, plan.sql, arguments)
         return None if found is None else plan.row(found)
+
+    def stream(
+        self, connection: Connection, params: Mapping[str, Any], size: int
+    ) -> Generator[list[Any]]:
+        """Yield the rows in lists of up to ``size`` as the database sends
+        them, in ``connection``'s transaction.
+
+        On PostgreSQL, psycopg's ``Cursor.stream`` (in chunks of ``size``):
+        the server goes on making rows while the caller writes out the ones
+        it has. Core's server-side cursor (``yield_per``) would leave the
+        server idle between one ``FETCH`` and the next. Elsewhere, the
+        DB-API's ``fetchmany``. Closed early, the rest of the query is
+        cancelled (psycopg) or left unread.
+        """
+        plan = self._plan(connection.dialect)
+        arguments = self._arguments(plan, params)
+        with closing(_dbapi(connection).cursor()) as cursor:
+            if not hasattr(cursor, "stream"):
+                cursor.execute(plan.sql, arguments)
+                while rows := cursor.fetchmany(size):
+                    yield [plan.row(row) for row in rows]
+                return
+            chunk = size if _chunked_streams() else 1  # chunks need libpq 17
+            with closing(cursor.stream(plan.sql, arguments, size=chunk)) as sent:
+                batch: list[Any] = []
+                for row in sent:
+                    batch.append(plan.row(row))
+                    if len(batch) == size:
+                        yield batch
+                        batch = []
+                if batch:
+                    yield batch
+
+
+@functools.cache
+def _chunked_streams() -> bool:
+    import psycopg
+
+    return psycopg.capabilities.has_stream_chunked()
 
 
 def _dbapi(connection: Connection) -> Any:
