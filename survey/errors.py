@@ -191,13 +191,25 @@ def handle_survey_error(error: SurveyError) -> Any:
         )
         if error.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
-    elif error.status in _IN_OUR_WORDS:
-        response, status = _page(error.status, *_IN_OUR_WORDS[error.status])
     else:
-        response, status = _page(
+        title, message = _words_for(
             error.status, error.code.replace("_", " ").capitalize(), error.message
         )
+        response, status = _page(error.status, title, message)
     return response, status, error.headers()
+
+
+def _words_for(status: int, name: Text, description: Text) -> tuple[Text, Text]:
+    """Return the title and message of ``status``'s page: our own words where
+    we have them, else ``name`` and ``description`` (an error's English), but
+    never on the customer's side, where every error is told in our words."""
+    if status in _IN_OUR_WORDS:
+        return _IN_OUR_WORDS[status]
+    if request.blueprint != "public":  # staff's pages: the error's English says more
+        return name, description
+    if status in _ON_THE_SURVEY:
+        return _ON_THE_SURVEY[status]
+    return _ON_THE_SURVEY[400] if status < 500 else _IN_OUR_WORDS[500]
 
 
 #: Our own words for the errors anyone may meet (Werkzeug's descriptions
@@ -247,9 +259,36 @@ _IN_OUR_WORDS = {
 }
 
 
+#: Our words for the errors only a customer's page answers with ours (staff
+#: read the error's own, more precise English): the survey's forms and guards.
+_ON_THE_SURVEY = {
+    400: (
+        _l("Please try again"),
+        _l(
+            "This page could not read what it was sent. Go back, reload the page "
+            "and send it again."
+        ),
+    ),
+    422: (
+        _l("We could not use what you sent"),
+        _l(
+            "Something in this address or in your answer cannot be used. Go back, "
+            "check what you wrote and send it again, or open the link from our "
+            "email once more."
+        ),
+    ),
+    429: (
+        _l("Too many tries"),
+        _l(
+            "This page was asked for too often in a short time. Please wait a "
+            "little, then try again."
+        ),
+    ),
+}
+
+
 def _http_page(status: int, name: str, description: str) -> tuple[str, int]:
-    title, message = _IN_OUR_WORDS.get(status, (name, description))
-    return _page(status, title, message)
+    return _page(status, *_words_for(status, name, description))
 
 
 def handle_http_error(error: HTTPException) -> Any:

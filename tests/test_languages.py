@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
 from email.header import decode_header, make_header
 from html import unescape
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import flask
 import pytest
 from babel.messages.pofile import read_po
+from werkzeug.exceptions import default_exceptions
 
 from survey import create_app, db, outbox
 from survey.config import ConfigError
 from survey.contacts import erase_person
+from survey.errors import (
+    Forbidden,
+    InvalidInput,
+    SurveyError,
+    TooManyRequests,
+)
 from survey.i18n import TRANSLATIONS_DIR
 from survey.wording import service as wordings
 from survey.wording.models import SurveyVersion
-from tests.factories import make_departure, submit, survey_path
+from tests.factories import hidden_fields, make_departure, submit, survey_path
 from tests.test_app import PRODUCTION
 from tests.test_outbox import html_part
 
@@ -190,6 +199,140 @@ def test_a_failure_on_the_survey_speaks_the_departures_language(app, client, clo
     page = failed.get_data(as_text=True)
     assert '<html lang="de">' in page
     assert f"<h1>{translated('de', 'Something went wrong')}</h1>" in page
+
+
+#: An error each status may come from on a survey page, in our code's English
+#: (for the logs and the API), and the title the customer's page gives it.
+SURVEY_ERRORS: dict[int, tuple[Callable[[], Exception], str]] = {
+    400: (lambda: SurveyError("The request is not valid."), "Please try again"),
+    403: (lambda: Forbidden("This link is not yours."), "You cannot open this page"),
+    422: (
+        lambda: InvalidInput("The answer is not valid."),
+        "We could not use what you sent",
+    ),
+    429: (
+        lambda: TooManyRequests("Too many requests; slow down.", 30),
+        "Too many tries",
+    ),
+    500: (lambda: RuntimeError("kaboom"), "Something went wrong"),
+}
+
+
+def with_a_failing_survey_page(app: flask.Flask) -> None:
+    """Give the survey a page, ``/s/<token>/fails/<how>/<status>``, raising
+    ``status``'s error of ``SURVEY_ERRORS`` (``how`` = ``ours``) or Werkzeug's
+    (``werkzeug``): one of the survey's own pages, with its hooks, for errors
+    no page raises today but any may."""
+
+    def fails(token: str, how: str, status: int) -> str:
+        if how == "werkzeug":
+            flask.abort(status)
+        raise SURVEY_ERRORS[status][0]()
+
+    app.add_url_rule("/s/<token>/fails/<how>/<int:status>", "public.fails", fails)
+
+
+@pytest.mark.parametrize("how", ["ours", "werkzeug"])
+@pytest.mark.parametrize("status", sorted(SURVEY_ERRORS))
+def test_any_error_on_a_survey_page_speaks_the_departures_language(
+    make_app, how, status
+):
+    """Never the English of our errors' messages or of Werkzeug's."""
+    app = make_app()
+    with_a_failing_survey_page(app)
+    link = survey_path(app, make_departure(app, locale="de"))
+    failed = app.test_client().get(
+        f"{link}/fails/{how}/{status}", headers={"Accept-Language": "en"}
+    )
+    assert failed.status_code == status
+    page = failed.get_data(as_text=True)
+    assert '<html lang="de">' in page
+    title = SURVEY_ERRORS[status][1]
+    assert f"<h1>{translated('de', title)}</h1>" in page
+    english = (
+        str(SURVEY_ERRORS[status][0]())
+        if how == "ours"
+        else default_exceptions[status].description
+    )
+    assert english not in page
+    if status == 429 and how == "ours":
+        assert failed.headers["Retry-After"] == "30"
+
+
+def test_a_nul_character_is_refused_in_the_departures_language(app, client):
+    """Refused by a guard of the whole app (422), in the address or a form."""
+    link = survey_path(app, make_departure(app, locale="de"))
+    english = {"Accept-Language": "en"}
+    page_one = client.get(link, headers=english).get_data(as_text=True)
+    in_the_address = client.get(link + "?reason=%00", headers=english)
+    in_the_form = client.post(
+        link,
+        data={**hidden_fields(page_one), "reason": "other", "reason_other": "a\x00b"},
+        headers=english,
+    )
+    for refused in (in_the_address, in_the_form):
+        assert refused.status_code == 422
+        page = refused.get_data(as_text=True)
+        assert '<html lang="de">' in page
+        title = translated("de", "We could not use what you sent")
+        assert f"<h1>{title}</h1>" in page
+        assert "(NUL)" not in page
+
+
+def test_an_answer_too_long_is_refused_in_the_departures_language(app, client):
+    """Never WTForms' English ("Field cannot be longer than ...")."""
+    link = survey_path(app, make_departure(app, locale="de"))
+    too_long = "x" * 1001
+    page_one = submit(client, link, {"reason": "other", "reason_other": too_long})
+    assert submit(client, link, {"reason": "switched"}).status_code == 303
+    page_two = submit(client, link + "/more", {"details": "x" * 5001})
+    for refused, limit in ((page_one, 1000), (page_two, 5000)):
+        assert refused.status_code == 200
+        page = refused.get_data(as_text=True)
+        assert '<html lang="de">' in page
+        words = translated("de", "Please shorten this answer to %(max)d characters.")
+        assert words % {"max": limit} in page
+        assert "Field cannot be longer" not in page
+
+
+def test_page_two_refused_says_so_at_its_top_in_the_departures_language(app, client):
+    """On a phone the refused answers lie far below where the page opens."""
+    link = survey_path(app, make_departure(app, locale="de"))
+    assert submit(client, link, {"reason": "switched"}).status_code == 303
+    refused = submit(
+        client,
+        link + "/more",
+        {"details": "x" * 5001, "winback_consent": "y", "consent_version": "old"},
+    ).get_data(as_text=True)
+    top = refused.split("<form", 1)[0]
+    assert 'role="alert"' in top
+    assert translated("de", "The answers on this page are not saved yet:") in top
+    shorten = translated("de", "Please shorten this answer to %(max)d characters.")
+    assert f'<a href="#details">{shorten % {"max": 5000}}</a>' in top
+    assert '<a href="#winback_consent">' in top
+    saved = "Thank you, your answer is saved. These questions are optional."
+    assert translated("de", saved) not in refused
+
+
+def test_a_wrong_method_or_address_under_a_link_speaks_the_departures_language(
+    app, client
+):
+    """Refused before any of the survey's pages is chosen: the link in the
+    address still names whose language to speak."""
+    link = survey_path(app, make_departure(app, locale="de"))
+    english = {"Accept-Language": "en"}
+    for refused, status, title in (
+        (client.get(link + "/renew", headers=english), 405, "This page cannot do that"),
+        (client.get(link + "/thanx", headers=english), 404, "Page not found"),
+    ):
+        assert refused.status_code == status
+        page = refused.get_data(as_text=True)
+        assert '<html lang="de">' in page, status
+        assert f"<h1>{translated('de', title)}</h1>" in page, status
+    # A link of no one's: the browser's language.
+    made_up = client.get("/s/not-a-real-link/renew", headers={"Accept-Language": "fr"})
+    assert made_up.status_code == 405
+    assert '<html lang="fr">' in made_up.get_data(as_text=True)
 
 
 def test_an_erased_persons_link_still_speaks_their_language(app, client):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Self
 
+from babel.support import LazyProxy
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError
 from wtforms import (
@@ -19,12 +20,12 @@ from wtforms import (
 from wtforms.csrf.core import CSRF, CSRFTokenField
 from wtforms.validators import (
     InputRequired,
-    Length,
     Optional,
     ValidationError,
 )
 
 from survey import tokens
+from survey.i18n import N_, gettext
 from survey.i18n import lazy_gettext as _l
 from survey.vocabulary import DESTINATIONS, REASONS
 from survey.wording.service import BUILT_IN_CONSENT_VERSION, Wording
@@ -35,6 +36,25 @@ def _choices(labels: Mapping[str, Any], leave_out: str = "") -> list[SelectChoic
     return [
         SelectChoice(code, label) for code, label in labels.items() if code != leave_out
     ]
+
+
+class AtMost:
+    """Refuse text longer than ``limit`` characters, in the page's language.
+
+    WTForms' ``Length`` says it in English, and fills in its message when the
+    form is checked: before page 1's answer knows which language it is shown in.
+    """
+
+    message = N_("Please shorten this answer to %(max)d characters.")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def __call__(self, _form: Any, field: Any) -> None:
+        if len(field.data or "") > self.limit:
+            raise ValidationError(
+                LazyProxy(gettext, self.message, max=self.limit, enable_cache=False)
+            )
 
 
 class _LinkTokenField(CSRFTokenField):  # type: ignore[misc]
@@ -109,7 +129,7 @@ class ReasonForm(PublicForm):
         validators=[InputRequired(message=_l("Please choose one answer."))],
     )
     reason_other = StringField(
-        _l("In your own words (optional)"), validators=[Length(max=1000)]
+        _l("In your own words (optional)"), validators=[AtMost(1000)]
     )
 
     def offering(self, wording: Wording) -> Self:
@@ -138,7 +158,7 @@ class DetailsForm(PublicForm):
         validate_choice=False,
     )
     details = TextAreaField(
-        _l("Anything else you would like us to know?"), validators=[Length(max=5000)]
+        _l("Anything else you would like us to know?"), validators=[AtMost(5000)]
     )
     destination = RadioField(
         _l("What will you use instead?"),
@@ -146,9 +166,9 @@ class DetailsForm(PublicForm):
         validate_choice=False,
     )
     destination_name = StringField(
-        _l("If another product, which one? (optional)"), validators=[Length(max=200)]
+        _l("If another product, which one? (optional)"), validators=[AtMost(200)]
     )
-    follow_up = TextAreaField(validators=[Length(max=1000)])
+    follow_up = TextAreaField(validators=[AtMost(1000)])
     winback_consent = BooleanField()
     #: Which consent wording the page showed; a yes to older wording is asked again.
     consent_version = HiddenField()

@@ -76,11 +76,33 @@ def _reader_known_by_the_address(_endpoint: str | None, _values: Any) -> None:
     g.find_locale = _departures_locale
 
 
+#: The first part of each of our addresses that goes on with a link's token.
+_LINK_AREAS = frozenset({"s", "w"})
+
+
+@bp.app_url_value_preprocessor
+def _reader_of_an_address_no_page_takes(endpoint: str | None, _values: Any) -> None:
+    """An address under a link that none of our pages takes (a GET on
+    ``/renew``, a link's tail cut short) is refused before this blueprint's
+    own hooks: its error page (405, 404) still speaks the language of the
+    customer the link names."""
+    if endpoint is not None or request.routing_exception is None:
+        return
+    parts = request.path.split("/", 3)  # "", area, token, the rest
+    if len(parts) > 2 and parts[1] in _LINK_AREAS and parts[2]:
+        g.find_locale = functools.partial(_link_locale, parts[2])
+
+
 def _departures_locale() -> str:
     """Return the locale to speak to the customer in whose link the address
     holds (expired or not), read now, in a read of its own; the browser's if
     none."""
-    token = (request.view_args or {}).get("token")
+    return _link_locale((request.view_args or {}).get("token"))
+
+
+def _link_locale(token: str | None) -> str:
+    """Return the locale of the customer ``token`` is the link of (expired or
+    not), or the browser's."""
     public_id = _public_id_of_any_link(token) if token else None
     locale = None
     if public_id is not None:

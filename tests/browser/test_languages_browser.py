@@ -25,7 +25,7 @@ from tests.browser.test_survey_browser import (
 )
 from tests.conftest import Clock, SmtpSink, free_port
 from tests.factories import make_departure, submit, survey_path, withdraw_path
-from tests.test_languages import translated
+from tests.test_languages import translated, with_a_failing_survey_page
 from tests.test_outbox import html_part, text_part
 
 pytestmark = pytest.mark.browser
@@ -157,6 +157,7 @@ def test_every_other_customer_page_in_each_language(
     departure's language, though the browser asks for another."""
     app, _ = live_app
     page = browser_page
+    with_a_failing_survey_page(app)  # before the app's first request
     with_demo_brand(app)
 
     def browser_asks_for(language: str) -> None:
@@ -206,13 +207,31 @@ def test_every_other_customer_page_in_each_language(
     assert_no_horizontal_scroll(page)
     assert_accessible(page)
     screenshot(page, artifacts / f"page-details-which-one-{locale}-360.png")
+    # Page 2 refused: an answer too long, and a yes to a consent wording
+    # changed since the page was drawn.
+    page.locator("#details").fill("x" * 5001)
+    page.locator("#winback_consent").check()
+    stale = "field => field.value = '2025-01-v0'"
+    page.locator("input[name=consent_version]").evaluate(stale)
+    page.get_by_role("button", name=translated(locale, "Send"), exact=True).click()
+    expect(page.locator("#details-errors")).to_be_visible()
+    expect(page.locator("#winback_consent-errors")).to_be_visible()
+    expect(page.locator("html")).to_have_attribute("lang", locale)
+    assert_no_horizontal_scroll(page)
+    assert_accessible(page)
+    screenshot(page, artifacts / f"page-details-refused-{locale}-360.png")
     # An address naming no one's link speaks the browser's language.
     browser_asks_for(locale)
     check("404", live_server + "/s/not-a-real-link", 404)
-    # The shared error page, as a mistyped address or a wrong method meets it.
+    # The shared error page, as a mistyped address meets it.
     check("error-404", live_server + "/no-such-page", 404)
-    check("error-405", link + "/renew", 405)
     browser_asks_for(other)
+    # Under a link, whatever the error, the departure's language.
+    check("error-405", link + "/renew", 405)
+    check("error-404-under-link", link + "/thanx", 404)
+    check("error-422", link + "?reason=%00", 422)  # refused by the app's guard
+    for status in (403, 429, 500):
+        check(f"error-{status}", f"{link}/fails/ours/{status}", status)
     # Page 1 sent without an answer: the error, in their words.
     check("page-one", live_server + survey_path(app, unanswered), 200)
     page.get_by_role("button", name=translated(locale, "Send my answer")).click()
