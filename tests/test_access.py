@@ -38,6 +38,12 @@ ROUTES: dict[tuple[str, str], set[str]] = {
     ("POST", "/review/{item}/notes"): REVIEWERS,
     ("POST", "/review/{item}/postmortem"): REVIEWERS,
     ("POST", "/review/{item}/consent"): REVIEWERS,
+    # Each form's address, opened (a reload of a refused form): the item page.
+    ("GET", "/review/{item}/assign"): REVIEWERS,
+    ("GET", "/review/{item}/status"): REVIEWERS,
+    ("GET", "/review/{item}/notes"): REVIEWERS,
+    ("GET", "/review/{item}/postmortem"): REVIEWERS,
+    ("GET", "/review/{item}/consent"): REVIEWERS,
     ("GET", "/winback"): {"admin", "marketing"},
     ("GET", "/winback/contacts.csv"): {"admin", "marketing"},
 }

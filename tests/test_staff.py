@@ -14,6 +14,7 @@ from tests.factories import (
     csrf_token,
     hidden_fields,
     login,
+    make_consenting,
     make_user,
     submit,
 )
@@ -559,3 +560,43 @@ def test_a_refused_staff_form_is_summarised_at_its_top(app, client, page, data, 
     links = re.findall(r'<a href="#([\w-]+)">', summary.group(2))
     assert link in links
     assert f'id="{link}"' in html  # the link leads to the field
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ("since=notadate", "since", None),
+        ("until=yesterday&segment=smb", "until", None),
+        ("reason=nope", "reason", "Unknown reason code"),
+        ("since=2026-12-01&until=2026-11-01", "until", "not after “from”"),
+    ],
+)
+def test_a_hand_typed_csv_link_with_bad_filters_gets_the_win_back_page(
+    app, query, field, message
+):
+    """Not a bare 422 outside the staff layout: the list's own page, with its
+    filter form, the summary linking to the field and the field's message."""
+    make_consenting(app, segment="smb", contact_email="smb@x.example")
+    make_consenting(app, segment="enterprise", contact_email="big@x.example")
+    marketing = app.test_client()
+    login(marketing, make_user(app, "marketing").email)
+    answer = marketing.get(f"/winback/contacts.csv?{query}")
+    assert answer.status_code == 422
+    assert answer.mimetype == "text/html"
+    assert "attachment" not in answer.headers.get("Content-Disposition", "")
+    html = answer.get_data(as_text=True)
+    assert 'aria-label="Staff"' in html  # the staff layout, its navigation
+    assert "<h1>Win-back list</h1>" in html
+    assert 'action="/winback" class="filters"' in html
+    summary = re.search(r'<div class="error-summary"([^>]*)>(.*?)</div>', html, re.S)
+    assert summary and "autofocus" in summary.group(1)
+    assert f'<a href="#{field}">' in summary.group(2)
+    assert re.search(rf'<ul class="errors" id="{field}-errors">\s*<li>', html)
+    if message:
+        assert message in html
+    # The valid filters still apply, and the download offered works.
+    listed = set(re.findall(r"(smb|big)@x\.example", html))
+    assert listed == ({"smb"} if "segment=smb" in query else {"smb", "big"})
+    [link] = re.findall(r'href="(/winback/contacts\.csv[^"]*)"', html)
+    download = marketing.get(link.replace("&amp;", "&"))
+    assert download.status_code == 200 and download.mimetype == "text/csv"

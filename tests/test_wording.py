@@ -155,13 +155,13 @@ def test_the_teams_question_is_asked_on_the_page_and_in_the_email(
         "en",
         {
             "The question": "What made you cancel?",
-            "Answer “too_expensive”": "The price was too high",
+            "Answer “It costs more than it is worth to us”": "The price was too high",
         },
     )
     assert saved.status_code == 303
     [version] = versions(session)
     assert version.based_on == 0
-    assert version.summary == "Changed the texts in en"
+    assert version.summary == "Changed the texts in English"
 
     departure = make_departure(app)
     html = page(app.test_client(), survey_path(app, departure))
@@ -234,7 +234,9 @@ def test_an_answer_keeps_the_wording_it_was_given_in(app, admin, session):
     before = make_departure(app, company="Before Inc")
     answer(app, before, "too_expensive")
     assert (
-        set_texts(admin, "en", {"Answer “too_expensive”": "Priced out"}).status_code
+        set_texts(
+            admin, "en", {"Answer “It costs more than it is worth to us”": "Priced out"}
+        ).status_code
         == 303
     )
     after = make_departure(app, company="After Inc")
@@ -443,5 +445,42 @@ def test_something_else_always_stays(admin, session):
 def test_the_versions_page_lists_who_changed_what(admin):
     set_texts(admin, "es", {"The question": "¿Por qué nos deja?"})
     html = page(admin, "/admin/survey/versions")
-    assert "Changed the texts in es" in html
+    assert "Changed the texts in Spanish" in html
     assert "Admin" in html
+
+
+def test_the_survey_settings_name_reasons_by_their_labels_not_codes(admin, session):
+    """People read labels (the team's wording, in English); a code stays
+    only as the small print of a reason of the team's own, its identifier."""
+    added = add_reason(admin, "data_migration", "Moving our data", "oversold")
+    assert added.status_code == 303
+    buggy = set_texts(admin, "en", {"Answer “Too many bugs or problems”": "Buggy"})
+    assert buggy.status_code == 303
+    reasons = page(admin, REASONS_PAGE)
+    table = reasons.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    cells = re.findall(r'<td data-label="Reason">(.*?)</td>', table, re.S)
+    reading = [" ".join(re.sub(r"<[^>]+>", " ", cell).split()) for cell in cells]
+    assert reading[0] == "It costs more than it is worth to us"
+    assert "Buggy" in reading  # the team's own English wording
+    assert "Moving our data Your reason, code data_migration" in reading
+    for code in ("too_expensive", "product_issues", "not_meeting_goals", "other"):
+        assert code not in " ".join(reading)
+        assert f"Show {code}" not in reasons and f"Order of {code}" not in reasons
+    assert 'aria-label="Show “It costs more than it is worth to us”"' in reasons
+    # A root cause by its meaning, as the postmortem names it.
+    assert '<option value="poor_fit">Customer should not have been sold to<' in reasons
+    assert "poor_fit:" not in reasons
+
+    german = page(admin, texts_page("de"))
+    labels = re.findall(r'<label for="text_\d+">([^<]+)</label>', german)
+    assert "Answer “It costs more than it is worth to us”" in labels
+    assert "Answer “Moving our data”" in labels
+    assert "Follow-up question after “Buggy”" in labels
+    assert not [label for label in labels if re.search(r"“[a-z_]+”", label)]
+
+    # A version saved before summaries named the language still reads well.
+    session.execute(
+        SurveyVersion.__table__.update().values(summary="Changed the texts in de")
+    )
+    session.commit()
+    assert "Changed the texts in German" in page(admin, "/admin/survey/versions")

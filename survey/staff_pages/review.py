@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -30,6 +29,7 @@ from survey.staff.models import StaffUser
 from survey.staff_pages import conflicts
 from survey.staff_pages.formatting import Problem
 from survey.staff_pages.review_forms import (
+    MAX_ACTION_ROWS,
     AssignForm,
     BulkForm,
     ConsentWithdrawalForm,
@@ -215,33 +215,36 @@ def _item_or_404(public_id: str) -> ReviewItem:
 
 
 def _postmortem_form(
-    postmortem: Postmortem | None, departure: Departure, formdata: Any = None
+    postmortem: Postmortem | None,
+    departure: Departure,
+    blank_rows: int | None = None,
 ) -> PostmortemForm:
-    form = PostmortemForm(formdata=formdata, obj=postmortem)
-    if formdata is None:
-        form.version.data = postmortems.base_version_of(postmortem, departure)
-        if postmortem is not None:
-            form.root_causes.data = [cause.code for cause in postmortem.root_causes]
-            form.primary_cause.data = next(
-                (c.code for c in postmortem.root_causes if c.is_primary), None
+    """The saved postmortem (or a new one) as a form, with empty action
+    item rows under the saved ones (``blank_rows`` of them, if given)."""
+    form = PostmortemForm(formdata=None, obj=postmortem)
+    form.version.data = postmortems.base_version_of(postmortem, departure)
+    if postmortem is not None:
+        form.root_causes.data = [cause.code for cause in postmortem.root_causes]
+        form.primary_cause.data = next(
+            (c.code for c in postmortem.root_causes if c.is_primary), None
+        )
+        form.other_cause.data = next(
+            (c.note for c in postmortem.root_causes if c.code == "other"), ""
+        )
+        while len(form.action_items):
+            form.action_items.pop_entry()
+        for action in postmortem.action_items:
+            form.action_items.append_entry(
+                {
+                    "id": str(action.id),
+                    "text": action.text,
+                    "team": action.team,
+                    "owner": action.owner,
+                    "due_date": action.due_date,
+                    "done": action.done,
+                }
             )
-            form.other_cause.data = next(
-                (c.note for c in postmortem.root_causes if c.code == "other"), ""
-            )
-            while len(form.action_items):
-                form.action_items.pop_entry()
-            for action in postmortem.action_items:
-                form.action_items.append_entry(
-                    {
-                        "id": str(action.id),
-                        "text": action.text,
-                        "team": action.team,
-                        "owner": action.owner,
-                        "due_date": action.due_date,
-                        "done": action.done,
-                    }
-                )
-    return form.with_blank_rows()
+    return form.with_blank_rows(blank_rows)
 
 
 def _render_item(
@@ -250,23 +253,31 @@ def _render_item(
     postmortem_form: PostmortemForm | None = None,
     note_form: NoteForm | None = None,
     consent_form: ConsentWithdrawalForm | None = None,
+    assign_form: AssignForm | None = None,
+    status_form: StatusForm | None = None,
     problem: str | None = None,
     differences: dict[str, str] | None = None,
     new_row: bool = False,
+    blank_rows: int | None = None,
     status: int = 200,
 ) -> tuple[str, int]:
-    """Draw the item page; a postmortem form given back (refused, in
-    conflict, or with a row added) is shown for editing, with its problems
-    summarised above it and the other version beside each part that differs."""
+    """Draw the item page; a form given back refused is shown with its
+    problems summarised above it. A postmortem form given back (refused, in
+    conflict, or with a row added) is shown for editing, with the other
+    version beside each part that differs; ``blank_rows`` asks for that many
+    empty action item rows under the saved ones (after "Save and add
+    another action")."""
     session = db.session()
     departure = item.departure
     response = find_response(session, departure)
     postmortem = postmortems.get_postmortem(session, departure.id)
-    form = postmortem_form or _postmortem_form(postmortem, departure)
+    form = postmortem_form or _postmortem_form(postmortem, departure, blank_rows)
     reviewers = _reviewers()
-    assign_form = AssignForm(assignee=str(item.assignee_id or ""))
+    assign_form = assign_form or AssignForm(
+        formdata=None, assignee=str(item.assignee_id or "")
+    )
     assign_form.assignee.choices = _assignee_choices(reviewers, filters=False)
-    status_form = StatusForm()
+    status_form = status_form or StatusForm(formdata=None)
     status_form.status.choices = [
         SelectChoice(code, REVIEW_STATUSES[code])
         for code in sorted(queue.TRANSITIONS[item.status])
@@ -314,7 +325,8 @@ def _render_item(
                 )
                 for name in differences or {}
             ],
-            new_row=new_row,
+            # The row to type in next, after "add another action".
+            focus_row=next(iter(form.blank_rows()), None) if new_row else None,
             questions=PAGE_TWO_QUESTIONS,
             note_form=note_form
             or NoteForm(after_erasure="y" if departure.erased_at else ""),
@@ -331,50 +343,88 @@ def _render_item(
 @bp.get("/<public_id>")
 @access.requires(access.REVIEW)
 def item(public_id: str) -> tuple[str, int]:
-    """One departure: answers, consent, facts, timeline, notes, postmortem."""
-    return _render_item(_item_or_404(public_id))
+    """One departure: answers, consent, facts, timeline, notes, postmortem;
+    ``?add=N`` (after "Save and add another action"): N empty action item
+    rows, the first one focused."""
+    blank_rows = db.parse_int(request.args.get("add"))
+    if blank_rows is not None and not 1 <= blank_rows <= MAX_ACTION_ROWS:
+        blank_rows = None
+    return _render_item(
+        _item_or_404(public_id), blank_rows=blank_rows, new_row=blank_rows is not None
+    )
+
+
+#: Where on the item page each of its forms sits (an element's id).
+FORM_PLACES = {
+    "assign": "review",
+    "status": "review",
+    "notes": "notes",
+    "consent": "consent",
+    "postmortem": "postmortem",
+}
+
+
+@access.requires(access.REVIEW)
+def form_address(public_id: str, form: str) -> WerkzeugResponse:
+    """The address a refused form of the item page is drawn at, opened
+    again (a reload, a restored tab): the item page, at that form."""
+    _item_or_404(public_id)
+    return redirect(
+        url_for(".item", public_id=public_id, _anchor=FORM_PLACES[form]), 303
+    )
+
+
+for _form in FORM_PLACES:  # one rule each: /review/<id>/assign, ...
+    bp.add_url_rule(
+        f"/<public_id>/{_form}",
+        endpoint="form_address",
+        view_func=form_address,
+        methods=["GET"],
+        defaults={"form": _form},
+    )
 
 
 @bp.post("/<public_id>/assign")
 @access.requires(access.REVIEW)
-def assign(public_id: str) -> WerkzeugResponse:
-    """Give the item to someone, or to me."""
+def assign(public_id: str) -> WerkzeugResponse | tuple[str, int]:
+    """Give the item to someone, or to me; a refusal is shown on the page."""
     review_item = _item_or_404(public_id)
     form = AssignForm()
-    if form.validate_on_submit():
-        raw = str(current_user.id) if request.form.get("to_me") else form.assignee.data
-        session = db.session()
-        try:
-            queue.assign(
-                session, review_item, db.parse_int(raw), actor_id=current_user.id
-            )
-        except InvalidInput as refused:
-            flash(refused.message, "error")
-        else:
-            session.commit()
-            flash("Assignment saved.", "info")
+    if not form.validate_on_submit():
+        return _render_item(review_item, assign_form=form, status=422)
+    raw = str(current_user.id) if request.form.get("to_me") else form.assignee.data
+    session = db.session()
+    try:
+        queue.assign(session, review_item, db.parse_int(raw), actor_id=current_user.id)
+    except InvalidInput as refused:
+        session.rollback()
+        form.assignee.errors = refused.fields.get("assignee") or [refused.message]
+        return _render_item(review_item, assign_form=form, status=refused.status)
+    session.commit()
+    flash("Assignment saved.", "info")
     return redirect(url_for(".item", public_id=public_id))
 
 
 @bp.post("/<public_id>/status")
 @access.requires(access.REVIEW)
-def status(public_id: str) -> WerkzeugResponse:
-    """Move the item to another status, if the workflow allows it."""
+def status(public_id: str) -> WerkzeugResponse | tuple[str, int]:
+    """Move the item to another status, if the workflow allows it; a
+    refusal is shown on the page."""
     review_item = _item_or_404(public_id)
     form = StatusForm()
-    if form.validate_on_submit():
-        session = db.session()
-        try:
-            queue.change_status(
-                session, review_item, form.status.data, actor_id=current_user.id
-            )
-        except queue.InvalidTransition as refused:
-            flash(refused.message, "error")
-        else:
-            session.commit()
-            flash(f"Status: {REVIEW_STATUSES[review_item.status]}.", "info")
-    else:
-        flash("Choose a status.", "error")
+    if not form.validate_on_submit():
+        return _render_item(review_item, status_form=form, status=422)
+    session = db.session()
+    try:
+        queue.change_status(
+            session, review_item, form.status.data, actor_id=current_user.id
+        )
+    except queue.InvalidTransition as refused:
+        session.rollback()  # the page shows the item as it is now
+        form.status.errors = [refused.message]
+        return _render_item(review_item, status_form=form, status=refused.status)
+    session.commit()
+    flash(f"Status: {REVIEW_STATUSES[review_item.status]}.", "info")
     return redirect(url_for(".item", public_id=public_id))
 
 
@@ -429,27 +479,32 @@ def withdraw_consent(public_id: str) -> WerkzeugResponse | tuple[str, int]:
 @bp.post("/<public_id>/postmortem")
 @access.requires(access.REVIEW)
 def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
-    """Save the postmortem as a draft or mark it done; or, without saving,
-    come back with one more empty action item row. After a conflict, the
-    parts marked "take theirs" are taken from the version shown beside."""
+    """Save the postmortem as a draft or mark it done; or save the draft
+    and come back to it with one more empty action item row (beside
+    another's version, without saving). After a conflict, the parts marked
+    "take theirs" are taken from the version shown beside."""
     review_item = _item_or_404(public_id)
     form = PostmortemForm()
     intent = request.form.get("intent")
     theirs = _version_compared(form, review_item)
     taken = _take_theirs(form, theirs)
-    if intent == "add_row":
+    if intent == "add_row" and theirs is not None:
+        # Beside another's version nothing is saved until the writer has
+        # chosen: the row is added to the page as it was sent.
         if len(form.action_items) < form.action_items.max_entries:
             form.action_items.append_entry({"team": ""})
         return _render_item(
             review_item,
             postmortem_form=form,
             new_row=True,
-            differences=conflicts.differences(form, theirs) if theirs else None,
+            differences=conflicts.differences(form, theirs),
         )
+    # Refused, the page still has the row the writer asked for.
+    wanted_rows = len(form.blank_rows()) + 1 if intent == "add_row" else None
     if not form.validate_on_submit():
         return _render_item(
             review_item,
-            postmortem_form=form.with_blank_rows(),
+            postmortem_form=form.with_blank_rows(wanted_rows),
             differences=conflicts.differences(form, theirs) if theirs else None,
             status=422,
         )
@@ -468,7 +523,7 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
         form.version.data = "" if conflict.version is None else str(conflict.version)
         return _render_item(
             review_item,
-            postmortem_form=form.with_blank_rows(),
+            postmortem_form=form.with_blank_rows(wanted_rows),
             problem=conflict.message,
             differences=conflicts.differences(form, _saved_version(review_item)),
             status=409,
@@ -479,7 +534,7 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
             form.field_errors(name).extend(messages)
         return _render_item(
             review_item,
-            postmortem_form=form.with_blank_rows(),
+            postmortem_form=form.with_blank_rows(wanted_rows),
             problem=None if getattr(invalid, "fields", None) else invalid.message,
             status=422,
         )
@@ -489,6 +544,23 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     if intent == "finish":
         flash("Postmortem marked done.", "info")
         return redirect(url_for(".item", public_id=public_id))
+    if intent == "add_row":
+        # Saved, then drawn again by a GET (a reload posts nothing): the
+        # empty rows the writer had and one more, the first one focused.
+        flash("Saved, with room for another action.", "info")
+        saved_rows = len(form.filled_rows())
+        return redirect(
+            url_for(
+                ".item",
+                public_id=public_id,
+                edit=1,
+                add=len(form.blank_rows()) + 1,
+                _anchor=f"action-{saved_rows + 1}"
+                if saved_rows < MAX_ACTION_ROWS
+                else "postmortem",
+            ),
+            303,
+        )
     flash("Draft saved.", "info")
     return redirect(url_for(".item", public_id=public_id, _anchor="postmortem"))
 

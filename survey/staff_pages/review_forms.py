@@ -22,7 +22,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import InputRequired, Length, NumberRange, Optional
+from wtforms.validators import AnyOf, InputRequired, Length, NumberRange, Optional
 
 from survey.db import parse_int
 from survey.departures.schemas import normalize_email
@@ -143,13 +143,22 @@ class BulkForm(FlaskForm):  # type: ignore[misc]
 class AssignForm(FlaskForm):  # type: ignore[misc]
     """Give one item to someone (empty: to nobody)."""
 
-    assignee = SelectField("Assignee", choices=[], validate_choice=False)
+    assignee = SelectField("Assign to", choices=[], validate_choice=False)
 
 
 class StatusForm(FlaskForm):  # type: ignore[misc]
-    """Move one item to another status."""
+    """Move one item to another status (the workflow checks which, in
+    ``queue.change_status``; the page offers the allowed ones)."""
 
-    status = SelectField("Status", choices=_choices(REVIEW_STATUSES.items()))
+    status = SelectField(
+        "Move to",
+        choices=_choices(REVIEW_STATUSES.items()),
+        validate_choice=False,  # said in our words below, not "Not a valid choice"
+        validators=[
+            InputRequired("Choose a status."),
+            AnyOf(list(REVIEW_STATUSES), "Choose a status."),
+        ],
+    )
 
 
 class NoteForm(FlaskForm):  # type: ignore[misc]
@@ -190,6 +199,8 @@ LONG_TEXT = [Optional(), Length(max=20_000)]
 
 #: Blank action item rows offered under the existing ones.
 BLANK_ACTION_ROWS = 2
+#: The most action items one postmortem has.
+MAX_ACTION_ROWS = 50
 
 
 class PostmortemForm(FlaskForm):  # type: ignore[misc]
@@ -259,7 +270,7 @@ class PostmortemForm(FlaskForm):  # type: ignore[misc]
         validators=[Optional()],
     )
     action_items = FieldList(
-        FormField(ActionItemForm), "Action", min_entries=0, max_entries=50
+        FormField(ActionItemForm), "Action", min_entries=0, max_entries=MAX_ACTION_ROWS
     )
 
     def filled_rows(self) -> list[int]:
@@ -300,16 +311,21 @@ class PostmortemForm(FlaskForm):  # type: ignore[misc]
             action_items=rows,
         )
 
-    def with_blank_rows(self) -> PostmortemForm:
-        """Offer blank action item rows under the others (posted rows keep
-        errors); blank means blank: no team is chosen for the writer."""
-        blanks = sum(
-            1
-            for entry in self.action_items.entries
+    def blank_rows(self) -> list[int]:
+        """The positions of the action item rows nobody has written in."""
+        return [
+            index
+            for index, entry in enumerate(self.action_items.entries)
             if not (entry.form.text.data or entry.form.id.data or entry.form.owner.data)
-        )
+        ]
+
+    def with_blank_rows(self, wanted: int | None = None) -> PostmortemForm:
+        """Offer blank action item rows under the others (posted rows keep
+        errors): ``wanted`` of them, at least BLANK_ACTION_ROWS, as room
+        allows; blank means blank: no team is chosen for the writer."""
+        wanted = max(BLANK_ACTION_ROWS, wanted or 0)
         room = self.action_items.max_entries - len(self.action_items)
-        for _ in range(min(max(0, BLANK_ACTION_ROWS - blanks), room)):
+        for _ in range(min(max(0, wanted - len(self.blank_rows())), room)):
             self.action_items.append_entry({"team": ""})
         return self
 

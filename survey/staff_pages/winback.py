@@ -24,9 +24,15 @@ PAGE_SIZE = 100
 @access.requires(access.WINBACK)
 def contacts() -> tuple[str, int]:
     """One page of consenting contacts, the filters, and the CSV link."""
-    wanted, query, problems = _valid_filters(request.args)
+    return _page(request.args)
+
+
+def _page(args: Mapping[str, str]) -> tuple[str, int]:
+    """Draw the list with the filters of ``args`` that are valid, and say
+    why the others were dropped (then with 422)."""
+    wanted, query, problems = _valid_filters(args)
     session = db.session()
-    cursor = request.args.get("cursor") if not problems else None
+    cursor = args.get("cursor") if not problems else None
     try:
         page = winback.page(session, wanted, cursor, PAGE_SIZE)
     except InvalidInput as invalid:
@@ -45,7 +51,7 @@ def contacts() -> tuple[str, int]:
         render_template(
             "winback/contacts.html",
             page=page,
-            args=request.args,
+            args=args,
             query=query,
             problems=problems,
         ),
@@ -75,10 +81,15 @@ def _valid_filters(
 
 @bp.get("/contacts.csv", endpoint="csv")
 @access.requires(access.WINBACK)
-def contacts_csv() -> HttpResponse:
+def contacts_csv() -> HttpResponse | tuple[str, int]:
     """The whole filtered list as a CSV download (streamed, audited), with
-    labels and amounts for the people who open it in a spreadsheet."""
-    wanted = winback.filter_from_args(request.args)
+    labels and amounts for the people who open it in a spreadsheet. Filters
+    that do not hold (a link typed by hand) get the list's page instead,
+    saying which and why, as the page itself does."""
+    try:
+        wanted = winback.filter_from_args(request.args)
+    except InvalidInput:
+        return _page({k: v for k, v in request.args.items() if k != "cursor"})
     return winback.csv_download(
         wanted, actor_id=current_user.id, token_name=None, people=True
     )

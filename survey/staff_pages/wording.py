@@ -3,6 +3,7 @@ language, previewed as the customer will see them; each save is a version."""
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,6 +32,7 @@ from survey.errors import InvalidInput
 from survey.security import CONTENT_SECURITY_POLICY
 from survey.staff import access
 from survey.staff.models import StaffUser
+from survey.staff_pages import formatting
 from survey.staff_pages.staff import private_pages
 from survey.staff_pages.wording_forms import ReasonsForm, texts_form
 from survey.vocabulary import FOLLOW_UP_TEXTS, REASONS
@@ -277,7 +279,6 @@ def reasons() -> str | WerkzeugResponse:
         preview,
         form=form,
         wording=wording,
-        known=wordings.known_reasons(),
         built_in_codes=REASONS,
     )
 
@@ -286,14 +287,20 @@ def reasons() -> str | WerkzeugResponse:
 
 
 def _text_keys(wording: Wording) -> list[tuple[str, str]]:
-    """The keys a language's page edits, with their labels."""
+    """The keys a language's page edits, with their labels (a reason by its
+    label in the staff's language, not its code)."""
     keys = [("question", "The question")]
     codes = [*wording.shown, *[c for c in wording.custom if c not in wording.shown]]
     for code in codes:
-        keys.append((f"label.{code}", f"Answer “{code}”"))
+        keys.append((f"label.{code}", f"Answer “{wording.staff_label(code)}”"))
     for code in codes:
         if code in FOLLOW_UP_TEXTS or code in wording.custom:
-            keys.append((f"follow_up.{code}", f"Follow-up question after “{code}”"))
+            keys.append(
+                (
+                    f"follow_up.{code}",
+                    f"Follow-up question after “{wording.staff_label(code)}”",
+                )
+            )
     keys.append(("consent", "The win-back consent sentence"))
     return keys
 
@@ -341,7 +348,7 @@ def texts(language: str) -> str | WerkzeugResponse:
         except InvalidInput as invalid:
             _refused(form, invalid)
         else:
-            summary = f"Changed the texts in {language}"
+            summary = f"Changed the texts in {formatting.language(language)}"
             preview = _preview_or_save(session, form, definition, language, summary)
             if preview is None:
                 return redirect(url_for(".texts", language=language), 303)
@@ -367,4 +374,22 @@ def versions() -> str:
         .outerjoin(StaffUser, StaffUser.id == SurveyVersion.created_by_id)
         .order_by(SurveyVersion.id.desc())
     )
-    return render_template("wording/versions.html", versions=rows.all())
+    return render_template(
+        "wording/versions.html",
+        versions=[
+            (version, author, _readable(version.summary))
+            for version, author in rows.all()
+        ],
+    )
+
+
+#: A summary saved before versions named the language ("... in de").
+_LANGUAGE_CODE_SUMMARY = re.compile(
+    r"^(Changed the texts in )([a-z]{2,3}(?:_[A-Z]{2})?)$"
+)
+
+
+def _readable(summary: str) -> str:
+    """A version's summary as people read it: a language by its name."""
+    old = _LANGUAGE_CODE_SUMMARY.match(summary)
+    return old.group(1) + formatting.language(old.group(2)) if old else summary

@@ -22,12 +22,10 @@ from wtforms.validators import Length, NumberRange, Optional
 from survey.vocabulary import ROOT_CAUSES
 from survey.wording.service import MAX_TEXT_LENGTH
 
+#: The root causes by their meaning, as the postmortem form names them.
 ROOT_CAUSE_CHOICES = [
     SelectChoice("", "None in particular"),
-    *(
-        SelectChoice(code, f"{code}: {meaning}")
-        for code, (meaning, _team) in ROOT_CAUSES.items()
-    ),
+    *(SelectChoice(code, meaning) for code, (meaning, _team) in ROOT_CAUSES.items()),
 ]
 
 

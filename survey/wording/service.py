@@ -49,6 +49,8 @@ BUILT_IN_CONSENT = N_(
 )
 #: The longest text a team may write for one key.
 MAX_TEXT_LENGTH = 300
+#: The language the staff pages are written in.
+STAFF_LANGUAGE = "en"
 
 _CODE = re.compile(r"^[a-z][a-z0-9_]{2,39}$")
 _CACHE = "survey.wording"
@@ -111,6 +113,19 @@ class Wording:
     def label(self, code: str, language: str | None = None) -> str:
         """A reason's label (the code itself if this version has no such reason)."""
         return self._text(f"label.{code}", REASON_TEXTS.get(code), language) or code
+
+    def staff_label(self, code: str) -> str:
+        """A reason as staff read it: its label in the staff's language (the
+        team's wording where they wrote one), else in any language the team
+        wrote one in; the code itself only for a reason with no label."""
+        label = self.label(code, STAFF_LANGUAGE)
+        if label != code or code in REASON_TEXTS:
+            return label
+        texts = self.definition.get("texts") or {}
+        for language in sorted(texts):
+            if text := self.override(language, f"label.{code}"):
+                return text
+        return code
 
     def follow_up(self, code: str | None, language: str | None = None) -> str | None:
         """The question page 2 asks about ``code``, if it asks one."""

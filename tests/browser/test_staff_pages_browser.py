@@ -19,7 +19,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from flask import Flask
 from playwright.sync_api import Page, expect
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from survey import db
 from survey.answers.models import Response
@@ -28,6 +28,7 @@ from survey.departures.models import Departure
 from survey.review import queue
 from survey.review.models import Postmortem
 from survey.review_items import ReviewItem
+from survey.staff.models import StaffUser
 from survey.vocabulary import FOLLOW_UP_TEXTS
 from tests.browser.conftest import sign_in
 from tests.factories import (
@@ -49,6 +50,7 @@ LONG_COMPANY = (
     "InternationalisierungsdienstleistungsgesellschaftsvermoegensverwaltungsGmbH"
 )
 LONG_STAFF_NAME = "Maximiliana Theodora Wolfeschlegelsteinhausen"
+LEAVING_NAME = "Rita Leaving"
 
 #: Elements that hold words people read (customer's or staff's).
 TEXT_BLOCKS = (
@@ -91,6 +93,8 @@ class Demo:
     finished: str
     draft_free: str
     person: str
+    #: A CSM in every "Assign to" list, deactivated on the way.
+    leaving: str
 
 
 @pytest.fixture
@@ -115,6 +119,7 @@ def demo(live_app: tuple[Flask, str]) -> Demo:
     assert more.status_code == 303
     admin = make_user(app, "admin", name="Ada Admin")
     marketing = make_user(app, "marketing", name="Max Marketing")
+    leaving = make_user(app, "csm", name=LEAVING_NAME)
     # Words that do not break: a long staff name (in every "Assign to"
     # list), and an account whose names are long words, assigned to that
     # person, on the queue's first page below the fold (its lost MRR the
@@ -192,6 +197,7 @@ def demo(live_app: tuple[Flask, str]) -> Demo:
         finished,
         free[1],
         person,
+        leaving.email,
     )
 
 
@@ -311,6 +317,38 @@ def test_every_staff_page_reads_well_at_both_sizes(
     expect(answers).to_contain_text("audit trail")
     shot("item-long-answers")
 
+    # A move the workflow refuses, and an assignment to someone who left
+    # meanwhile: each summed up at the top of the review panel (focused),
+    # its message at its field; the URL's GET is the item page again.
+    page.locator("#status").select_option("in_review")
+    page.get_by_role("button", name="Change status").click()
+    expect(page.get_by_role("status")).to_contain_text("Status: In review.")
+    page.locator("#status").select_option("postmortem_done")
+    page.get_by_role("button", name="Change status").click()
+    summary = page.locator(".error-summary")
+    expect(summary).to_be_focused()
+    expect(summary).to_contain_text("Move to — Finish the postmortem first")
+    expect(page.locator("#status")).to_have_attribute("aria-invalid", "true")
+    shot("item-move-refused")
+    with app.app_context(), db.write_session() as session:
+        session.execute(
+            update(StaffUser)
+            .where(StaffUser.email == demo.leaving)
+            .values(active=False)
+        )
+        session.commit()
+    page.locator("#assignee").select_option(label=LEAVING_NAME)
+    page.get_by_role("button", name="Assign", exact=True).click()
+    expect(summary).to_be_focused()
+    expect(summary).to_contain_text("Assign to — Choose someone who reviews.")
+    expect(page.locator("#assignee-errors")).to_be_visible()
+    shot("item-assign-refused")
+    summary.get_by_role("link").click()
+    expect(page.locator("#assignee")).to_be_focused()
+    assert page.url.startswith(f"{base}/review/{demo.answered_at_length}/assign")
+    visit(page, base, page.url.removeprefix(base).split("#")[0])  # its GET
+    expect(page).to_have_url(f"{base}/review/{demo.answered_at_length}#review")
+
     # A finished postmortem reads as a document, with a way to edit it.
     visit(page, base, f"/review/{demo.finished}")
     expect(page.locator("#postmortem .read-view")).to_be_visible()
@@ -397,3 +435,53 @@ def test_every_staff_page_reads_well_at_both_sizes(
     visit(page, base, "/review", 403)
     expect(page.get_by_role("navigation", name="Staff")).to_be_visible()
     shot("403")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_failure_and_giving_up_ones_own_access_read_well_at_both_sizes(
+    live_app: tuple[Flask, str],
+    live_server: str,
+    browser_page: Page,
+    artifacts: Path,
+    size: str,
+) -> None:
+    """The staff 500 page (inside the staff layout) and the question an admin
+    is asked before removing their own admin role or account, checked as
+    every staff page is: screenshots, no sideways scroll, axe-core."""
+    app, _ = live_app
+
+    # Registered before the app's first request: a page that fails.
+    @app.get("/review/fails-for-the-test")
+    def fails() -> str:
+        raise RuntimeError("kaboom")
+
+    page, base = browser_page, live_server
+    page.set_viewport_size(SIZES[size])
+    me = make_user(app, "admin", name=LONG_STAFF_NAME)
+    make_user(app, "admin", name="Olga Other")  # someone to give it back
+    sign_in(page, base, me.email)
+    expect(page).to_have_url(f"{base}/review")
+
+    visit(page, base, "/review/fails-for-the-test", 500)
+    expect(page.get_by_role("heading", name="Something went wrong")).to_be_visible()
+    expect(page.get_by_role("navigation", name="Staff")).to_be_visible()
+    expect(page.get_by_text("kaboom")).to_have_count(0)
+    check(page, artifacts, "500", size)
+
+    visit(page, base, "/admin/users")
+    page.get_by_label(f"Role of {LONG_STAFF_NAME}").select_option("csm")
+    mine = page.locator("tr", has=page.get_by_label(f"Role of {LONG_STAFF_NAME}"))
+    mine.get_by_role("button", name="Change role").click()
+    expect(
+        page.get_by_role("heading", name="Give up your own admin access?")
+    ).to_be_visible()
+    expect(page.get_by_role("button", name="Make me CSM")).to_be_visible()
+    check(page, artifacts, "confirm-own-access", size)
+
+    visit(page, base, "/admin/users")
+    mine.get_by_role("button", name="Deactivate").click()
+    expect(page.get_by_role("button", name="Deactivate my account")).to_be_visible()
+    check(page, artifacts, "confirm-own-deactivation", size)
+    # Keeping it changes nothing.
+    page.get_by_role("link", name="Keep my admin access").click()
+    expect(page).to_have_url(f"{base}/admin/users")

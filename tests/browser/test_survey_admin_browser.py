@@ -53,7 +53,9 @@ def test_an_admin_brands_the_survey_adds_a_reason_and_previews_german(
 
     # The German wording, previewed before saving.
     page.get_by_role("link", name="Wording: Deutsch").click()
-    page.get_by_label("Answer “data_migration”").fill("Der Datenumzug war zu schwer")
+    page.get_by_label("Answer “Moving our data was too hard”").fill(
+        "Der Datenumzug war zu schwer"
+    )
     page.get_by_role("button", name="Preview").click()
     preview = page.locator(".preview")
     expect(preview).to_contain_text("Eine Frage von Northwind Analytics")
