@@ -29,7 +29,6 @@ from survey.staff.models import StaffUser
 from survey.staff_pages import conflicts
 from survey.staff_pages.formatting import Problem
 from survey.staff_pages.review_forms import (
-    MAX_ACTION_ROWS,
     AssignForm,
     BulkForm,
     ConsentWithdrawalForm,
@@ -217,10 +216,9 @@ def _item_or_404(public_id: str) -> ReviewItem:
 def _postmortem_form(
     postmortem: Postmortem | None,
     departure: Departure,
-    blank_rows: int | None = None,
 ) -> PostmortemForm:
     """The saved postmortem (or a new one) as a form, with empty action
-    item rows under the saved ones (``blank_rows`` of them, if given)."""
+    item rows under the saved ones."""
     form = PostmortemForm(formdata=None, obj=postmortem)
     form.version.data = postmortems.base_version_of(postmortem, departure)
     if postmortem is not None:
@@ -244,7 +242,7 @@ def _postmortem_form(
                     "done": action.done,
                 }
             )
-    return form.with_blank_rows(blank_rows)
+    return form.with_blank_rows()
 
 
 def _render_item(
@@ -258,20 +256,17 @@ def _render_item(
     problem: str | None = None,
     differences: dict[str, str] | None = None,
     new_row: bool = False,
-    blank_rows: int | None = None,
     status: int = 200,
 ) -> tuple[str, int]:
     """Draw the item page; a form given back refused is shown with its
     problems summarised above it. A postmortem form given back (refused, in
     conflict, or with a row added) is shown for editing, with the other
-    version beside each part that differs; ``blank_rows`` asks for that many
-    empty action item rows under the saved ones (after "Save and add
-    another action")."""
+    version beside each part that differs."""
     session = db.session()
     departure = item.departure
     response = find_response(session, departure)
     postmortem = postmortems.get_postmortem(session, departure.id)
-    form = postmortem_form or _postmortem_form(postmortem, departure, blank_rows)
+    form = postmortem_form or _postmortem_form(postmortem, departure)
     reviewers = _reviewers()
     assign_form = assign_form or AssignForm(
         formdata=None, assignee=str(item.assignee_id or "")
@@ -343,15 +338,8 @@ def _render_item(
 @bp.get("/<public_id>")
 @access.requires(access.REVIEW)
 def item(public_id: str) -> tuple[str, int]:
-    """One departure: answers, consent, facts, timeline, notes, postmortem;
-    ``?add=N`` (after "Save and add another action"): N empty action item
-    rows, the first one focused."""
-    blank_rows = db.parse_int(request.args.get("add"))
-    if blank_rows is not None and not 1 <= blank_rows <= MAX_ACTION_ROWS:
-        blank_rows = None
-    return _render_item(
-        _item_or_404(public_id), blank_rows=blank_rows, new_row=blank_rows is not None
-    )
+    """One departure: answers, consent, facts, timeline, notes, postmortem."""
+    return _render_item(_item_or_404(public_id))
 
 
 #: Where on the item page each of its forms sits (an element's id).
@@ -479,32 +467,29 @@ def withdraw_consent(public_id: str) -> WerkzeugResponse | tuple[str, int]:
 @bp.post("/<public_id>/postmortem")
 @access.requires(access.REVIEW)
 def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
-    """Save the postmortem as a draft or mark it done; or save the draft
-    and come back to it with one more empty action item row (beside
-    another's version, without saving). After a conflict, the parts marked
-    "take theirs" are taken from the version shown beside."""
+    """Save the postmortem as a draft or mark it done; or, without saving,
+    come back with one more empty action item row (the page is drawn at this
+    address: opened again, it leads to the item page, see ``form_address``).
+    After a conflict, the parts marked "take theirs" are taken from the
+    version shown beside."""
     review_item = _item_or_404(public_id)
     form = PostmortemForm()
     intent = request.form.get("intent")
     theirs = _version_compared(form, review_item)
     taken = _take_theirs(form, theirs)
-    if intent == "add_row" and theirs is not None:
-        # Beside another's version nothing is saved until the writer has
-        # chosen: the row is added to the page as it was sent.
+    if intent == "add_row":
         if len(form.action_items) < form.action_items.max_entries:
             form.action_items.append_entry({"team": ""})
         return _render_item(
             review_item,
             postmortem_form=form,
             new_row=True,
-            differences=conflicts.differences(form, theirs),
+            differences=conflicts.differences(form, theirs) if theirs else None,
         )
-    # Refused, the page still has the row the writer asked for.
-    wanted_rows = len(form.blank_rows()) + 1 if intent == "add_row" else None
     if not form.validate_on_submit():
         return _render_item(
             review_item,
-            postmortem_form=form.with_blank_rows(wanted_rows),
+            postmortem_form=form.with_blank_rows(),
             differences=conflicts.differences(form, theirs) if theirs else None,
             status=422,
         )
@@ -523,7 +508,7 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
         form.version.data = "" if conflict.version is None else str(conflict.version)
         return _render_item(
             review_item,
-            postmortem_form=form.with_blank_rows(wanted_rows),
+            postmortem_form=form.with_blank_rows(),
             problem=conflict.message,
             differences=conflicts.differences(form, _saved_version(review_item)),
             status=409,
@@ -534,7 +519,7 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
             form.field_errors(name).extend(messages)
         return _render_item(
             review_item,
-            postmortem_form=form.with_blank_rows(wanted_rows),
+            postmortem_form=form.with_blank_rows(),
             problem=None if getattr(invalid, "fields", None) else invalid.message,
             status=422,
         )
@@ -544,23 +529,6 @@ def save_postmortem(public_id: str) -> WerkzeugResponse | tuple[str, int]:
     if intent == "finish":
         flash("Postmortem marked done.", "info")
         return redirect(url_for(".item", public_id=public_id))
-    if intent == "add_row":
-        # Saved, then drawn again by a GET (a reload posts nothing): the
-        # empty rows the writer had and one more, the first one focused.
-        flash("Saved, with room for another action.", "info")
-        saved_rows = len(form.filled_rows())
-        return redirect(
-            url_for(
-                ".item",
-                public_id=public_id,
-                edit=1,
-                add=len(form.blank_rows()) + 1,
-                _anchor=f"action-{saved_rows + 1}"
-                if saved_rows < MAX_ACTION_ROWS
-                else "postmortem",
-            ),
-            303,
-        )
     flash("Draft saved.", "info")
     return redirect(url_for(".item", public_id=public_id, _anchor="postmortem"))
 

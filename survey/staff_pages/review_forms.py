@@ -319,13 +319,12 @@ class PostmortemForm(FlaskForm):  # type: ignore[misc]
             if not (entry.form.text.data or entry.form.id.data or entry.form.owner.data)
         ]
 
-    def with_blank_rows(self, wanted: int | None = None) -> PostmortemForm:
+    def with_blank_rows(self) -> PostmortemForm:
         """Offer blank action item rows under the others (posted rows keep
-        errors): ``wanted`` of them, at least BLANK_ACTION_ROWS, as room
-        allows; blank means blank: no team is chosen for the writer."""
-        wanted = max(BLANK_ACTION_ROWS, wanted or 0)
+        errors), as room allows; blank means blank: no team is chosen for
+        the writer."""
         room = self.action_items.max_entries - len(self.action_items)
-        for _ in range(min(max(0, wanted - len(self.blank_rows())), room)):
+        for _ in range(min(max(0, BLANK_ACTION_ROWS - len(self.blank_rows())), room)):
             self.action_items.append_entry({"team": ""})
         return self
 
