@@ -50,7 +50,7 @@ def shipped_languages() -> frozenset[str]:
     )
 
 
-def _speaks(locale: str | None) -> bool:
+def speaks(locale: str | None) -> bool:
     """Return whether we ship ``locale``'s language (``fr_CA``: French)."""
     return bool(locale) and str(locale).split("_")[0] in shipped_languages()
 
@@ -71,7 +71,7 @@ def customer_locale(preferred: str | None) -> str:
     (``Accept-Language``), else ``SURVEY_DEFAULT_LOCALE``."""
     if has_app_context() and (chosen := g.get("chosen_locale")):
         return str(chosen)
-    if _speaks(preferred):
+    if speaks(preferred):
         return str(preferred)
     if has_request_context() and "HTTP_ACCEPT_LANGUAGE" in request.environ:
         chosen = request.accept_languages.best_match(_shipped_in_order())
@@ -89,7 +89,7 @@ def email_locale(preferred: str | None) -> str:
     """Return the locale of an email to a customer: ``preferred`` (their
     departure's) when we speak its language, else ``SURVEY_DEFAULT_LOCALE``
     (an email has no browser to ask)."""
-    if _speaks(preferred):
+    if speaks(preferred):
         return str(preferred)
     if has_app_context():
         return str(current_app.config["DEFAULT_LOCALE"])

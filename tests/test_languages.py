@@ -427,3 +427,65 @@ def test_an_email_to_someone_of_no_known_language_uses_the_default(make_app, smt
     for email in smtp.messages:
         assert str(make_header(decode_header(email["Subject"]))).startswith(subject)
         assert '<html lang="fr">' in html_part(email)
+
+
+def link_to(page: str, label: str) -> str:
+    """The address of the one link on ``page`` labelled ``label``."""
+    [href] = re.findall(rf'<a[^>]*href="([^"]+)"[^>]*>{re.escape(label)}</a>', page)
+    return unescape(href)
+
+
+def form_action(page: str) -> str:
+    [action] = re.findall(r'<form[^>]*action="([^"]+)"', page)
+    return unescape(action)
+
+
+def speaks_french(page: str) -> bool:
+    return '<html lang="fr">' in page
+
+
+@pytest.mark.parametrize("earlier", [None, "too_expensive"])
+def test_a_language_picked_on_a_confirmation_drawn_for_a_native_is_kept(
+    app, client, earlier
+):
+    """Pages drawn once for many links: the French page a native French
+    customer filled the cache with has no ``?lang=``; a German customer who
+    picked French keeps it through the confirmation's form and links."""
+    native = survey_path(app, make_departure(app, locale="fr"))
+    picked = survey_path(app, make_departure(app, locale="de"))
+    if earlier:
+        for link in (native, picked):
+            assert submit(client, link, {"reason": earlier}).status_code == 303
+    client.get(native + "?reason=switched")  # drawn, and kept, for French
+    confirmation = client.get(picked + "?reason=switched&lang=fr").get_data(
+        as_text=True
+    )
+    assert speaks_french(confirmation)
+    another = link_to(confirmation, translated("fr", "Choose another answer"))
+    assert speaks_french(client.get(another).get_data(as_text=True))
+    if earlier:
+        keep = link_to(confirmation, translated("fr", "Keep my earlier answer"))
+        assert speaks_french(client.get(keep).get_data(as_text=True))
+    sent = client.post(form_action(confirmation), data=hidden_fields(confirmation))
+    assert sent.status_code == 303
+    assert speaks_french(client.get(sent.headers["Location"]).get_data(as_text=True))
+    # The native's own page still has no language picked.
+    native_page = client.get(native + "?reason=switched").get_data(as_text=True)
+    assert "lang=" not in form_action(native_page)
+
+
+def test_a_language_picked_on_page_1_drawn_for_a_native_is_kept(app, client):
+    native = survey_path(app, make_departure(app, locale="fr"))
+    picked = survey_path(app, make_departure(app, locale="de"))
+    for link in (native, picked):
+        assert submit(client, link, {"reason": "switched"}).status_code == 303
+    client.get(native)  # drawn, and kept, for French
+    page = client.get(picked + "?lang=fr").get_data(as_text=True)
+    assert speaks_french(page)
+    change = translated("fr", "Change my other answers and contact choice")
+    more = client.get(link_to(page, change)).get_data(as_text=True)
+    assert speaks_french(more)
+    assert translated("fr", "A few more questions") in more
+    # Its form posts to the address it was opened at: still French after.
+    sent = submit(client, picked + "?lang=fr", {"reason": "too_expensive"})
+    assert speaks_french(client.get(sent.headers["Location"]).get_data(as_text=True))

@@ -154,6 +154,41 @@ def test_something_else_clicked_in_the_email_asks_for_the_words(client, page1, s
     assert (saved.reason, saved.reason_other) == ("other", "Moving to paper")
 
 
+def test_changing_the_answer_from_a_reason_link_keeps_the_customers_own_words(
+    client, page1, session
+):
+    words = "We pay 3x what Globex charges"
+    submit(client, page1, {"reason": "too_expensive", "reason_other": words})
+    page = client.get(page1 + "?reason=switched").get_data(as_text=True)
+    assert ">Change my answer</button>" in page
+    assert 'name="reason_other"' not in page  # the confirmation asks for no words
+    assert (
+        submit(client, page1 + "?reason=switched", {}, action=page1).status_code == 303
+    )
+    [saved] = responses(session)
+    assert (saved.reason, saved.reason_other) == ("switched", words)
+    # "Something else" asks for words: those given there are the answer's now.
+    submit(client, page1 + "?reason=other", {"reason_other": "Moving to paper"}, page1)
+    [saved] = responses(session)
+    assert (saved.reason, saved.reason_other) == ("other", "Moving to paper")
+
+
+def test_own_words_cleared_on_page_1_are_gone_whatever_else_is_posted(
+    client, page1, session
+):
+    submit(client, page1, {"reason": "too_expensive", "reason_other": "Too dear"})
+    submit(client, page1, {"reason": "switched", "reason_other": ""})
+    [saved] = responses(session)
+    assert (saved.reason, saved.reason_other) == ("switched", None)
+    # The confirmation's marker added to page 1's post keeps nothing cleared.
+    submit(client, page1, {"reason": "switched", "reason_other": "Too dear"})
+    submit(
+        client, page1, {"reason": "switched", "reason_other": "", "own_words": "kept"}
+    )
+    [saved] = responses(session)
+    assert (saved.reason, saved.reason_other) == ("switched", None)
+
+
 def test_page_2_does_not_ask_again_about_the_main_reason(client, page1, session):
     more = submit(client, page1, {"reason": "missing_features"}).headers["Location"]
     page = client.get(more).get_data(as_text=True)
@@ -732,3 +767,23 @@ def test_a_failure_on_a_survey_page_is_logged_without_the_token(make_app, caplog
     assert "kaboom" in caplog.text  # the traceback is there to debug with
     assert "/s/<token>/boom" in caplog.text
     assert token not in caplog.text
+
+
+def test_which_product_is_not_kept_when_another_destination_is_chosen(
+    client, page1, session
+):
+    """The "Which one?" box hides when the customer moves off "Another product" (or
+    stays, without scripts): what they typed there first is not saved."""
+    more = submit(client, page1, {"reason": "switched"}).headers["Location"]
+    chosen = {"destination": "in_house", "destination_name": "Globex"}
+    assert submit(client, more, chosen).status_code == 303
+    [saved] = responses(session)
+    assert (saved.destination, saved.destination_name) == ("in_house", None)
+    # With "Another product" it is kept.
+    submit(client, more, {"destination": "competitor", "destination_name": "Globex"})
+    [saved] = responses(session)
+    assert (saved.destination, saved.destination_name) == ("competitor", "Globex")
+    # Changing it later to another destination clears the name kept before.
+    submit(client, more, {"destination": "none", "destination_name": "Globex"})
+    [saved] = responses(session)
+    assert (saved.destination, saved.destination_name) == ("none", None)

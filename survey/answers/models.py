@@ -55,6 +55,9 @@ class Response(Base):
     survey_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("survey_versions.id")
     )
+    #: The language the page was drawn in when the customer last answered
+    #: (None before it was kept: the departure's); staff read it in that.
+    locale: Mapped[str | None] = mapped_column(String(35))
     answered_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     #: When the second page was last saved.

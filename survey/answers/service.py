@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Boolean, Connection, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
-from survey import clock, outbox
+from survey import clock, i18n, outbox
 from survey.answers.models import Response
 from survey.consent import record_consent
 from survey.db import per_dialect
@@ -34,6 +34,7 @@ def _answering() -> Any:
         Departure.id,
         *KEY_COLUMNS,
         Departure.mrr_cents,
+        Departure.locale,
         Departure.invitation_sent_at,
     ).where(LINKED_AND_KEPT)
 
@@ -71,6 +72,7 @@ def _upsert_reason(insert: Any) -> Any:
             "reason",
             "reason_other",
             "survey_version_id",
+            "locale",
             "factors",
             "answered_at",
             "updated_at",
@@ -82,6 +84,7 @@ def _upsert_reason(insert: Any) -> Any:
                 bindparam("reason", type_=column.reason.type),
                 bindparam("reason_other", type_=column.reason_other.type),
                 bindparam("survey_version_id", type_=column.survey_version_id.type),
+                bindparam("locale", type_=column.locale.type),
                 bindparam("factors", [], type_=column.factors.type),
                 now,
                 now,
@@ -92,8 +95,15 @@ def _upsert_reason(insert: Any) -> Any:
         index_elements=[Response.departure_id],
         set_={
             "reason": statement.excluded.reason,
-            "reason_other": statement.excluded.reason_other,
+            # A page that sent no words of its own (the confirmation of a
+            # reason clicked in the email) keeps those saved.
+            "reason_other": case(
+                (bindparam("keep_own_words", type_=Boolean()), column.reason_other),
+                else_=statement.excluded.reason_other,
+            ),
             "survey_version_id": statement.excluded.survey_version_id,
+            # Unknown (a caller with no page): the language kept stays.
+            "locale": func.coalesce(statement.excluded.locale, column.locale),
             "updated_at": statement.excluded.updated_at,
         },
     )
@@ -123,8 +133,21 @@ def record_reason(
     reason: str,
     reason_other: str | None,
     survey_version: int = 0,
+    *,
+    keep_own_words: bool = False,
+    chosen_locale: str | None = None,
+    browser_locale: str | None = None,
 ) -> None:
     """Save page 1's answer and queue it for review, in ``connection``'s transaction.
+
+    ``keep_own_words``: the page sent no own-words field (the confirmation
+    of a reason clicked in the email), so the words saved stay; page 1
+    itself always sends the field, and an empty one clears them.
+    ``chosen_locale`` (switched on the page) and ``browser_locale`` (the
+    browser's, else the default) are the request's part of the page's
+    language (``i18n.customer_locale``): the departure's, read here, comes
+    between them. Decided by the request, as the write may run on another
+    thread (``survey.db.fastpath.Batches``).
 
     The caller commits (the survey page through ``db.write_together``; with
     an ORM session, flush it and pass ``session.connection()``, which does
@@ -144,12 +167,24 @@ def record_reason(
     locked = _LOCK_ANSWERING.first(connection, {"public_id": public_id})
     if locked is None:
         return  # erased or unknown: nothing to write, the next page says why
+    locale = chosen_locale or (
+        locked.locale if i18n.speaks(locked.locale) else browser_locale
+    )
     if connection.dialect.name == "sqlite":  # read with the departure
         before = locked.reason
     else:
         so_far = _REASON_SO_FAR.first(connection, {"departure_id": locked.id})
         before = so_far.reason if so_far is not None else None
-    _UPSERT_REASON.execute(connection, {**departure, **version, "reason_other": other})
+    _UPSERT_REASON.execute(
+        connection,
+        {
+            **departure,
+            **version,
+            "reason_other": other,
+            "keep_own_words": keep_own_words,
+            "locale": locale,
+        },
+    )
     _QUEUE_ANSWER.execute(connection, departure)
     if before == reason:
         return  # the same answer again: nothing else changes
@@ -207,6 +242,7 @@ def submit_details(
     follow_up_for: str | None,
     winback_consent: bool | None,
     wording: Wording,
+    locale: str | None = None,
 ) -> None:
     """Save the second page as asked in ``wording``, and the consent choice
     as a ledger event (with the consent sentence shown) if it changes the
@@ -216,6 +252,8 @@ def submit_details(
     asked. When the main reason has changed since (in another tab), an answer
     is kept with the question it answers, unless the new reason's question
     has been answered since; no answer leaves the stored one alone.
+    ``locale`` is the language the page was drawn in (None: unknown, the
+    stored one stays).
     """
     now = clock.now()
     answers = dict(answers)
@@ -233,6 +271,8 @@ def submit_details(
         response.follow_up_reason, response.follow_up_answer = asked, answer
     response.details_saved_at = response.updated_at = now
     response.survey_version_id = wording.version or None
+    if locale:
+        response.locale = locale
     if winback_consent is not None:
         record_consent(
             session,

@@ -30,6 +30,9 @@ from survey.i18n import lazy_gettext as _l
 from survey.vocabulary import DESTINATIONS, REASONS
 from survey.wording.service import BUILT_IN_CONSENT_VERSION, Wording
 
+#: The destination "Which one?" (``destination_name``) asks about.
+COMPETITOR = "competitor"
+
 
 # Flask-WTF ships no type hints, hence the ignore.
 def _choices(labels: Mapping[str, Any], leave_out: str = "") -> list[SelectChoice]:
@@ -217,11 +220,15 @@ class DetailsForm(PublicForm):
     def answers(self) -> dict[str, Any]:
         """Return the cleaned answers (without consent)."""
         offered = {choice.value for choice in self.factors.choices}
+        destination = self.destination.data or None
+        # "Which one?" asks about another product only: typed, then hidden by
+        # choosing another destination, it is still posted, and not kept.
+        named = (self.destination_name.data or "").strip() or None
         return {
             "factors": [code for code in self.factors.data or [] if code in offered],
             "details": (self.details.data or "").strip() or None,
-            "destination": self.destination.data or None,
-            "destination_name": (self.destination_name.data or "").strip() or None,
+            "destination": destination,
+            "destination_name": named if destination == COMPETITOR else None,
             # Only what was posted: without the field, the data is the page's
             # prefill, which may answer another reason's question.
             "follow_up_answer": (self.follow_up.data or "").strip() or None

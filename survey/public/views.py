@@ -204,6 +204,7 @@ def _shared_page_one(
     locale: str | None,
     wording: Wording,
     brand_revision: str,
+    picked: str | None,
     selected: str | None,
     answered_on: date | None,
     consent_state: str | None,
@@ -216,6 +217,12 @@ def _shared_page_one(
     GETs 45 % slower (``make bench``, 2026-12-03), so each app keeps these
     (``_PAGE_ONE``). Pages showing what a customer wrote are never kept: no
     one's words stay in memory.
+
+    ``picked`` is the language picked with the page's switch (``?lang=``),
+    which the page's form and links keep (``_keep_the_chosen_language``
+    reads it from ``g.chosen_locale`` as the page is drawn): a French page
+    drawn for a French customer has none, so it is kept apart from the
+    one drawn for a customer who picked French.
     """
     return _render_page_one(
         locale,
@@ -262,11 +269,13 @@ def _page_one(
             token=token,
             form_token=form_token,
         )
-    # Kept per wording version and brand: a change shows on the next page.
+    # Kept per wording version and brand (a change shows on the next page),
+    # and per language picked on the page (its links keep it).
     shared: str = current_app.extensions[_PAGE_ONE](
         i18n.customer_locale(state.locale),
         wording,
         branding.current().revision,
+        g.get("chosen_locale"),
         **answers,
     )
     # load_token accepted the token, so it is URL-safe base64; escaped anyway.
@@ -314,13 +323,25 @@ def survey(token: str) -> str | WerkzeugResponse:
         log.info("honeypot filled on %s; answer dropped", public_id)
         return redirect(url_for(".thanks", token=token), 303)
     reason, other = form.reason.data, form.reason_other.data
+    # The email reason's confirmation sends no words (confirm.html): those
+    # saved stay. Page 1 always sends its field: cleared there, they go.
+    keep = request.form.get("own_words") == "kept" and not form.reason_other.raw_data
     version = wordings.current().version
+    # The page's language, but for the departure's (read with the answer).
+    chosen, browser = g.get("chosen_locale"), i18n.customer_locale(None)
     # Committed when write_together returns (on SQLite perhaps in one
     # transaction with other threads' answers: see survey.db.fastpath).
     # An erased departure gets nothing written; the next page says so.
     db.write_together(
         lambda connection: answers.record_reason(
-            connection, public_id, reason, other, version
+            connection,
+            public_id,
+            reason,
+            other,
+            version,
+            keep_own_words=keep,
+            chosen_locale=chosen,
+            browser_locale=browser,
         )
     )
     return redirect(url_for(".details", token=token), 303)
@@ -361,6 +382,7 @@ def details(token: str) -> str | WerkzeugResponse:
             follow_up_for=form.follow_up_for.data,
             winback_consent=form.consent_choice(),
             wording=wording,
+            locale=i18n.customer_locale(departure.locale),
         )
         session.commit()
         return redirect(url_for(".thanks", token=token), 303)

@@ -295,7 +295,11 @@ def _render_item(
             seen=wordings.version(session, response.survey_version_id)
             if response
             else None,
-            seen_language=i18n.email_locale(departure.locale).split("_")[0],
+            # The page's language when they answered (kept since responses
+            # keep it), else the departure's.
+            seen_language=i18n.email_locale(
+                response.locale if response and response.locale else departure.locale
+            ).split("_")[0],
             consent=current_consent(session, departure.id),
             on_winback_list=departure.contact_email is not None
             and winback.is_listed(session, departure.contact_email),
