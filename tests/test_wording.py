@@ -198,14 +198,23 @@ def test_a_preview_shows_the_survey_and_the_email_and_saves_nothing(admin, sessi
     assert "Subject:" in html
     # The real first page and the real email, as the customer gets them, in
     # French; the team's words escaped in each.
-    page_one, email = framed(html)
-    for document in (page_one, email):
+    page_one, page_two, email = framed(html)
+    for document in (page_one, page_two, email):
         assert document.startswith("<!doctype html>")
         assert '<html lang="fr">' in document
-        assert "Pourquoi &lt;vraiment&gt; partez-vous ?" in document
         assert "<vraiment>" not in document
+    for document in (page_one, email):
+        assert "Pourquoi &lt;vraiment&gt; partez-vous ?" in document
     assert 'type="radio"' in page_one and "/static/style.css" in page_one
     assert "Cela coûte plus que ce que cela vaut pour nous" in page_one
+    # Page 2 as after the first reason with a follow-up question: that
+    # question, the other reasons as factors, the consent, nothing filled in.
+    assert "“Cela coûte plus que ce que cela vaut pour nous”" in html
+    assert "Quel prix vous aurait convenu\u00a0?" in page_two  # French spacing
+    assert "Pouvons-nous vous contacter plus tard" in page_two
+    assert 'id="factors-too_expensive"' not in page_two  # the main reason
+    assert 'id="factors-missing_features"' in page_two
+    assert "checked" not in page_two and "/static/style.css" in page_two
     assert "/s/your-personal-link?reason=too_expensive" in email
     # The email's style attributes are let through on this page only.
     policy = preview.headers["Content-Security-Policy"]
@@ -223,7 +232,7 @@ def test_the_previewed_email_is_the_one_sent_logo_and_links_alike(app, admin):
     set_brand(app, company_name="Acme", logo=checked_logo(png()))
     preview = set_texts(admin, "en", {"The question": "Why go?"}, action="preview")
     assert preview.status_code == 200
-    _page_one, email = framed(preview.get_data(as_text=True))
+    _page_one, _page_two, email = framed(preview.get_data(as_text=True))
     [logo] = re.findall(r'<img src="([^"]+)"', email)
     assert re.fullmatch(r"http://[^/]+/brand/logo-[0-9a-f]{16}\.png", logo)
     links = re.findall(r'href="([^"]+\?reason=[a-z_]+)"', email)
@@ -270,6 +279,45 @@ def test_a_german_answer_is_shown_to_staff_in_german_with_the_english(app, admin
     # The language named as staff read it, not by its code.
     assert ", in German)" in review
     assert "<dt>Language</dt><dd>German</dd>" in review
+
+
+def test_an_answer_in_the_browsers_language_is_shown_to_staff_in_it(app, admin):
+    departure = make_departure(app)  # no locale of its own
+    customer = app.test_client()
+    customer.environ_base["HTTP_ACCEPT_LANGUAGE"] = "fr"
+    page1 = survey_path(app, departure)
+    assert '<html lang="fr">' in customer.get(page1).get_data(as_text=True)
+    more = submit(customer, page1, {"reason": "switched"}).headers["Location"]
+    review = page(admin, f"/review/{departure.public_id}")
+    assert "Nous avons trouvé une meilleure alternative" in review
+    assert "(We found a better alternative)" in review
+    assert ", in French)" in review
+    # Page 2 answered in another language: the answer reads in that one.
+    customer.environ_base["HTTP_ACCEPT_LANGUAGE"] = "es"
+    assert submit(customer, path_of(more), {"details": "Nada"}).status_code == 303
+    review = page(admin, f"/review/{departure.public_id}")
+    assert "Encontramos una alternativa mejor" in review
+    assert ", in Spanish)" in review
+
+
+def test_an_answer_in_a_language_switched_to_is_shown_to_staff_in_it(app, admin):
+    departure = make_departure(app, locale="fr")
+    customer = app.test_client()
+    page1 = survey_path(app, departure) + "?lang=de"
+    assert '<html lang="de">' in customer.get(page1).get_data(as_text=True)
+    submit(customer, page1, {"reason": "switched"})
+    review = page(admin, f"/review/{departure.public_id}")
+    assert "Wir haben eine bessere Alternative gefunden" in review
+    assert ", in German)" in review
+    # From the email's reason link, confirmed in the language switched to.
+    confirm = survey_path(app, departure) + "?lang=es&reason=too_expensive"
+    html = customer.get(confirm).get_data(as_text=True)
+    action = html_module.unescape(
+        re.search(r'<form method="post" action="([^"]+)"', html)[1]
+    )
+    assert customer.post(action, data=hidden_fields(html)).status_code == 303
+    review = page(admin, f"/review/{departure.public_id}")
+    assert ", in Spanish)" in review
 
 
 def test_consent_in_the_teams_words_stays_in_the_ledger(app, admin, session):

@@ -29,13 +29,14 @@ from survey import audit, db, i18n, outbox
 from survey.branding import service as branding
 from survey.departures.service import question_context, survey_email_context
 from survey.errors import InvalidInput
+from survey.public.forms import DetailsForm
 from survey.security import CONTENT_SECURITY_POLICY
 from survey.staff import access
 from survey.staff.models import StaffUser
 from survey.staff_pages import formatting
 from survey.staff_pages.staff import private_pages
 from survey.staff_pages.wording_forms import ReasonsForm, texts_form
-from survey.vocabulary import FOLLOW_UP_TEXTS, REASONS
+from survey.vocabulary import DESTINATIONS, FOLLOW_UP_TEXTS, REASONS
 from survey.wording import service as wordings
 from survey.wording.models import SurveyVersion
 from survey.wording.service import MAX_CUSTOM_REASONS, SavedMeanwhile, Wording
@@ -154,8 +155,34 @@ def _page_one(wording: Wording, language: str) -> str:
         g.locale = outer
 
 
+def _page_two(wording: Wording, language: str) -> tuple[str | None, str]:
+    """The customer's page 2 (its own template) as a customer reading
+    ``language`` would see it under ``wording`` after choosing the first
+    shown reason that has a follow-up question (else the first shown one):
+    that reason, and the page, with a stand-in link and nothing filled in."""
+    with_question = [c for c in wording.shown if wording.follow_up(c, language)]
+    reason = next(iter(with_question or wording.shown), None)
+    outer = g.get("locale")
+    g.locale = language  # the page's lang attribute
+    try:
+        with i18n.force_locale(language):
+            form = DetailsForm.for_link(
+                PREVIEW_LINK, formdata=None, follow_up_for=reason or ""
+            ).offering(wording, leaving_out=reason or "")
+            return reason, render_template(
+                "public/details.html",
+                wording=wording,
+                destinations=DESTINATIONS,
+                form=form,
+                follow_up_question=wording.follow_up(reason, language),
+                token=PREVIEW_LINK,
+            )
+    finally:
+        g.locale = outer
+
+
 def _preview(wording: Wording, language: str) -> dict[str, Any]:
-    """The survey's first page and the invitation, as a customer reading
+    """The survey's two pages and the invitation, as a customer reading
     ``language`` would see them under ``wording``."""
     base = str(current_app.config["BASE_URL"]).rstrip("/")
     survey_url = f"{base}/s/{PREVIEW_LINK}"
@@ -168,10 +195,13 @@ def _preview(wording: Wording, language: str) -> dict[str, Any]:
         ),
         **question_context(survey_url, wording),
     )
+    page_two_reason, page_two_html = _page_two(wording, language)
     return {
         "language": language,
         "wording": wording,
         "page_html": _page_one(wording, language),
+        "page_two_reason": page_two_reason,
+        "page_two_html": page_two_html,
         "email_subject": subject,
         "email_text": text,
         "email_html": html,

@@ -61,7 +61,7 @@ def test_an_admin_brands_the_survey_adds_a_reason_and_previews_german(
     expect(preview).to_contain_text("Eine Frage von Northwind Analytics")
     # The real first page and the real email, each drawn as the customer
     # sees them: the page with its stylesheet, the email with its inline styles.
-    survey_page = page.frame_locator("iframe[title^='The survey']")
+    survey_page = page.frame_locator('iframe[title^="The survey\'s first"]')
     expect(survey_page.get_by_label("Der Datenumzug war zu schwer")).to_be_visible()
     expect(survey_page.locator("header.brand-header")).to_contain_text("Northwind")
     assert (
@@ -70,6 +70,12 @@ def test_an_admin_brands_the_survey_adds_a_reason_and_previews_german(
         )
         == "640px"
     )  # 40rem: style.css is drawn
+    # Page 2 as after the first reason with a follow-up question: the team's
+    # own reason among the other factors, the consent.
+    page_two = page.frame_locator('iframe[title^="The survey\'s second"]')
+    expect(page_two.locator("h1")).to_have_text("Noch ein paar Fragen")
+    expect(page_two.get_by_label("Der Datenumzug war zu schwer")).to_be_visible()
+    expect(page_two.locator("fieldset.consent")).to_be_visible()
     email = page.frame_locator("iframe[title^='The invitation']")
     expect(
         email.get_by_role("link", name="Der Datenumzug war zu schwer")
