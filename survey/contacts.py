@@ -27,7 +27,7 @@ from flask import current_app
 from sqlalchemy import JSON, Text, and_, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from survey import audit, clock, db, outbox
+from survey import audit, clock, db, outbox, webhooks
 from survey.answers.models import ANSWER_FIELDS, Response
 from survey.audit import AuditEvent
 from survey.consent import (
@@ -553,6 +553,9 @@ def _erase_departure(
     for message in session.scalars(
         select(OutboxMessage).where(OutboxMessage.departure_id == departure.id)
     ):
+        if message.kind == webhooks.KIND:
+            webhooks.forget(message)
+            continue
         files += outbox.eml_files(message.id)
         if message.last_error:  # kept by a release that quoted the address
             message.last_error = outbox.without_address(

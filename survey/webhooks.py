@@ -212,6 +212,34 @@ def deliveries(
     return list(session.scalars(query))
 
 
+#: What erasure leaves of a delivery about an erased person: its body (the
+#: same words erasure leaves everywhere, see survey.contacts)...
+ERASED_BODY = "[erased]"
+#: ...and why it will not go (again).
+PERSON_ERASED = "person erased"
+
+
+def forget(message: outbox.OutboxMessage) -> None:
+    """Empty a delivery about a person being erased, for good.
+
+    Its endpoint (the recipient) and its event stay: neither is about the
+    person, and the log still says what went where. One not yet sent, or
+    given up on, is cancelled, so neither "Send again" nor ``outbox retry``
+    ever posts it.
+    """
+    message.body_text = ERASED_BODY
+    message.body_html = message.unsubscribe_url = None
+    if message.status in (outbox.PENDING, outbox.FAILED):
+        message.status, message.last_error = outbox.CANCELLED, PERSON_ERASED
+
+
+def erased(message: outbox.OutboxMessage) -> bool:
+    """Whether ``message`` is about a person since erased (never sent again)."""
+    return message.body_text == ERASED_BODY or message.recipient.endswith(
+        outbox.ERASED_DOMAIN  # erased before deliveries kept their endpoint
+    )
+
+
 def send_again(session: Session, message_id: int) -> bool:
     """Queue a delivery once more, whatever became of it; return whether found.
 
@@ -219,11 +247,7 @@ def send_again(session: Session, message_id: int) -> bool:
     Never one about an erased person: erasure emptied it for good.
     """
     message = session.get(outbox.OutboxMessage, message_id)
-    if (
-        message is None
-        or message.kind != KIND
-        or message.recipient.endswith(outbox.ERASED_DOMAIN)
-    ):
+    if message is None or message.kind != KIND or erased(message):
         return False
     message.status, message.attempts = outbox.PENDING, 0
     message.next_attempt_at, message.locked_until = clock.now(), None

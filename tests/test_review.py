@@ -1109,3 +1109,23 @@ def test_adding_a_row_past_the_last_one_is_refused_quietly(app, staff):
     assert 'id="action_items-49-text"' in html
     assert 'id="action_items-50-text"' not in html
     assert ">Add another action<" not in html
+
+
+def test_a_refused_assignment_shows_the_assignee_it_still_has(app, staff, csm, session):
+    """Refused, the select is drawn at the person chosen when still offered,
+    else (always, today: a refusal is of someone not offered, CSRF failures
+    end before the page) at the item's assignee, never at the first option."""
+    departure = answered(app)
+    page = f"/review/{departure.public_id}"
+    post(staff, page, f"{page}/assign", {"to_me": "1"})
+    marketing = make_user(app, "marketing")
+    refused = post(staff, page, f"{page}/assign", {"assignee": str(marketing.id)})
+    assert refused.status_code == 422
+    select_html = (
+        refused.get_data(as_text=True).split('id="assignee"')[1].split("</select>")[0]
+    )
+    assert re.findall(r'<option value="([^"]*)" selected>', select_html) == [
+        str(csm.id)
+    ]
+    session.rollback()
+    assert items(session)[0].assignee_id == csm.id

@@ -452,13 +452,52 @@ def test_an_erased_persons_deliveries_are_never_sent(hook_app, receiver, session
     delivery = session.scalar(
         select(OutboxMessage).where(OutboxMessage.kind == "webhook")
     )
-    assert delivery.status == "failed"
+    assert delivery.status == "cancelled"
+    assert delivery.last_error == "person erased"
     assert departure.contact_email not in delivery.body_text
     with hook_app.app_context(), db.write_session() as s:
         assert not webhooks.send_again(s, delivery.id)
         s.commit()
     assert deliver(hook_app).handled == 0
     assert receiver.posts == []
+
+
+def test_an_erased_persons_deliveries_still_name_their_endpoint(
+    hook_app, receiver, session
+):
+    add(hook_app, receiver.url, "departure.recorded", include_personal=True)
+    make_departure(hook_app, contact_email="gone@example.com", company="Gone Ltd")
+    deliver(hook_app)
+    assert len(receiver.posts) == 1  # delivered, then the person is erased
+    receiver.answers = [500] * 20
+    make_departure(hook_app, contact_email="gone@example.com", company="Gone Ltd")
+    deliver(hook_app)  # its first attempt fails: pending, to be retried
+    runner = hook_app.test_cli_runner()
+    assert runner.invoke(args=["contacts", "erase", "gone@example.com"]).exit_code == 0
+    client = hook_app.test_client()
+    make_user(hook_app, "admin", email="admin@example.com")
+    login(client, "admin@example.com")
+    page = client.get("/admin/webhooks").get_data(as_text=True)
+    assert "erased.invalid" not in page and "gone@example.com" not in page
+    assert "Gone Ltd" not in page
+    # Each delivery still says where it went and what it was about...
+    assert page.count(f'<td data-label="To" class="wrap">{receiver.url}</td>') == 2
+    assert page.count('<td data-label="Event">departure.recorded<br>') == 2
+    # ...and offers no "Send again" that would be refused.
+    assert "/again" not in page and "Send again" not in page
+    assert page.count("Erased: not sent again") == 2
+    session.rollback()
+    assert {
+        (m.recipient, m.status)
+        for m in session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "webhook")
+        )
+    } == {(receiver.url, "sent"), (receiver.url, "cancelled")}
+    # Neither the command line's retry nor the worker posts them again.
+    assert runner.invoke(args=["outbox", "retry", "--all-failed"]).exit_code == 0
+    receiver.answers = []
+    assert deliver(hook_app).handled == 0
+    assert len(receiver.posts) == 2
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,7 @@ def endpoints() -> str:
         "staff/webhooks.html",
         endpoints=webhooks.endpoints(session),
         deliveries=webhooks.deliveries(session, limit=LOG_SIZE),
+        erased=webhooks.erased,
         form=form,
         new_secret=new_secret,
     )

@@ -391,14 +391,29 @@ def test_every_staff_page_reads_well_at_both_sizes(
     visit(page, base, "/review/actions")
     shot("actions")
     visit(page, base, "/winback")
+    first_row = page.locator("table.winback tbody tr").first
+    expect(first_row).to_be_visible()
+    if size == "360":  # the filters fold away: the list comes first
+        expect(page.locator("#reason")).to_be_hidden()
+        box = first_row.bounding_box()
+        assert box is not None and box["y"] < PHONE["height"] / 2
     shot("winback")
     # An inverted range: "until" refused and explained, "from" still applied.
     visit(page, base, "/winback?since=2000-01-01&until=1999-01-01", 422)
     expect(page.locator(".error-summary")).to_contain_text("not after")
     expect(page.locator("table.winback tbody tr").first).to_be_visible()
+    expect(page.locator("#until")).to_be_visible()  # refused: open at a phone too
     shot("winback-refused")
     visit(page, base, "/insights")
+    if size == "360":  # the filters fold away: what they chose comes first
+        expect(page.locator("#days")).to_be_hidden()
+        box = page.locator("#scope").bounding_box()
+        assert box is not None and box["y"] < PHONE["height"] / 2
     shot("insights")
+    visit(page, base, "/insights?segment=enterprise")  # a filter set: open
+    expect(page.locator("#segment")).to_have_value("enterprise")
+    expect(page.locator("#segment")).to_be_visible()
+    shot("insights-filtered")
     visit(page, base, "/admin/users")
     shot("users")
     visit(page, base, "/admin/contacts")
@@ -428,6 +443,25 @@ def test_every_staff_page_reads_well_at_both_sizes(
     visit(page, base, "/review/no-such-item", 404)
     expect(page.get_by_role("navigation", name="Staff")).to_be_visible()
     shot("404")
+
+    # After a bulk change the queue says what changed, and on a laptop ten
+    # items still show above the fold.
+    visit(page, base, "/review")
+    rows = page.locator("table.queue tbody tr")
+    for row in rows.all()[:2]:
+        row.locator("input[type=checkbox]").check()
+    if size == "360":
+        page.get_by_text("Change the selected items", exact=True).click()
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("status")).to_contain_text("2 items assigned to Ada")
+    shot("queue-after-bulk")
+    if size == "1280":
+        above_fold = [
+            box
+            for box in (row.bounding_box() for row in rows.all())
+            if box is not None and box["y"] + box["height"] <= LAPTOP["height"]
+        ]
+        assert len(above_fold) >= 10, f"{len(above_fold)} items above the fold"
 
     # Marketing may not open the queue: a 403 inside the staff layout.
     page.context.clear_cookies()
