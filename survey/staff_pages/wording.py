@@ -4,6 +4,8 @@ language, previewed as the customer will see them; each save is a version."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -135,24 +137,32 @@ def _based_on(form: Any) -> int:
 PREVIEW_LINK = "your-personal-link"
 
 
+@contextmanager
+def _drawn_in(language: str) -> Iterator[None]:
+    """Draw a customer's page in ``language`` (its text and its ``lang``
+    attribute) inside this staff request."""
+    outer = g.get("locale")
+    g.locale = language
+    try:
+        with i18n.force_locale(language):
+            yield
+    finally:
+        g.locale = outer
+
+
 def _page_one(wording: Wording, language: str) -> str:
     """The customer's page 1 (its own template) as a customer reading
     ``language`` would see it under ``wording``: no answers, a stand-in
     link, no form token (nothing is meant to be sent from it)."""
-    outer = g.get("locale")
-    g.locale = language  # the page's lang attribute
-    try:
-        with i18n.force_locale(language):
-            return render_template(
-                "public/reason.html",
-                wording=wording,
-                reasons=wording.reasons(),
-                errors={},
-                token=PREVIEW_LINK,
-                form_token="",
-            )
-    finally:
-        g.locale = outer
+    with _drawn_in(language):
+        return render_template(
+            "public/reason.html",
+            wording=wording,
+            reasons=wording.reasons(),
+            errors={},
+            token=PREVIEW_LINK,
+            form_token="",
+        )
 
 
 def _page_two(wording: Wording, language: str) -> tuple[str | None, str]:
@@ -162,23 +172,18 @@ def _page_two(wording: Wording, language: str) -> tuple[str | None, str]:
     that reason, and the page, with a stand-in link and nothing filled in."""
     with_question = [c for c in wording.shown if wording.follow_up(c, language)]
     reason = next(iter(with_question or wording.shown), None)
-    outer = g.get("locale")
-    g.locale = language  # the page's lang attribute
-    try:
-        with i18n.force_locale(language):
-            form = DetailsForm.for_link(
-                PREVIEW_LINK, formdata=None, follow_up_for=reason or ""
-            ).offering(wording, leaving_out=reason or "")
-            return reason, render_template(
-                "public/details.html",
-                wording=wording,
-                destinations=DESTINATIONS,
-                form=form,
-                follow_up_question=wording.follow_up(reason, language),
-                token=PREVIEW_LINK,
-            )
-    finally:
-        g.locale = outer
+    with _drawn_in(language):
+        form = DetailsForm.for_link(
+            PREVIEW_LINK, formdata=None, follow_up_for=reason or ""
+        ).offering(wording, leaving_out=reason or "")
+        return reason, render_template(
+            "public/details.html",
+            wording=wording,
+            destinations=DESTINATIONS,
+            form=form,
+            follow_up_question=wording.follow_up(reason, language),
+            token=PREVIEW_LINK,
+        )
 
 
 def _preview(wording: Wording, language: str) -> dict[str, Any]:
